@@ -1,0 +1,253 @@
+"""The embedded bus: a durable, partitioned log in one SQLite file (WAL, fsync on commit).
+
+It keeps Kafka's semantics that the product relies on (topics, key-hashed partitions, dense
+offsets, consumer groups with committed offsets) so that code written against it runs on Kafka
+unchanged. Several processes may produce and consume at once (SQLite serialises writers).
+Unlike Kafka it does not rebalance partitions among members of one group: every member reads
+every partition, so run one member per group.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from app.bus.base import (
+    BusError,
+    Message,
+    OutgoingRecord,
+    ProduceResult,
+    TopicPartition,
+    UnknownTopicError,
+    partition_for_key,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS heads (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    key BLOB, value BLOB NOT NULL, ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, PRIMARY KEY (group_id, topic, partition)) WITHOUT ROWID;
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before produce() returns, which is what "accepted" promises.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=60000")
+    return conn
+
+
+class EmbeddedBus:
+    """A :class:`~app.bus.base.Bus` stored in ``<directory>/bus.sqlite3``."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._path = self.directory / "bus.sqlite3"
+        self._lock = threading.Lock()
+        self._conn = _connect(self._path)
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+        self._partitions_cache: dict[str, int] = {}
+        self._round_robin = 0
+
+    def __reduce__(self):  # reopen by path in another process (Ray tasks, Serve replicas)
+        return (EmbeddedBus, (str(self.directory),))
+
+    # -- topics -----------------------------------------------------------------------------
+    def create_topic(self, topic: str, partitions: int) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, partitions)
+                )
+                (count,) = self._conn.execute(
+                    "SELECT partitions FROM topics WHERE name = ?", (topic,)
+                ).fetchone()
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO heads(topic, partition, next_offset) VALUES (?, ?, 0)",
+                    [(topic, p) for p in range(count)],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def partitions_for(self, topic: str) -> int:
+        cached = self._partitions_cache.get(topic)
+        if cached is not None:
+            return cached
+        with self._lock:
+            row = self._conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+        if row is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        self._partitions_cache[topic] = row[0]
+        return row[0]
+
+    def list_topics(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT name, partitions FROM topics ORDER BY name").fetchall()
+        return {name: count for name, count in rows}
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        self.partitions_for(topic)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT partition, next_offset FROM heads WHERE topic = ? ORDER BY partition", (topic,)
+            ).fetchall()
+        return {p: o for p, o in rows}
+
+    # -- produce ----------------------------------------------------------------------------
+    def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[ProduceResult]:
+        partitions = self.partitions_for(topic)
+        results: list[ProduceResult] = []
+        rows = []
+        targets: list[int | None] = []
+        for rec in records:
+            if rec.partition is not None:
+                part = rec.partition if 0 <= rec.partition < partitions else None
+            else:
+                self._round_robin += 1
+                part = partition_for_key(rec.key, partitions, fallback=self._round_robin)
+            targets.append(part)
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                heads = dict(
+                    self._conn.execute(
+                        "SELECT partition, next_offset FROM heads WHERE topic = ?", (topic,)
+                    ).fetchall()
+                )
+                for rec, part in zip(records, targets):
+                    if part is None:
+                        results.append(
+                            ProduceResult(None, None, error=f"partition {rec.partition} does not exist")
+                        )
+                        continue
+                    offset = heads[part]
+                    heads[part] = offset + 1
+                    rows.append((topic, part, offset, rec.key, rec.value, now_ms))
+                    results.append(ProduceResult(part, offset))
+                self._conn.executemany(
+                    "INSERT INTO records(topic, partition, offset, key, value, ts_ms) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+                self._conn.executemany(
+                    "UPDATE heads SET next_offset = ? WHERE topic = ? AND partition = ?",
+                    [(o, topic, p) for p, o in heads.items()],
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise BusError(f"embedded bus write failed: {exc}", retriable=True) from exc
+        return results
+
+    # -- consume ----------------------------------------------------------------------------
+    def consumer(self, group_id: str, topics: Sequence[str]) -> "EmbeddedConsumer":
+        for topic in topics:
+            self.partitions_for(topic)
+        return EmbeddedConsumer(self._path, group_id, list(topics))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class EmbeddedConsumer:
+    """A consumer group member of the embedded bus (reads every partition of its topics)."""
+
+    def __init__(self, path: Path, group_id: str, topics: list[str]) -> None:
+        self._conn = _connect(path)
+        self._lock = threading.Lock()
+        self.group_id = group_id
+        self.topics = topics
+        self._positions: dict[TopicPartition, int] = {}
+        for topic in topics:
+            (count,) = self._conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+            for part in range(count):
+                tp = TopicPartition(topic, part)
+                committed = self.committed(tp)
+                self._positions[tp] = committed if committed is not None else 0
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT offset FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
+                (self.group_id, tp.topic, tp.partition),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self._positions:
+            raise BusError(f"{tp} is not assigned to this consumer")
+        self._positions[tp] = max(0, offset)
+
+    def position(self, tp: TopicPartition) -> int:
+        return self._positions[tp]
+
+    def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            out = self._fetch(max_records)
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _fetch(self, max_records: int) -> list[Message]:
+        out: list[Message] = []
+        # Rotate the starting partition so that a busy partition cannot starve the others.
+        items = list(self._positions.items())
+        self._start = (getattr(self, "_start", -1) + 1) % max(1, len(items))
+        items = items[self._start :] + items[: self._start]
+        with self._lock:
+            for tp, pos in items:
+                room = max_records - len(out)
+                if room <= 0:
+                    break
+                rows = self._conn.execute(
+                    "SELECT offset, key, value, ts_ms FROM records WHERE topic = ? AND partition = ?"
+                    " AND offset >= ? ORDER BY offset LIMIT ?",
+                    (tp.topic, tp.partition, pos, room),
+                ).fetchall()
+                for offset, key, value, ts_ms in rows:
+                    out.append(Message(tp.topic, tp.partition, offset, key, value, ts_ms))
+                if rows:
+                    self._positions[tp] = rows[-1][0] + 1
+        return out
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO group_offsets(group_id, topic, partition, offset) VALUES (?,?,?,?)"
+                    " ON CONFLICT(group_id, topic, partition) DO UPDATE SET offset = excluded.offset",
+                    [(self.group_id, tp.topic, tp.partition, off) for tp, off in offsets.items()],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

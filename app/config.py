@@ -1,0 +1,152 @@
+"""Typed settings for every stage, chosen by environment (``GH_`` prefix, ``__`` nesting) or a YAML file.
+
+One :class:`Settings` object is built at the edge (CLI, job entrypoint, Serve replica) and passed
+down explicitly. Backends are chosen by URL:
+
+=============  ==============================  ========================================
+role           embedded default                real engine
+=============  ==============================  ========================================
+bus            ``file://<dir>`` (SQLite log)   ``kafka://host:9092[,host2:9092]``
+lake           ``file://<dir>``                ``webhdfs://host:9870/<root>``
+metadata       ``file://<dir>`` (SQLite docs)  ``mongodb://host:27017/<db>``
+tracking       ``sqlite:///<file>``            ``http://host:5000``
+=============  ==============================  ========================================
+
+Empty URLs resolve under ``data_dir`` so a fresh checkout runs with nothing to install.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "GH_CONFIG_FILE"
+
+
+class TopicSettings(BaseModel):
+    """Bus topic names and partition counts."""
+
+    sensors: str = "greenhouse.sensors"
+    control: str = "greenhouse.control"
+    deadletter: str = "greenhouse.deadletter"
+    partitions: int = Field(default=4, ge=1, le=256)
+
+
+class IngestSettings(BaseModel):
+    """Limits and behaviour of the HTTP ingest gateway."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_records_per_request: int = Field(default=5000, ge=1)
+    # Topics devices may produce to; everything else answers 40401.
+    topics: list[str] = Field(default_factory=lambda: ["greenhouse.sensors"])
+    # Bearer tokens accepted from devices; empty means no auth (local demo only).
+    api_tokens: list[str] = Field(default_factory=list)
+    # Readings stamped further than this into the future are rejected (clock skew guard).
+    max_future_skew_s: float = Field(default=86_400.0, ge=0)
+
+
+class SinkSettings(BaseModel):
+    """Lake sink job behaviour."""
+
+    group_id: str = "lake-sink"
+    max_batch_records: int = Field(default=20_000, ge=1)
+    poll_timeout_s: float = Field(default=1.0, gt=0)
+    # A testing hook: crash (os._exit) at a named phase after N batches. Never set in production.
+    failpoint: str | None = None
+
+
+class ServeSettings(BaseModel):
+    """Where the local Ray Serve HTTP proxy listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of the product.
+
+    Sources, highest priority first: keyword arguments, ``GH_*`` environment variables, the YAML
+    file named by ``GH_CONFIG_FILE`` (or passed to :func:`load_settings`), then defaults.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="GH_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path(".greenhouse")
+    bus_url: str = ""
+    lake_url: str = ""
+    metadata_url: str = ""
+    tracking_url: str = ""
+    ray_address: str = ""
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _resolve_default_urls(self) -> "Settings":
+        root = self.data_dir.expanduser().resolve()
+        self.data_dir = root
+        if not self.bus_url:
+            self.bus_url = f"file://{root / 'bus'}"
+        if not self.lake_url:
+            self.lake_url = f"file://{root / 'lake'}"
+        if not self.metadata_url:
+            self.metadata_url = f"file://{root / 'metadata'}"
+        if not self.tracking_url:
+            self.tracking_url = f"sqlite:///{root / 'mlflow.db'}"
+        return self
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON-able data with secrets masked (for logs and summaries)."""
+        data = self.model_dump(mode="json")
+        if data["ingest"]["api_tokens"]:
+            data["ingest"]["api_tokens"] = ["***"] * len(data["ingest"]["api_tokens"])
+        return data
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file, the environment and explicit overrides."""
+    if config_file is None:
+        return Settings(**overrides)
+    path = Path(config_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    previous = os.environ.get(CONFIG_FILE_ENV)
+    # The YAML source reads the file name from the environment; restore it afterwards so that
+    # loading is free of lasting side effects.
+    os.environ[CONFIG_FILE_ENV] = str(path)
+    try:
+        return Settings(**overrides)
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_FILE_ENV, None)
+        else:
+            os.environ[CONFIG_FILE_ENV] = previous

@@ -1,0 +1,120 @@
+"""The data lake: Parquet files under one root on a pyarrow filesystem, chosen by URL.
+
+``file:///dir`` is a local directory; ``webhdfs://host:9870/root`` is HDFS through WebHDFS (fsspec
+wrapped for pyarrow). Both go through the same code path. Layout::
+
+    raw/sensors/greenhouse_id=<id>/date=YYYY-MM-DD/<file>.parquet
+    features/<feature_set_id>/...
+
+Files appear atomically: written under ``_staging/`` and renamed into place, so a reader (or a sink
+recovering from a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from datetime import date
+from typing import Iterable
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+RAW_SENSORS = "raw/sensors"
+STAGING = "_staging"
+
+
+def filesystem_from_url(url: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the absolute root path inside it for a lake URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return pafs.LocalFileSystem(), parsed.path.rstrip("/") or "/"
+    if parsed.scheme == "webhdfs":
+        from fsspec.implementations.webhdfs import WebHDFS
+
+        user = parsed.username or os.environ.get("HADOOP_USER_NAME") or os.environ.get("USER") or "root"
+        fs = WebHDFS(host=parsed.hostname or "127.0.0.1", port=parsed.port or 9870, user=user)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), parsed.path.rstrip("/") or "/"
+    raise ValueError(f"unsupported lake URL {url!r}: use file:///dir or webhdfs://host:port/root")
+
+
+class Lake:
+    """Parquet files under ``root`` on ``filesystem``; paths given to methods are relative to root."""
+
+    def __init__(self, filesystem: pafs.FileSystem, root: str) -> None:
+        self.filesystem = filesystem
+        self.root = root.rstrip("/") or "/"
+        self._local = isinstance(filesystem, pafs.LocalFileSystem)
+
+    @classmethod
+    def from_url(cls, url: str) -> "Lake":
+        fs, root = filesystem_from_url(url)
+        return cls(fs, root)
+
+    def path(self, relative: str) -> str:
+        """Absolute path inside the filesystem for a root-relative path."""
+        return posixpath.join(self.root, relative.lstrip("/"))
+
+    @staticmethod
+    def raw_partition(greenhouse_id: str, day: date) -> str:
+        """Root-relative directory of one greenhouse-day of raw sensor readings."""
+        return f"{RAW_SENSORS}/greenhouse_id={greenhouse_id}/date={day.isoformat()}"
+
+    def write_parquet(self, table: pa.Table, relative: str) -> str:
+        """Write ``table`` to ``relative`` atomically and durably; return the absolute path."""
+        final = self.path(relative)
+        staging = self.path(f"{STAGING}/{uuid.uuid4().hex}.parquet")
+        self.filesystem.create_dir(posixpath.dirname(staging), recursive=True)
+        self.filesystem.create_dir(posixpath.dirname(final), recursive=True)
+        if self._local:
+            # pyarrow does not fsync; a file reported durable must survive a power cut.
+            with open(staging, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            with self.filesystem.open_output_stream(staging) as out:
+                pq.write_table(table, out, compression="zstd")
+        self.filesystem.move(staging, final)
+        if self._local:
+            fd = os.open(posixpath.dirname(final), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return final
+
+    def exists(self, relative: str) -> bool:
+        return self.filesystem.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+
+    def delete(self, relative_or_absolute: str) -> None:
+        """Delete one file if it exists (absolute paths inside the root are accepted too)."""
+        path = relative_or_absolute if relative_or_absolute.startswith(self.root + "/") else self.path(relative_or_absolute)
+        if self.filesystem.get_file_info(path).type == pafs.FileType.File:
+            self.filesystem.delete_file(path)
+
+    def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
+        """Absolute paths of files under a root-relative directory (recursive), sorted."""
+        selector = pafs.FileSelector(self.path(relative_dir), recursive=True, allow_not_found=True)
+        infos = self.filesystem.get_file_info(selector)
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+    def read_table(self, paths: Iterable[str], columns: list[str] | None = None) -> pa.Table:
+        """Read and concatenate Parquet files (absolute paths) into one table."""
+        tables = [pq.read_table(p, filesystem=self.filesystem, columns=columns) for p in paths]
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def read_raw_sensors(self, columns: list[str] | None = None) -> pa.Table:
+        """Every raw reading with the hive partition columns (``greenhouse_id``, ``date``)."""
+        import pyarrow.dataset as ds
+
+        base = self.path(RAW_SENSORS)
+        if self.filesystem.get_file_info(base).type == pafs.FileType.NotFound:
+            return pa.table({})
+        dataset = ds.dataset(base, filesystem=self.filesystem, format="parquet", partitioning="hive")
+        return dataset.to_table(columns=columns)

@@ -1,0 +1,46 @@
+"""Metadata store (lake batches, feature sets, devices, control audit, deployments), chosen by URL.
+
+``file:///dir`` opens the embedded SQLite document store; ``mongodb://host:port/db`` opens MongoDB
+(or any MongoDB-wire server such as FerretDB).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from app.metadata.base import Collection, DuplicateKeyError, MetadataStore
+
+LAKE_BATCHES = "lake_batches"
+FEATURE_SETS = "feature_sets"
+DEVICES = "devices"
+CONTROL_AUDIT = "control_audit"
+DEPLOYMENTS = "deployments"
+
+
+def open_metadata(url: str) -> MetadataStore:
+    """Open the metadata store named by ``url``."""
+    scheme = urlparse(url).scheme
+    if scheme == "file":
+        from app.metadata.embedded import EmbeddedStore
+
+        return EmbeddedStore(urlparse(url).path)
+    if scheme in ("mongodb", "mongodb+srv"):
+        try:
+            from app.metadata.mongo import MongoStore
+        except ImportError as exc:  # pragma: no cover - lands with the MongoDB adapter
+            raise RuntimeError(f"the MongoDB metadata adapter is not available: {exc}") from exc
+        return MongoStore(url)
+    raise ValueError(f"unsupported metadata URL {url!r}: use file:///dir or mongodb://host:port/db")
+
+
+__all__ = [
+    "CONTROL_AUDIT",
+    "DEPLOYMENTS",
+    "DEVICES",
+    "FEATURE_SETS",
+    "LAKE_BATCHES",
+    "Collection",
+    "DuplicateKeyError",
+    "MetadataStore",
+    "open_metadata",
+]

@@ -1,0 +1,90 @@
+"""The metadata store contract: every MetadataStore implementation must pass this suite."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from app.metadata import DuplicateKeyError, MetadataStore, open_metadata
+
+
+@pytest.fixture(params=["embedded"])
+def store(request, tmp_path) -> MetadataStore:
+    if request.param == "embedded":
+        s = open_metadata(f"file://{tmp_path / 'meta'}")
+    yield s
+    s.close()
+
+
+def test_insert_find_roundtrip_with_datetimes(store):
+    col = store.collection("lake_batches")
+    ts = datetime(2026, 6, 1, 12, 30, tzinfo=timezone.utc)
+    _id = col.insert_one({"_id": "a", "rows": 3, "ts_min": ts, "nested": {"x": 1}})
+    assert _id == "a"
+    doc = col.find_one({"_id": "a"})
+    assert doc["rows"] == 3 and doc["nested"] == {"x": 1}
+    assert doc["ts_min"] == ts and doc["ts_min"].tzinfo is not None
+    assert "lake_batches" in store.list_collections()
+
+
+def test_generated_ids_and_duplicate_id(store):
+    col = store.collection("c")
+    a = col.insert_one({"v": 1})
+    b = col.insert_one({"v": 2})
+    assert a != b
+    with pytest.raises(DuplicateKeyError):
+        col.insert_one({"_id": a, "v": 3})
+
+
+def test_filters_sort_limit(store):
+    col = store.collection("c")
+    for i in range(10):
+        col.insert_one({"_id": f"d{i}", "i": i, "even": i % 2 == 0, "tag": {"k": "x" if i < 5 else "y"}})
+    assert [d["i"] for d in col.find({"i": {"$gte": 3, "$lt": 6}}, sort=[("i", 1)])] == [3, 4, 5]
+    assert [d["i"] for d in col.find({"tag.k": "y"}, sort=[("i", -1)], limit=2)] == [9, 8]
+    assert col.count_documents({"even": True}) == 5
+    assert col.count_documents({"i": {"$in": [1, 2, 42]}}) == 2
+    assert col.count_documents({"i": {"$ne": 1}}) == 9
+    assert col.count_documents({"$or": [{"i": 0}, {"i": 9}]}) == 2
+    assert col.count_documents({"missing": {"$exists": False}}) == 10
+    assert col.find_one({"i": 99}) is None
+
+
+def test_update_set_inc_unset_and_upsert(store):
+    col = store.collection("c")
+    col.insert_one({"_id": "x", "n": 1, "status": "pending", "gone": True})
+    assert col.update_one({"_id": "x"}, {"$set": {"status": "committed"}, "$inc": {"n": 2}, "$unset": {"gone": ""}}) == 1
+    doc = col.find_one({"_id": "x"})
+    assert doc["status"] == "committed" and doc["n"] == 3 and "gone" not in doc
+    assert col.update_one({"_id": "nope"}, {"$set": {"a": 1}}) == 0
+    assert col.find_one({"_id": "nope"}) is None
+    col.update_one({"_id": "cp"}, {"$set": {"next_offset": 5}, "$setOnInsert": {"created": 1}}, upsert=True)
+    col.update_one({"_id": "cp"}, {"$set": {"next_offset": 9}, "$setOnInsert": {"created": 2}}, upsert=True)
+    doc = col.find_one({"_id": "cp"})
+    assert doc["next_offset"] == 9 and doc["created"] == 1
+
+
+def test_delete_many(store):
+    col = store.collection("c")
+    for i in range(4):
+        col.insert_one({"i": i})
+    assert col.delete_many({"i": {"$lt": 2}}) == 2
+    assert col.count_documents() == 2
+
+
+def test_unique_index(store):
+    col = store.collection("c")
+    col.create_index([("path", 1)], unique=True)
+    col.insert_one({"path": "/a"})
+    with pytest.raises(DuplicateKeyError):
+        col.insert_one({"path": "/a"})
+    col.insert_one({"path": "/b"})
+    assert col.count_documents() == 2
+
+
+def test_data_survives_reopen(store, tmp_path):
+    col = store.collection("c")
+    col.insert_one({"_id": "keep", "v": 1})
+    reopened = open_metadata(f"file://{tmp_path / 'meta'}") if not hasattr(store, "client") else store
+    assert reopened.collection("c").find_one({"_id": "keep"})["v"] == 1
