@@ -90,6 +90,11 @@ class LakeSink:
         doc = self.checkpoints.find_one({"_id": _checkpoint_id(self.group, tp)})
         return None if doc is None else int(doc["next_offset"])
 
+    def committed_offsets_total(self) -> int:
+        """Sum over partitions of the checkpointed next offset: how many records are settled."""
+        docs = self.checkpoints.find({"group": self.group, "topic": self.topic})
+        return sum(int(d["next_offset"]) for d in docs)
+
     def recover(self) -> None:
         """Settle chunks a crash left half done (see the module docstring)."""
         pending = self.batches.find({"status": "pending", "sink_group": self.group, "topic": self.topic})
@@ -244,9 +249,11 @@ class LakeSink:
         idle_polls: int = 2,
         max_seconds: float | None = None,
         on_progress: Callable[[SinkStats], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> SinkStats:
         """Recover, then consume. Stops after ``idle_polls`` empty polls when ``until_idle``,
-        or after ``max_seconds``; otherwise runs until interrupted."""
+        after ``max_seconds``, or once ``should_stop()`` is true after an empty poll; otherwise
+        runs until interrupted."""
         started = time.monotonic()
         self.recover()
         self._consumer = self.bus.consumer(self.group, [self.topic])
@@ -262,6 +269,8 @@ class LakeSink:
                 if not messages:
                     empty += 1
                     if until_idle and empty >= idle_polls:
+                        break
+                    if should_stop is not None and should_stop():
                         break
                 else:
                     empty = 0

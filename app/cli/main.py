@@ -1,0 +1,187 @@
+"""``greenhouse`` CLI (typer). Every command reads settings from ``--config FILE``, ``GH_*``
+environment variables and defaults, in that order of increasing priority for the environment."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="greenhouse",
+    help=(
+        "Ray-native MLOps for smart greenhouses.\n\n"
+        "Sensors post readings (Kafka REST Proxy v2 shape) to an ingest gateway on Ray Serve; readings "
+        "go to a durable bus, then to a Parquet lake with metadata. Backends are chosen by URL in "
+        "settings (GH_BUS_URL, GH_LAKE_URL, GH_METADATA_URL, ...); the defaults are embedded and live "
+        "under GH_DATA_DIR (./.greenhouse)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML settings file (GH_* environment variables override it).")
+
+
+def _settings(config: Optional[Path], **overrides):
+    from app.config import load_settings
+
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    greenhouses: int = typer.Option(2, min=1, max=50, help="How many greenhouses to simulate."),
+    days: float = typer.Option(1.0, min=0.01, max=60, help="Simulated days of readings."),
+    step_s: float = typer.Option(60.0, min=1, max=3600, help="Simulation and reading interval in seconds."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same readings."),
+    batch_size: int = typer.Option(100, min=1, max=5000, help="Readings per HTTP request."),
+    fault_rate: float = typer.Option(0.003, min=0, max=1, help="Share of readings that faulty devices corrupt."),
+    data_dir: Optional[Path] = typer.Option(None, help="Where embedded stores live (default: a fresh run directory under ./.greenhouse/runs)."),
+    port: Optional[int] = typer.Option(None, help="Serve HTTP port for the gateway (default: GH_SERVE__PORT or 8000)."),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Simulate greenhouses, post every reading over HTTP to the gateway, sink to the lake, and check
+    that the lake holds exactly the accepted readings."""
+    from datetime import datetime
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.demo import DemoOptions, run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    if data_dir is None:
+        data_dir = Path(".greenhouse") / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    overrides = {"data_dir": data_dir}
+    if port is not None:
+        overrides["serve"] = {"port": port}
+    settings = _settings(config, **overrides)
+    options = DemoOptions(greenhouses=greenhouses, days=days, step_s=step_s, seed=seed, batch_size=batch_size, fault_rate=fault_rate)
+    console.print(f"[bold]greenhouse demo[/bold]: {greenhouses} greenhouses x {days:g} simulated days, data in {settings.data_dir}")
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(), console=console) as bar:
+
+        def on_progress(stage: str, done: float, total: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        try:
+            summary = run_demo(settings, options, on_progress=on_progress)
+        except Exception as exc:
+            console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
+    _print_demo_summary(summary)
+    print(json.dumps({"job": "demo", **summary.__dict__}))
+    if not summary.ok:
+        console.print("[red]FAILED:[/red] the lake does not hold exactly the accepted readings")
+        raise typer.Exit(1)
+
+
+def _print_demo_summary(s) -> None:
+    table = Table(title="Demo summary", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("greenhouses x simulated days", f"{s.greenhouses} x {s.simulated_days:g}"),
+        ("readings generated", s.readings_generated),
+        ("readings accepted (HTTP 200)", s.readings_accepted),
+        ("readings rejected", s.readings_rejected),
+        *[(f"  rejected: {reason}", n) for reason, n in sorted(s.rejected_by_reason.items())],
+        ("dead-lettered records", s.dead_letters),
+        ("HTTP requests (p50 / p99 ms)", f"{s.requests} ({s.request_p50_ms} / {s.request_p99_ms})"),
+        ("rows in the lake", s.lake_rows),
+        ("Parquet files / batch documents", f"{s.lake_files} / {s.batch_documents}"),
+        ("lake rows == accepted", "yes" if s.lake_rows == s.readings_accepted else "NO"),
+        ("elapsed s", s.elapsed_s),
+        ("data dir", s.data_dir),
+    ]
+    for what, value in rows:
+        table.add_row(what, str(value))
+    console.print(table)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sink(ctx: typer.Context) -> None:
+    """Run the lake sink job (same as ``python -m jobs.sink``; pass --help for its options)."""
+    from jobs.sink import main as sink_main
+
+    raise typer.Exit(sink_main(list(ctx.args)))
+
+
+@app.command()
+def simulate(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of a running ingest gateway."),
+    greenhouses: int = typer.Option(2, min=1, max=50),
+    hours: float = typer.Option(24.0, min=0.01, help="Simulated hours to post."),
+    step_s: float = typer.Option(60.0, min=1),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(100, min=1, max=5000),
+    token: Optional[str] = typer.Option(None, envvar="GH_DEVICE_TOKEN", help="Bearer token for the gateway."),
+) -> None:
+    """Post simulated fleet readings to a running gateway (e.g. one started by ``serve run``)."""
+    from datetime import datetime, timedelta, timezone
+
+    from app.ingest.client import GatewayClient
+    from app.sim.fleet import FleetSimulator
+
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours + 1)
+    fleet = FleetSimulator(greenhouses, start, step_s=step_s, seed=seed)
+    with GatewayClient(url, token=token, batch_size=batch_size) as client:
+        try:
+            for readings in fleet.iter_steps(hours * 3600):
+                client.post(readings)
+        except Exception as exc:
+            console.print(f"[red]error:[/red] posting to {url} failed: {exc}")
+            raise typer.Exit(1) from None
+        tally = client.tally
+    print(json.dumps({"job": "simulate", "accepted": tally.accepted, "rejected": tally.rejected, "requests": tally.requests, "rejected_by_reason": dict(tally.rejected_by_reason)}))
+
+
+@app.command("config")
+def show_config(config: Optional[Path] = ConfigOpt) -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    print(json.dumps(_settings(config).public_dict(), indent=2))
+
+
+@app.command()
+def lake(config: Optional[Path] = ConfigOpt) -> None:
+    """Summarise the raw lake: rows and files per greenhouse and date."""
+    import pyarrow.compute as pc
+
+    from app.lake import Lake
+
+    settings = _settings(config)
+    table = Lake.from_url(settings.lake_url).read_raw_sensors(columns=["device_id", "greenhouse_id", "date"])
+    if table.num_rows == 0:
+        console.print(f"the lake at {settings.lake_url} holds no readings yet")
+        return
+    grouped = table.group_by(["greenhouse_id", "date"]).aggregate([("device_id", "count")]).sort_by([("greenhouse_id", "ascending"), ("date", "ascending")])
+    out = Table(title=f"Raw readings in {settings.lake_url}")
+    for col in ("greenhouse_id", "date", "rows"):
+        out.add_column(col)
+    for row in grouped.to_pylist():
+        out.add_row(str(row["greenhouse_id"]), str(row["date"]), str(row["device_id_count"]))
+    console.print(out)
+    console.print(f"total rows: {pc.sum(grouped['device_id_count']).as_py()}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The `greenhouse` CLI as a user meets it: help, bad input, and a short demo run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "app.cli.main"]
+
+
+def run(args: list[str], timeout: float = 60, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+
+
+def test_help_explains_commands():
+    out = run(["--help"])
+    assert out.returncode == 0
+    for command in ("demo", "sink", "simulate", "config", "lake"):
+        assert command in out.stdout
+    demo_help = run(["demo", "--help"])
+    assert "--greenhouses" in demo_help.stdout and "--days" in demo_help.stdout
+
+
+def test_bad_input_gets_a_message_and_nonzero_exit(tmp_path):
+    out = run(["demo", "--greenhouses", "0"])
+    assert out.returncode == 2 and "greenhouses" in (out.stderr + out.stdout)
+    out = run(["config", "--config", str(tmp_path / "missing.yaml")])
+    assert out.returncode == 2 and "config file not found" in out.stderr
+    out = run(["config"], GH_TOPICS__PARTITIONS="zero")
+    assert out.returncode == 2 and "invalid settings" in out.stderr
+
+
+def test_config_shows_effective_settings(tmp_path):
+    out = run(["config"], GH_DATA_DIR=str(tmp_path), GH_INGEST__API_TOKENS='["s3cret"]')
+    assert out.returncode == 0
+    data = json.loads(out.stdout)
+    assert data["bus_url"] == f"file://{tmp_path}/bus"
+    assert data["ingest"]["api_tokens"] == ["***"]
+
+
+@pytest.mark.serve
+def test_short_demo_puts_exactly_the_accepted_readings_in_the_lake(tmp_path):
+    out = run(
+        ["demo", "--days", "0.1", "--fault-rate", "0.02", "--data-dir", str(tmp_path / "demo"), "--port", str(free_port())],
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True
+    assert summary["readings_generated"] == 2 * 3 * 144  # 2 greenhouses x 3 devices x 144 steps
+    assert summary["lake_rows"] == summary["readings_accepted"] > 0
+    assert summary["readings_rejected"] == sum(summary["rejected_by_reason"].values()) > 0
+    assert summary["dead_letters"] == summary["readings_rejected"]
+    assert "Demo summary" in out.stderr and "sinking the bus into the lake" in out.stderr
+    lake = run(["lake"], GH_DATA_DIR=str(tmp_path / "demo"))
+    assert lake.returncode == 0 and "gh-01" in lake.stderr and f"total rows: {summary['lake_rows']}" in lake.stderr

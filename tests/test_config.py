@@ -1,0 +1,62 @@
+"""Settings: defaults resolve under data_dir, env (GH_, __ nesting) and YAML files configure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.config import Settings, load_settings
+
+
+def test_default_urls_live_under_data_dir(tmp_path):
+    s = Settings(data_dir=tmp_path)
+    assert s.bus_url == f"file://{tmp_path / 'bus'}"
+    assert s.lake_url == f"file://{tmp_path / 'lake'}"
+    assert s.metadata_url == f"file://{tmp_path / 'metadata'}"
+    assert s.tracking_url == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_environment_with_nesting(monkeypatch, tmp_path):
+    monkeypatch.setenv("GH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GH_BUS_URL", "kafka://127.0.0.1:9092")
+    monkeypatch.setenv("GH_SINK__MAX_BATCH_RECORDS", "123")
+    monkeypatch.setenv("GH_INGEST__API_TOKENS", '["a", "b"]')
+    s = Settings()
+    assert s.bus_url == "kafka://127.0.0.1:9092"
+    assert s.sink.max_batch_records == 123
+    assert s.ingest.api_tokens == ["a", "b"]
+    assert s.public_dict()["ingest"]["api_tokens"] == ["***", "***"]
+
+
+def test_yaml_file_and_priority(monkeypatch, tmp_path):
+    cfg = tmp_path / "gh.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "from-yaml"), "topics": {"partitions": 8}, "sink": {"group_id": "yaml-group"}}))
+    monkeypatch.setenv("GH_SINK__GROUP_ID", "env-group")
+    s = load_settings(cfg)
+    assert s.data_dir == (tmp_path / "from-yaml").resolve()
+    assert s.topics.partitions == 8
+    assert s.sink.group_id == "env-group"  # the environment overrides the file
+    assert load_settings(cfg, topics={"partitions": 2}).topics.partitions == 2
+
+
+def test_bad_values_are_rejected(tmp_path):
+    with pytest.raises(ValueError):
+        Settings(data_dir=tmp_path, topics={"partitions": 0})
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_serve_config_validates_with_rays_schema():
+    from ray.serve.schema import ServeDeploySchema
+
+    from app.serve.ingest import IngestAppArgs
+
+    path = Path(__file__).resolve().parents[1] / "serve_configs" / "ingest.yaml"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (app_cfg,) = config.applications
+    assert app_cfg.import_path == "app.serve.ingest:build_app"
+    args = IngestAppArgs.model_validate(app_cfg.args)
+    assert load_settings(args.config_file, **args.settings).ingest.topics == ["greenhouse.sensors"]
+    assert app_cfg.deployments[0].ray_actor_options.num_cpus < 1
