@@ -122,3 +122,23 @@ def test_concurrent_producers_lose_nothing(bus):
         seen.extend(batch)
     assert len({m.value for m in seen}) == 400
     c.close()
+
+
+def test_embedded_log_survives_a_restart(tmp_path):
+    """The embedded default is durable: a new process (here: a new instance) sees everything."""
+    url = f"file://{tmp_path / 'bus'}"
+    first = open_bus(url)
+    first.create_topic("t", 2)
+    first.produce("t", [OutgoingRecord(f"{i}".encode(), key=b"k") for i in range(7)])
+    c = first.consumer("g", ["t"])
+    c.poll(3, 1)
+    part = partition_for_key(b"k", 2)
+    c.commit({TopicPartition("t", part): 3})
+    c.close()
+    first.close()
+    again = open_bus(url)
+    assert again.end_offsets("t")[part] == 7
+    c2 = again.consumer("g", ["t"])
+    assert [m.value for m in c2.poll(10, 1)] == [b"3", b"4", b"5", b"6"]
+    c2.close()
+    again.close()

@@ -1,0 +1,99 @@
+"""Wire contracts: readings validated with reasons, commands signed, expiring and bounded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.contracts import MEASUREMENT_BOUNDS, ControlCommand, ModelRef, ReadingError, Setpoints, validate_reading
+
+NOW = datetime(2026, 6, 2, tzinfo=timezone.utc)
+
+
+def reading(**changes):
+    base = {"greenhouse_id": "gh-01", "device_id": "gh-01-climate", "ts": "2026-06-01T12:00:00+02:00", "measurements": {"air_temp_c": 21.0}}
+    base.update(changes)
+    return base
+
+
+def test_valid_reading_is_normalised_to_utc_and_keeps_unknown_fields():
+    r = validate_reading(reading(firmware="1.0", measurements={"air_temp_c": 21.0, "leaf_wetness_pct": 4}), now=NOW)
+    assert r.ts == datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
+    assert r.measurements.unknown() == {"leaf_wetness_pct": 4}
+    assert r.model_extra == {"firmware": "1.0"}
+    assert validate_reading(reading(ts=1780000000000), now=NOW).ts_ms == 1780000000000
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"measurements": {"rh_pct": 100.5}}, "measurements.rh_pct"),
+        ({"measurements": {"air_temp_c": float("nan")}}, "measurements.air_temp_c"),
+        ({"measurements": {"co2_ppm": -1}}, "measurements.co2_ppm"),
+        ({"measurements": {}}, "measurements"),
+        ({"measurements": {"note": [1, 2]}}, "measurements"),
+        ({"ts": "2026-06-01T12:00:00"}, "ts"),
+        ({"ts": "1999-12-31T23:59:59Z"}, "ts"),
+        ({"ts": "2026-06-09T00:00:00Z"}, "ts"),
+        ({"ts": True}, "ts"),
+        ({"greenhouse_id": "gh 01"}, "greenhouse_id"),
+        ({"schema_version": 2}, "schema_version"),
+    ],
+)
+def test_impossible_readings_are_rejected_with_a_reason(changes, field):
+    with pytest.raises(ReadingError) as exc:
+        validate_reading(reading(**changes), now=NOW)
+    assert exc.value.reason_code == field
+    assert exc.value.reason.startswith(field)
+
+
+@given(st.sampled_from(sorted(MEASUREMENT_BOUNDS)), st.floats(allow_nan=False, allow_infinity=False))
+def test_bounds_are_enforced_for_every_measurement(name, value):
+    low, high = MEASUREMENT_BOUNDS[name]
+    try:
+        r = validate_reading(reading(measurements={name: value}), now=NOW)
+    except ReadingError:
+        assert not low <= value <= high
+    else:
+        assert low <= getattr(r.measurements, name) <= high
+
+
+def command(**changes):
+    base = dict(
+        command_id="cmd-0000001",
+        greenhouse_id="gh-01",
+        issued_at=NOW,
+        valid_until=NOW + timedelta(minutes=5),
+        setpoints=Setpoints(vent_pct=20, heat_pct=0, screen_pct=50),
+        model=ModelRef(name="gh-forecaster", version="3"),
+        reason={"forecast_air_temp_c_15min": 26.1},
+    )
+    base.update(changes)
+    return ControlCommand(**base)
+
+
+def test_command_signature_verifies_and_detects_tampering():
+    key = b"k" * 32
+    signed = command().signed(key)
+    assert signed.verify(key)
+    assert not signed.verify(b"other-key")
+    tampered = signed.model_copy(update={"setpoints": Setpoints(vent_pct=100, heat_pct=100, screen_pct=0)})
+    assert not tampered.verify(key)
+    assert not command().verify(key)  # unsigned
+
+
+def test_command_expiry_and_window():
+    c = command()
+    assert not c.is_expired(NOW + timedelta(minutes=4))
+    assert c.is_expired(NOW + timedelta(minutes=5))
+    with pytest.raises(ValueError):
+        command(valid_until=NOW)
+
+
+@pytest.mark.parametrize("bad", [{"vent_pct": 101, "heat_pct": 0, "screen_pct": 0}, {"vent_pct": -1, "heat_pct": 0, "screen_pct": 0}, {"vent_pct": float("inf"), "heat_pct": 0, "screen_pct": 0}])
+def test_setpoints_outside_physical_range_are_refused(bad):
+    with pytest.raises(ValueError):
+        Setpoints(**bad)
