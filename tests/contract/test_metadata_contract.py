@@ -6,13 +6,28 @@ from datetime import datetime, timezone
 
 import pytest
 
+import uuid
+
 from app.metadata import DuplicateKeyError, MetadataStore, open_metadata
+from tests.engines import engine_url
 
 
-@pytest.fixture(params=["embedded"])
-def store(request, tmp_path) -> MetadataStore:
+@pytest.fixture(params=["embedded", "mongodb"])
+def store_url(request, tmp_path) -> str:
     if request.param == "embedded":
-        s = open_metadata(f"file://{tmp_path / 'meta'}")
+        yield f"file://{tmp_path / 'meta'}"
+        return
+    base = engine_url("mongodb")
+    database = f"gh_test_{uuid.uuid4().hex[:10]}"  # one database per test: real servers keep data
+    yield f"{base}/{database}"
+    store = open_metadata(f"{base}/{database}")
+    store.client.drop_database(database)
+    store.close()
+
+
+@pytest.fixture
+def store(store_url) -> MetadataStore:
+    s = open_metadata(store_url)
     yield s
     s.close()
 
@@ -83,8 +98,9 @@ def test_unique_index(store):
     assert col.count_documents() == 2
 
 
-def test_data_survives_reopen(store, tmp_path):
+def test_data_survives_reopen(store, store_url):
     col = store.collection("c")
     col.insert_one({"_id": "keep", "v": 1})
-    reopened = open_metadata(f"file://{tmp_path / 'meta'}") if not hasattr(store, "client") else store
+    reopened = open_metadata(store_url)
     assert reopened.collection("c").find_one({"_id": "keep"})["v"] == 1
+    reopened.close()

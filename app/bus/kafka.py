@@ -1,0 +1,219 @@
+"""The Kafka bus: the :class:`~app.bus.base.Bus` interface on Apache Kafka through kafka-python.
+
+Producer: idempotent, ``acks=all``, so a record reported written is on every in-sync replica and
+retries never duplicate it. Partitions are chosen with the same key hash as the embedded bus
+(CRC32), so one greenhouse lands in the same partition on either engine.
+Consumers: manual assignment of every partition of their topics inside a consumer group (the sink
+is one member per group), auto-commit off, offsets committed explicitly after durable writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+from urllib.parse import urlparse
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KafkaTP
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from app.bus.base import (
+    BusError,
+    Message,
+    OutgoingRecord,
+    ProduceResult,
+    TopicPartition,
+    UnknownTopicError,
+    partition_for_key,
+)
+
+_PRODUCE_TIMEOUT_S = 30.0
+
+
+def bootstrap_servers(url: str) -> list[str]:
+    """``kafka://h1:9092,h2:9092`` -> ``["h1:9092", "h2:9092"]``."""
+    parsed = urlparse(url)
+    hosts = parsed.netloc or parsed.path
+    servers = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not servers:
+        raise ValueError(f"no bootstrap servers in {url!r}")
+    return servers
+
+
+class KafkaBus:
+    """A :class:`~app.bus.base.Bus` on Apache Kafka."""
+
+    def __init__(self, url: str, *, client_id: str = "greenhouse") -> None:
+        self.url = url
+        self._servers = bootstrap_servers(url)
+        self._client_id = client_id
+        self._admin: KafkaAdminClient | None = None
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+        self._partitions: dict[str, int] = {}
+        self._round_robin = 0
+
+    def __reduce__(self):
+        return (KafkaBus, (self.url,))
+
+    # -- lazily opened clients (opening costs a metadata round trip) --------------------------
+    @property
+    def admin(self) -> KafkaAdminClient:
+        with self._lock:
+            if self._admin is None:
+                try:
+                    self._admin = KafkaAdminClient(bootstrap_servers=self._servers, client_id=f"{self._client_id}-admin")
+                except KafkaError as exc:
+                    raise BusError(f"cannot reach Kafka at {self._servers}: {exc}", retriable=True) from exc
+            return self._admin
+
+    @property
+    def producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                try:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self._servers,
+                        client_id=f"{self._client_id}-producer",
+                        acks="all",
+                        enable_idempotence=True,
+                        linger_ms=2,
+                        retries=5,
+                    )
+                except KafkaError as exc:
+                    raise BusError(f"cannot reach Kafka at {self._servers}: {exc}", retriable=True) from exc
+            return self._producer
+
+    # -- topics -----------------------------------------------------------------------------
+    def create_topic(self, topic: str, partitions: int) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        try:
+            self.admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            if "TopicAlreadyExists" not in type(exc).__name__ + str(exc):
+                raise BusError(f"creating topic {topic!r} failed: {exc}") from exc
+
+    def _describe(self, topics: list[str] | None) -> dict[str, int]:
+        try:
+            described = self.admin.describe_topics(topics)
+        except KafkaError as exc:
+            raise BusError(f"describing topics failed: {exc}", retriable=True) from exc
+        return {t["name"]: len(t["partitions"]) for t in described if not t.get("error_code") and t.get("partitions")}
+
+    def partitions_for(self, topic: str) -> int:
+        cached = self._partitions.get(topic)
+        if cached is not None:
+            return cached
+        found = self._describe([topic])
+        if topic not in found:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        self._partitions[topic] = found[topic]
+        return found[topic]
+
+    def list_topics(self) -> dict[str, int]:
+        return {name: count for name, count in sorted(self._describe(None).items()) if not name.startswith("__")}
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        count = self.partitions_for(topic)
+        consumer = KafkaConsumer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-offsets", enable_auto_commit=False)
+        try:
+            ends = consumer.end_offsets([KafkaTP(topic, p) for p in range(count)])
+        finally:
+            consumer.close()
+        return {tp.partition: off for tp, off in sorted(ends.items(), key=lambda kv: kv[0].partition)}
+
+    # -- produce ----------------------------------------------------------------------------
+    def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[ProduceResult]:
+        partitions = self.partitions_for(topic)
+        producer = self.producer
+        futures = []
+        for rec in records:
+            if rec.partition is not None:
+                part = rec.partition if 0 <= rec.partition < partitions else None
+            else:
+                self._round_robin += 1
+                part = partition_for_key(rec.key, partitions, fallback=self._round_robin)
+            if part is None:
+                futures.append(None)
+                continue
+            try:
+                futures.append(producer.send(topic, value=rec.value, key=rec.key, partition=part))
+            except KafkaError as exc:
+                futures.append(exc)
+        try:
+            producer.flush(timeout=_PRODUCE_TIMEOUT_S)
+        except KafkaError as exc:
+            raise BusError(f"Kafka did not acknowledge the batch: {exc}", retriable=True) from exc
+        results: list[ProduceResult] = []
+        for rec, fut in zip(records, futures):
+            if fut is None:
+                results.append(ProduceResult(None, None, error=f"partition {rec.partition} does not exist"))
+            elif isinstance(fut, Exception):
+                results.append(ProduceResult(None, None, error=str(fut), retriable=getattr(fut, "retriable", False)))
+            else:
+                try:
+                    meta = fut.get(timeout=_PRODUCE_TIMEOUT_S)
+                    results.append(ProduceResult(meta.partition, meta.offset))
+                except KafkaError as exc:
+                    results.append(ProduceResult(None, None, error=str(exc), retriable=getattr(exc, "retriable", False)))
+        return results
+
+    # -- consume ----------------------------------------------------------------------------
+    def consumer(self, group_id: str, topics: Sequence[str]) -> "KafkaBusConsumer":
+        assignment = [TopicPartition(t, p) for t in topics for p in range(self.partitions_for(t))]
+        return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=10)
+                self._producer = None
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
+
+
+class KafkaBusConsumer:
+    """A consumer group member with every partition of its topics assigned to it."""
+
+    def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str) -> None:
+        self.group_id = group_id
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=servers,
+            group_id=group_id,
+            client_id=f"{client_id}-{group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._tps = {tp: KafkaTP(tp.topic, tp.partition) for tp in assignment}
+        self._consumer.assign(list(self._tps.values()))
+
+    def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        out: list[Message] = []
+        for ktp, records in batches.items():
+            for r in records:
+                out.append(Message(ktp.topic, ktp.partition, r.offset, r.key, r.value, r.timestamp))
+        return out
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            self._consumer.commit({self._tps[tp]: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except KafkaError as exc:
+            raise BusError(f"offset commit failed: {exc}", retriable=True) from exc
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self._consumer.committed(self._tps.get(tp) or KafkaTP(tp.topic, tp.partition))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self._tps:
+            raise BusError(f"{tp} is not assigned to this consumer")
+        self._consumer.seek(self._tps[tp], max(0, offset))
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,89 @@
+"""The MongoDB metadata store: the :class:`~app.metadata.base.MetadataStore` interface on pymongo.
+
+Works against MongoDB and MongoDB-wire servers such as FerretDB (no transactions, no change
+streams used). Datetimes come back timezone-aware UTC (BSON keeps milliseconds).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Mapping, Sequence
+
+import pymongo
+from pymongo import MongoClient
+from pymongo.errors import DuplicateKeyError as MongoDuplicateKeyError
+
+from app.metadata.base import DuplicateKeyError, Filter, SortSpec
+
+DEFAULT_DATABASE = "greenhouse"
+
+
+class MongoStore:
+    """A :class:`~app.metadata.base.MetadataStore` on a MongoDB-wire server."""
+
+    def __init__(self, url: str, *, server_selection_timeout_ms: int = 10_000) -> None:
+        self.url = url
+        self.client: MongoClient = MongoClient(url, tz_aware=True, serverSelectionTimeoutMS=server_selection_timeout_ms)
+        name = pymongo.uri_parser.parse_uri(url).get("database") or DEFAULT_DATABASE
+        self.db = self.client[name]
+
+    def __reduce__(self):
+        return (MongoStore, (self.url,))
+
+    def collection(self, name: str) -> "MongoCollection":
+        return MongoCollection(self.db[name])
+
+    def list_collections(self) -> list[str]:
+        return sorted(self.db.list_collection_names())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class MongoCollection:
+    """One collection; a thin mapping of the interface onto pymongo."""
+
+    def __init__(self, collection: pymongo.collection.Collection) -> None:
+        self._c = collection
+        self.name = collection.name
+
+    def insert_one(self, document: Mapping[str, Any]) -> Any:
+        doc = dict(document)
+        doc.setdefault("_id", uuid.uuid4().hex)  # the same id form as the embedded store
+        try:
+            return self._c.insert_one(doc).inserted_id
+        except MongoDuplicateKeyError as exc:
+            raise DuplicateKeyError(f"{self.name}: {exc}") from exc
+
+    def find(self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0) -> list[dict[str, Any]]:
+        cursor = self._c.find(dict(filter or {}))
+        if sort:
+            cursor = cursor.sort(list(sort))
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    def find_one(self, filter: Filter | None = None, *, sort: SortSpec | None = None) -> dict[str, Any] | None:
+        found = self.find(filter, sort=sort, limit=1)
+        return found[0] if found else None
+
+    def update_one(self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False) -> int:
+        update = dict(update)
+        if upsert and "_id" not in filter:
+            # Keep generated ids in one form across stores.
+            on_insert = dict(update.get("$setOnInsert", {}))
+            on_insert.setdefault("_id", uuid.uuid4().hex)
+            update["$setOnInsert"] = on_insert
+        try:
+            return self._c.update_one(dict(filter), update, upsert=upsert).matched_count
+        except MongoDuplicateKeyError as exc:
+            raise DuplicateKeyError(f"{self.name}: {exc}") from exc
+
+    def delete_many(self, filter: Filter) -> int:
+        return self._c.delete_many(dict(filter)).deleted_count
+
+    def count_documents(self, filter: Filter | None = None) -> int:
+        return self._c.count_documents(dict(filter or {}))
+
+    def create_index(self, keys: Sequence[tuple[str, int]], *, unique: bool = False) -> str:
+        return self._c.create_index(list(keys), unique=unique)
