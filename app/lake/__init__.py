@@ -78,7 +78,14 @@ class Lake:
         else:
             with self.filesystem.open_output_stream(staging) as out:
                 pq.write_table(table, out, compression="zstd")
+        if not self._local and self.filesystem.get_file_info(final).type == pafs.FileType.File:
+            # HDFS rename does not replace an existing file (it reports failure and leaves both):
+            # replacing is delete-then-rename there, briefly without the file. The sink never
+            # replaces files it has committed, so this only affects explicit rewrites.
+            self.filesystem.delete_file(final)
         self.filesystem.move(staging, final)
+        if self.filesystem.get_file_info(final).type != pafs.FileType.File:
+            raise OSError(f"lake: moving {staging} to {final} did not produce the file")
         if self._local:
             fd = os.open(posixpath.dirname(final), os.O_RDONLY)
             try:
