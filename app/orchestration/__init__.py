@@ -1,0 +1,1 @@
+"""Orchestration: submitting the product's jobs to a Ray cluster (Jobs API) and waiting for them."""

@@ -1,0 +1,178 @@
+"""End to end on the real stack: gateway on the Ray head -> Kafka -> sink job (Jobs API) -> HDFS +
+FerretDB, watched by Prometheus. Later stages (features, training, serving) extend this test.
+
+Needs `stack/stack up` (the test command starts it); outside CI it skips when engines are down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import orjson
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from app.bus import open_bus
+from app.config import Settings
+from app.ingest.client import GatewayClient
+from app.lake import Lake
+from app.metadata import LAKE_BATCHES, open_metadata
+from app.orchestration.ray_jobs import job_runtime_env, submit_and_wait
+from app.sim.fleet import FleetSimulator
+from tests.engines import engine_url
+
+pytestmark = pytest.mark.stack
+REPO = Path(__file__).resolve().parents[2]
+SERVE_PORT = 8000
+# Clients of the stack's Ray head: it runs without token auth on loopback (see stack/env.sh).
+RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Settings pointing at every real engine, namespaced by a run id (engines keep data)."""
+    run = uuid.uuid4().hex[:8]
+    kafka, mongo, hdfs = engine_url("kafka"), engine_url("mongodb"), engine_url("webhdfs")
+    ray_address, prometheus = engine_url("ray"), engine_url("prometheus")
+    sensors = f"greenhouse.sensors.e2e-{run}"
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("e2e"),
+        bus_url=kafka,
+        lake_url=f"{hdfs.replace('webhdfs://', 'webhdfs://greenhouse@')}/gh-e2e/{run}",
+        metadata_url=f"{mongo}/gh_e2e_{run}",
+        tracking_url=engine_url("mlflow"),
+        topics={"sensors": sensors, "control": f"greenhouse.control.e2e-{run}", "deadletter": f"greenhouse.deadletter.e2e-{run}", "partitions": 3},
+        ingest={"topics": [sensors]},
+        sink={"group_id": f"lake-sink-e2e-{run}", "max_batch_records": 500},
+    )
+    old = {k: os.environ.get(k) for k in RAY_CLIENT_ENV}
+    os.environ.update(RAY_CLIENT_ENV)
+    yield {"run": run, "settings": settings, "ray": ray_address, "prometheus": prometheus}
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    store = open_metadata(settings.metadata_url)
+    store.client.drop_database(f"gh_e2e_{run}")
+    store.close()
+
+
+def serve_cli(args: list[str], ray_address: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, **RAY_CLIENT_ENV}
+    serve = str(Path(sys.executable).with_name("serve"))
+    return subprocess.run([serve, *args, "--address", ray_address], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def gateway_on_head(stack, tmp_path_factory):
+    """`serve deploy` of serve_configs/ingest.yaml (args set to the stack settings) onto the head."""
+    settings: Settings = stack["settings"]
+    config = yaml.safe_load((REPO / "serve_configs" / "ingest.yaml").read_text())
+    app_cfg = config["applications"][0]
+    app_cfg["name"] = f"ingest-e2e-{stack['run']}"
+    app_cfg["route_prefix"] = f"/e2e-{stack['run']}"
+    app_cfg["args"] = {"settings": settings.model_dump(mode="json")}
+    path = tmp_path_factory.mktemp("serve") / "ingest-e2e.yaml"
+    path.write_text(yaml.safe_dump(config))
+    deployed = serve_cli(["deploy", str(path)], stack["ray"])
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    url = f"http://127.0.0.1:{SERVE_PORT}{app_cfg['route_prefix']}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        status = serve_cli(["status"], stack["ray"])
+        pytest.fail(f"gateway on the Ray head never became healthy:\n{status.stdout[-3000:]}")
+    yield url
+    serve_cli(["shutdown", "-y"], stack["ray"])
+
+
+def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_head):
+    settings: Settings = stack["settings"]
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    fleet = FleetSimulator(2, start, step_s=60, seed=3)
+    readings = [r for step in fleet.iter_steps(2 * 3600) for r in step]
+    broken = [{**readings[0], "measurements": {"rh_pct": 140.0}}, {**readings[1], "ts": "not-a-time"}]
+    with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100) as client:
+        tally = client.post(readings + broken)
+    assert tally.accepted == len(readings) and tally.rejected == 2
+
+    # the sink, as a Ray job on the head, configured by GH_* variables like any deployment
+    env_vars = {
+        "GH_BUS_URL": settings.bus_url,
+        "GH_LAKE_URL": settings.lake_url,
+        "GH_METADATA_URL": settings.metadata_url,
+        "GH_TOPICS__SENSORS": settings.topics.sensors,
+        "GH_TOPICS__DEADLETTER": settings.topics.deadletter,
+        "GH_TOPICS__PARTITIONS": str(settings.topics.partitions),
+        "GH_SINK__GROUP_ID": settings.sink.group_id,
+        "GH_SINK__MAX_BATCH_RECORDS": str(settings.sink.max_batch_records),
+    }
+    result = submit_and_wait(
+        stack["ray"],
+        "python -m jobs.sink --idle-polls 3",
+        submission_id=f"sink-e2e-{stack['run']}",
+        runtime_env=job_runtime_env(REPO, env_vars),
+        timeout_s=600,
+    )
+    assert result.ok, result.logs[-3000:]
+    assert result.summary and result.summary["ok"] and result.summary["rows_written"] == len(readings)
+
+    # Parquet in HDFS, exactly once
+    lake = Lake.from_url(settings.lake_url)
+    table = lake.read_raw_sensors()
+    assert table.num_rows == len(readings)
+    keys = set(zip(table["device_id"].to_pylist(), pc.cast(table["ts"], "int64").to_pylist()))
+    assert len(keys) == len(readings)
+    assert set(table["greenhouse_id"].to_pylist()) == {"gh-01", "gh-02"}
+
+    # one committed batch document per file, in the MongoDB-wire server
+    docs = open_metadata(settings.metadata_url).collection(LAKE_BATCHES).find({})
+    assert len(docs) == len(lake.list_files("raw/sensors")) > 0
+    assert all(d["status"] == "committed" for d in docs)
+    assert sum(d["rows"] for d in docs) == len(readings)
+
+    # the rejected readings are on the Kafka dead-letter topic
+    bus = open_bus(settings.bus_url)
+    consumer = bus.consumer(f"check-{stack['run']}", [settings.topics.deadletter])
+    dead = []
+    deadline = time.monotonic() + 30
+    while len(dead) < 2 and time.monotonic() < deadline:
+        dead.extend(orjson.loads(m.value) for m in consumer.poll(100, 1))
+    consumer.close()
+    assert sorted(d["reason"].split(":")[0] for d in dead) == ["measurements.rh_pct", "ts"]
+
+    # a second sink run finds nothing new: exactly once across runs too
+    again = submit_and_wait(
+        stack["ray"], "python -m jobs.sink --idle-polls 2", submission_id=f"sink-e2e-{stack['run']}-2",
+        runtime_env=job_runtime_env(REPO, env_vars), timeout_s=600,
+    )
+    assert again.ok and again.summary["rows_written"] == 0
+    assert lake.read_raw_sensors(columns=["device_id"]).num_rows == len(readings)
+
+    # Prometheus scraped the gateway's counters from the Ray head
+    query = 'sum({__name__=~"ray_gh_ingest_records_accepted.*", application="%s"})' % f"ingest-e2e-{stack['run']}"
+    deadline = time.monotonic() + 90
+    value = 0.0
+    while time.monotonic() < deadline:
+        res = httpx.get(f"{stack['prometheus']}/api/v1/query", params={"query": query}, timeout=5).json()
+        if res["data"]["result"]:
+            value = float(res["data"]["result"][0]["value"][1])
+            if value >= len(readings):
+                break
+        time.sleep(3)
+    assert value >= len(readings), f"Prometheus saw {value} accepted records for the e2e app"
