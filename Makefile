@@ -1,13 +1,15 @@
 # Two commands for a fresh clone:
 #   make demo   install into .venv and run the demo on embedded defaults (local Ray, local lake)
-#   make test   install what tests need into .venv and run the whole test suite
+#   make test   install what tests need into .venv, bring the real engines up (stack/), run the
+#               whole test suite, and stop the engines it started
+# Also: make test-embedded (no engines: their tests skip), make stack-up / stack-down.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_ARGS ?=
 
-.PHONY: install demo test bench-ingest clean
+.PHONY: install demo test test-embedded stack-up stack-down bench-ingest bench-sink clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +23,22 @@ demo: install
 	$(BIN)/greenhouse demo $(DEMO_ARGS)
 
 test: install
+	stack/with-stack $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-embedded: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+stack-up: install
+	stack/stack up
+
+stack-down:
+	stack/stack down
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+bench-sink: install
+	$(BIN)/python bench/sink.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .greenhouse .pytest_cache
