@@ -102,9 +102,10 @@ def _print_demo_summary(s) -> None:
         *[(f"  rejected: {reason}", n) for reason, n in sorted(s.rejected_by_reason.items())],
         ("dead-lettered records", s.dead_letters),
         ("HTTP requests (p50 / p99 ms)", f"{s.requests} ({s.request_p50_ms} / {s.request_p99_ms})"),
-        ("rows in the lake", s.lake_rows),
+        ("rows added to the lake", s.lake_rows),
+        ("duplicates dropped by the sink", s.sink_duplicates),
         ("Parquet files / batch documents", f"{s.lake_files} / {s.batch_documents}"),
-        ("lake rows == accepted", "yes" if s.lake_rows == s.readings_accepted else "NO"),
+        ("lake rows + duplicates == accepted", "yes" if s.lake_rows + s.sink_duplicates == s.readings_accepted else "NO"),
         ("elapsed s", s.elapsed_s),
         ("data dir", s.data_dir),
     ]
