@@ -9,10 +9,9 @@ once in effect. Prints one JSON summary line; exits non-zero on failure. The sam
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-import orjson
+from jobs._entry import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,24 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     parser.add_argument("--idle-polls", type=int, default=2, help="empty polls before stopping (without --follow)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from app.bus import open_bus
-    from app.config import load_settings
-    from app.ingest.sink import LakeSink
-    from app.lake import Lake
-    from app.metadata import open_metadata
+    def body() -> dict:
+        from app.bus import open_bus
+        from app.config import load_settings
+        from app.ingest.sink import LakeSink
+        from app.lake import Lake
+        from app.metadata import open_metadata
 
-    try:
         settings = load_settings(args.config)
         sink = LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url))
-        stats = sink.run(until_idle=not args.follow, idle_polls=args.idle_polls, max_seconds=args.max_seconds)
-    except Exception as exc:  # one line for the operator, the traceback in the log
-        logging.getLogger("jobs.sink").exception("sink failed")
-        print(orjson.dumps({"job": "sink", "ok": False, "error": f"{type(exc).__name__}: {exc}"}).decode())
-        return 1
-    print(orjson.dumps({"job": "sink", "ok": True, **stats.as_dict()}).decode())
-    return 0
+        return sink.run(until_idle=not args.follow, idle_polls=args.idle_polls, max_seconds=args.max_seconds).as_dict()
+
+    return run_job("sink", body)
 
 
 if __name__ == "__main__":
