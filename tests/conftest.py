@@ -23,16 +23,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def ray_serve():
-    """A local Ray instance with Serve's proxy on a free port; yields the base URL."""
+def ray_local():
+    """One local Ray instance for the whole session (num_cpus=2), never a `ray start` head."""
     ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_serve(ray_local):
+    """Serve's proxy on a free port of the session's Ray instance; yields the base URL."""
     from ray import serve
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
-        ray.shutdown()

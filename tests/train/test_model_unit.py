@@ -1,0 +1,78 @@
+"""The forecast model without Ray: plans, constraints, save/load, metrics against persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost
+
+from app.train.evaluate import evaluate
+from app.train.model import ForecastModel, fill_plans, monotone_constraints, plan_columns
+from app.train.trainer import target_specs
+
+FEATURES = ["air_temp_c", "rh_pct", "outside_temp_c", "vent_pct", "heat_pct", "screen_pct"]
+
+
+def frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({c: rng.uniform(0, 100 if c.endswith("pct") else 30, n) for c in FEATURES})
+    df["greenhouse_id"] = "gh-01"
+    df["ts"] = pd.date_range("2026-06-01", periods=n, freq="min", tz="UTC")
+    df = fill_plans(df, [15])
+    df["target_air_temp_c_15min"] = df["air_temp_c"] + 0.02 * df["plan_heat_pct_15min"] + 0.5 * df["plan_vent_x_dtemp_15min"]
+    df["target_rh_pct_15min"] = df["rh_pct"] - 0.01 * df["plan_vent_pct_15min"]
+    return df
+
+
+def fit_local(df: pd.DataFrame) -> ForecastModel:
+    boosters = {}
+    for key, spec in target_specs(FEATURES, [15]).items():
+        d = xgboost.DMatrix(df[spec["features"]], label=df[spec["label"]] - df[spec["base"]], feature_names=spec["features"])
+        boosters[key] = xgboost.train({"max_depth": 3, "eta": 0.3, "monotone_constraints": spec["monotone"], "nthread": 1}, d, 60)
+    return ForecastModel(boosters, FEATURES, [15], feature_set_id="fs-test")
+
+
+def test_fill_plans_holds_current_settings_and_recomputes_the_vent_term():
+    df = frame(3).drop(columns=plan_columns(15))
+    out = fill_plans(df, [15])
+    assert (out["plan_heat_pct_15min"] == df["heat_pct"]).all()
+    expected = out["plan_vent_pct_15min"] * (out["outside_temp_c"] - out["air_temp_c"]) / 100
+    assert np.allclose(out["plan_vent_x_dtemp_15min"], expected)
+    forced = fill_plans(df, [15], overrides={"heat_pct": 100})
+    assert (forced["plan_heat_pct_15min"] == 100).all()
+
+
+def test_constraints_only_on_temperature_and_in_the_physical_direction():
+    feats = FEATURES + plan_columns(15)
+    temp = dict(zip(feats, monotone_constraints("air_temp_c", feats, 15)))
+    assert temp["plan_heat_pct_15min"] == 1 and temp["heat_pct"] == 1
+    assert temp["plan_vent_x_dtemp_15min"] == 1 and temp["plan_vent_pct_15min"] == -1
+    assert set(monotone_constraints("rh_pct", feats, 15)) == {0}
+
+
+def test_save_load_roundtrip_predicts_the_same(tmp_path):
+    df = frame()
+    model = fit_local(df)
+    again = ForecastModel.load(model.save(tmp_path / "m"))
+    pd.testing.assert_frame_equal(model.predict(df), again.predict(df))
+    assert again.feature_set_id == "fs-test" and again.horizons_min == [15]
+
+
+def test_evaluate_reports_skill_against_persistence():
+    df = frame()
+    metrics = evaluate(fit_local(df), df)
+    assert metrics["persistence_rmse_air_temp_c_15min"] > metrics["rmse_air_temp_c_15min"]
+    assert metrics["skill_air_temp_c_15min"] == pytest.approx(1 - metrics["rmse_air_temp_c_15min"] / metrics["persistence_rmse_air_temp_c_15min"])
+    assert metrics["validation_rows"] == len(df)
+
+
+def test_monotone_physics_hold_for_every_row():
+    df = frame(300)
+    model = fit_local(df)
+    rows = df.head(50)
+    heats = [model.predict(fill_plans(rows.drop(columns=plan_columns(15)), [15], {"heat_pct": h}))["air_temp_c_15min"].to_numpy() for h in (0, 25, 50, 75, 100)]
+    assert all((b >= a - 1e-9).all() for a, b in zip(heats, heats[1:]))
+    cold = rows[rows["outside_temp_c"] < rows["air_temp_c"]]
+    vents = [model.predict(fill_plans(cold.drop(columns=plan_columns(15)), [15], {"vent_pct": v}))["air_temp_c_15min"].to_numpy() for v in (0, 25, 50, 100)]
+    assert len(cold) > 5 and all((b <= a + 1e-9).all() for a, b in zip(vents, vents[1:]))
