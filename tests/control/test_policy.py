@@ -1,0 +1,72 @@
+"""Control policy: no command ever outside limits (property-based), MPC picks sensibly, fallback works."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.control import Limits, Targets, candidate_grid, choose_mpc, clamp_setpoints, thermostat
+
+ACTS = ("vent_pct", "heat_pct", "screen_pct")
+anything = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e6, 1e6))
+limits_st = st.builds(
+    Limits,
+    vent_min_pct=st.floats(0, 40), vent_max_pct=st.floats(60, 100),
+    heat_min_pct=st.floats(0, 40), heat_max_pct=st.floats(60, 100),
+    screen_min_pct=st.floats(0, 40), screen_max_pct=st.floats(60, 100),
+    vent_rate_pct_per_min=st.floats(0, 50), heat_rate_pct_per_min=st.floats(0, 50), screen_rate_pct_per_min=st.floats(0, 50),
+)
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({a: anything for a in ACTS}), st.fixed_dictionaries({a: st.floats(-50, 150) for a in ACTS}), limits_st, st.floats(0, 3600))
+def test_clamped_setpoints_are_always_within_limits_and_rates(proposed, current, limits, dt_s):
+    out = clamp_setpoints(proposed, current, limits, dt_s)
+    for a in ACTS:
+        low, high = limits.bounds(a)
+        assert low - 1e-6 <= out[a] <= high + 1e-6
+        cur = min(high, max(low, current[a]))
+        assert abs(out[a] - cur) <= limits.rate(a) * dt_s / 60 + 1e-3
+
+
+@settings(max_examples=100)
+@given(st.floats(-10, 45), st.floats(0, 100), st.fixed_dictionaries({a: st.floats(0, 100) for a in ACTS}), limits_st)
+def test_thermostat_commands_are_within_limits(temp, rh, current, limits):
+    d = thermostat(temp, rh, current, limits=limits, targets=Targets())
+    for a in ACTS:
+        low, high = limits.bounds(a)
+        assert low - 1e-6 <= d.setpoints[a] <= high + 1e-6
+
+
+def toy_forecaster(air_temp_c, outside_c):
+    """A physical toy: heat warms, vents pull toward outside."""
+    def forecast(candidates):
+        return [{"air_temp_c_15min": air_temp_c + 0.06 * c["heat_pct"] + 0.01 * c["vent_pct"] * (outside_c - air_temp_c), "rh_pct_15min": 70.0} for c in candidates]
+    return forecast
+
+
+def test_mpc_heats_when_cold_and_vents_when_hot_and_idles_in_band():
+    current = {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}
+    lim = Limits(vent_rate_pct_per_min=100, heat_rate_pct_per_min=100, screen_rate_pct_per_min=100)
+    cold = choose_mpc(toy_forecaster(14.0, 5.0), current, limits=lim, targets=Targets())
+    assert cold.setpoints["heat_pct"] > 50 and cold.setpoints["vent_pct"] == 0
+    hot = choose_mpc(toy_forecaster(29.0, 20.0), current, limits=lim, targets=Targets())
+    assert hot.setpoints["vent_pct"] >= 50 and hot.setpoints["heat_pct"] == 0  # 50 % is just enough for the band
+    fine = choose_mpc(toy_forecaster(21.0, 10.0), current, limits=lim, targets=Targets())
+    assert fine.setpoints["heat_pct"] == 0 and fine.mode == "mpc" and fine.forecast
+
+
+def test_mpc_is_deterministic_and_respects_rate_limits():
+    current = {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}
+    lim = Limits(heat_rate_pct_per_min=2.0)
+    a = choose_mpc(toy_forecaster(10.0, 0.0), current, limits=lim, targets=Targets(), dt_s=300)
+    b = choose_mpc(toy_forecaster(10.0, 0.0), current, limits=lim, targets=Targets(), dt_s=300)
+    assert a == b
+    assert a.setpoints["heat_pct"] <= 10.0 + 1e-9
+
+
+def test_candidate_grid_includes_current_and_is_clamped():
+    current = {"vent_pct": 33.0, "heat_pct": 10.0, "screen_pct": 0.0}
+    grid = candidate_grid(current, Limits(vent_max_pct=80), dt_s=3600)
+    assert current in grid
+    assert max(c["vent_pct"] for c in grid) == 80
