@@ -149,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     plan = [(1, args.requests_1), (100, args.requests_100)]
 
+    run = root.name.rsplit("-", 1)[-1]
+    topic = f"bench.sensors.{run}"  # a real bus keeps topics: never write into the product's topic
+
     def settings_for(name: str) -> Settings:
         overrides = {"bus_url": args.bus_url} if args.bus_url else {}
-        return Settings(data_dir=root / name, **overrides)
+        topics = {"sensors": f"{topic}.{name}", "deadletter": f"bench.dead.{run}.{name}", "control": f"bench.control.{run}.{name}"}
+        return Settings(data_dir=root / name, topics=topics, ingest={"topics": [topics["sensors"]]}, **overrides)
 
     print(f"# ingest benchmark, data in {root}", file=sys.stderr)
     # one reading's validation cost, for context
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.start()
         try:
             wait_ready(f"http://127.0.0.1:{port}/healthz")
-            lat, wall = load(f"http://127.0.0.1:{port}/topics/greenhouse.sensors", bodies, args.concurrency)
+            lat, wall = load(f"http://127.0.0.1:{port}/topics/{topic}.uvicorn-{batch}", bodies, args.concurrency)
             results.append(summarise("uvicorn", batch, lat, wall))
         finally:
             proc.terminate()
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             serve.run(build_app(IngestAppArgs(settings=settings_for(f"serve-{batch}").model_dump(mode="json"))), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
             readings = make_readings(batch * (n + 20))
             bodies = [orjson.dumps({"records": [{"value": r} for r in readings[i * batch : (i + 1) * batch]]}) for i in range(n + 20)]
-            lat, wall = load(f"http://127.0.0.1:{port}/b{batch}/topics/greenhouse.sensors", bodies, args.concurrency)
+            lat, wall = load(f"http://127.0.0.1:{port}/b{batch}/topics/{topic}.serve-{batch}", bodies, args.concurrency)
             results.append(summarise("serve", batch, lat, wall))
             print(f"  serve    batch={batch}: {results[-1]['records_per_s']} records/s", file=sys.stderr)
             serve.delete(f"ingest-{batch}")

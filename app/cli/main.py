@@ -114,12 +114,66 @@ def _print_demo_summary(s) -> None:
     console.print(table)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def sink(ctx: typer.Context) -> None:
-    """Run the lake sink job (same as ``python -m jobs.sink``; pass --help for its options)."""
-    from jobs.sink import main as sink_main
+JOBS = {
+    "sink": "Sink the sensor topic into the lake with batch metadata (python -m jobs.sink).",
+    "preprocess": "Build a feature set from the raw lake with Ray Data (python -m jobs.preprocess).",
+    "train": "Train the forecaster with Ray Train, log to MLflow, register a challenger (python -m jobs.train).",
+    "tune": "Search hyperparameters with Ray Tune, then train the best (python -m jobs.tune).",
+    "promote": "Move alias champion to the challenger if it forecasts better (python -m jobs.promote).",
+}
 
-    raise typer.Exit(sink_main(list(ctx.args)))
+
+def _job_command(name: str, help_text: str) -> None:
+    @app.command(name, help=help_text + " Pass --help for its options.", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+    def run(ctx: typer.Context) -> None:
+        import importlib
+
+        module = importlib.import_module(f"jobs.{name}")
+        raise typer.Exit(module.main(list(ctx.args)))
+
+
+for _name, _help in JOBS.items():
+    _job_command(_name, _help)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    job: str = typer.Argument(..., help=f"One of: {', '.join(JOBS)}"),
+    address: str = typer.Option("http://127.0.0.1:8265", envvar="RAY_API_SERVER_ADDRESS", help="Ray Jobs API address."),
+    submission_id: Optional[str] = typer.Option(None, help="Deterministic id: re-submitting an existing id waits for it instead of running twice."),
+    timeout_s: float = typer.Option(3600, help="Give up (and stop the job) after this long."),
+) -> None:
+    """Submit a job to a Ray cluster through the Jobs API, ship this project and the GH_* settings
+    of this shell with it, stream its status, and print its JSON summary."""
+    import os
+    import uuid
+
+    from app.orchestration.ray_jobs import job_runtime_env, submit_and_wait
+
+    if job not in JOBS:
+        console.print(f"[red]error:[/red] unknown job {job!r}; choose one of {', '.join(JOBS)}")
+        raise typer.Exit(2)
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("GH_")}
+    entrypoint = " ".join(["python", "-m", f"jobs.{job}", *ctx.args])
+    sid = submission_id or f"{job}-{uuid.uuid4().hex[:8]}"
+    console.print(f"submitting [bold]{entrypoint}[/bold] to {address} as {sid}")
+    seen: list[str] = []
+
+    def on_status(status: str) -> None:
+        if not seen or seen[-1] != status:  # print transitions only
+            seen.append(status)
+            console.print(f"  {sid}: {status}", highlight=False)
+
+    try:
+        result = submit_and_wait(address, entrypoint, submission_id=sid, runtime_env=job_runtime_env(Path.cwd(), env_vars), timeout_s=timeout_s, on_status=on_status)
+    except Exception as exc:
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    print(json.dumps(result.summary or {"job": job, "status": result.status}))
+    if not result.ok:
+        console.print(f"[red]{sid} {result.status}[/red]; last log lines:\n" + "\n".join(result.logs.splitlines()[-20:]))
+        raise typer.Exit(1)
 
 
 @app.command()
