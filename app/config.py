@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +64,17 @@ class SinkSettings(BaseModel):
     failpoint: str | None = None
 
 
+class ControlSettings(BaseModel):
+    """Control commands: signing, expiry and the dry-run switch."""
+
+    # HMAC key shared with the actuator side. The default is for the local demo only: set
+    # GH_CONTROL__SIGNING_KEY (from a secret) anywhere else.
+    signing_key: SecretStr = SecretStr("dev-only-greenhouse-signing-key")
+    command_ttl_s: float = Field(default=600.0, gt=0, le=86_400)
+    dry_run: bool = False
+    actuator_group_id: str = "actuators"
+
+
 class ServeSettings(BaseModel):
     """Where the local Ray Serve HTTP proxy listens."""
 
@@ -94,6 +105,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -124,9 +136,16 @@ class Settings(BaseSettings):
             self.tracking_url = f"sqlite:///{root / 'mlflow.db'}"
         return self
 
+    def for_replicas(self) -> dict[str, Any]:
+        """Settings as plain data *with* secrets, to hand to Serve replicas and jobs this process
+        starts (``Settings.model_validate`` of it gives these settings back)."""
+        data = self.model_dump(mode="json")
+        data["control"]["signing_key"] = self.control.signing_key.get_secret_value()
+        return data
+
     def public_dict(self) -> dict[str, Any]:
         """Settings as plain JSON-able data with secrets masked (for logs and summaries)."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json")  # SecretStr dumps as "**********"
         if data["ingest"]["api_tokens"]:
             data["ingest"]["api_tokens"] = ["***"] * len(data["ingest"]["api_tokens"])
         return data

@@ -133,7 +133,7 @@ def run_demo(
     stop = threading.Event()
     try:
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
-        serve.run(build_app(IngestAppArgs(settings=settings.model_dump(mode="json"))), name="ingest", route_prefix="/")
+        serve.run(build_app(IngestAppArgs(settings=settings.for_replicas())), name="ingest", route_prefix="/")
         url = f"http://{settings.serve.host}:{settings.serve.port}"
         summary.gateway_url = url
         progress("starting Ray and the ingest gateway", 1, 1)

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
         port = free_port()
         ctx = multiprocessing.get_context("spawn")
-        proc = ctx.Process(target=_uvicorn_main, args=(settings_for(f"uvicorn-{batch}").model_dump_json(), port), daemon=True)
+        proc = ctx.Process(target=_uvicorn_main, args=(orjson.dumps(settings_for(f"uvicorn-{batch}").for_replicas()).decode(), port), daemon=True)
         proc.start()
         try:
             wait_ready(f"http://127.0.0.1:{port}/healthz")
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for batch, n in plan:
-            serve.run(build_app(IngestAppArgs(settings=settings_for(f"serve-{batch}").model_dump(mode="json"))), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
+            serve.run(build_app(IngestAppArgs(settings=settings_for(f"serve-{batch}").for_replicas())), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
             readings = make_readings(batch * (n + 20))
             bodies = [orjson.dumps({"records": [{"value": r} for r in readings[i * batch : (i + 1) * batch]]}) for i in range(n + 20)]
             lat, wall = load(f"http://127.0.0.1:{port}/b{batch}/topics/{topic}.serve-{batch}", bodies, args.concurrency)

@@ -2,7 +2,7 @@
 
 ``serve run serve_configs/ingest.yaml`` (or ``serve deploy``) imports :func:`build_app`; the
 ``args`` of the config file become :class:`IngestAppArgs`. Tests and the demo call
-``build_app(IngestAppArgs(settings=settings.model_dump(mode="json")))`` so replicas see exactly
+``build_app(IngestAppArgs(settings=settings.for_replicas()))`` so replicas see exactly
 the caller's settings.
 """
 

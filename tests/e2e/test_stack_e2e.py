@@ -80,7 +80,7 @@ def gateway_on_head(stack, tmp_path_factory):
     app_cfg = config["applications"][0]
     app_cfg["name"] = f"ingest-e2e-{stack['run']}"
     app_cfg["route_prefix"] = f"/e2e-{stack['run']}"
-    app_cfg["args"] = {"settings": settings.model_dump(mode="json")}
+    app_cfg["args"] = {"settings": settings.for_replicas()}
     path = tmp_path_factory.mktemp("serve") / "ingest-e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     deployed = serve_cli(["deploy", str(path)], stack["ray"])

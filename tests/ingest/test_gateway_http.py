@@ -38,9 +38,9 @@ def gateway(ray_serve, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("gateway")
     settings = Settings(data_dir=root, ingest={"max_body_bytes": 64 * 1024, "max_records_per_request": 50})
-    serve.run(build_app(IngestAppArgs(settings=settings.model_dump(mode="json"))), name="ingest-test", route_prefix="/")
+    serve.run(build_app(IngestAppArgs(settings=settings.for_replicas())), name="ingest-test", route_prefix="/")
     secure = Settings(data_dir=root, ingest={"api_tokens": [TOKEN]})
-    serve.run(build_app(IngestAppArgs(settings=secure.model_dump(mode="json"))), name="ingest-secure", route_prefix="/secure")
+    serve.run(build_app(IngestAppArgs(settings=secure.for_replicas())), name="ingest-secure", route_prefix="/secure")
     with httpx.Client(base_url=ray_serve, timeout=30) as client:
         yield client, settings
     serve.delete("ingest-test")

@@ -1,0 +1,25 @@
+"""The simulated greenhouses' actuator side: accepted control commands drive the fleet's twins."""
+
+from __future__ import annotations
+
+from app.contracts.command import ControlCommand
+from app.sim.fleet import FleetSimulator
+from app.sim.twin import ActuatorSetpoints
+
+
+class FleetActuators:
+    """A :class:`~app.control.dispatch.SetpointSink` that applies commands to a :class:`FleetSimulator`
+    until the command's ``valid_until`` (then the local climate computer takes over again)."""
+
+    def __init__(self, fleet: FleetSimulator) -> None:
+        self.fleet = fleet
+        self.applied = 0
+
+    def apply(self, command: ControlCommand) -> None:
+        sp = command.setpoints
+        self.fleet.apply_setpoints(
+            command.greenhouse_id,
+            ActuatorSetpoints(vent_pct=sp.vent_pct, heat_pct=sp.heat_pct, screen_pct=sp.screen_pct),
+            valid_until=command.valid_until,
+        )
+        self.applied += 1

@@ -1,0 +1,81 @@
+"""Dispatch and the actuator side: signed, audited, idempotent; expired/duplicate/forged ignored."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+from app.bus import OutgoingRecord, open_bus
+from app.config import Settings
+from app.contracts import ControlCommand, ModelRef, Setpoints
+from app.control.dispatch import ActuatorEndpoint, CommandDispatcher
+from app.metadata import CONTROL_AUDIT, open_metadata
+from app.sim.actuators import FleetActuators
+from app.sim.fleet import FleetSimulator
+
+START = datetime(2026, 1, 10, tzinfo=timezone.utc)
+
+
+def command(cid: str, gh: str = "gh-01", minutes: float = 10, heat: float = 80, dry_run: bool = False) -> ControlCommand:
+    return ControlCommand(
+        command_id=cid, greenhouse_id=gh, issued_at=START, valid_until=START + timedelta(minutes=minutes),
+        setpoints=Setpoints(vent_pct=0, heat_pct=heat, screen_pct=50), model=ModelRef(name="m", version="1"), dry_run=dry_run,
+    )
+
+
+def setup(settings: Settings):
+    bus, store = open_bus(settings.bus_url), open_metadata(settings.metadata_url)
+    fleet = FleetSimulator(2, START, step_s=60, seed=0)
+    dispatcher = CommandDispatcher(settings, bus, store)
+    endpoint = ActuatorEndpoint(settings, bus, FleetActuators(fleet), set(fleet.greenhouse_ids), clock=lambda: fleet.now)
+    return bus, store, fleet, dispatcher, endpoint
+
+
+def test_dispatched_command_is_applied_to_the_twin_and_audited(settings):
+    bus, store, fleet, dispatcher, endpoint = setup(settings)
+    result = dispatcher.dispatch(command("cmd-00000001"))
+    assert result.status == "dispatched" and result.offset is not None
+    (outcome,) = endpoint.poll(1.0)
+    assert outcome.status == "applied"
+    fleet.step()  # commands take effect from the next step
+    setpoints, source = fleet.commanded("gh-01")
+    assert source == "external" and setpoints.heat_pct == 80
+    audit = store.collection(CONTROL_AUDIT).find_one({"_id": "cmd-00000001"})
+    assert audit["status"] == "dispatched" and audit["setpoints"]["heat_pct"] == 80
+
+
+def test_dispatch_is_idempotent_and_dry_run_is_not_published(settings):
+    bus, store, fleet, dispatcher, endpoint = setup(settings)
+    assert dispatcher.dispatch(command("cmd-00000002")).status == "dispatched"
+    assert dispatcher.dispatch(command("cmd-00000002")).status == "duplicate"
+    assert dispatcher.dispatch(command("cmd-00000003", dry_run=True)).status == "dry_run"
+    assert sum(bus.end_offsets(settings.topics.control).values()) == 1
+    assert store.collection(CONTROL_AUDIT).find_one({"_id": "cmd-00000003"})["status"] == "dry_run"
+
+
+def test_actuator_side_ignores_expired_duplicate_forged_and_foreign(settings):
+    bus, store, fleet, dispatcher, endpoint = setup(settings)
+    key = settings.control.signing_key.get_secret_value().encode()
+    expired = command("cmd-expired1", minutes=1)
+    for _ in range(3):  # the twin's clock passes valid_until
+        fleet.step()
+    dispatcher.dispatch(expired)
+    good = command("cmd-good0001").signed(key)
+    forged = command("cmd-forged01", heat=100).signed(b"attacker-key")
+    foreign = command("cmd-foreign1", gh="gh-99").signed(key)
+    for c in (good, good, forged, foreign):  # the same good command twice: a redelivery
+        bus.produce(settings.topics.control, [OutgoingRecord(orjson.dumps(c.model_dump(mode="json")), key=c.greenhouse_id.encode())])
+    bus.produce(settings.topics.control, [OutgoingRecord(b"not json")])
+    statuses = sorted((o.command_id, o.status) for o in endpoint.poll(1.0))  # partitions interleave
+    assert statuses == sorted([
+        ("cmd-expired1", "expired"),
+        ("cmd-good0001", "applied"),
+        ("cmd-good0001", "duplicate"),
+        ("cmd-forged01", "bad_signature"),
+        ("cmd-foreign1", "foreign"),
+        ("?", "invalid"),
+    ])
+    fleet.step()
+    assert fleet.commanded("gh-01")[0].heat_pct == 80  # the forged 100 % never reached the twin
+    assert endpoint.poll(0.2) == []  # committed: nothing is redelivered
