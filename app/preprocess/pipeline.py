@@ -1,0 +1,224 @@
+"""The preprocess job's pipeline on Ray Data: raw lake -> feature set in the lake + metadata.
+
+Reads raw Parquet through the lake's pyarrow filesystem (local or HDFS) with hive partitioning,
+pruning ``date=`` partitions outside the requested range before any file is opened; builds each
+greenhouse's features in parallel (``groupby("greenhouse_id").map_groups``); splits by time with
+one global cutoff; writes ``features/<id>/split=train|validation/`` with Ray Data; records a
+``feature_sets`` document with per-column statistics (the drift baseline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from app.config import Settings
+from app.lake import RAW_SENSORS, Lake
+from app.preprocess.features import FeatureParams, feature_columns, greenhouse_features, plan_columns, target_columns
+
+FEATURES_ROOT = "features"
+
+
+class PreprocessParams(BaseModel):
+    """Parameters of a feature build (recorded in the feature set's document)."""
+
+    step_s: int = Field(default=60, ge=10, le=3600)
+    horizons_min: tuple[int, ...] = (5, 15, 30, 60)
+    max_fill_steps: int = Field(default=5, ge=0)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    start_date: date | None = None
+    end_date: date | None = None
+    latitude: float = 36.1
+    longitude: float = -79.95
+
+    def feature_params(self) -> FeatureParams:
+        return FeatureParams(step_s=self.step_s, horizons_min=tuple(self.horizons_min), max_fill_steps=self.max_fill_steps, latitude=self.latitude, longitude=self.longitude)
+
+
+@dataclass
+class FeatureSetInfo:
+    feature_set_id: str
+    path: str
+    rows_train: int
+    rows_validation: int
+    feature_columns: list[str]
+    target_columns: list[str]
+    plan_columns: list[str]
+    greenhouses: list[str]
+    validation_start: str
+    source_batches: int = 0
+    elapsed_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        for k in ("feature_columns", "target_columns", "plan_columns"):
+            out[k] = len(out[k])
+        return out
+
+
+def _date_filter(params: PreprocessParams):
+    start = params.start_date.isoformat() if params.start_date else None
+    end = params.end_date.isoformat() if params.end_date else None
+
+    def keep(partition: dict[str, str]) -> bool:
+        day = partition.get("date")
+        if day is None:
+            return False
+        return (start is None or day >= start) and (end is None or day <= end)
+
+    return keep
+
+
+def column_stats(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, float]]:
+    """Per column: mean, std, min, max, p01, p50, p99 and the share of nulls."""
+    stats = {}
+    for c in columns:
+        x = frame[c].to_numpy(dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            stats[c] = {"null_frac": 1.0}
+            continue
+        p01, p50, p99 = np.percentile(finite, [1, 50, 99])
+        stats[c] = {
+            "mean": float(finite.mean()), "std": float(finite.std()), "min": float(finite.min()), "max": float(finite.max()),
+            "p01": float(p01), "p50": float(p50), "p99": float(p99), "null_frac": float(1 - finite.size / max(1, x.size)),
+        }
+    return stats
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress: Callable[[str], None] | None = None) -> FeatureSetInfo:
+    """Build and record a feature set from the raw lake (see the module docstring)."""
+    import pyarrow as pa
+    import ray
+    from ray.data.datasource import Partitioning, PathPartitionFilter
+
+    from app.metadata import FEATURE_SETS, LAKE_BATCHES, open_metadata
+
+    say = on_progress or (lambda msg: None)
+    started = time.monotonic()
+    lake = Lake.from_url(settings.lake_url)
+    store = open_metadata(settings.metadata_url)
+    raw_dir = lake.path(RAW_SENSORS)
+    if not lake.list_files(RAW_SENSORS):
+        raise LookupError(f"the lake at {settings.lake_url} has no raw readings: run the sink first")
+
+    batch_filter: dict[str, Any] = {"status": "committed", "kind": "raw_sensors"}
+    if params.start_date or params.end_date:
+        batch_filter["date"] = {k: v for k, v in (("$gte", params.start_date and params.start_date.isoformat()), ("$lte", params.end_date and params.end_date.isoformat())) if v}
+    source_batches = sorted(str(d["_id"]) for d in store.collection(LAKE_BATCHES).find(batch_filter))
+    digest = hashlib.sha256((params.model_dump_json() + "|".join(source_batches)).encode()).hexdigest()[:8]
+    fs_id = f"fs-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S')}-{digest}"
+
+    say("reading raw readings with Ray Data")
+    fparams = params.feature_params()
+    ds = ray.data.read_parquet(
+        raw_dir,
+        filesystem=lake.filesystem,
+        partitioning=Partitioning("hive", base_dir=raw_dir),
+        partition_filter=PathPartitionFilter.of(_date_filter(params), base_dir=raw_dir),
+        columns=["greenhouse_id", "device_id", "ts", *feature_columns()[:11]],
+    )
+
+    def per_greenhouse(group: pd.DataFrame) -> pd.DataFrame:
+        return greenhouse_features(group, fparams)
+
+    say("building features per greenhouse")
+    features = ds.groupby("greenhouse_id").map_groups(per_greenhouse, batch_format="pandas").materialize()
+    rows = features.count()
+    if rows == 0:
+        raise LookupError("no complete rows after cleaning: too little data in the range")
+    ts_min, ts_max = _utc(features.min("ts")), _utc(features.max("ts"))
+    cutoff = ts_min + (ts_max - ts_min) * (1 - params.validation_fraction)
+    horizon = pd.Timedelta(minutes=max(params.horizons_min))
+
+    def assign_split(batch: pd.DataFrame) -> pd.DataFrame:
+        ts = pd.to_datetime(batch["ts"], utc=True)
+        # a training row may not look past the cutoff: its targets and plans end at ts + horizon
+        split = np.where(ts >= cutoff, "validation", np.where(ts + horizon < cutoff, "train", "gap"))
+        out = batch.assign(split=split)
+        return out[out["split"] != "gap"]
+
+    say("splitting by time and writing the feature set")
+    split_ds = features.map_batches(assign_split, batch_format="pandas").materialize()
+    relative = f"{FEATURES_ROOT}/{fs_id}"
+    split_ds.write_parquet(lake.path(relative), filesystem=lake.filesystem, partition_cols=["split"], min_rows_per_file=100_000)
+
+    from ray.data.expressions import col, lit
+
+    counts: dict[str, int] = {}
+    greenhouses_seen: set[str] = set()
+    for r in split_ds.groupby(["split", "greenhouse_id"]).count().take_all():
+        counts[r["split"]] = counts.get(r["split"], 0) + int(r["count()"])
+        greenhouses_seen.add(str(r["greenhouse_id"]))
+    fraction = min(1.0, 200_000 / max(1, counts.get("train", 1)))
+    train_only = split_ds.filter(expr=col("split") == lit("train"))
+    sample = (train_only if fraction >= 1.0 else train_only.random_sample(fraction, seed=0)).to_pandas()
+    cols_f, cols_p, cols_t = feature_columns(), plan_columns(params.horizons_min), target_columns(params.horizons_min)
+    greenhouses = sorted(greenhouses_seen)
+    doc = {
+        "_id": fs_id,
+        "created_at": datetime.now(timezone.utc),
+        "params": params.model_dump(mode="json"),
+        "source_batches": source_batches,
+        "source_batch_count": len(source_batches),
+        "rows": {"train": int(counts.get("train", 0)), "validation": int(counts.get("validation", 0))},
+        "greenhouses": greenhouses,
+        "feature_columns": cols_f,
+        "plan_columns": cols_p,
+        "target_columns": cols_t,
+        "validation_start": cutoff.isoformat(),
+        "time_range": {"start": ts_min.isoformat(), "end": ts_max.isoformat()},
+        "path": lake.path(relative),
+        "relative_path": relative,
+        "stats": column_stats(sample, cols_f + cols_t),
+        "lake_url": settings.lake_url,
+    }
+    store.collection(FEATURE_SETS).insert_one(doc)
+    _ = pa  # pyarrow is the filesystem layer Ray Data writes through
+    return FeatureSetInfo(fs_id, relative, doc["rows"]["train"], doc["rows"]["validation"], cols_f, cols_t, cols_p, greenhouses,
+                          cutoff.isoformat(), len(source_batches), round(time.monotonic() - started, 2))
+
+
+def feature_set_doc(settings: Settings, feature_set_id: str) -> dict[str, Any]:
+    from app.metadata import FEATURE_SETS, open_metadata
+
+    doc = open_metadata(settings.metadata_url).collection(FEATURE_SETS).find_one({"_id": feature_set_id})
+    if doc is None:
+        raise LookupError(f"feature set {feature_set_id!r} not found")
+    return doc
+
+
+def load_feature_set(settings: Settings, feature_set_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(train, validation, document) of a feature set, read with pyarrow (for small data)."""
+    doc = feature_set_doc(settings, feature_set_id)
+    lake = Lake.from_url(settings.lake_url)
+    frames = []
+    for split in ("train", "validation"):
+        paths = lake.list_files(f"{doc['relative_path']}/split={split}")
+        frame = lake.read_table(paths).to_pandas() if paths else pd.DataFrame()
+        if not frame.empty:
+            frame = frame.sort_values(["greenhouse_id", "ts"]).reset_index(drop=True)
+        frames.append(frame)
+    return frames[0], frames[1], doc
+
+
+def read_feature_set_ray(settings: Settings, feature_set_id: str, split: str):
+    """One split of a feature set as a Ray Dataset."""
+    import ray
+
+    doc = feature_set_doc(settings, feature_set_id)
+    lake = Lake.from_url(settings.lake_url)
+    return ray.data.read_parquet(lake.path(f"{doc['relative_path']}/split={split}"), filesystem=lake.filesystem, partitioning=None)
