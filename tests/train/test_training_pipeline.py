@@ -18,7 +18,6 @@ from app.sim.fleet import FleetSimulator
 from app.train.model import fill_plans, plan_columns
 
 DAYS = 4
-pytest.importorskip("app.preprocess", reason="the preprocess stage (issue 4) has not landed yet")
 
 
 def ingest_and_sink(settings: Settings, days: float, seed: int = 1) -> int:
