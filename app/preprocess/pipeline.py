@@ -221,4 +221,8 @@ def read_feature_set_ray(settings: Settings, feature_set_id: str, split: str):
 
     doc = feature_set_doc(settings, feature_set_id)
     lake = Lake.from_url(settings.lake_url)
-    return ray.data.read_parquet(lake.path(f"{doc['relative_path']}/split={split}"), filesystem=lake.filesystem, partitioning=None)
+    # Fractional CPUs for the read tasks: they run next to Train workers that hold whole CPUs (and
+    # Serve replicas that hold fractions); whole-CPU reads could wait forever on a small cluster.
+    return ray.data.read_parquet(
+        lake.path(f"{doc['relative_path']}/split={split}"), filesystem=lake.filesystem, partitioning=None, ray_remote_args={"num_cpus": 0.25}
+    )

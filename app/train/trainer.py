@@ -98,6 +98,9 @@ def fit_forecast_model(
     from ray.train.xgboost import XGBoostTrainer
 
     specs = target_specs(feature_columns, horizons_min)
+    # Read the (small) feature set before the workers take their CPUs: read tasks that start
+    # after the workers hold every free CPU would wait for one forever on a small cluster.
+    train_dataset = train_dataset.materialize()
     trainer = XGBoostTrainer(
         train_loop_per_worker,
         train_loop_config={"specs": specs, "xgb_params": params.xgb_params(), "num_boost_round": params.num_boost_round},

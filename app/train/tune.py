@@ -68,6 +68,8 @@ def tune_boosters(
     from ray.tune.schedulers import ASHAScheduler
 
     spec = target_specs(feature_columns, [params.horizon_min], [PRIMARY_VARIABLE])[f"{PRIMARY_VARIABLE}_{params.horizon_min}min"]
+    # read before any trial's workers take CPUs (see fit_forecast_model)
+    train_dataset, validation_dataset = train_dataset.materialize(), validation_dataset.materialize()
     storage = str(Path(storage_path).resolve())
 
     def trial(config: dict[str, Any]) -> None:

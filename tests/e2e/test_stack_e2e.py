@@ -103,9 +103,9 @@ def gateway_on_head(stack, tmp_path_factory):
 
 def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_head):
     settings: Settings = stack["settings"]
-    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=36)
     fleet = FleetSimulator(2, start, step_s=60, seed=3)
-    readings = [r for step in fleet.iter_steps(2 * 3600) for r in step]
+    readings = [r for step in fleet.iter_steps(30 * 3600) for r in step]  # enough for 60-min lags and targets
     broken = [{**readings[0], "measurements": {"rh_pct": 140.0}}, {**readings[1], "ts": "not-a-time"}]
     with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100) as client:
         tally = client.post(readings + broken)
@@ -121,7 +121,10 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
         "GH_TOPICS__PARTITIONS": str(settings.topics.partitions),
         "GH_SINK__GROUP_ID": settings.sink.group_id,
         "GH_SINK__MAX_BATCH_RECORDS": str(settings.sink.max_batch_records),
+        "GH_TRACKING_URL": settings.tracking_url,
     }
+    stack["env_vars"] = env_vars
+    stack["readings"] = len(readings)
     result = submit_and_wait(
         stack["ray"],
         "python -m jobs.sink --idle-polls 3",
@@ -176,3 +179,35 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
                 break
         time.sleep(3)
     assert value >= len(readings), f"Prometheus saw {value} accepted records for the e2e app"
+
+
+def test_learning_path_runs_as_ray_jobs_on_the_head(stack, gateway_on_head):
+    """Preprocess (Ray Data on HDFS), train (Ray Train, MLflow server) and promote, each submitted
+    to the Ray head through the Jobs API, as Airflow or a user would."""
+    if "env_vars" not in stack:
+        pytest.skip("needs the data of test_readings_flow_through_the_real_stack_exactly_once")
+    from app.metadata import FEATURE_SETS
+    from app.tracking import Tracking
+
+    settings: Settings = stack["settings"]
+    model_name = f"gh-e2e-{stack['run']}"
+    runtime_env = job_runtime_env(REPO, stack["env_vars"])
+
+    pre = submit_and_wait(stack["ray"], "python -m jobs.preprocess --horizons 15,60", submission_id=f"preprocess-e2e-{stack['run']}", runtime_env=runtime_env, timeout_s=900)
+    assert pre.ok, pre.logs[-3000:]
+    fs_id = pre.summary["feature_set_id"]
+    assert pre.summary["rows_train"] > 0 and pre.summary["rows_validation"] > 0
+    doc = open_metadata(settings.metadata_url).collection(FEATURE_SETS).find_one({"_id": fs_id})
+    assert doc["path"].startswith("/gh-e2e/") and doc["stats"]["air_temp_c"]["std"] > 0
+    assert Lake.from_url(settings.lake_url).list_files(f"features/{fs_id}/split=train")
+
+    train = submit_and_wait(stack["ray"], f"python -m jobs.train --model-name {model_name} --num-boost-round 60", submission_id=f"train-e2e-{stack['run']}", runtime_env=runtime_env, timeout_s=900)
+    assert train.ok, train.logs[-3000:]
+    assert train.summary["feature_set_id"] == fs_id and train.summary["model_version"] == "1"
+    promote = submit_and_wait(stack["ray"], f"python -m jobs.promote --model-name {model_name}", submission_id=f"promote-e2e-{stack['run']}", runtime_env=runtime_env, timeout_s=600)
+    assert promote.ok and promote.summary["promoted"], promote.logs[-3000:]
+
+    tracking = Tracking(settings.tracking_url)  # the MLflow server
+    assert tracking.version_by_alias(model_name, "champion") == "1"
+    run = tracking.get_run(train.summary["run_id"])
+    assert run["params"]["feature_set_id"] == fs_id and "skill_air_temp_c_15min" in run["metrics"]

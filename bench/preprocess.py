@@ -1,0 +1,140 @@
+"""Preprocess benchmark: the Ray Data feature build against single-process pandas, same features.
+
+Writes synthetic raw readings in the lake's layout and schema (``raw/sensors/greenhouse_id=/date=``,
+three device rows per greenhouse-minute), then times, in one run, for each size:
+
+- ``pandas``: pyarrow reads the raw lake, then ``greenhouse_features`` per greenhouse, one process;
+- ``ray``:    the preprocess pipeline's Ray Data build (read_parquet with hive partitions ->
+  groupby(greenhouse_id).map_groups(greenhouse_features) -> materialize), 2 CPUs.
+
+Both build the same feature rows with the same function; prints rows/s, the ratio ray/pandas and
+how time grows with rows.
+
+    python bench/preprocess.py [--rows 1000000,10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.ingest.records import RAW_SCHEMA  # noqa: E402
+from app.preprocess.features import FeatureParams, greenhouse_features  # noqa: E402
+
+COLUMNS = ["greenhouse_id", "device_id", "ts", "air_temp_c", "rh_pct", "co2_ppm", "par_umol_m2_s", "outside_temp_c",
+           "outside_rh_pct", "solar_w_m2", "wind_m_s", "vent_pct", "heat_pct", "screen_pct"]
+
+
+def write_raw_lake(root: Path, rows: int, days_per_greenhouse: int = 20) -> tuple[int, int]:
+    """Synthetic raw readings (vectorised): returns (greenhouses, rows written)."""
+    per_day = 1440 * 3
+    greenhouses = max(1, round(rows / (per_day * days_per_greenhouse)))
+    rng = np.random.default_rng(0)
+    written = 0
+    minute = np.arange(1440)
+    for g in range(greenhouses):
+        for d in range(days_per_greenhouse):
+            day = pd.Timestamp("2026-03-01", tz="UTC") + pd.Timedelta(days=d)
+            ts = (day + pd.to_timedelta(minute, unit="min")).to_numpy()
+            diurnal = np.sin(2 * np.pi * (minute / 1440 - 0.3))
+            n = len(minute)
+            nan = np.full(n, np.nan)
+            climate = {"air_temp_c": 19 + 4 * diurnal + rng.normal(0, 0.1, n), "rh_pct": 75 - 10 * diurnal + rng.normal(0, 0.5, n),
+                       "co2_ppm": 450 + rng.normal(0, 5, n), "par_umol_m2_s": np.clip(900 * diurnal, 0, None)}
+            weather = {"outside_temp_c": 8 + 6 * diurnal + rng.normal(0, 0.2, n), "outside_rh_pct": 80 - 15 * diurnal,
+                       "solar_w_m2": np.clip(600 * diurnal, 0, None), "wind_m_s": np.abs(rng.normal(3, 1, n))}
+            act = {"vent_pct": np.clip(40 * diurnal, 0, 100), "heat_pct": np.clip(-60 * diurnal, 0, 100), "screen_pct": np.where(diurnal < 0, 100.0, 0.0)}
+            parts = []
+            for device, values in (("climate", climate), ("weather", weather), ("actuators", act)):
+                cols = {c: values.get(c, nan) for c in COLUMNS[3:]}
+                parts.append(pd.DataFrame({"device_id": f"gh-{g:03d}-{device}", "ts": ts, **cols}))
+            frame = pd.concat(parts, ignore_index=True)
+            frame["schema_version"] = 1
+            frame["extra_json"] = None
+            frame["bus_topic"] = "bench"
+            frame["bus_partition"] = 0
+            frame["bus_offset"] = np.arange(len(frame))
+            frame["ingested_at"] = frame["ts"]
+            table = pa.Table.from_pandas(frame, schema=RAW_SCHEMA, preserve_index=False)
+            out = root / "raw" / "sensors" / f"greenhouse_id=gh-{g:03d}" / f"date={day.date().isoformat()}"
+            out.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, out / "part-0.parquet")
+            written += table.num_rows
+    return greenhouses, written
+
+
+def pandas_build(root: Path, params: FeatureParams) -> int:
+    table = pads.dataset(root / "raw" / "sensors", format="parquet", partitioning="hive").to_table(columns=COLUMNS)
+    frame = table.to_pandas()
+    out = [greenhouse_features(group, params) for _, group in frame.groupby("greenhouse_id", sort=True)]
+    return sum(len(o) for o in out)
+
+
+def ray_build(root: Path, params: FeatureParams) -> int:
+    import ray
+    from ray.data.datasource import Partitioning
+
+    base = str(root / "raw" / "sensors")
+    ds = ray.data.read_parquet(base, partitioning=Partitioning("hive", base_dir=base), columns=COLUMNS)
+    built = ds.groupby("greenhouse_id").map_groups(lambda g: greenhouse_features(g, params), batch_format="pandas").materialize()
+    return built.count()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="1000000,10000000", help="raw row counts, comma-separated")
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.rows.split(",")]
+
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    params = FeatureParams(horizons_min=(5, 15, 30, 60))
+    results = []
+    try:
+        for size in sizes:
+            root = Path(tempfile.mkdtemp(prefix="gh-bench-pp-"))
+            try:
+                greenhouses, raw_rows = write_raw_lake(root, size)
+                t = time.perf_counter()
+                n_pandas = pandas_build(root, params)
+                pandas_s = time.perf_counter() - t
+                t = time.perf_counter()
+                n_ray = ray_build(root, params)
+                ray_s = time.perf_counter() - t
+                assert n_pandas == n_ray, (n_pandas, n_ray)
+                results.append({"raw_rows": raw_rows, "greenhouses": greenhouses, "feature_rows": n_ray,
+                                "pandas_s": round(pandas_s, 2), "ray_s": round(ray_s, 2),
+                                "pandas_rows_per_s": round(raw_rows / pandas_s), "ray_rows_per_s": round(raw_rows / ray_s),
+                                "ray_over_pandas": round(pandas_s / ray_s, 3)})
+                print(f"  {raw_rows:>10} raw rows: pandas {pandas_s:7.1f} s, ray {ray_s:7.1f} s", file=sys.stderr)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+    finally:
+        ray.shutdown()
+    print(f"{'raw rows':>10} {'pandas s':>9} {'ray s':>8} {'pandas rows/s':>14} {'ray rows/s':>11} {'ray/pandas':>10}")
+    for r in results:
+        print(f"{r['raw_rows']:>10} {r['pandas_s']:>9} {r['ray_s']:>8} {r['pandas_rows_per_s']:>14} {r['ray_rows_per_s']:>11} {r['ray_over_pandas']:>10}")
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        growth = {m: round((b[f"{m}_s"] / a[f"{m}_s"]) / (b["raw_rows"] / a["raw_rows"]), 3) for m in ("pandas", "ray")}
+        print(f"time growth per row growth ({a['raw_rows']} -> {b['raw_rows']}): {growth} (1.0 = linear)")
+    print(json.dumps({"bench": "preprocess", "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
