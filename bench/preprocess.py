@@ -4,8 +4,8 @@ Writes synthetic raw readings in the lake's layout and schema (``raw/sensors/gre
 three device rows per greenhouse-minute), then times, in one run, for each size:
 
 - ``pandas``: pyarrow reads the raw lake, then ``greenhouse_features`` per greenhouse, one process;
-- ``ray``:    the preprocess pipeline's Ray Data build (read_parquet with hive partitions ->
-  groupby(greenhouse_id).map_groups(greenhouse_features) -> materialize), 2 CPUs.
+- ``ray``:    the preprocess job's Ray Data build (one task per greenhouse partition: read its
+  pruned files, ``greenhouse_features``; materialize), 2 CPUs.
 
 Both build the same feature rows with the same function; prints rows/s, the ratio ray/pandas and
 how time grows with rows.
@@ -84,13 +84,12 @@ def pandas_build(root: Path, params: FeatureParams) -> int:
 
 
 def ray_build(root: Path, params: FeatureParams) -> int:
-    import ray
-    from ray.data.datasource import Partitioning
+    """The preprocess job's own Ray Data build (app.preprocess.pipeline.build_features_dataset)."""
+    from app.lake import Lake
+    from app.preprocess.pipeline import PreprocessParams, build_features_dataset
 
-    base = str(root / "raw" / "sensors")
-    ds = ray.data.read_parquet(base, partitioning=Partitioning("hive", base_dir=base), columns=COLUMNS)
-    built = ds.groupby("greenhouse_id").map_groups(lambda g: greenhouse_features(g, params), batch_format="pandas").materialize()
-    return built.count()
+    pp = PreprocessParams(horizons_min=params.horizons_min, step_s=params.step_s, max_fill_steps=params.max_fill_steps)
+    return build_features_dataset(Lake.from_url(f"file://{root}"), pp).materialize().count()
 
 
 def main(argv: list[str] | None = None) -> int:

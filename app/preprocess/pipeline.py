@@ -94,6 +94,52 @@ def column_stats(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str,
     return stats
 
 
+RAW_COLUMNS = ["device_id", "ts", *feature_columns()[:11]]  # the measured columns
+
+
+def raw_partitions(lake: Lake, params: PreprocessParams) -> dict[str, list[str]]:
+    """Raw Parquet files per greenhouse, pruned to the date range by their ``date=`` directory
+    (partition pruning: files outside the range are never opened)."""
+    keep = _date_filter(params)
+    by_greenhouse: dict[str, list[str]] = {}
+    for path in lake.list_files(RAW_SENSORS):
+        parts = dict(p.split("=", 1) for p in path.split("/") if "=" in p)
+        if "greenhouse_id" in parts and keep(parts):
+            by_greenhouse.setdefault(parts["greenhouse_id"], []).append(path)
+    return by_greenhouse
+
+
+def build_features_dataset(lake: Lake, params: PreprocessParams):
+    """A Ray Dataset of feature rows, one task per greenhouse.
+
+    The lake is already partitioned by greenhouse, so instead of a hash shuffle
+    (``read_parquet().groupby().map_groups()``, measured 9x slower than one pandas process at 1M
+    rows on 2 cores) each task reads one greenhouse's pruned files through the lake's filesystem
+    and builds its features; Ray Data schedules the tasks over the cluster and streams the result.
+    """
+    import ray
+
+    fparams = params.feature_params()
+    filesystem = lake.filesystem
+    items = [{"greenhouse_id": g, "paths": paths} for g, paths in sorted(raw_partitions(lake, params).items())]
+    if not items:
+        raise LookupError("no raw readings in the requested date range")
+
+    def build(batch: pd.DataFrame) -> pd.DataFrame:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = []
+        for greenhouse_id, paths in zip(batch["greenhouse_id"], batch["paths"]):
+            tables = [pq.read_table(p, filesystem=filesystem, columns=RAW_COLUMNS) for p in paths]
+            raw = pa.concat_tables(tables).to_pandas()
+            raw["greenhouse_id"] = greenhouse_id
+            out.append(greenhouse_features(raw, fparams))
+        return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(build, batch_size=1, batch_format="pandas")
+
+
 def _utc(value: Any) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -101,17 +147,12 @@ def _utc(value: Any) -> pd.Timestamp:
 
 def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress: Callable[[str], None] | None = None) -> FeatureSetInfo:
     """Build and record a feature set from the raw lake (see the module docstring)."""
-    import pyarrow as pa
-    import ray
-    from ray.data.datasource import Partitioning, PathPartitionFilter
-
     from app.metadata import FEATURE_SETS, LAKE_BATCHES, open_metadata
 
     say = on_progress or (lambda msg: None)
     started = time.monotonic()
     lake = Lake.from_url(settings.lake_url)
     store = open_metadata(settings.metadata_url)
-    raw_dir = lake.path(RAW_SENSORS)
     if not lake.list_files(RAW_SENSORS):
         raise LookupError(f"the lake at {settings.lake_url} has no raw readings: run the sink first")
 
@@ -122,21 +163,8 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
     digest = hashlib.sha256((params.model_dump_json() + "|".join(source_batches)).encode()).hexdigest()[:8]
     fs_id = f"fs-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S')}-{digest}"
 
-    say("reading raw readings with Ray Data")
-    fparams = params.feature_params()
-    ds = ray.data.read_parquet(
-        raw_dir,
-        filesystem=lake.filesystem,
-        partitioning=Partitioning("hive", base_dir=raw_dir),
-        partition_filter=PathPartitionFilter.of(_date_filter(params), base_dir=raw_dir),
-        columns=["greenhouse_id", "device_id", "ts", *feature_columns()[:11]],
-    )
-
-    def per_greenhouse(group: pd.DataFrame) -> pd.DataFrame:
-        return greenhouse_features(group, fparams)
-
-    say("building features per greenhouse")
-    features = ds.groupby("greenhouse_id").map_groups(per_greenhouse, batch_format="pandas").materialize()
+    say("building features per greenhouse with Ray Data")
+    features = build_features_dataset(lake, params).materialize()
     rows = features.count()
     if rows == 0:
         raise LookupError("no complete rows after cleaning: too little data in the range")
@@ -187,7 +215,6 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
         "lake_url": settings.lake_url,
     }
     store.collection(FEATURE_SETS).insert_one(doc)
-    _ = pa  # pyarrow is the filesystem layer Ray Data writes through
     return FeatureSetInfo(fs_id, relative, doc["rows"]["train"], doc["rows"]["validation"], cols_f, cols_t, cols_p, greenhouses,
                           cutoff.isoformat(), len(source_batches), round(time.monotonic() - started, 2))
 

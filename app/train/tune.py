@@ -96,8 +96,9 @@ def tune_boosters(
     max_t = max(1, params.max_rounds // params.report_every_rounds)
     grace = max(1, params.grace_rounds // params.report_every_rounds)
     tuner = tune.Tuner(
-        # The trial driver only waits for its Train workers: it reserves no CPU of its own.
-        tune.with_resources(trial, {"CPU": 0}),
+        # The trial driver only waits for its Train workers: it reserves a token CPU share (Tune
+        # refuses an empty bundle) so that the workers get the whole CPUs.
+        tune.with_resources(trial, {"CPU": 0.01}),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric="val_rmse",

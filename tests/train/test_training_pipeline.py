@@ -141,3 +141,4 @@ def test_promotion_needs_better_skill_on_the_same_window(trained):
     assert "does not beat" in decision.reason and decision.challenger_version == weak.model_version
     assert decision.challenger_skill < decision.champion_skill
     assert Tracking(settings.tracking_url).version_by_alias(result.model_name, "champion") == result.model_version
+
