@@ -73,6 +73,15 @@ class ControlSettings(BaseModel):
     command_ttl_s: float = Field(default=600.0, gt=0, le=86_400)
     dry_run: bool = False
     actuator_group_id: str = "actuators"
+    # Serving: which registered model drives control, and how it decides.
+    model_name: str = "greenhouse-forecaster"
+    model_alias: str = "champion"
+    interval_s: float = Field(default=300.0, gt=0, le=3600, description="control period; rate limits apply over it")
+    stale_after_s: float = Field(default=900.0, gt=0, description="readings older than this: thermostat fallback")
+    window_min: int = Field(default=120, ge=75, le=24 * 60, description="recent readings kept per greenhouse")
+    band_low_c: float = 18.0
+    band_high_c: float = 25.0
+    rh_max_pct: float = Field(default=88.0, ge=0, le=100)
 
 
 class ServeSettings(BaseModel):

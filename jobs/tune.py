@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rounds", type=int, default=300, help="boosting rounds of a full trial (default 300)")
     parser.add_argument("--grace-rounds", type=int, default=30, help="rounds before ASHA may stop a trial (default 30)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
+    parser.add_argument("--max-concurrent-trials", type=int, default=2, help="trials running at once; each holds --num-workers CPUs (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     parser.add_argument("--model-name", default="greenhouse-forecaster")
     parser.add_argument("--experiment", default="greenhouse-forecast")
     args = parser.parse_args(argv)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.preprocess import load_feature_set
 
         _, _, doc = load_feature_set(settings, fs_id)
-        tune_params = TuneParams(num_samples=args.num_samples, max_rounds=args.max_rounds, grace_rounds=args.grace_rounds, num_workers=args.num_workers)
+        tune_params = TuneParams(num_samples=args.num_samples, max_rounds=args.max_rounds, grace_rounds=args.grace_rounds, num_workers=args.num_workers, max_concurrent_trials=args.max_concurrent_trials, seed=args.seed)
         best, search = tune_boosters(
             read_feature_set_ray(settings, fs_id, "train"),
             read_feature_set_ray(settings, fs_id, "validation"),

@@ -60,3 +60,19 @@ def test_serve_config_validates_with_rays_schema():
     args = IngestAppArgs.model_validate(app_cfg.args)
     assert load_settings(args.config_file, **args.settings).ingest.topics == ["greenhouse.sensors"]
     assert app_cfg.deployments[0].ray_actor_options.num_cpus < 1
+
+
+def test_control_serve_config_validates_with_rays_schema():
+    from ray.serve.schema import ServeDeploySchema
+
+    from app.serve.control import ControlAppArgs, ModelConfig
+
+    path = Path(__file__).resolve().parents[1] / "serve_configs" / "control.yaml"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (app_cfg,) = config.applications
+    assert app_cfg.import_path == "app.serve.control:build_app" and app_cfg.route_prefix == "/climate"
+    ControlAppArgs.model_validate(app_cfg.args)
+    deployments = {d.name: d for d in app_cfg.deployments}
+    assert set(deployments) == {"ControlApp", "Forecaster"}
+    assert ModelConfig.model_validate(deployments["ControlApp"].user_config).model_alias == "champion"
+    assert all(d.ray_actor_options.num_cpus < 1 for d in deployments.values())

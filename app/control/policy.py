@@ -134,8 +134,22 @@ def choose_mpc(
     """Evaluate every candidate through ``forecaster`` (one call, a list of candidates in, a list of
     forecasts out) and return the cheapest; ties go to the earlier (lower-energy-first) candidate."""
     candidates = candidate_grid(current, limits, dt_s)
-    forecasts = forecaster(candidates)
-    if len(forecasts) != len(candidates):
+    return pick_best(candidates, forecaster(candidates), current, limits=limits, targets=targets, weights=weights, dt_s=dt_s)
+
+
+def pick_best(
+    candidates: Sequence[Mapping[str, float]],
+    forecasts: Sequence[Mapping[str, float]],
+    current: Mapping[str, float],
+    *,
+    limits: Limits,
+    targets: Targets,
+    weights: Weights = Weights(),
+    dt_s: float = 300.0,
+) -> Decision:
+    """The cheapest of ``candidates`` given one forecast each (for callers that forecast
+    asynchronously); ties go to the earlier (lower-energy-first) candidate."""
+    if len(forecasts) != len(candidates) or not candidates:
         raise ValueError("forecaster must return one forecast per candidate")
     scored = sorted(
         ((cost_of(f, c, current, targets, weights), c["heat_pct"], i) for i, (c, f) in enumerate(zip(candidates, forecasts))),

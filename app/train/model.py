@@ -71,6 +71,9 @@ class ForecastModel:
     horizons_min: list[int]
     variables: list[str] = field(default_factory=lambda: list(TARGET_VARIABLES))
     feature_set_id: str = ""
+    # FeatureParams fields of the feature set (step, fill, spike, site): serving rebuilds the
+    # features from raw readings exactly as preprocessing did.
+    feature_params: dict[str, Any] = field(default_factory=dict)
 
     def features_for(self, variable: str, horizon_min: int) -> list[str]:
         return list(self.feature_columns) + plan_columns(horizon_min)
@@ -106,6 +109,7 @@ class ForecastModel:
             "horizons_min": self.horizons_min,
             "variables": self.variables,
             "feature_set_id": self.feature_set_id,
+            "feature_params": self.feature_params,
             "boosters": sorted(self.boosters),
         }
         (directory / "model.json").write_text(json.dumps(meta, indent=2))
@@ -122,4 +126,4 @@ class ForecastModel:
             booster = xgboost.Booster()
             booster.load_model(str(directory / f"{key}.json"))
             boosters[key] = booster
-        return cls(boosters, meta["feature_columns"], meta["horizons_min"], meta["variables"], meta.get("feature_set_id", ""))
+        return cls(boosters, meta["feature_columns"], meta["horizons_min"], meta["variables"], meta.get("feature_set_id", ""), meta.get("feature_params", {}))

@@ -92,6 +92,8 @@ def run_training(
         run_name=f"train-{fs_id}-{int(time.time())}",
         feature_set_id=fs_id,
     )
+    fs_params = doc["params"]
+    model.feature_params = {k: fs_params[k] for k in ("step_s", "max_fill_steps", "latitude", "longitude") if k in fs_params}
     say("evaluating on the validation window")
     metrics = evaluate(model, validation_df)
 

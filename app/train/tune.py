@@ -25,7 +25,8 @@ class TuneParams(BaseModel):
     report_every_rounds: int = Field(default=10, ge=1)
     horizon_min: int = 15
     num_workers: int = Field(default=1, ge=1)
-    max_concurrent_trials: int = Field(default=1, ge=1)
+    # Each running trial holds num_workers whole CPUs for its Train workers; 2 fits a 2-core box.
+    max_concurrent_trials: int = Field(default=2, ge=1)
     seed: int = 0
 
 
@@ -77,7 +78,9 @@ def tune_boosters(
         trainer = XGBoostTrainer(
             _tune_loop_per_worker,
             train_loop_config={"spec": spec, "xgb_params": booster.xgb_params(), "num_boost_round": params.max_rounds, "report_every": params.report_every_rounds},
-            scaling_config=ScalingConfig(num_workers=params.num_workers, resources_per_worker={"CPU": 1}),
+            # 0.9 CPU per worker: with each trial's driver holding 0.01, two one-worker trials fit
+            # on 2 CPUs (whole CPUs would leave the second trial's worker waiting forever).
+            scaling_config=ScalingConfig(num_workers=params.num_workers, resources_per_worker={"CPU": 0.9}),
             datasets={"train": train_dataset, "validation": validation_dataset},
             dataset_config=DataConfig(datasets_to_split=["train"]),
             run_config=RunConfig(storage_path=storage, name=f"{name}-{tune.get_context().get_trial_id()}", callbacks=[TuneReportCallback()]),
@@ -105,8 +108,9 @@ def tune_boosters(
             mode="min",
             num_samples=params.num_samples,
             scheduler=ASHAScheduler(max_t=max_t, grace_period=grace, reduction_factor=3),
-            max_concurrent_trials=params.max_concurrent_trials,
-            search_alg=tune.search.BasicVariantGenerator(random_state=params.seed),
+            # An explicit search_alg ignores TuneConfig.max_concurrent_trials; bound it here, or
+            # every trial's driver starts at once and their Train workers queue for CPUs.
+            search_alg=tune.search.BasicVariantGenerator(random_state=params.seed, max_concurrent=params.max_concurrent_trials),
         ),
         run_config=tune.RunConfig(storage_path=storage, name=name),
     )

@@ -142,3 +142,31 @@ def test_promotion_needs_better_skill_on_the_same_window(trained):
     assert decision.challenger_skill < decision.champion_skill
     assert Tracking(settings.tracking_url).version_by_alias(result.model_name, "champion") == result.model_version
 
+
+
+def test_tune_job_searches_with_early_stopping_and_registers_the_best(trained):
+    """``python -m jobs.tune`` as a process on its own local Ray: ASHA stops weak trials early."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from app.tracking import Tracking
+
+    settings, info, result = trained
+    repo = Path(__file__).resolve().parents[2]
+    # RAY_ADDRESS=local: a fresh local Ray, never a head that happens to run on this machine.
+    env = {**os.environ, "GH_DATA_DIR": str(settings.data_dir), "RAY_ADDRESS": "local"}
+    args = ["--feature-set-id", info.feature_set_id, "--num-samples", "4", "--max-rounds", "60", "--grace-rounds", "10"]
+    proc = subprocess.run([sys.executable, "-m", "jobs.tune", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["job"] == "tune" and summary["ok"] is True
+    search = summary["search"]
+    assert len(search["trials"]) == 4
+    assert search["stopped_early"] >= 1, search  # ASHA cut at least one trial before max rounds
+    assert min(t["val_rmse"] for t in search["trials"]) == pytest.approx(search["best_val_rmse"], abs=1e-4)
+    assert summary["metrics"]["skill_air_temp_c_15min"] >= 0.30
+    tracking = Tracking(settings.tracking_url)
+    assert tracking.version_by_alias(summary["model_name"], "challenger") == summary["model_version"]
+    assert tracking.get_run(summary["run_id"])["tags"]["tuned"] == "true"

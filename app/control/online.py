@@ -1,0 +1,170 @@
+"""Online state for serving: the recent window of readings per greenhouse, and its latest features.
+
+:class:`OnlineWindow` is plain Python (no Ray, no I/O) so it is tested directly; the Serve replica
+feeds it from the sensor topic with :class:`SensorTopicFollower`, or from a window a caller sends.
+Features are built with the same :func:`~app.preprocess.features.greenhouse_features` as training,
+so online and offline features cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+import orjson
+import pandas as pd
+
+from app.contracts.reading import Reading, ReadingError, validate_reading
+from app.preprocess.features import FeatureParams, greenhouse_features
+
+log = logging.getLogger(__name__)
+
+
+def reading_to_row(reading: Reading) -> dict[str, Any]:
+    """The raw-table columns the feature functions read, for one reading."""
+    return {"greenhouse_id": reading.greenhouse_id, "device_id": reading.device_id, "ts": reading.ts, **reading.measurements.known()}
+
+
+def parse_readings(values: Iterable[Any], greenhouse_id: str | None = None) -> list[Reading]:
+    """Validate readings a caller sent; raise :class:`ReadingError` naming the first bad one."""
+    out = []
+    for i, value in enumerate(values):
+        try:
+            reading = validate_reading(value)
+        except ReadingError as exc:
+            raise ReadingError(f"readings[{i}]: {exc.reason}") from None
+        if greenhouse_id is not None and reading.greenhouse_id != greenhouse_id:
+            raise ReadingError(f"readings[{i}]: greenhouse_id {reading.greenhouse_id!r} is not {greenhouse_id!r}")
+        out.append(reading)
+    return out
+
+
+def latest_features(rows: list[dict[str, Any]], params: FeatureParams) -> dict[str, Any] | None:
+    """Features of the latest complete step of one greenhouse's raw ``rows`` (``None`` if too few)."""
+    if not rows:
+        return None
+    frame = greenhouse_features(pd.DataFrame(rows), params, training=False)
+    if frame.empty:
+        return None
+    last = frame.iloc[-1]
+    out = {k: float(v) for k, v in last.items() if k not in ("greenhouse_id", "ts")}
+    out["ts"] = pd.Timestamp(last["ts"]).to_pydatetime()
+    return out
+
+
+class OnlineWindow:
+    """Thread-safe recent readings per greenhouse (the last ``window_min`` minutes of each)."""
+
+    def __init__(self, window_min: int = 120) -> None:
+        self.window = timedelta(minutes=window_min)
+        self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._latest: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple[datetime, int, Any], dict[str, Any] | None]] = {}
+        self.records = 0
+        self.rejected = 0
+
+    def add(self, readings: Iterable[Reading]) -> None:
+        with self._lock:
+            touched = set()
+            for r in readings:
+                self._rows[r.greenhouse_id].append(reading_to_row(r))
+                if r.ts > self._latest.get(r.greenhouse_id, r.ts - timedelta(seconds=1)):
+                    self._latest[r.greenhouse_id] = r.ts
+                touched.add(r.greenhouse_id)
+                self.records += 1
+            for gh in touched:
+                cutoff = self._latest[gh] - self.window
+                rows = self._rows[gh]
+                if rows and rows[0]["ts"] < cutoff:
+                    self._rows[gh] = [row for row in rows if row["ts"] >= cutoff]
+
+    def add_raw(self, values: Iterable[bytes]) -> None:
+        """Bus message values (JSON readings); invalid ones are counted and skipped (the gateway
+        already rejected them into the dead-letter topic)."""
+        good = []
+        for value in values:
+            try:
+                good.append(validate_reading(orjson.loads(value), max_future_skew_s=10 * 365 * 86_400.0))
+            except (ReadingError, orjson.JSONDecodeError):
+                self.rejected += 1
+        self.add(good)
+
+    def greenhouses(self) -> list[str]:
+        with self._lock:
+            return sorted(self._latest)
+
+    def latest_ts(self, greenhouse_id: str) -> datetime | None:
+        with self._lock:
+            return self._latest.get(greenhouse_id)
+
+    def rows(self, greenhouse_id: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self._rows.get(greenhouse_id, ()))
+        if as_of is not None:
+            rows = [r for r in rows if r["ts"] <= as_of]
+        return rows
+
+    def features(self, greenhouse_id: str, params: FeatureParams, as_of: datetime | None = None) -> dict[str, Any] | None:
+        """Latest features, cached until new readings arrive for that greenhouse."""
+        rows = self.rows(greenhouse_id, as_of)
+        if not rows:
+            return None
+        key = (max(r["ts"] for r in rows), len(rows), params)
+        cached = self._cache.get(greenhouse_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        feats = latest_features(rows, params)
+        self._cache[greenhouse_id] = (key, feats)
+        return feats
+
+
+class SensorTopicFollower:
+    """Feeds an :class:`OnlineWindow` from the sensor topic on a daemon thread.
+
+    Every replica follows the whole topic on its own (no group commits: it is a view, not a
+    worker), starting ``backfill_records`` before each partition's end so a new replica has its
+    window at once.
+    """
+
+    def __init__(
+        self, bus: Any, topic: str, window: OnlineWindow, *, group_id: str, partitions: int = 4, backfill_records: int = 20_000, poll_timeout_s: float = 0.05
+    ) -> None:
+        from app.bus import TopicPartition
+
+        self.window = window
+        self._bus = bus
+        bus.create_topic(topic, partitions)  # idempotent; the follower may start before any device
+        self._consumer = bus.consumer(group_id, [topic])
+        for partition, end in bus.end_offsets(topic).items():
+            self._consumer.seek(TopicPartition(topic, partition), max(0, end - backfill_records))
+        self._poll_timeout_s = poll_timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sensor-topic-follower", daemon=True)
+        self.error: str | None = None
+        self.last_poll_at: datetime | None = None
+
+    def start(self) -> "SensorTopicFollower":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self._consumer.poll(2000, self._poll_timeout_s)
+                self.last_poll_at = datetime.now(timezone.utc)
+                if messages:
+                    self.window.add_raw(m.value for m in messages)
+                self.error = None
+            except Exception as exc:  # keep following; report in /healthz
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.warning("sensor topic follower: %s", self.error)
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()

@@ -1,0 +1,239 @@
+"""The forecast/control Serve application over real HTTP: a model from MLflow, state from the topic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import orjson
+import pytest
+
+from app.bus import open_bus
+from app.config import Settings
+from app.control.dispatch import ActuatorEndpoint
+from app.control.policy import ACTUATORS, Limits
+from app.metadata import CONTROL_AUDIT, open_metadata
+from tests.train.test_training_pipeline import ingest_and_sink
+
+DAYS = 2
+START = datetime(2026, 3, 10, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def models(ray_local, tmp_path_factory):
+    """Twin data in the lake, a feature set, and two registered versions (v1 champion, v2 challenger)."""
+    from app.preprocess import PreprocessParams, run_preprocess
+    from app.train.pipeline import TrainJobParams, run_promotion, run_training
+    from app.train.trainer import BoosterParams
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("serve"))
+    ingest_and_sink(settings, DAYS)
+    run_preprocess(settings, PreprocessParams(horizons_min=(15, 60)))
+    first = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=60)))
+    run_promotion(settings, first.model_name)
+    second = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=30, max_depth=4)))
+    return settings, first, second
+
+
+@pytest.fixture(scope="module")
+def app_url(models, ray_serve):
+    from ray import serve
+
+    from app.serve.control import ControlAppArgs, build_app
+
+    settings, _, _ = models
+    serve.run(build_app(ControlAppArgs(settings=settings.for_replicas())), name="control-test", route_prefix="/climate")
+    yield f"{ray_serve}/climate"
+    serve.delete("control-test")
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    with httpx.Client(base_url=app_url, timeout=60) as c:
+        wait_for_greenhouses(c)
+        yield c
+
+
+def wait_for_greenhouses(c: httpx.Client) -> None:
+    """The replica follows the sensor topic: wait until both greenhouses are known."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        res = c.get("/healthz")
+        if res.status_code == 200 and res.json()["greenhouses"] == ["gh-01", "gh-02"]:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the control app did not pick up the sensor topic in 60 s")
+
+
+def last_ts(settings: Settings) -> datetime:
+    return START + timedelta(days=DAYS)
+
+
+def test_healthz_reports_the_followed_greenhouses(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["greenhouses"] == ["gh-01", "gh-02"]
+    assert health["readings_followed"] > 1000 and health["follower_error"] is None
+
+
+def test_forecast_by_greenhouse_name_uses_the_champion(client, models):
+    settings, first, _ = models
+    res = client.post("/forecast", json={"greenhouse_id": "gh-01"})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["model"] == {"name": first.model_name, "version": first.model_version}
+    assert body["horizons_min"] == [15, 60]
+    assert set(body["forecast"]) == {"air_temp_c_15min", "air_temp_c_60min", "rh_pct_15min", "rh_pct_60min"}
+    assert 0 < body["forecast"]["air_temp_c_15min"] < 45
+    # a plan with full heating forecasts warmer than no heating (monotone model, through HTTP)
+    hot = client.post("/forecast", json={"greenhouse_id": "gh-01", "plan": {"vent_pct": 0, "heat_pct": 100, "screen_pct": 0}}).json()
+    cold = client.post("/forecast", json={"greenhouse_id": "gh-01", "plan": {"vent_pct": 0, "heat_pct": 0, "screen_pct": 0}}).json()
+    assert hot["forecast"]["air_temp_c_60min"] >= cold["forecast"]["air_temp_c_60min"]
+
+
+def test_forecast_with_the_window_in_the_request(client):
+    from app.sim.fleet import FleetSimulator
+
+    fleet = FleetSimulator(1, START, step_s=60, seed=7)
+    readings = [r | {"greenhouse_id": "gh-77"} for step in fleet.iter_steps(2 * 3600) for r in step]
+    res = client.post("/forecast", json={"greenhouse_id": "gh-77", "readings": readings})
+    assert res.status_code == 200, res.text
+    assert res.json()["as_of"].startswith((START + timedelta(hours=2)).isoformat()[:16])
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ({"greenhouse_id": "gh-404"}, 404, 40411),
+        ({"greenhouse_id": "bad id!"}, 422, 42201),
+        ({"greenhouse_id": "gh-01", "plan": {"vent_pct": 130, "heat_pct": 0, "screen_pct": 0}}, 422, 42201),
+        ({"greenhouse_id": "gh-01", "surprise": 1}, 422, 42201),
+        ({"greenhouse_id": "gh-01", "readings": [{"greenhouse_id": "gh-01", "device_id": "d", "ts": "yesterday", "measurements": {}}]}, 422, 42211),
+    ],
+)
+def test_bad_requests_get_a_reason_and_an_error_code(client, payload, status, code):
+    res = client.post("/forecast", json=payload)
+    assert res.status_code == status, res.text
+    assert res.json()["error_code"] == code and res.json()["message"]
+
+
+def test_control_dispatches_a_signed_command_within_limits_and_is_idempotent(client, models):
+    settings, first, _ = models
+    as_of = (last_ts(settings)).isoformat()
+    res = client.post("/control", json={"greenhouse_id": "gh-02", "as_of": as_of, "request_id": "t1"})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    cmd = body["command"]
+    assert body["decision"]["mode"] == "mpc", body["decision"]
+    assert cmd["model"] == {"name": first.model_name, "version": first.model_version}
+    assert body["dispatch"]["status"] == "dispatched"
+    limits = Limits()
+    for a in ACTUATORS:
+        low, high = limits.bounds(a)
+        assert low <= cmd["setpoints"][a] <= high
+    assert set(body["decision"]["forecast"]) >= {"air_temp_c_15min", "air_temp_c_60min"}
+    # the same request again is the same command: not published twice
+    again = client.post("/control", json={"greenhouse_id": "gh-02", "as_of": as_of, "request_id": "t1"}).json()
+    assert again["command"]["command_id"] == cmd["command_id"] and again["dispatch"]["status"] == "duplicate"
+    audit = open_metadata(settings.metadata_url).collection(CONTROL_AUDIT).find_one({"_id": cmd["command_id"]})
+    assert audit["status"] == "dispatched" and audit["model"]["version"] == first.model_version
+
+    # the greenhouse side receives it once, with a valid signature, and applies it
+    applied = []
+
+    class Sink:
+        def apply(self, command):
+            applied.append(command)
+
+    endpoint = ActuatorEndpoint(settings, open_bus(settings.bus_url), Sink(), {"gh-02"}, clock=lambda: last_ts(settings))
+    outcomes = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(o.command_id == cmd["command_id"] for o in outcomes):
+        outcomes += endpoint.poll(0.2)
+    endpoint.close()
+    mine = [o for o in outcomes if o.command_id == cmd["command_id"]]
+    assert [o.status for o in mine] == ["applied"]
+    assert applied[-1].setpoints.model_dump() == cmd["setpoints"]
+
+
+def test_control_dry_run_is_returned_and_audited_but_not_published(client, models):
+    settings, _, _ = models
+    res = client.post("/control", json={"greenhouse_id": "gh-01", "as_of": last_ts(settings).isoformat(), "dry_run": True}).json()
+    assert res["dispatch"]["status"] == "dry_run" and res["command"]["dry_run"] is True
+
+
+def test_stale_data_falls_back_to_the_thermostat(client, models):
+    settings, _, _ = models
+    later = last_ts(settings) + timedelta(hours=3)
+    body = client.post("/control", json={"greenhouse_id": "gh-01", "as_of": later.isoformat(), "dry_run": True}).json()
+    assert body["decision"]["mode"] == "thermostat" and "data stale" in body["decision"]["reason"]
+    assert body["command"]["model"] == {"name": "thermostat", "version": "rule-v1"}
+
+
+def deploy_config(settings: Settings, user_config: dict) -> None:
+    """Deploy serve_configs/control.yaml the way `serve deploy` does (the controller's apply_config),
+    with args pointing at the test's settings and the given user_config."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "serve_configs" / "control.yaml").read_text())
+    config.pop("http_options")
+    app = config["applications"][0]
+    app["name"] = "control-test"
+    app["args"]["settings"] = settings.for_replicas()
+    next(d for d in app["deployments"] if d["name"] == "ControlApp")["user_config"] = user_config
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+
+
+def test_model_swap_by_user_config_without_failed_requests_then_fallback(models, client, app_url):
+    """`serve deploy` of a new user_config swaps the model in place (same replica process) while
+    requests keep succeeding. A version that does not exist makes /control fall back to the
+    thermostat and /forecast answer 503; back on the alias, the champion serves again."""
+    settings, first, second = models
+    deploy_config(settings, {"model_alias": "champion"})
+    wait_for_greenhouses(client)
+    assert client.post("/forecast", json={"greenhouse_id": "gh-01"}).json()["model"]["version"] == first.model_version
+    pid_before = client.get("/healthz").json()["replica_pid"]
+
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=app_url, timeout=60) as c:
+            while not stop.is_set():
+                r = c.post("/forecast", json={"greenhouse_id": "gh-01"})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    versions.add(r.json()["model"]["version"])
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        deploy_config(settings, {"model_alias": "champion", "model_version": second.model_version})
+        deadline = time.monotonic() + 30
+        while second.model_version not in versions and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert versions == {first.model_version, second.model_version}
+    assert len(statuses) > 5 and set(statuses) == {200}, sorted(set(statuses))
+    assert client.get("/healthz").json()["replica_pid"] == pid_before  # reconfigured, not restarted
+
+    deploy_config(settings, {"model_version": "999"})
+    res = client.post("/control", json={"greenhouse_id": "gh-01", "as_of": last_ts(settings).isoformat(), "dry_run": True})
+    assert res.status_code == 200, res.text
+    assert res.json()["decision"]["mode"] == "thermostat" and "model unavailable" in res.json()["decision"]["reason"]
+    missing = client.post("/forecast", json={"greenhouse_id": "gh-01"})
+    assert missing.status_code == 503 and missing.json()["error_code"] == 50311
+
+    deploy_config(settings, {})
+    assert client.post("/forecast", json={"greenhouse_id": "gh-01"}).json()["model"]["version"] == first.model_version
