@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-embedded stack-up stack-down bench-ingest bench-sink clean
+.PHONY: install demo test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench-ingest: install
 
 bench-sink: install
 	$(BIN)/python bench/sink.py $(BENCH_ARGS)
+
+bench-serve: install
+	$(BIN)/python bench/serve.py $(BENCH_ARGS)
+
+bench-preprocess: install
+	$(BIN)/python bench/preprocess.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .greenhouse .pytest_cache

@@ -1,14 +1,23 @@
-"""The end-to-end demo on embedded defaults: simulate -> HTTP ingest on Ray Serve -> bus -> lake sink.
+"""The end-to-end demo on embedded defaults, from sensors to closed-loop control.
 
-``greenhouse demo`` (the README's first command) calls :func:`run_demo`. It starts local Ray and
-the ingest gateway on Serve, simulates a fleet of greenhouses from real TMY3 weather, posts every
-reading over HTTP (with a few deliberately faulty devices), sinks the bus into the lake with the
-lake sink running alongside, and checks that the lake holds exactly the accepted readings.
+``greenhouse demo`` (the README's first command) calls :func:`run_demo`:
+
+1. data path: local Ray and the ingest gateway on Serve; a simulated fleet (real TMY3 weather) posts
+   every reading over HTTP (a few devices deliberately faulty); the lake sink runs alongside; the
+   lake must hold exactly the accepted readings;
+2. learning path: Ray Data features, a Ray Tune search (ASHA), Ray Train with the best parameters,
+   MLflow run + registered version, promotion to ``champion``;
+3. control: the forecast/control Serve app loads the champion; one simulated day of closed-loop
+   control through it, next to the same day under the rule-based thermostat; a summary table and
+   an HTML/PNG report.
+
+``--data-only`` stops after step 1.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -16,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from app.closed_loop import percentile
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +43,12 @@ class DemoOptions:
     # Share of readings a faulty device corrupts (to show per-record rejection and dead-lettering).
     fault_rate: float = 0.003
     start: datetime | None = None  # default: midnight UTC, `days` (rounded up) + 1 days ago
+    # learning and control (skipped with data_only)
+    data_only: bool = False
+    horizons_min: tuple[int, ...] = (15, 60)
+    tune_samples: int = 4
+    tune_rounds: int = 120
+    control_days: float = 1.0
 
 
 @dataclass
@@ -57,6 +73,19 @@ class DemoSummary:
     data_dir: str = ""
     gateway_url: str = ""
     ok: bool = False
+    # learning path
+    feature_set_id: str = ""
+    feature_rows: int = 0
+    tune_trials: int = 0
+    tune_stopped_early: int = 0
+    model_version: str = ""
+    forecast_skill_15min: float | None = None
+    promoted: bool = False
+    # control
+    control: dict[str, Any] = field(default_factory=dict)
+    control_verdict: str = ""
+    report: str = ""
+    stage_s: dict[str, float] = field(default_factory=dict)
 
 
 def corrupt(reading: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -73,13 +102,6 @@ def corrupt(reading: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     else:
         del bad["device_id"]
     return bad
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _lake_counts(settings: Settings) -> dict[str, int]:
@@ -128,6 +150,7 @@ def run_demo(
 
     progress("starting Ray and the ingest gateway", 0, 1)
     # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")  # see jobs._entry.init_ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     sink_thread: threading.Thread | None = None
     stop = threading.Event()
@@ -178,8 +201,8 @@ def run_demo(
         summary.readings_rejected = tally.rejected
         summary.rejected_by_reason = dict(tally.rejected_by_reason)
         summary.requests = tally.requests
-        summary.request_p50_ms = round(_percentile(tally.latencies_s, 0.50) * 1000, 2)
-        summary.request_p99_ms = round(_percentile(tally.latencies_s, 0.99) * 1000, 2)
+        summary.request_p50_ms = round(percentile(tally.latencies_s, 0.50) * 1000, 2)
+        summary.request_p99_ms = round(percentile(tally.latencies_s, 0.99) * 1000, 2)
 
         # Drain: wait until the sink has committed every accepted record, then stop it.
         bus = open_bus(settings.bus_url)
@@ -210,6 +233,9 @@ def run_demo(
             and summary.readings_accepted + summary.readings_rejected == summary.readings_generated
             and summary.batch_documents == summary.lake_files
         )
+        summary.stage_s["data path"] = round(time.monotonic() - started, 1)
+        if summary.ok and not options.data_only:
+            _learn_and_control(settings, options, summary, url, fleet.now, progress)
     finally:
         stop.set()
         if sink_thread is not None:
@@ -220,3 +246,128 @@ def run_demo(
             ray.shutdown()
     summary.elapsed_s = round(time.monotonic() - started, 1)
     return summary
+
+
+def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSummary, url: str, control_start: datetime, progress: Callable[[str, float, float], None]) -> None:
+    """Steps 2 and 3 of the demo, on the running Ray and Serve."""
+    from ray import serve
+
+    from app.closed_loop import run_closed_loop, write_report
+    from app.preprocess import PreprocessParams, read_feature_set_ray, run_preprocess
+    from app.serve.control import ControlAppArgs, application
+    from app.train.pipeline import TrainJobParams, run_promotion, run_training
+    from app.train.tune import TuneParams, tune_boosters
+
+    t0 = time.monotonic()
+    progress("features with Ray Data", 0, 1)
+    info = run_preprocess(settings, PreprocessParams(horizons_min=options.horizons_min))
+    summary.feature_set_id = info.feature_set_id
+    summary.feature_rows = info.rows_train + info.rows_validation
+    progress("features with Ray Data", 1, 1)
+
+    progress("tuning with Ray Tune (ASHA)", 0, 1)
+    best, search = tune_boosters(
+        read_feature_set_ray(settings, info.feature_set_id, "train"),
+        read_feature_set_ray(settings, info.feature_set_id, "validation"),
+        info.feature_columns,
+        TuneParams(num_samples=options.tune_samples, max_rounds=options.tune_rounds, grace_rounds=max(10, options.tune_rounds // 6), report_every_rounds=10, seed=options.seed),
+        storage_path=settings.data_dir / "ray_results",
+        name=f"demo-tune-{info.feature_set_id}",
+        verbose=0,
+    )
+    summary.tune_trials = len(search["trials"])
+    summary.tune_stopped_early = search["stopped_early"]
+    progress("tuning with Ray Tune (ASHA)", 1, 1)
+
+    progress("training the best with Ray Train, MLflow, promotion", 0, 1)
+    trained = run_training(settings, TrainJobParams(feature_set_id=info.feature_set_id, booster=best), tags={"tuned": "true", "demo": "true"})
+    summary.model_version = trained.model_version
+    summary.forecast_skill_15min = trained.metrics.get("skill_air_temp_c_15min")
+    summary.promoted = run_promotion(settings, trained.model_name).promoted
+    progress("training the best with Ray Train, MLflow, promotion", 1, 1)
+    summary.stage_s["learning path"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    progress("deploying the forecast/control app", 0, 1)
+    serve.run(application(ControlAppArgs(settings=settings.for_replicas())), name="control", route_prefix="/climate")
+    progress("deploying the forecast/control app", 1, 1)
+    loop = run_closed_loop(
+        settings, url, greenhouses=options.greenhouses, start=control_start, days=options.control_days, step_s=options.step_s, seed=options.seed, on_progress=progress
+    )
+    m, t = loop.model, loop.thermostat
+    summary.control = {
+        "model_in_band_pct": m.in_band_pct,
+        "thermostat_in_band_pct": t.in_band_pct,
+        "model_heating_kwh": m.heating_kwh,
+        "thermostat_heating_kwh": t.heating_kwh,
+        "model_mean_temp_c": m.mean_temp_c,
+        "thermostat_mean_temp_c": t.mean_temp_c,
+        "control_requests": loop.control_requests,
+        "control_modes": loop.control_modes,
+        "commands_applied": loop.commands_applied,
+        "control_p50_ms": loop.control_p50_ms,
+        "control_p99_ms": loop.control_p99_ms,
+        "forecast_p50_ms": loop.forecast_p50_ms,
+        "forecast_p99_ms": loop.forecast_p99_ms,
+        "online_forecast_rmse_c": loop.online_forecast_rmse_c,
+        "online_persistence_rmse_c": loop.online_persistence_rmse_c,
+        "online_skill": None if loop.online_skill is None else round(loop.online_skill, 3),
+    }
+    summary.control_verdict = control_verdict(m.in_band_pct, m.heating_kwh, t.in_band_pct, t.heating_kwh)
+    summary.stage_s["control"] = round(time.monotonic() - t0, 1)
+    rows = summary_rows(summary)
+    summary.report = str(write_report(loop, settings.data_dir / "report", summary_rows=rows, band=(settings.control.band_low_c, settings.control.band_high_c)))
+
+
+def control_verdict(model_in_band: float, model_kwh: float, thermo_in_band: float, thermo_kwh: float) -> str:
+    """Whether the model-based controller did better: as much time in band with less energy, or
+    more time in band with no more energy."""
+    if model_in_band >= thermo_in_band and model_kwh < thermo_kwh:
+        return f"better: as much time in band ({model_in_band:.1f}% vs {thermo_in_band:.1f}%) with {100 * (1 - model_kwh / thermo_kwh):.0f}% less heating"
+    if model_in_band > thermo_in_band and model_kwh <= thermo_kwh:
+        return f"better: more time in band ({model_in_band:.1f}% vs {thermo_in_band:.1f}%) with no more heating"
+    return f"not better: {model_in_band:.1f}% in band with {model_kwh:.1f} kWh vs thermostat {thermo_in_band:.1f}% with {thermo_kwh:.1f} kWh"
+
+
+def summary_rows(s: DemoSummary) -> list[tuple[str, str]]:
+    """The demo's summary as (what, value) rows, for the terminal table and the HTML report."""
+    rows = [
+        ("greenhouses x simulated days", f"{s.greenhouses} x {s.simulated_days:g}"),
+        ("readings generated", str(s.readings_generated)),
+        ("readings accepted (HTTP 200)", str(s.readings_accepted)),
+        ("readings rejected", str(s.readings_rejected)),
+        *[(f"  rejected: {reason}", str(n)) for reason, n in sorted(s.rejected_by_reason.items())],
+        ("dead-lettered records", str(s.dead_letters)),
+        ("ingest HTTP requests (p50 / p99 ms)", f"{s.requests} ({s.request_p50_ms} / {s.request_p99_ms})"),
+        ("rows added to the lake", str(s.lake_rows)),
+        ("duplicates dropped by the sink", str(s.sink_duplicates)),
+        ("Parquet files / batch documents", f"{s.lake_files} / {s.batch_documents}"),
+        ("lake rows + duplicates == accepted", "yes" if s.lake_rows + s.sink_duplicates == s.readings_accepted else "NO"),
+    ]
+    if s.feature_set_id:
+        rows += [
+            ("feature set (rows)", f"{s.feature_set_id} ({s.feature_rows})"),
+            ("tune trials (stopped early by ASHA)", f"{s.tune_trials} ({s.tune_stopped_early})"),
+            ("model version (promoted to champion)", f"{s.model_version} ({'yes' if s.promoted else 'no'})"),
+            ("15-min forecast skill vs persistence (validation)", "-" if s.forecast_skill_15min is None else f"{s.forecast_skill_15min:.3f}"),
+        ]
+    c = s.control
+    if c:
+        rows += [
+            ("15-min forecast RMSE online (persistence) °C", f"{c['online_forecast_rmse_c']} ({c['online_persistence_rmse_c']})"),
+            ("time inside band: model / thermostat %", f"{c['model_in_band_pct']} / {c['thermostat_in_band_pct']}"),
+            ("heating energy: model / thermostat kWh", f"{c['model_heating_kwh']} / {c['thermostat_heating_kwh']}"),
+            ("mean indoor temp: model / thermostat °C", f"{c['model_mean_temp_c']} / {c['thermostat_mean_temp_c']}"),
+            ("control decisions (by mode)", f"{c['control_requests']} {c['control_modes']}"),
+            ("commands applied by the greenhouses", str(c["commands_applied"])),
+            ("/forecast latency p50 / p99 ms", f"{c['forecast_p50_ms']} / {c['forecast_p99_ms']}"),
+            ("/control latency p50 / p99 ms", f"{c['control_p50_ms']} / {c['control_p99_ms']}"),
+            ("model vs thermostat", s.control_verdict),
+        ]
+    rows += [(f"stage: {k} s", str(v)) for k, v in s.stage_s.items()]
+    if s.elapsed_s:
+        rows.append(("elapsed s", str(s.elapsed_s)))
+    rows.append(("data dir", s.data_dir))
+    if s.report:
+        rows.append(("report", s.report))
+    return rows

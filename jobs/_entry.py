@@ -26,8 +26,15 @@ def run_job(name: str, body: Callable[[], dict[str, Any]]) -> int:
 
 
 def init_ray() -> None:
-    """Join the cluster the job runs on (``ray job submit`` sets RAY_ADDRESS), else start a local one."""
+    """Join the cluster the job runs on (``ray job submit`` sets RAY_ADDRESS), else start a local one
+    (``RAY_ADDRESS=auto`` joins a head running on this machine)."""
+    import os
+
     import ray
 
+    # Starting a Train worker group can take long on a loaded 2-core machine; 60 s is Ray's default.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+        # RAY_ADDRESS is set by `ray job submit`; without it, a fresh local cluster (not whatever
+        # head happens to run on this machine).
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)

@@ -49,7 +49,7 @@ def test_config_shows_effective_settings(tmp_path):
 @pytest.mark.serve
 def test_short_demo_puts_exactly_the_accepted_readings_in_the_lake(tmp_path):
     out = run(
-        ["demo", "--days", "0.1", "--fault-rate", "0.02", "--data-dir", str(tmp_path / "demo"), "--port", str(free_port())],
+        ["demo", "--data-only", "--days", "0.1", "--fault-rate", "0.02", "--data-dir", str(tmp_path / "demo"), "--port", str(free_port())],
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -44,17 +44,22 @@ def _settings(config: Optional[Path], **overrides):
 @app.command()
 def demo(
     greenhouses: int = typer.Option(2, min=1, max=50, help="How many greenhouses to simulate."),
-    days: float = typer.Option(1.0, min=0.01, max=60, help="Simulated days of readings."),
+    days: float = typer.Option(4.0, min=0.01, max=60, help="Simulated days of readings to ingest (the training data)."),
     step_s: float = typer.Option(60.0, min=1, max=3600, help="Simulation and reading interval in seconds."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same readings."),
     batch_size: int = typer.Option(100, min=1, max=5000, help="Readings per HTTP request."),
     fault_rate: float = typer.Option(0.003, min=0, max=1, help="Share of readings that faulty devices corrupt."),
+    data_only: bool = typer.Option(False, "--data-only", help="Stop after the data path (ingest, sink, lake check)."),
+    tune_samples: int = typer.Option(4, min=1, max=100, help="Ray Tune trials."),
+    control_days: float = typer.Option(1.0, min=0.05, max=30, help="Simulated days of closed-loop control."),
     data_dir: Optional[Path] = typer.Option(None, help="Where embedded stores live (default: a fresh run directory under ./.greenhouse/runs)."),
-    port: Optional[int] = typer.Option(None, help="Serve HTTP port for the gateway (default: GH_SERVE__PORT or 8000)."),
+    port: Optional[int] = typer.Option(None, help="Serve HTTP port (default: GH_SERVE__PORT or 8000)."),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Simulate greenhouses, post every reading over HTTP to the gateway, sink to the lake, and check
-    that the lake holds exactly the accepted readings."""
+    """The whole product on one machine: simulate greenhouses, ingest over HTTP, sink to the lake,
+    build features (Ray Data), tune and train (Ray Tune + Train), register and promote (MLflow),
+    serve forecasts and control (Ray Serve), and run a simulated day of closed-loop control next to
+    a thermostat. Prints a summary table and writes an HTML report with plots."""
     from datetime import datetime
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -68,7 +73,10 @@ def demo(
     if port is not None:
         overrides["serve"] = {"port": port}
     settings = _settings(config, **overrides)
-    options = DemoOptions(greenhouses=greenhouses, days=days, step_s=step_s, seed=seed, batch_size=batch_size, fault_rate=fault_rate)
+    options = DemoOptions(
+        greenhouses=greenhouses, days=days, step_s=step_s, seed=seed, batch_size=batch_size, fault_rate=fault_rate,
+        data_only=data_only, tune_samples=tune_samples, control_days=control_days,
+    )
     console.print(f"[bold]greenhouse demo[/bold]: {greenhouses} greenhouses x {days:g} simulated days, data in {settings.data_dir}")
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(), console=console) as bar:
@@ -84,32 +92,24 @@ def demo(
             console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
             raise typer.Exit(1) from None
     _print_demo_summary(summary)
-    print(json.dumps({"job": "demo", **summary.__dict__}))
+    print(json.dumps({"job": "demo", **summary.__dict__}, default=str))
     if not summary.ok:
         console.print("[red]FAILED:[/red] the lake does not hold exactly the accepted readings")
         raise typer.Exit(1)
+    if not data_only and not summary.control:
+        console.print("[red]FAILED:[/red] the control stage did not run")
+        raise typer.Exit(1)
+    if summary.report:
+        console.print(f"report: [bold]{summary.report}[/bold]")
 
 
 def _print_demo_summary(s) -> None:
+    from app.demo import summary_rows
+
     table = Table(title="Demo summary", show_header=True)
     table.add_column("what")
     table.add_column("value", justify="right")
-    rows = [
-        ("greenhouses x simulated days", f"{s.greenhouses} x {s.simulated_days:g}"),
-        ("readings generated", s.readings_generated),
-        ("readings accepted (HTTP 200)", s.readings_accepted),
-        ("readings rejected", s.readings_rejected),
-        *[(f"  rejected: {reason}", n) for reason, n in sorted(s.rejected_by_reason.items())],
-        ("dead-lettered records", s.dead_letters),
-        ("HTTP requests (p50 / p99 ms)", f"{s.requests} ({s.request_p50_ms} / {s.request_p99_ms})"),
-        ("rows added to the lake", s.lake_rows),
-        ("duplicates dropped by the sink", s.sink_duplicates),
-        ("Parquet files / batch documents", f"{s.lake_files} / {s.batch_documents}"),
-        ("lake rows + duplicates == accepted", "yes" if s.lake_rows + s.sink_duplicates == s.readings_accepted else "NO"),
-        ("elapsed s", s.elapsed_s),
-        ("data dir", s.data_dir),
-    ]
-    for what, value in rows:
+    for what, value in summary_rows(s):
         table.add_row(what, str(value))
     console.print(table)
 

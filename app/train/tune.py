@@ -1,9 +1,14 @@
 """Hyperparameter search with Ray Tune (ASHA early stopping) over the boosters' parameters.
 
-Tune runs a driver function per trial that builds and fits an ``XGBoostTrainer`` (Ray Train V2)
-with ``TuneReportCallback`` in the Train ``RunConfig``. Trials fit only the primary booster
-(indoor air temperature at the primary horizon) and report the validation RMSE every few boosting
-rounds, so ASHA can stop poor trials early. The best parameters then train the full model.
+Each trial is a Tune function trainable holding one CPU: it fits the primary booster (indoor air
+temperature at the primary horizon, with the same monotone constraints as the full model) on the
+feature set's train split and reports the validation RMSE every few boosting rounds, so ASHA stops
+poor trials early. The splits are put in the object store once and shared by every trial. The best
+parameters then train the full model with Ray Train (``jobs.tune`` -> ``run_training``).
+
+Why not a Ray Train run per trial: on a small cluster the nested worker groups (one per trial)
+compete with the trials' own drivers for CPUs and every report crosses two controllers; a booster
+this size fits in seconds in one process, so the search runs trials, and Train runs the final fit.
 """
 
 from __future__ import annotations
@@ -24,31 +29,32 @@ class TuneParams(BaseModel):
     grace_rounds: int = Field(default=30, ge=1)
     report_every_rounds: int = Field(default=10, ge=1)
     horizon_min: int = 15
-    num_workers: int = Field(default=1, ge=1)
-    # Each running trial holds num_workers whole CPUs for its Train workers; 2 fits a 2-core box.
+    num_workers: int = Field(default=1, ge=1, description="Ray Train workers of the final fit")
     max_concurrent_trials: int = Field(default=2, ge=1)
     seed: int = 0
 
 
-def _tune_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train worker of one trial: fit the primary booster, report validation RMSE as it improves."""
-    import ray.train
+def _trial(config: dict[str, Any], spec: dict[str, Any], train: Any, valid: Any, max_rounds: int, report_every: int) -> None:
+    """One trial: fit the primary booster, report validation RMSE every ``report_every`` rounds."""
     import xgboost
-    from ray.train.xgboost import RayTrainReportCallback
-
-    spec = config["spec"]
-    train = ray.train.get_dataset_shard("train").materialize().to_pandas()
-    valid = ray.train.get_dataset_shard("validation").materialize().to_pandas()
+    from ray import tune
 
     def dmatrix(frame):
         return xgboost.DMatrix(frame[spec["features"]].astype("float64"), label=frame[spec["label"]] - frame[spec["base"]], feature_names=spec["features"])
 
+    class Report(xgboost.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            if (epoch + 1) % report_every == 0 or epoch + 1 == max_rounds:
+                tune.report({"val_rmse": float(evals_log["validation"]["rmse"][-1]), "rounds": epoch + 1})
+            return False
+
+    booster = BoosterParams(**{**config, "num_boost_round": max_rounds})
     xgboost.train(
-        {**config["xgb_params"], "monotone_constraints": spec["monotone"]},
+        {**booster.xgb_params(), "monotone_constraints": spec["monotone"]},
         dmatrix(train),
-        num_boost_round=config["num_boost_round"],
+        num_boost_round=max_rounds,
         evals=[(dmatrix(valid), "validation")],
-        callbacks=[RayTrainReportCallback(metrics={"val_rmse": "validation-rmse"}, frequency=config["report_every"], checkpoint_at_end=False)],
+        callbacks=[Report()],
     )
 
 
@@ -60,33 +66,31 @@ def tune_boosters(
     *,
     storage_path: str | Path,
     name: str,
+    verbose: int = 1,
 ) -> tuple[BoosterParams, dict[str, Any]]:
-    """Search booster parameters; return the best ``BoosterParams`` and a summary of the search."""
+    """Search booster parameters; return the best ``BoosterParams`` and a summary of the search.
+
+    ``train_dataset`` / ``validation_dataset`` are Ray Datasets of the feature set's splits."""
+    import ray
     from ray import tune
-    from ray.train import DataConfig, RunConfig, ScalingConfig
-    from ray.train.xgboost import XGBoostTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler
 
     spec = target_specs(feature_columns, [params.horizon_min], [PRIMARY_VARIABLE])[f"{PRIMARY_VARIABLE}_{params.horizon_min}min"]
-    # read before any trial's workers take CPUs (see fit_forecast_model)
-    train_dataset, validation_dataset = train_dataset.materialize(), validation_dataset.materialize()
+    from app.train.model import fill_plans
+
+    def frame(ds):
+        df = ds.to_pandas()
+        return fill_plans(df, [params.horizon_min])[list(dict.fromkeys(spec["features"] + [spec["label"], spec["base"]]))]
+
+    train_df, valid_df = frame(train_dataset), frame(validation_dataset)
     storage = str(Path(storage_path).resolve())
-
-    def trial(config: dict[str, Any]) -> None:
-        booster = BoosterParams(**{**config, "num_boost_round": params.max_rounds})
-        trainer = XGBoostTrainer(
-            _tune_loop_per_worker,
-            train_loop_config={"spec": spec, "xgb_params": booster.xgb_params(), "num_boost_round": params.max_rounds, "report_every": params.report_every_rounds},
-            # 0.9 CPU per worker: with each trial's driver holding 0.01, two one-worker trials fit
-            # on 2 CPUs (whole CPUs would leave the second trial's worker waiting forever).
-            scaling_config=ScalingConfig(num_workers=params.num_workers, resources_per_worker={"CPU": 0.9}),
-            datasets={"train": train_dataset, "validation": validation_dataset},
-            dataset_config=DataConfig(datasets_to_split=["train"]),
-            run_config=RunConfig(storage_path=storage, name=f"{name}-{tune.get_context().get_trial_id()}", callbacks=[TuneReportCallback()]),
-        )
-        trainer.fit()
-
+    # One CPU per trial; never more trials at once than the free CPUs hold.
+    free = float(ray.available_resources().get("CPU", 1.0))
+    concurrent = max(1, min(params.max_concurrent_trials, int(free)))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, spec=spec, train=train_df, valid=valid_df, max_rounds=params.max_rounds, report_every=params.report_every_rounds),
+        {"CPU": 1},
+    )
     space = {
         "max_depth": tune.randint(3, 9),
         "eta": tune.loguniform(0.02, 0.3),
@@ -99,20 +103,17 @@ def tune_boosters(
     max_t = max(1, params.max_rounds // params.report_every_rounds)
     grace = max(1, params.grace_rounds // params.report_every_rounds)
     tuner = tune.Tuner(
-        # The trial driver only waits for its Train workers: it reserves a token CPU share (Tune
-        # refuses an empty bundle) so that the workers get the whole CPUs.
-        tune.with_resources(trial, {"CPU": 0.01}),
+        trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
             metric="val_rmse",
             mode="min",
             num_samples=params.num_samples,
             scheduler=ASHAScheduler(max_t=max_t, grace_period=grace, reduction_factor=3),
-            # An explicit search_alg ignores TuneConfig.max_concurrent_trials; bound it here, or
-            # every trial's driver starts at once and their Train workers queue for CPUs.
-            search_alg=tune.search.BasicVariantGenerator(random_state=params.seed, max_concurrent=params.max_concurrent_trials),
+            # An explicit search_alg ignores TuneConfig.max_concurrent_trials: bound it here.
+            search_alg=tune.search.BasicVariantGenerator(random_state=params.seed, max_concurrent=concurrent),
         ),
-        run_config=tune.RunConfig(storage_path=storage, name=name),
+        run_config=tune.RunConfig(storage_path=storage, name=name, verbose=verbose),
     )
     grid = tuner.fit()
     best = grid.get_best_result(metric="val_rmse", mode="min")
@@ -124,4 +125,4 @@ def tune_boosters(
     ]
     stopped_early = sum(1 for t in trials if t["iterations"] < max_t)
     best_params = BoosterParams(**{**best.config, "num_boost_round": params.max_rounds})
-    return best_params, {"best_val_rmse": float(best.metrics["val_rmse"]), "trials": trials, "stopped_early": stopped_early, "num_samples": params.num_samples}
+    return best_params, {"best_val_rmse": float(best.metrics["val_rmse"]), "trials": trials, "stopped_early": stopped_early, "num_samples": params.num_samples, "concurrent_trials": concurrent}

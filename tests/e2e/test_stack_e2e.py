@@ -81,6 +81,7 @@ def gateway_on_head(stack, tmp_path_factory):
     app_cfg["name"] = f"ingest-e2e-{stack['run']}"
     app_cfg["route_prefix"] = f"/e2e-{stack['run']}"
     app_cfg["args"] = {"settings": settings.for_replicas()}
+    stack["serve_config"] = config  # later deploys must keep this app (serve deploy is declarative)
     path = tmp_path_factory.mktemp("serve") / "ingest-e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     deployed = serve_cli(["deploy", str(path)], stack["ray"])
@@ -106,6 +107,7 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=36)
     fleet = FleetSimulator(2, start, step_s=60, seed=3)
     readings = [r for step in fleet.iter_steps(30 * 3600) for r in step]  # enough for 60-min lags and targets
+    stack["last_reading_at"] = fleet.now
     broken = [{**readings[0], "measurements": {"rh_pct": 140.0}}, {**readings[1], "ts": "not-a-time"}]
     with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100) as client:
         tally = client.post(readings + broken)
@@ -209,5 +211,81 @@ def test_learning_path_runs_as_ray_jobs_on_the_head(stack, gateway_on_head):
 
     tracking = Tracking(settings.tracking_url)  # the MLflow server
     assert tracking.version_by_alias(model_name, "champion") == "1"
+    stack["model_name"] = model_name
     run = tracking.get_run(train.summary["run_id"])
     assert run["params"]["feature_set_id"] == fs_id and "skill_air_temp_c_15min" in run["metrics"]
+
+
+def test_control_app_on_the_head_dispatches_commands_through_kafka(stack, gateway_on_head, tmp_path_factory):
+    """`serve deploy` of serve_configs/control.yaml next to the gateway: the champion from the MLflow
+    server forecasts, /control dispatches a signed command onto the Kafka control topic with its
+    audit record in FerretDB; a new user_config naming a missing version falls back to the thermostat."""
+    if "last_reading_at" not in stack or "model_name" not in stack:
+        pytest.skip("needs the data and the champion of the tests before")
+    from app.contracts.command import ControlCommand
+    from app.metadata import CONTROL_AUDIT
+
+    settings: Settings = stack["settings"]
+    control_cfg = yaml.safe_load((REPO / "serve_configs" / "control.yaml").read_text())["applications"][0]
+    control_cfg["name"] = f"control-e2e-{stack['run']}"
+    control_cfg["route_prefix"] = f"/climate-e2e-{stack['run']}"
+    control_cfg["args"] = {"settings": {**settings.for_replicas(), "control": {**settings.for_replicas()["control"], "model_name": stack["model_name"]}}}
+    config = {**stack["serve_config"], "applications": [stack["serve_config"]["applications"][0], control_cfg]}
+    folder = tmp_path_factory.mktemp("serve-control")
+
+    def deploy(user_config: dict) -> None:
+        next(d for d in control_cfg["deployments"] if d["name"] == "ControlApp")["user_config"] = user_config
+        path = folder / "all.yaml"
+        path.write_text(yaml.safe_dump(config))
+        deployed = serve_cli(["deploy", str(path)], stack["ray"])
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+
+    deploy({"model_alias": "champion"})
+    url = f"http://127.0.0.1:{SERVE_PORT}{control_cfg['route_prefix']}"
+    deadline = time.monotonic() + 240
+    health = None
+    while time.monotonic() < deadline:
+        try:
+            res = httpx.get(f"{url}/healthz", timeout=2)
+            if res.status_code == 200 and res.json()["greenhouses"] == ["gh-01", "gh-02"]:
+                health = res.json()
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    assert health is not None, serve_cli(["status"], stack["ray"]).stdout[-3000:]
+    as_of = stack["last_reading_at"].isoformat()
+    with httpx.Client(base_url=url, timeout=60) as c:
+        forecast = c.post("/forecast", json={"greenhouse_id": "gh-01", "as_of": as_of})
+        assert forecast.status_code == 200, forecast.text
+        assert forecast.json()["model"] == {"name": stack["model_name"], "version": "1"}
+        res = c.post("/control", json={"greenhouse_id": "gh-01", "as_of": as_of})
+        assert res.status_code == 200, res.text
+        body = res.json()
+    assert body["decision"]["mode"] == "mpc" and body["dispatch"]["status"] == "dispatched", body
+    command_id = body["command"]["command_id"]
+    audit = open_metadata(settings.metadata_url).collection(CONTROL_AUDIT).find_one({"_id": command_id})
+    assert audit["status"] == "dispatched"
+
+    bus = open_bus(settings.bus_url)
+    consumer = bus.consumer(f"e2e-actuators-{stack['run']}", [settings.topics.control])
+    found = []
+    deadline = time.monotonic() + 60
+    while not found and time.monotonic() < deadline:
+        found = [m for m in consumer.poll(100, 1.0) if orjson.loads(m.value)["command_id"] == command_id]
+    consumer.close()
+    bus.close()
+    assert found, "the command never reached the Kafka control topic"
+    command = ControlCommand.model_validate(orjson.loads(found[0].value))
+    assert command.verify(settings.control.signing_key.get_secret_value().encode())
+
+    deploy({"model_version": "999"})  # a swap to a version that does not exist: fallback, no outage
+    deadline = time.monotonic() + 60
+    mode = None
+    with httpx.Client(base_url=url, timeout=60) as c:
+        while time.monotonic() < deadline and mode != "thermostat":
+            res = c.post("/control", json={"greenhouse_id": "gh-02", "as_of": as_of, "dry_run": True})
+            assert res.status_code == 200, res.text
+            mode = res.json()["decision"]["mode"]
+            time.sleep(0.5)
+    assert mode == "thermostat"

@@ -8,34 +8,15 @@ import numpy as np
 import orjson
 import pytest
 
-from app.bus import open_bus
 from app.config import Settings
-from app.ingest.gateway import JSON_V2, IngestService
-from app.ingest.sink import LakeSink
-from app.lake import Lake
-from app.metadata import open_metadata
-from app.sim.fleet import FleetSimulator
+from app.sim.seed import seed_lake
 from app.train.model import fill_plans, plan_columns
 
 DAYS = 4
 
 
 def ingest_and_sink(settings: Settings, days: float, seed: int = 1) -> int:
-    fleet = FleetSimulator(2, datetime(2026, 3, 10, tzinfo=timezone.utc), step_s=60, seed=seed)
-    service = IngestService(settings, open_bus(settings.bus_url))
-    batch: list[dict] = []
-    accepted = 0
-    for step in fleet.iter_steps(days * 86_400):
-        batch.extend(step)
-        if len(batch) >= 3000:
-            res = service.produce(settings.topics.sensors, orjson.dumps({"records": [{"value": r} for r in batch]}), content_type=JSON_V2)
-            accepted += sum(o["error_code"] is None for o in res.body["offsets"])
-            batch = []
-    if batch:
-        res = service.produce(settings.topics.sensors, orjson.dumps({"records": [{"value": r} for r in batch]}), content_type=JSON_V2)
-        accepted += sum(o["error_code"] is None for o in res.body["offsets"])
-    LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url)).run()
-    return accepted
+    return seed_lake(settings, greenhouses=2, days=days, start=datetime(2026, 3, 10, tzinfo=timezone.utc), seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +136,8 @@ def test_tune_job_searches_with_early_stopping_and_registers_the_best(trained):
 
     settings, info, result = trained
     repo = Path(__file__).resolve().parents[2]
-    # RAY_ADDRESS=local: a fresh local Ray, never a head that happens to run on this machine.
-    env = {**os.environ, "GH_DATA_DIR": str(settings.data_dir), "RAY_ADDRESS": "local"}
+    # no RAY_ADDRESS: the job starts a fresh local Ray, never joins a head running on this machine
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"GH_DATA_DIR": str(settings.data_dir)}
     args = ["--feature-set-id", info.feature_set_id, "--num-samples", "4", "--max-rounds", "60", "--grace-rounds", "10"]
     proc = subprocess.run([sys.executable, "-m", "jobs.tune", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
