@@ -26,7 +26,7 @@ import httpx
 
 from app.config import Settings
 from app.control.planner import targets_from
-from app.control.policy import Limits, thermostat
+from app.control.policy import Limits, screen_rule, thermostat
 
 
 @dataclass
@@ -129,20 +129,19 @@ def run_closed_loop(
                 samples += 1
             if step % interval_steps == 0:
                 measured = {r["greenhouse_id"]: r["measurements"] for r in thermo_readings if r["device_id"].endswith("-climate")}
+                weather = {r["greenhouse_id"]: r["measurements"] for r in thermo_readings if r["device_id"].endswith("-weather")}
                 for gh in ids:
                     # the thermostat fleet: rule-based, same limits and interval
                     current = thermo_fleet.commanded(gh)[0]
                     cur = {"vent_pct": current.vent_pct, "heat_pct": current.heat_pct, "screen_pct": current.screen_pct}
-                    d = thermostat(measured[gh]["air_temp_c"], measured[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s)
+                    d = thermostat(measured[gh]["air_temp_c"], measured[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
+                                   screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
                     thermo_fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
                     # the model fleet: through Serve
                     t0 = time.perf_counter()
                     res = api.post("/forecast", json={"greenhouse_id": gh, "as_of": now.isoformat()})
                     forecast_ms.append((time.perf_counter() - t0) * 1000)
-                    if res.status_code == 200:
-                        body = res.json()
-                        series[gh]["forecast_ts"].append(now + timedelta(minutes=forecast_horizon_min))
-                        series[gh]["forecast_c"].append(body["forecast"].get(f"air_temp_c_{forecast_horizon_min}min"))
+                    res.raise_for_status()
                     t0 = time.perf_counter()
                     res = api.post("/control", json={"greenhouse_id": gh, "as_of": now.isoformat()})
                     control_ms.append((time.perf_counter() - t0) * 1000)
@@ -150,6 +149,11 @@ def run_closed_loop(
                     body = res.json()
                     result.control_requests += 1
                     mode = body["decision"]["mode"]
+                    # the forecast under the settings actually applied (the chosen candidate)
+                    chosen = body["decision"]["forecast"].get(f"air_temp_c_{forecast_horizon_min}min")
+                    if chosen is not None:
+                        series[gh]["forecast_ts"].append(now + timedelta(minutes=forecast_horizon_min))
+                        series[gh]["forecast_c"].append(chosen)
                     result.control_modes[mode] = result.control_modes.get(mode, 0) + 1
                     if body["dispatch"]["status"] == "dispatched":
                         pending_ids.add(body["command"]["command_id"])

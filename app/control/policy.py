@@ -93,9 +93,13 @@ def clamp_setpoints(proposed: Mapping[str, float], current: Mapping[str, float],
     return out
 
 
-def candidate_grid(current: Mapping[str, float], limits: Limits, dt_s: float, levels: Sequence[float] = (0, 25, 50, 75, 100)) -> list[dict[str, float]]:
-    """Candidate settings: each actuator at the current value or any level, clamped and deduplicated."""
-    options = {a: sorted({float(current.get(a, 0.0)), *map(float, levels)}) for a in ACTUATORS}
+def candidate_grid(
+    current: Mapping[str, float], limits: Limits, dt_s: float, levels: Sequence[float] = (0, 25, 50, 75, 100), fixed: Mapping[str, float] | None = None
+) -> list[dict[str, float]]:
+    """Candidate settings: each actuator at the current value or any level (or only at its
+    ``fixed`` value, e.g. the screen from :func:`screen_rule`), clamped and deduplicated."""
+    fixed = fixed or {}
+    options = {a: [float(fixed[a])] if a in fixed else sorted({float(current.get(a, 0.0)), *map(float, levels)}) for a in ACTUATORS}
     seen, out = set(), []
     for combo in itertools.product(*(options[a] for a in ACTUATORS)):
         clamped = clamp_setpoints(dict(zip(ACTUATORS, combo)), current, limits, dt_s)
@@ -160,14 +164,30 @@ def pick_best(
     return Decision(chosen, "mpc", f"least cost of {len(candidates)} candidates", round(best_cost, 4), forecast)
 
 
-def thermostat(air_temp_c: float, rh_pct: float, current: Mapping[str, float], *, limits: Limits, targets: Targets, dt_s: float = 300.0) -> Decision:
-    """Rule-based fallback: proportional heating below the band, venting above it (or for humidity)."""
+def screen_rule(outside_temp_c: float, solar_w_m2: float, *, night_below_outside_c: float = 15.0, dark_below_solar_w_m2: float = 50.0, shade_above_solar_w_m2: float = 750.0, shade_pct: float = 60.0) -> float:
+    """The energy/shade screen as horticultural climate computers run it: closed when it is dark
+    and cold outside (insulation), partly closed in strong sun (shade), open otherwise."""
+    if solar_w_m2 < dark_below_solar_w_m2 and outside_temp_c < night_below_outside_c:
+        return 100.0
+    if solar_w_m2 > shade_above_solar_w_m2:
+        return shade_pct
+    return 0.0
+
+
+def thermostat(
+    air_temp_c: float, rh_pct: float, current: Mapping[str, float], *, limits: Limits, targets: Targets, dt_s: float = 300.0, screen_pct: float | None = None
+) -> Decision:
+    """Rule-based fallback: proportional heating below the band, venting above it (or for
+    humidity); the screen goes to ``screen_pct`` (e.g. from :func:`screen_rule`) or stays put."""
     heat_band_c = 1.5
     vent_band_c = 3.0
-    heat = 100.0 * min(1.0, max(0.0, (targets.band_low_c + heat_band_c / 2 - air_temp_c) / heat_band_c))
+    # Full heat at the band's lower edge, none 1.5 K above it: the proportional band sits inside
+    # the target band, so the thermostat holds it (centred on the edge, it would sit below it).
+    heat = 100.0 * min(1.0, max(0.0, (targets.band_low_c + heat_band_c - air_temp_c) / heat_band_c))
     vent = 100.0 * min(1.0, max(0.0, (air_temp_c - (targets.band_high_c - 1.0)) / vent_band_c))
     if rh_pct > targets.rh_max_pct and heat == 0.0:
         vent = max(vent, min(30.0, (rh_pct - targets.rh_max_pct) * 5.0))
-    proposed = {"heat_pct": heat, "vent_pct": 0.0 if heat > 0 else vent, "screen_pct": float(current.get("screen_pct", 0.0))}
+    screen = float(current.get("screen_pct", 0.0)) if screen_pct is None else float(screen_pct)
+    proposed = {"heat_pct": heat, "vent_pct": 0.0 if heat > 0 else vent, "screen_pct": screen}
     chosen = clamp_setpoints(proposed, current, limits, dt_s)
     return Decision(chosen, "thermostat", f"rule-based at {air_temp_c:.1f} C / {rh_pct:.0f} %RH")

@@ -38,7 +38,7 @@ from app.contracts.command import ModelRef
 from app.contracts.reading import ID_PATTERN, ReadingError
 from app.control.online import OnlineWindow, SensorTopicFollower, latest_features, parse_readings, reading_to_row
 from app.control.planner import build_command, candidate_frame, current_setpoints, forecast_dicts, targets_from
-from app.control.policy import Decision, Limits, candidate_grid, pick_best, thermostat
+from app.control.policy import Decision, Limits, candidate_grid, pick_best, screen_rule, thermostat
 from app.preprocess.features import FeatureParams
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ INVALID_READINGS = 42211
 NO_READINGS = 40411
 MODEL_UNAVAILABLE = 50311
 MAX_WINDOW_READINGS = 20_000
+LEVELS = (0.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0)  # candidate settings per actuator, percent
 
 
 class ControlAppArgs(BaseModel):
@@ -313,16 +314,19 @@ class ControlApp:
         if why_fallback is None and age_s > settings.control.stale_after_s:
             why_fallback = f"data stale: newest step is {age_s:.0f} s old"
         decision: Decision | None = None
+        screen = screen_rule(feats["outside_temp_c"], feats["solar_w_m2"])
         if why_fallback is None:
             assert ref is not None and info is not None
-            candidates = candidate_grid(current, self.limits, dt_s)
+            # The screen follows the climate computer's rule (insulate when dark and cold, shade in
+            # strong sun); the model chooses heating and ventilation around it.
+            candidates = candidate_grid(current, self.limits, dt_s, fixed={"screen_pct": screen}, levels=LEVELS)
             try:
                 predictions = await self._predict(ref, candidate_frame(feats, candidates, info["feature_columns"], info["horizons_min"]))
                 decision = pick_best(candidates, forecast_dicts(predictions), current, limits=self.limits, targets=self.targets, dt_s=dt_s)
             except Exception as exc:
                 self.model_error = why_fallback = f"model unavailable: {type(exc).__name__}: {exc}"
         if decision is None:
-            decision = thermostat(feats["air_temp_c"], feats["rh_pct"], current, limits=self.limits, targets=self.targets, dt_s=dt_s)
+            decision = thermostat(feats["air_temp_c"], feats["rh_pct"], current, limits=self.limits, targets=self.targets, dt_s=dt_s, screen_pct=screen)
             decision = Decision(decision.setpoints, decision.mode, f"{why_fallback}; {decision.reason}")
         dry_run = body.dry_run or bool(self.config.dry_run) or settings.control.dry_run
         command = build_command(
