@@ -62,3 +62,28 @@ def test_short_demo_puts_exactly_the_accepted_readings_in_the_lake(tmp_path):
     assert "Demo summary" in out.stderr and "sinking the bus into the lake" in out.stderr
     lake = run(["lake"], GH_DATA_DIR=str(tmp_path / "demo"))
     assert lake.returncode == 0 and "gh-01" in lake.stderr and f"total rows: {summary['lake_rows']}" in lake.stderr
+
+
+def test_full_demo_learns_serves_and_controls_in_a_closed_loop(tmp_path):
+    """The whole demo at a small size: 2 days of data, a 2-trial search, 2 simulated hours of
+    closed-loop control through Serve next to the thermostat, the table and the report."""
+    data_dir = tmp_path / "full"
+    out = run(
+        ["demo", "--days", "2", "--tune-samples", "2", "--control-days", "0.1", "--data-dir", str(data_dir), "--port", str(free_port())],
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["promoted"] is True and summary["model_version"] == "1"
+    assert summary["tune_trials"] == 2 and summary["forecast_skill_15min"] is not None
+    control = summary["control"]
+    # 0.1 day = 144 one-minute steps -> 28 control intervals x 2 greenhouses, all applied
+    assert control["control_requests"] == 56 and control["commands_applied"] == 56
+    assert control["control_modes"].get("mpc", 0) >= 50
+    for key in ("model_in_band_pct", "thermostat_in_band_pct"):
+        assert 0 <= control[key] <= 100
+    assert control["model_heating_kwh"] >= 0 and control["thermostat_heating_kwh"] >= 0
+    assert summary["control_verdict"].startswith(("better", "not better"))
+    report = Path(summary["report"])
+    assert report.exists() and (report.parent / "controllers.png").stat().st_size > 10_000
+    assert "Demo summary" in out.stderr and "closed-loop control, model vs thermostat" in out.stderr
