@@ -232,6 +232,8 @@ def lake(config: Optional[Path] = ConfigOpt) -> None:
     console.print(out)
     console.print(f"total rows: {pc.sum(grouped['device_id_count']).as_py()}")
 
+app.add_typer(__import__("app.kuberay.cli", fromlist=["app"]).app, name="kuberay")
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -1,0 +1,139 @@
+"""KubeRayClient against a fake Kubernetes API over real HTTP: the real ``kubernetes`` client sends
+every request; the fake answers like the API server and records what it got."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.kuberay.client import KubeRayClient, KubeRayError, KubeTarget, RayJobStatus
+from app.kuberay.manifests import rayjob_run
+from tests.orchestration.fake_kube import FakeKubeAPI
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "greenhouse-test"
+RUNNING = [
+    {"jobDeploymentStatus": "Initializing"},
+    {"jobDeploymentStatus": "Running", "jobStatus": "PENDING", "rayClusterName": "run-1-abcde"},
+    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "jobId": "run-1", "dashboardURL": "run-1-head-svc:8265"},
+]
+
+
+@pytest.fixture
+def fake():
+    api = FakeKubeAPI().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def client(fake):
+    with KubeRayClient.connect(KubeTarget(namespace=NS, server=fake.url, token="test-token")) as c:
+        yield c
+
+
+def template(job: str = "train") -> dict:
+    return yaml.safe_load((REPO / "kuberay" / "base" / f"rayjob-{job}.yaml").read_text())
+
+
+def test_create_get_watch_until_complete_then_delete(fake, client):
+    run = rayjob_run(template(), "greenhouse-train-run-1", extra_args=["--num-boost-round", "40"], env_vars={"GH_LAKE_URL": "webhdfs://nn:9870/x"})
+    created = client.create(run)
+    assert created.created and created.object["metadata"]["uid"]
+    post = fake.calls("POST", "/apis/ray.io/v1/namespaces/greenhouse-test/rayjobs")[0]
+    assert post.status == 201 and post.headers["authorization"] == "Bearer test-token"
+    sent = post.body
+    assert sent["metadata"]["name"] == "greenhouse-train-run-1" and sent["spec"]["suspend"] is False
+    assert sent["spec"]["entrypoint"] == "python -m jobs.train --num-workers 2 --num-boost-round 40"
+    assert yaml.safe_load(sent["spec"]["runtimeEnvYAML"]) == {"env_vars": {"GH_LAKE_URL": "webhdfs://nn:9870/x"}}
+    assert sent["metadata"]["labels"] == {"greenhouse.io/job": "train", "greenhouse.io/run-of": "greenhouse-train"}
+
+    fake.script("rayjobs", "greenhouse-train-run-1", [*RUNNING, {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "message": "done"}])
+    seen: list[str] = []
+    status = client.wait_rayjob("greenhouse-train-run-1", timeout_s=30, poll_s=0.05, on_status=lambda s: seen.append(f"{s.deployment_status}/{s.job_status}"))
+    assert status.succeeded and status.terminal and status.job_id == "run-1" and status.dashboard_url == "run-1-head-svc:8265"
+    assert seen == ["Initializing/", "Running/PENDING", "Running/RUNNING", "Complete/SUCCEEDED"]
+    watches = [r for r in fake.calls("GET", "/rayjobs") if r.query.get("watch") == "true"]
+    assert watches and watches[0].query["fieldSelector"] == "metadata.name=greenhouse-train-run-1"
+    assert watches[0].status == 200
+
+    assert client.delete("RayJob", "greenhouse-train-run-1") is True
+    delete = fake.calls("DELETE", "/rayjobs/greenhouse-train-run-1")[0]
+    assert delete.body["propagationPolicy"] == "Background"
+    assert client.get("RayJob", "greenhouse-train-run-1") is None
+    assert client.delete("RayJob", "greenhouse-train-run-1") is False  # 404: already gone
+
+
+def test_create_conflict_is_idempotent(fake, client):
+    run = rayjob_run(template("promote"), "greenhouse-promote-run-7")
+    first = client.create(run)
+    again = client.create(copy.deepcopy(run))
+    assert first.created and not again.created
+    assert again.object["metadata"]["uid"] == first.object["metadata"]["uid"]
+    posts = fake.calls("POST", "/rayjobs")
+    assert [p.status for p in posts] == [201, 409]
+    assert len([k for k in fake.objects if k[0] == "rayjobs"]) == 1
+    # apply of an existing RayJob never changes it (a run is immutable)
+    assert client.apply(copy.deepcopy(run)) == "unchanged"
+    assert not fake.calls("PUT")
+
+
+def test_failed_job_and_polling_when_the_server_cannot_watch(fake, client):
+    fake.watch_supported = False
+    client.create(rayjob_run(template("sink"), "greenhouse-sink-run-2"))
+    fake.script("rayjobs", "greenhouse-sink-run-2", [*RUNNING, {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", "message": "exit 1"}])
+    status = client.wait_rayjob("greenhouse-sink-run-2", timeout_s=30, poll_s=0.05)
+    assert status.terminal and not status.succeeded and status.reason == "AppFailed"
+    assert "Failed FAILED" in status.describe()
+    assert any(r.status == 500 for r in fake.calls("GET", "/rayjobs") if r.query.get("watch") == "true")
+    assert len([r for r in fake.calls("GET", "/rayjobs/greenhouse-sink-run-2")]) >= 3  # polled by get
+
+
+def test_wait_times_out_and_missing_job_is_an_error(fake, client):
+    client.create(rayjob_run(template("tune"), "greenhouse-tune-run-3"))
+    fake.script("rayjobs", "greenhouse-tune-run-3", [{"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}])
+    with pytest.raises(TimeoutError, match="greenhouse-tune-run-3"):
+        client.wait_rayjob("greenhouse-tune-run-3", timeout_s=0.5, poll_s=0.05)
+    with pytest.raises(KubeRayError, match="not found"):
+        client.wait_rayjob("no-such-job", timeout_s=1)
+
+
+def test_apply_rayservice_replaces_its_spec_for_a_new_serve_config(fake, client):
+    service = yaml.safe_load((REPO / "kuberay" / "base" / "rayservice.yaml").read_text())
+    service["metadata"]["namespace"] = NS
+    service["spec"]["serveConfigV2"] = "applications: []\n"
+    assert client.apply(copy.deepcopy(service)) == "created"
+    assert client.apply(copy.deepcopy(service)) == "unchanged"
+    service["spec"]["serveConfigV2"] = "applications:\n- name: ingest\n  import_path: app.serve.ingest:build_app\n"
+    assert client.apply(copy.deepcopy(service)) == "configured"
+    put = fake.calls("PUT", "/rayservices/greenhouse-serve")[0]
+    assert put.status == 200 and put.body["metadata"]["resourceVersion"]  # optimistic concurrency
+    assert client.get("RayService", "greenhouse-serve")["spec"]["serveConfigV2"].startswith("applications:\n- name: ingest")
+    assert not client.rayservice_ready("greenhouse-serve")
+    fake.script("rayservices", "greenhouse-serve", [{"conditions": [{"type": "Ready", "status": "True"}]}])
+    assert client.rayservice_ready("greenhouse-serve")
+    assert [o["metadata"]["name"] for o in client.list("RayService")] == ["greenhouse-serve"]
+
+
+def test_core_objects_go_through_core_v1(fake, client):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "greenhouse-settings", "namespace": NS}, "data": {"GH_DATA_DIR": "/tmp/gh"}}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    assert client.apply(ns) == "created"
+    assert client.apply(copy.deepcopy(cm)) == "created"
+    assert client.apply(copy.deepcopy(cm)) == "unchanged"
+    cm["data"]["GH_DATA_DIR"] = "/data/gh"
+    assert client.apply(copy.deepcopy(cm)) == "configured"
+    assert fake.calls("POST", "/api/v1/namespaces/greenhouse-test/configmaps")[0].status == 201
+    assert fake.calls("PUT", "/api/v1/namespaces/greenhouse-test/configmaps/greenhouse-settings")[0].status == 200
+    assert client.get("ConfigMap", "greenhouse-settings")["data"] == {"GH_DATA_DIR": "/data/gh"}
+    with pytest.raises(KubeRayError, match="kubectl"):
+        client.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}})
+
+
+def test_status_model_reads_kuberay_fields():
+    st = RayJobStatus.from_object({"metadata": {"name": "j"}, "status": {"jobDeploymentStatus": "Suspended"}})
+    assert st.terminal and not st.succeeded
+    assert not RayJobStatus.from_object({"metadata": {"name": "j"}}).terminal

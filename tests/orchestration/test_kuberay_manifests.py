@@ -1,0 +1,159 @@
+"""Every manifest kustomize renders for the dev and prod overlays is valid offline: KubeRay v1.7.0 CRD
+schemas (and no field the API server would prune), the operator's own rules, Kubernetes' Go types
+for core kinds (strict decoding in stack/k8s-tools), the Serve config, entrypoints, env vars and the
+Ray version. Negative cases show that each check catches what it is for."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.kuberay import manifests as m
+from app.kuberay.render import SERVE_CONFIG_MANIFEST, serve_config_manifest_text, serve_config_v2_text
+from tests.engines import engines_required
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _missing(message: str) -> None:
+    if engines_required():
+        pytest.fail(message + " [CI=true: a missing prerequisite is a failure]", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def k8s_tools() -> Path:
+    """The k8s-tools binary, built by the project's script when missing (quick when built)."""
+    try:
+        done = subprocess.run([str(REPO / "stack" / "k8s-tools" / "build")], capture_output=True, text=True, timeout=900)
+    except FileNotFoundError as exc:
+        _missing(f"stack/k8s-tools/build could not run: {exc}")
+    if done.returncode != 0:
+        _missing(f"stack/k8s-tools/build failed (Go >= 1.24 and the Go module proxy are needed): {done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def crd_schemas() -> dict:
+    crds = m.default_crds_dir()
+    if not (crds / "ray.io_rayjobs.yaml").is_file():
+        _missing(f"KubeRay CRDs not found in {crds} (set {m.CRDS_DIR_ENV})")
+    schemas = m.load_crd_schemas(crds)
+    assert set(schemas) == {"RayCluster", "RayJob", "RayService"}
+    return schemas
+
+
+@pytest.fixture(scope="module")
+def rendered(k8s_tools) -> dict[str, list[dict]]:
+    return {name: m.load_documents(m.render_overlay(m.overlay_dir(name), binary=k8s_tools)) for name in m.OVERLAYS}
+
+
+def test_overlays_render_the_expected_objects(rendered):
+    for name, objects in rendered.items():
+        kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+        assert ("RayCluster", "greenhouse") in kinds and ("RayService", "greenhouse-serve") in kinds
+        jobs = {o["metadata"]["labels"]["greenhouse.io/job"] for o in objects if o["kind"] == "RayJob"}
+        assert jobs == {"sink", "preprocess", "train", "tune", "promote"}
+        namespace = {"dev": "greenhouse-dev", "prod": "greenhouse"}[name]
+        assert all(o["metadata"].get("namespace") == namespace for o in objects if o["kind"] != "Namespace")
+        assert not any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == "greenhouse-serve-config" for o in objects)  # local-config
+        cluster = next(o for o in objects if o["kind"] == "RayCluster")
+        assert cluster["spec"]["enableInTreeAutoscaling"] is True and cluster["spec"]["workerGroupSpecs"]
+        for job in (o for o in objects if o["kind"] == "RayJob"):
+            spec = job["spec"]
+            assert spec["suspend"] and spec["shutdownAfterJobFinishes"] and spec["ttlSecondsAfterFinished"] > 0
+            assert spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 0
+    prod_secrets = [o for o in rendered["prod"] if o["kind"] == "Secret"]
+    assert prod_secrets == []  # production secrets are created out of band, only referenced
+
+
+def test_ray_resources_validate_against_the_kuberay_crds(rendered, crd_schemas):
+    checked = 0
+    for name, objects in rendered.items():
+        for obj in objects:
+            if obj["kind"] in crd_schemas:
+                assert m.crd_errors(obj, crd_schemas[obj["kind"]]) == [], (name, obj["kind"], obj["metadata"]["name"])
+                assert m.operator_rule_errors(obj) == [], (name, obj["metadata"]["name"])
+                checked += 1
+    assert checked == 2 * 7
+
+
+def test_core_kinds_decode_strictly_into_kubernetes_types(k8s_tools):
+    for name in m.OVERLAYS:
+        done = subprocess.run([str(k8s_tools), "validate", str(m.overlay_dir(name))], capture_output=True, text=True, timeout=120)
+        reports = [json.loads(line) for line in done.stdout.splitlines()]
+        assert done.returncode == 0, (name, done.stderr, [r for r in reports if not r["ok"]])
+        strict = {r["kind"] for r in reports if r["check"] == "strict"}
+        assert {"ServiceAccount", "ConfigMap", "Namespace"} <= strict and all(r["ok"] for r in reports)
+        if name == "dev":
+            assert "Secret" in strict
+
+
+def test_core_kind_checker_rejects_unknown_and_mistyped_fields(k8s_tools, tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources: [bad.yaml]\n")
+    (tmp_path / "bad.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringDta: {a: b}\n---\n"
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\nautomountServiceAccountToken: \"no\"\n---\n"
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"
+    )
+    done = subprocess.run([str(k8s_tools), "validate", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    reports = {r["kind"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert done.returncode == 1
+    assert "stringDta" in reports["Secret"]["error"]
+    assert not reports["ServiceAccount"]["ok"] and not reports["Widget"]["ok"]
+
+
+def test_serve_config_v2_is_generated_from_serve_configs(rendered):
+    assert SERVE_CONFIG_MANIFEST.read_text() == serve_config_manifest_text(), "run `python -m app.kuberay.render`"
+    expected = serve_config_v2_text()
+    from ray.serve.schema import ServeDeploySchema
+
+    for objects in rendered.values():
+        service = next(o for o in objects if o["kind"] == "RayService")
+        assert service["spec"]["serveConfigV2"] == expected
+        config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+        assert config.http_options.host == "0.0.0.0"
+        local_apps = {a["name"] for f in sorted((REPO / "serve_configs").glob("*.yaml")) for a in yaml.safe_load(f.read_text())["applications"]}
+        assert {a.name for a in config.applications} == local_apps
+        for app in config.applications:
+            assert "data_dir" not in ((app.args or {}).get("settings") or {})
+
+
+def test_entrypoints_env_vars_and_ray_version(rendered):
+    version = m.pyproject_ray_version()
+    assert version == "2.60.0"
+    for name, objects in rendered.items():
+        assert m.entrypoint_errors(objects) == [], name
+        assert set(m.entrypoint_modules(objects).values()) == {"jobs.sink", "jobs.preprocess", "jobs.train", "jobs.tune", "jobs.promote"}
+        env = m.env_var_names(objects)
+        assert {"GH_CONTROL__SIGNING_KEY", "GH_INGEST__API_TOKENS", "GH_BUS_URL", "GH_LAKE_URL"} <= set(env)
+        assert m.env_var_errors(objects) == [], name
+        assert m.ray_version_errors(objects, version) == [], name
+        for c in m.containers(objects):
+            secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
+            assert set(secret_refs) == {"GH_CONTROL__SIGNING_KEY", "GH_INGEST__API_TOKENS"}
+
+
+def test_checks_catch_mistakes(rendered, crd_schemas):
+    objects = copy.deepcopy(rendered["prod"])
+    job = next(o for o in objects if o["kind"] == "RayJob" and o["metadata"]["name"] == "greenhouse-train")
+    job["spec"]["shutdownAfterJobFinish"] = True  # typo: pruned by the API server
+    job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["rayStartParams"] = {"num-cpus": 2}  # must be a string
+    assert any("shutdownAfterJobFinish" in e for e in m.crd_errors(job, crd_schemas["RayJob"]))
+    assert any("rayStartParams" in e for e in m.crd_errors(job, crd_schemas["RayJob"]))
+    job["spec"]["clusterSelector"] = {"ray.io/cluster": "greenhouse"}
+    assert any("exactly one" in e for e in m.operator_rule_errors(job))
+    job["spec"]["entrypoint"] = "python -m jobs.no_such_job"
+    assert any("jobs.no_such_job" in e for e in m.entrypoint_errors(objects))
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["env"].append({"name": "GH_LAKE_URI", "value": "x"})
+    assert any(e.startswith("GH_LAKE_URI") for e in m.env_var_errors(objects))
+    head["image"] = "greenhouse-mlops:0.1.0-ray2.59.0-py311"
+    job["spec"]["rayClusterSpec"]["rayVersion"] = "2.59.0"
+    errors = m.ray_version_errors(objects, "2.60.0")
+    assert any("rayVersion" in e for e in errors) and any("ray2.59.0" in e for e in errors)
