@@ -82,6 +82,9 @@ class ControlSettings(BaseModel):
     band_low_c: float = 18.0
     band_high_c: float = 25.0
     rh_max_pct: float = Field(default=88.0, ge=0, le=100)
+    margin_c: float = Field(default=0.45, ge=0, le=3, description="the MPC aims its forecasts this far above band_low_c (room for forecast error)")
+    cost_horizon_max_min: int = Field(default=15, ge=1, description="forecast horizons beyond this do not enter the MPC cost (shown only)")
+    offset_alpha: float = Field(default=0.3, gt=0, le=1, description="weight of the newest error in the per-horizon forecast offset (offset-free MPC)")
 
 
 class ServeSettings(BaseModel):

@@ -45,7 +45,7 @@ class DemoOptions:
     start: datetime | None = None  # default: midnight UTC, `days` (rounded up) + 1 days ago
     # learning and control (skipped with data_only)
     data_only: bool = False
-    horizons_min: tuple[int, ...] = (15, 60)
+    horizons_min: tuple[int, ...] = (5, 15, 60)
     tune_samples: int = 4
     tune_rounds: int = 120
     control_days: float = 1.0

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import orjson
 
-from app.bus import Bus, OutgoingRecord
+from app.bus import Bus, OutgoingRecord, ProduceResult
 from app.config import Settings
 from app.contracts.command import ControlCommand
 from app.metadata import CONTROL_AUDIT, DuplicateKeyError, MetadataStore
@@ -41,9 +41,52 @@ class CommandDispatcher:
         bus.create_topic(settings.topics.control, settings.topics.partitions)
 
     def dispatch(self, command: ControlCommand) -> DispatchResult:
-        existing = self.audit.find_one({"_id": command.command_id})
-        if existing is not None:
-            return DispatchResult(command.command_id, "duplicate", existing.get("partition"), existing.get("offset"))
+        """Audit (``pending``), publish, then mark ``dispatched`` with the record's position.
+
+        The audit insert is the idempotency check: a command id that is already audited (a retry,
+        or a concurrent dispatch of the same id) is not published again and answers "duplicate"
+        with the first dispatch's partition and offset (``None`` while that one is in flight)."""
+        (result,) = self.dispatch_many([command])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def dispatch_many(self, commands: Sequence[ControlCommand]) -> list[DispatchResult | Exception]:
+        """:meth:`dispatch` for several commands, in order, with one bus write for all of them.
+
+        Each command is audited ``pending`` before the write and ``dispatched`` (or ``failed``)
+        after it, exactly as :meth:`dispatch` does; each gets its own result, or the exception
+        :meth:`dispatch` would have raised for it."""
+        results: list[DispatchResult | Exception | None] = [None] * len(commands)
+        to_publish: list[tuple[int, ControlCommand, bytes]] = []
+        for i, command in enumerate(commands):
+            try:
+                early, payload = self._audit(command)
+            except Exception as exc:
+                results[i] = exc
+                continue
+            if early is not None:
+                results[i] = early
+            else:
+                to_publish.append((i, command, payload))
+        if to_publish:
+            records = [OutgoingRecord(value=payload, key=command.greenhouse_id.encode()) for _, command, payload in to_publish]
+            try:
+                produced = self.bus.produce(self.settings.topics.control, records)
+            except Exception as exc:  # nothing known to be published: the audit stays "pending"
+                for i, _, _ in to_publish:
+                    results[i] = exc
+                produced = []
+            for (i, command, _), result in zip(to_publish, produced):
+                try:
+                    results[i] = self._settle(command, result)
+                except Exception as exc:
+                    results[i] = exc
+        return results  # type: ignore[return-value]
+
+    def _audit(self, command: ControlCommand) -> tuple[DispatchResult | None, bytes]:
+        """Insert the audit record; a result when the command is not to be published (duplicate,
+        dry run), else the signed payload to publish."""
         signed = command.signed(self._key)
         dry_run = command.dry_run or self.settings.control.dry_run
         doc = {
@@ -59,14 +102,14 @@ class CommandDispatcher:
         }
         try:
             self.audit.insert_one(doc)
-        except DuplicateKeyError:  # a concurrent dispatch of the same id won
-            return DispatchResult(command.command_id, "duplicate")
+        except DuplicateKeyError:  # dispatched before (or concurrently): never published twice
+            existing = self.audit.find_one({"_id": command.command_id}) or {}
+            return DispatchResult(command.command_id, "duplicate", existing.get("partition"), existing.get("offset")), b""
         if dry_run:
-            return DispatchResult(command.command_id, "dry_run")
-        (result,) = self.bus.produce(
-            self.settings.topics.control,
-            [OutgoingRecord(value=orjson.dumps(signed.model_dump(mode="json")), key=command.greenhouse_id.encode())],
-        )
+            return DispatchResult(command.command_id, "dry_run"), b""
+        return None, orjson.dumps(signed.model_dump(mode="json"))
+
+    def _settle(self, command: ControlCommand, result: ProduceResult) -> DispatchResult:
         if not result.ok:
             self.audit.update_one({"_id": command.command_id}, {"$set": {"status": "failed", "error": result.error}})
             raise RuntimeError(f"command {command.command_id} was not published: {result.error}")

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 import pandas as pd
@@ -62,12 +62,15 @@ class OnlineWindow:
         self.window = timedelta(minutes=window_min)
         self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._latest: dict[str, datetime] = {}
+        self._version: dict[str, int] = defaultdict(int)  # bumped whenever a greenhouse's rows change
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple[datetime, int, Any], dict[str, Any] | None]] = {}
+        self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
+        self._waiters: dict[str, list[tuple[datetime, Callable[[], None]]]] = defaultdict(list)
         self.records = 0
         self.rejected = 0
 
     def add(self, readings: Iterable[Reading]) -> None:
+        due: list[Callable[[], None]] = []
         with self._lock:
             touched = set()
             for r in readings:
@@ -77,10 +80,21 @@ class OnlineWindow:
                 touched.add(r.greenhouse_id)
                 self.records += 1
             for gh in touched:
+                self._version[gh] += 1
                 cutoff = self._latest[gh] - self.window
                 rows = self._rows[gh]
                 if rows and rows[0]["ts"] < cutoff:
                     self._rows[gh] = [row for row in rows if row["ts"] >= cutoff]
+                waiters = self._waiters.get(gh)
+                if waiters:
+                    latest = self._latest[gh]
+                    due += [callback for ts, callback in waiters if ts <= latest]
+                    self._waiters[gh] = [w for w in waiters if w[0] > latest]
+        for callback in due:  # outside the lock: a callback may read the window
+            try:
+                callback()
+            except Exception:  # a waiter that went away (e.g. its event loop closed)
+                log.debug("online window: a waiter's callback failed", exc_info=True)
 
     def add_raw(self, values: Iterable[bytes]) -> None:
         """Bus message values (JSON readings); invalid ones are counted and skipped (the gateway
@@ -101,6 +115,27 @@ class OnlineWindow:
         with self._lock:
             return self._latest.get(greenhouse_id)
 
+    def on_reaching(self, greenhouse_id: str, ts: datetime, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` once the greenhouse's newest reading is at or after ``ts``: at once
+        (in the caller's thread) if it already is, else from the thread that adds that reading.
+
+        Returns a function that cancels the wait (harmless after the call)."""
+        with self._lock:
+            latest = self._latest.get(greenhouse_id)
+            if latest is None or latest < ts:
+                entry = (ts, callback)
+                self._waiters[greenhouse_id].append(entry)
+
+                def cancel() -> None:
+                    with self._lock:
+                        waiters = self._waiters.get(greenhouse_id)
+                        if waiters:
+                            self._waiters[greenhouse_id] = [w for w in waiters if w is not entry]
+
+                return cancel
+        callback()
+        return lambda: None
+
     def rows(self, greenhouse_id: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
         with self._lock:
             rows = list(self._rows.get(greenhouse_id, ()))
@@ -109,14 +144,31 @@ class OnlineWindow:
         return rows
 
     def features(self, greenhouse_id: str, params: FeatureParams, as_of: datetime | None = None) -> dict[str, Any] | None:
-        """Latest features, cached until new readings arrive for that greenhouse."""
-        rows = self.rows(greenhouse_id, as_of)
-        if not rows:
-            return None
-        key = (max(r["ts"] for r in rows), len(rows), params)
-        cached = self._cache.get(greenhouse_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        """Latest features, cached until new readings arrive for that greenhouse.
+
+        A cache hit copies nothing: when ``as_of`` does not cut the window (none, or at/after the
+        newest reading), the key is the greenhouse's version; otherwise the rows up to ``as_of``
+        are selected and keyed by their newest time and count."""
+        with self._lock:
+            rows = self._rows.get(greenhouse_id)
+            if not rows:
+                return None
+            whole = as_of is None or as_of >= self._latest[greenhouse_id]
+            if whole:
+                key: tuple[Any, ...] = ("all", self._version[greenhouse_id], params)
+                cached = self._cache.get(greenhouse_id)
+                if cached is not None and cached[0] == key:
+                    return cached[1]
+                rows = list(rows)
+            else:
+                rows = [r for r in rows if r["ts"] <= as_of]
+        if not whole:
+            if not rows:
+                return None
+            key = ("up_to", max(r["ts"] for r in rows), len(rows), params)
+            cached = self._cache.get(greenhouse_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
         feats = latest_features(rows, params)
         self._cache[greenhouse_id] = (key, feats)
         return feats

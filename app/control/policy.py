@@ -49,14 +49,20 @@ class Targets:
     band_low_c: float = 18.0
     band_high_c: float = 25.0
     rh_max_pct: float = 88.0
+    margin_c: float = 0.0
+    """How far inside the lower edge the MPC aims its forecasts (room for forecast error); the
+    band itself (what "in band" means) is unchanged."""
 
 
 @dataclass(frozen=True)
 class Weights:
     """Cost weights: band violation (per K^2), humidity excess (per %^2), heating energy
-    (per heat-percent, i.e. proportional to energy), actuator travel (per percent)."""
+    (per heat-percent, i.e. proportional to energy), actuator travel (per percent).
 
-    band_k2: float = 10.0
+    A steep band weight: 0.1 K below the aim costs as much as 10 % more heat, so the controller
+    saves energy by riding close to the aim, not by leaving the band."""
+
+    band_k2: float = 100.0
     rh_pct2: float = 0.05
     energy_per_heat_pct: float = 0.01
     travel_per_pct: float = 0.002
@@ -71,6 +77,8 @@ class Decision:
     reason: str
     cost: float | None = None
     forecast: dict[str, float] = field(default_factory=dict)
+    candidate_index: int | None = None
+    """Which of the candidates the MPC chose (``None`` for the thermostat)."""
 
 
 def clamp_setpoints(proposed: Mapping[str, float], current: Mapping[str, float], limits: Limits, dt_s: float) -> dict[str, float]:
@@ -94,12 +102,21 @@ def clamp_setpoints(proposed: Mapping[str, float], current: Mapping[str, float],
 
 
 def candidate_grid(
-    current: Mapping[str, float], limits: Limits, dt_s: float, levels: Sequence[float] = (0, 25, 50, 75, 100), fixed: Mapping[str, float] | None = None
+    current: Mapping[str, float],
+    limits: Limits,
+    dt_s: float,
+    levels: Sequence[float] | Mapping[str, Sequence[float]] = (0, 25, 50, 75, 100),
+    fixed: Mapping[str, float] | None = None,
 ) -> list[dict[str, float]]:
-    """Candidate settings: each actuator at the current value or any level (or only at its
-    ``fixed`` value, e.g. the screen from :func:`screen_rule`), clamped and deduplicated."""
+    """Candidate settings: each actuator at the current value or any level (one sequence for all,
+    or one per actuator), or only at its ``fixed`` value (e.g. the screen from
+    :func:`screen_rule`); clamped and deduplicated."""
     fixed = fixed or {}
-    options = {a: [float(fixed[a])] if a in fixed else sorted({float(current.get(a, 0.0)), *map(float, levels)}) for a in ACTUATORS}
+
+    def levels_of(a: str) -> Sequence[float]:
+        return levels.get(a, (0, 25, 50, 75, 100)) if isinstance(levels, Mapping) else levels
+
+    options = {a: [float(fixed[a])] if a in fixed else sorted({float(current.get(a, 0.0)), *map(float, levels_of(a))}) for a in ACTUATORS}
     seen, out = set(), []
     for combo in itertools.product(*(options[a] for a in ACTUATORS)):
         clamped = clamp_setpoints(dict(zip(ACTUATORS, combo)), current, limits, dt_s)
@@ -110,13 +127,29 @@ def candidate_grid(
     return out
 
 
-def cost_of(forecast: Mapping[str, float], candidate: Mapping[str, float], current: Mapping[str, float], targets: Targets, weights: Weights) -> float:
-    """Cost of one candidate given its forecast (``air_temp_c_<h>min`` / ``rh_pct_<h>min`` keys)."""
+def horizon_of(key: str) -> int:
+    """The horizon in minutes of a forecast key such as ``air_temp_c_15min``."""
+    return int(key.rsplit("_", 1)[1].removesuffix("min"))
+
+
+def cost_of(
+    forecast: Mapping[str, float],
+    candidate: Mapping[str, float],
+    current: Mapping[str, float],
+    targets: Targets,
+    weights: Weights,
+    max_horizon_min: int | None = None,
+) -> float:
+    """Cost of one candidate given its forecast (``air_temp_c_<h>min`` / ``rh_pct_<h>min`` keys);
+    forecasts beyond ``max_horizon_min`` do not count (a plan held constant that long is not what
+    the controller will do: it decides again every interval)."""
     band = 0.0
     rh = 0.0
     for key, value in forecast.items():
+        if max_horizon_min is not None and horizon_of(key) > max_horizon_min:
+            continue
         if key.startswith("air_temp_c_"):
-            below = max(0.0, targets.band_low_c - value)
+            below = max(0.0, targets.band_low_c + targets.margin_c - value)
             above = max(0.0, value - targets.band_high_c)
             band += below * below + above * above
         elif key.startswith("rh_pct_"):
@@ -150,18 +183,23 @@ def pick_best(
     targets: Targets,
     weights: Weights = Weights(),
     dt_s: float = 300.0,
+    max_horizon_min: int | None = None,
 ) -> Decision:
     """The cheapest of ``candidates`` given one forecast each (for callers that forecast
-    asynchronously); ties go to the earlier (lower-energy-first) candidate."""
+    asynchronously); ties go to the earlier (lower-energy-first) candidate. Only forecasts up to
+    ``max_horizon_min`` count (all when ``None``; the shortest horizon always counts)."""
     if len(forecasts) != len(candidates) or not candidates:
         raise ValueError("forecaster must return one forecast per candidate")
+    if max_horizon_min is not None:
+        shortest = min((horizon_of(k) for k in forecasts[0]), default=max_horizon_min)
+        max_horizon_min = max(max_horizon_min, shortest)
     scored = sorted(
-        ((cost_of(f, c, current, targets, weights), c["heat_pct"], i) for i, (c, f) in enumerate(zip(candidates, forecasts))),
+        ((cost_of(f, c, current, targets, weights, max_horizon_min), c["heat_pct"], i) for i, (c, f) in enumerate(zip(candidates, forecasts))),
     )
     best_cost, _, best = scored[0]
     chosen = clamp_setpoints(candidates[best], current, limits, dt_s)
     forecast = {k: round(float(v), 3) for k, v in forecasts[best].items()}
-    return Decision(chosen, "mpc", f"least cost of {len(candidates)} candidates", round(best_cost, 4), forecast)
+    return Decision(chosen, "mpc", f"least cost of {len(candidates)} candidates", round(best_cost, 4), forecast, best)
 
 
 def screen_rule(outside_temp_c: float, solar_w_m2: float, *, night_below_outside_c: float = 15.0, dark_below_solar_w_m2: float = 50.0, shade_above_solar_w_m2: float = 750.0, shade_pct: float = 60.0) -> float:

@@ -93,6 +93,17 @@ class EmbeddedCollection:
         rows = self._store._conn.execute(f"SELECT doc FROM {self._table}").fetchall()
         return [_decode(orjson.loads(r[0])) for r in rows]
 
+    def _candidates(self, filter: Filter | None) -> list[dict[str, Any]]:
+        """The documents that may match ``filter`` (callers still apply :func:`matches`).
+
+        A filter that is exactly ``{"_id": <str>}`` reads its one row by primary key: only a
+        document whose ``_id`` equals that string can match, and its row key is that string. Any
+        other filter decodes the whole collection."""
+        if filter and len(filter) == 1 and type(filter.get("_id")) is str:
+            row = self._store._conn.execute(f"SELECT doc FROM {self._table} WHERE _id = ?", (filter["_id"],)).fetchone()
+            return [_decode(orjson.loads(row[0]))] if row else []
+        return self._all()
+
     def _unique_indexes(self) -> list[list[str]]:
         rows = self._store._conn.execute(
             "SELECT keys FROM _indexes WHERE collection = ? AND uniq = 1", (self.name,)
@@ -100,11 +111,14 @@ class EmbeddedCollection:
         return [orjson.loads(r[0]) for r in rows]
 
     def _check_unique(self, doc: Mapping[str, Any], exclude_id: Any = None) -> None:
+        others: list[dict[str, Any]] | None = None  # decoded once, only if a unique index applies
         for keys in self._unique_indexes():
             wanted = {k: get_path(doc, k) for k in keys}
             if any(v is _MISSING for v in wanted.values()):
                 continue
-            for other in self._all():
+            if others is None:
+                others = self._all()
+            for other in others:
                 if other.get("_id") == exclude_id:
                     continue
                 if all(get_path(other, k) == v for k, v in wanted.items()):
@@ -124,11 +138,11 @@ class EmbeddedCollection:
             conn = self._store._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                exists = conn.execute(f"SELECT 1 FROM {self._table} WHERE _id = ?", (str(doc["_id"]),)).fetchone()
-                if exists:
-                    raise DuplicateKeyError(f"{self.name}: duplicate _id {doc['_id']!r}")
                 self._check_unique(doc)
-                self._write(doc)
+                try:  # the primary key rejects a duplicate _id (no separate lookup)
+                    conn.execute(f"INSERT INTO {self._table}(_id, doc) VALUES (?, ?)", (str(doc["_id"]), orjson.dumps(_encode(doc))))
+                except sqlite3.IntegrityError:
+                    raise DuplicateKeyError(f"{self.name}: duplicate _id {doc['_id']!r}") from None
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -137,7 +151,7 @@ class EmbeddedCollection:
 
     def find(self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0) -> list[dict[str, Any]]:
         with self._store._lock:
-            docs = [d for d in self._all() if matches(d, filter)]
+            docs = [d for d in self._candidates(filter) if matches(d, filter)]
         docs = sort_documents(docs, list(sort) if sort else None)
         return docs[:limit] if limit else docs
 
@@ -150,7 +164,7 @@ class EmbeddedCollection:
             conn = self._store._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                current = next((d for d in self._all() if matches(d, filter)), None)
+                current = next((d for d in self._candidates(filter) if matches(d, filter)), None)
                 if current is None:
                     if not upsert:
                         conn.execute("COMMIT")
@@ -178,7 +192,7 @@ class EmbeddedCollection:
             conn = self._store._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                ids = [str(d["_id"]) for d in self._all() if matches(d, filter)]
+                ids = [str(d["_id"]) for d in self._candidates(filter) if matches(d, filter)]
                 conn.executemany(f"DELETE FROM {self._table} WHERE _id = ?", [(i,) for i in ids])
                 conn.execute("COMMIT")
             except BaseException:

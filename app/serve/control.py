@@ -5,7 +5,8 @@ Two deployments composed through a handle:
 - :class:`Forecaster` loads registered models from MLflow through Serve model multiplexing (the
   multiplexed id is ``<name>/<version>``, so per-greenhouse models share the replicas) and answers
   batched predictions (``@serve.batch``: concurrent requests for the same model become one
-  XGBoost call).
+  XGBoost call per booster). Requests carry numpy matrices with named columns, not DataFrames:
+  the hot path has no pandas.
 - :class:`ControlApp` is the HTTP ingress (``POST /forecast``, ``POST /control``, ``GET /healthz``).
   It follows the sensor topic to keep each greenhouse's recent readings (a caller only names the
   greenhouse, or may send the window itself), builds features exactly as training did, runs the
@@ -20,10 +21,13 @@ The model is chosen in ``user_config`` (``model_alias`` or ``model_version``, pl
 import asyncio
 import logging
 import os
+import queue
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,9 +40,10 @@ from ray.serve.handle import DeploymentHandle
 from app.config import Settings, load_settings
 from app.contracts.command import ModelRef
 from app.contracts.reading import ID_PATTERN, ReadingError
+from app.control.correction import ForecastOffsets
 from app.control.online import OnlineWindow, SensorTopicFollower, latest_features, parse_readings, reading_to_row
-from app.control.planner import build_command, candidate_frame, current_setpoints, forecast_dicts, targets_from
-from app.control.policy import Decision, Limits, candidate_grid, pick_best, screen_rule, thermostat
+from app.control.planner import build_command, cached_candidate_grid, candidate_matrix, current_setpoints, forecast_rows, targets_from
+from app.control.policy import Decision, Limits, pick_best, screen_rule, thermostat
 from app.preprocess.features import FeatureParams
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,11 @@ INVALID_READINGS = 42211
 NO_READINGS = 40411
 MODEL_UNAVAILABLE = 50311
 MAX_WINDOW_READINGS = 20_000
-LEVELS = (0.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0)  # candidate settings per actuator, percent
+# Candidate settings, percent: heating finely (holding close to the band's edge needs it; the
+# forecaster is cheap per row), ventilation coarsely. The screen follows screen_rule.
+LEVELS = {"heat_pct": tuple(float(x) for x in range(0, 101, 5)), "vent_pct": (0.0, 10.0, 25.0, 50.0, 100.0)}
+XGBOOST_THREADS = 1  # per prediction: batches are small, and the replica shares the CPUs
+AS_OF_WAIT_S = 2.0  # how long a request with as_of waits for the follower to reach it
 
 
 class ControlAppArgs(BaseModel):
@@ -107,6 +116,20 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse({"error_code": code, "message": message}, status_code=status)
 
 
+def _output_keys(model: Any) -> list[str]:
+    if hasattr(model, "output_keys"):
+        return list(model.output_keys())
+    return [f"{v}_{h}min" for v in model.variables for h in model.horizons_min]
+
+
+def _predict_matrix(model: Any, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
+    """Forecasts in ``_output_keys(model)`` order; models logged before ``predict_arrays`` existed
+    (the pyfunc carries its own copy of the code) take the DataFrame path."""
+    if hasattr(model, "predict_arrays"):
+        return model.predict_arrays(matrix, columns)
+    return model.predict(pd.DataFrame(matrix, columns=columns))[_output_keys(model)].to_numpy(dtype=np.float64)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10)
 class Forecaster:
     """Registered forecast models, multiplexed by ``<name>/<version>``, predicting in batches."""
@@ -120,25 +143,165 @@ class Forecaster:
 
         started = time.monotonic()
         pyfunc = await asyncio.to_thread(load_model, self.tracking_url, f"models:/{model_id}")
+        model = pyfunc.unwrap_python_model().model
+        for booster in model.boosters.values():
+            booster.set_param({"nthread": XGBOOST_THREADS})
         log.info("loaded model %s in %.1f s", model_id, time.monotonic() - started)
-        return pyfunc.unwrap_python_model().model
+        return model
 
     async def describe(self) -> dict[str, Any]:
-        """Columns and horizons of the request's model (loads it if needed)."""
+        """Columns, horizons and output keys of the request's model (loads it if needed)."""
         model = await self.get_model(serve.get_multiplexed_model_id())
-        return {"feature_columns": list(model.feature_columns), "horizons_min": list(model.horizons_min), "feature_params": dict(model.feature_params)}
+        return {
+            "feature_columns": list(model.feature_columns),
+            "horizons_min": list(model.horizons_min),
+            "feature_params": dict(model.feature_params),
+            "output_keys": _output_keys(model),
+        }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
-    async def predict(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    async def predict(self, requests: list[tuple[np.ndarray, list[str]]]) -> list[np.ndarray]:
+        """Each request is ``(matrix, column names)``; each answer the forecasts, one row per input
+        row, columns in the ``output_keys`` order of :meth:`describe`."""
         # Serve splits batches by multiplexed model id, so one model serves the whole batch.
         model = await self.get_model(serve.get_multiplexed_model_id())
-        lengths = [len(f) for f in frames]
-        out = model.predict(pd.concat(frames, ignore_index=True))
-        parts, start = [], 0
-        for n in lengths:
-            parts.append(out.iloc[start:start + n].reset_index(drop=True))
-            start += n
-        return parts
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, (_, columns) in enumerate(requests):
+            groups.setdefault(tuple(columns), []).append(i)
+        answers: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for columns, members in groups.items():
+            matrices = [requests[i][0] for i in members]
+            out = _predict_matrix(model, matrices[0] if len(matrices) == 1 else np.concatenate(matrices), list(columns))
+            start = 0
+            for i, m in zip(members, matrices):
+                answers[i] = out[start:start + len(m)]
+                start += len(m)
+        return answers
+
+
+class ForecastCoalescer:
+    """Concurrent predictions for one model become one handle call.
+
+    Up to ``max_in_flight`` calls go out at once; requests that arrive while they are out wait and
+    leave together in the next call, as one matrix (Forecaster's ``@serve.batch`` then merges calls
+    from every ingress replica). No timer: a request on an idle replica goes out at once, so
+    batching costs no latency at low load and saves a handle round trip per request at high load.
+    """
+
+    def __init__(self, handle: DeploymentHandle, max_in_flight: int = 1) -> None:
+        self._handle = handle
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._pending: list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def predict(self, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((matrix, tuple(columns), future))
+        if self._in_flight < self._max_in_flight:
+            self._launch()
+        return await future
+
+    def _launch(self) -> None:
+        batch, self._pending = self._pending, []
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._send(batch))
+        self._tasks.add(task)  # keep a reference until done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]]) -> None:
+        try:
+            await self._send_groups(batch)
+        except BaseException:  # cancelled (replica shutting down): nobody waits forever
+            for _, _, future in batch:
+                if not future.done():
+                    future.cancel()
+            raise
+        finally:
+            self._in_flight -= 1
+            if self._pending and self._in_flight < self._max_in_flight:
+                self._launch()
+
+    async def _send_groups(self, batch: list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]]) -> None:
+        groups: dict[tuple[str, ...], list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]]] = {}
+        for item in batch:
+            groups.setdefault(item[1], []).append(item)
+        for columns, items in groups.items():
+            try:
+                matrices = [m for m, _, _ in items]
+                stacked = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+                out = await self._handle.predict.remote((stacked, list(columns)))
+            except Exception as exc:
+                for _, _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for matrix, _, future in items:
+                if not future.done():  # the caller may have gone (cancelled)
+                    future.set_result(out[start:start + len(matrix)])
+                start += len(matrix)
+
+
+class DispatchThread:
+    """Dispatches commands on one background thread (the audit and the bus write fsync'd files).
+
+    Commands that queue up while it works go together through
+    :meth:`~app.control.dispatch.CommandDispatcher.dispatch_many`: one bus write for the group,
+    each command audited before and after as alone. One thread rather than a pool: the stores
+    serialise their writes anyway, and fewer threads contend for them and for the GIL.
+    """
+
+    def __init__(self, dispatcher: Any, max_group: int = 32) -> None:
+        self._dispatcher = dispatcher
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="command-dispatch", daemon=True)
+        self._thread.start()
+
+    async def dispatch(self, command: Any) -> Any:
+        """The command's :class:`~app.control.dispatch.DispatchResult` (or its exception)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((command, loop, future))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            while len(group) < self._max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(more)
+            try:
+                results = self._dispatcher.dispatch_many([command for command, _, _ in group])
+            except Exception as exc:  # dispatch_many answers per command; this is a bug guard
+                results = [exc] * len(group)
+            for (_, loop, future), result in zip(group, results):
+                try:
+                    loop.call_soon_threadsafe(_settle, future, result)
+                except RuntimeError:  # the event loop is gone (replica shutting down)
+                    pass
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # the request was cancelled meanwhile
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 api = FastAPI(title="Greenhouse forecast and control", version="1", description="Indoor climate forecasts and actuator commands.")
@@ -178,10 +341,15 @@ class ControlApp:
             bus, self.settings.topics.sensors, self.window, group_id=f"serve-online-{replica}", partitions=self.settings.topics.partitions
         ).start()
         self.dispatcher = CommandDispatcher(self.settings, bus, open_metadata(self.settings.metadata_url))
+        self.dispatch_thread = DispatchThread(self.dispatcher)
         self.config = ModelConfig()
         self._resolved: dict[str, tuple[str, float]] = {}  # model name -> (version, resolved at)
         self._model_info: dict[str, dict[str, Any]] = {}  # model id -> columns/horizons/params
+        self._params: dict[str, FeatureParams] = {}  # model id -> its feature params
+        self._coalescers: dict[str, ForecastCoalescer] = {}  # model id -> its predictions' batcher
         self.model_error: str | None = None
+        # per replica: with several replicas each learns from the decisions it made
+        self.offsets = ForecastOffsets(alpha=self.settings.control.offset_alpha)
         self._decisions = Counter("gh_control_decisions", description="control decisions by mode", tag_keys=("mode",))
         self._latency = Histogram("gh_serve_latency_ms", description="forecast/control latency", boundaries=[5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("route",))
 
@@ -211,16 +379,26 @@ class ControlApp:
         self._resolved[name] = (str(version), time.monotonic())
         return ModelRef(name=name, version=str(version))
 
+    def _coalescer(self, model_id: str) -> ForecastCoalescer:
+        coalescer = self._coalescers.get(model_id)
+        if coalescer is None:
+            coalescer = self._coalescers[model_id] = ForecastCoalescer(self.forecaster.options(multiplexed_model_id=model_id))
+        return coalescer
+
     async def _model_info_for(self, ref: ModelRef) -> dict[str, Any]:
         model_id = f"{ref.name}/{ref.version}"
         info = self._model_info.get(model_id)
         if info is None:
             info = await self.forecaster.options(multiplexed_model_id=model_id).describe.remote()
             self._model_info[model_id] = info
+            self._params[model_id] = self._feature_params(info)
         return info
 
-    async def _predict(self, ref: ModelRef, frame: pd.DataFrame) -> pd.DataFrame:
-        return await self.forecaster.options(multiplexed_model_id=f"{ref.name}/{ref.version}").predict.remote(frame)
+    async def _predict(self, ref: ModelRef, info: dict[str, Any], features: dict[str, Any], candidates: list[dict[str, float]]) -> list[dict[str, float]]:
+        """Forecasts for each candidate plan (held over every horizon), as ``forecast_dicts`` rows."""
+        matrix, columns = candidate_matrix(features, candidates, info["feature_columns"], info["horizons_min"])
+        values = await self._coalescer(f"{ref.name}/{ref.version}").predict(matrix, columns)
+        return forecast_rows(values, info["output_keys"])
 
     # ------------------------------------------------------------------ state
     async def _features(self, greenhouse_id: str, readings: list[dict[str, Any]] | None, as_of: datetime | None, params: FeatureParams) -> dict[str, Any]:
@@ -235,16 +413,34 @@ class ControlApp:
             feats = await asyncio.to_thread(latest_features, rows, params)
         else:
             if as_of is not None:  # the follower may be a moment behind the caller: wait briefly
-                deadline = time.monotonic() + 2.0
-                while time.monotonic() < deadline:
-                    latest = self.window.latest_ts(greenhouse_id)
-                    if latest is not None and latest >= as_of:
-                        break
-                    await asyncio.sleep(0.01)
+                await self._wait_for(greenhouse_id, as_of, AS_OF_WAIT_S)
             feats = self.window.features(greenhouse_id, params, as_of)
         if feats is None:
             raise ServeError(404, NO_READINGS, f"no recent readings for greenhouse {greenhouse_id!r} (send 'readings', or wait for its devices)")
         return feats
+
+    async def _wait_for(self, greenhouse_id: str, as_of: datetime, timeout_s: float) -> None:
+        """Until the window holds a reading of ``greenhouse_id`` at or after ``as_of`` (woken by the
+        follower thread, no polling), or ``timeout_s``."""
+        latest = self.window.latest_ts(greenhouse_id)
+        if latest is not None and latest >= as_of:
+            return
+        loop = asyncio.get_running_loop()
+        reached = asyncio.Event()
+        cancel = self.window.on_reaching(greenhouse_id, as_of, lambda: loop.call_soon_threadsafe(reached.set))
+        try:
+            await asyncio.wait_for(reached.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            cancel()
+
+    def _params_for(self, ref: ModelRef | None, info: dict[str, Any] | None) -> FeatureParams:
+        if ref is not None and info is not None:
+            params = self._params.get(f"{ref.name}/{ref.version}")
+            if params is not None:
+                return params
+        return self._feature_params(info)
 
     @staticmethod
     def _feature_params(info: dict[str, Any] | None) -> FeatureParams:
@@ -278,10 +474,9 @@ class ControlApp:
         except Exception as exc:
             self.model_error = f"{type(exc).__name__}: {exc}"
             raise ServeError(503, MODEL_UNAVAILABLE, f"model unavailable: {self.model_error}") from None
-        feats = await self._features(body.greenhouse_id, body.readings, body.as_of, self._feature_params(info))
+        feats = await self._features(body.greenhouse_id, body.readings, body.as_of, self._params_for(ref, info))
         plan = body.plan.model_dump() if body.plan else current_setpoints(feats)
-        frame = candidate_frame(feats, [plan], info["feature_columns"], info["horizons_min"])
-        (forecast,) = forecast_dicts(await self._predict(ref, frame))
+        (forecast,) = await self._predict(ref, info, feats, [plan])
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "forecast"})
         return {
             "greenhouse_id": body.greenhouse_id,
@@ -308,7 +503,7 @@ class ControlApp:
             self.model_error = None
         except Exception as exc:
             self.model_error = why_fallback = f"model unavailable: {type(exc).__name__}: {exc}"
-        feats = await self._features(body.greenhouse_id, body.readings, body.as_of, self._feature_params(info))
+        feats = await self._features(body.greenhouse_id, body.readings, body.as_of, self._params_for(ref, info))
         current = current_setpoints(feats)
         age_s = (now - feats["ts"]).total_seconds()
         if why_fallback is None and age_s > settings.control.stale_after_s:
@@ -319,10 +514,19 @@ class ControlApp:
             assert ref is not None and info is not None
             # The screen follows the climate computer's rule (insulate when dark and cold, shade in
             # strong sun); the model chooses heating and ventilation around it.
-            candidates = candidate_grid(current, self.limits, dt_s, fixed={"screen_pct": screen}, levels=LEVELS)
+            candidates = cached_candidate_grid(current, self.limits, dt_s, fixed={"screen_pct": screen}, levels=LEVELS)
             try:
-                predictions = await self._predict(ref, candidate_frame(feats, candidates, info["feature_columns"], info["horizons_min"]))
-                decision = pick_best(candidates, forecast_dicts(predictions), current, limits=self.limits, targets=self.targets, dt_s=dt_s)
+                forecasts = await self._predict(ref, info, feats, candidates)
+                # Offset-free MPC: settle the forecasts now due against the measurement, correct
+                # each horizon by its recent error, decide, remember what the model said.
+                key = f"{ref.name}/{ref.version}|{body.greenhouse_id}"
+                self.offsets.observe(key, feats["ts"], feats["air_temp_c"])
+                decision = pick_best(
+                    candidates, self.offsets.correct(key, forecasts), current, limits=self.limits, targets=self.targets, dt_s=dt_s,
+                    max_horizon_min=settings.control.cost_horizon_max_min,
+                )
+                if decision.candidate_index is not None:
+                    self.offsets.record(key, feats["ts"], forecasts[decision.candidate_index])
             except Exception as exc:
                 self.model_error = why_fallback = f"model unavailable: {type(exc).__name__}: {exc}"
         if decision is None:
@@ -333,7 +537,7 @@ class ControlApp:
             body.greenhouse_id, decision, decided_at=now, ttl_s=settings.control.command_ttl_s, model=ref,
             state_ts=feats["ts"], dry_run=dry_run, request_id=body.request_id,
         )
-        result = await asyncio.to_thread(self.dispatcher.dispatch, command)
+        result = await self.dispatch_thread.dispatch(command)
         self._decisions.inc(tags={"mode": decision.mode})
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "control"})
         return {
@@ -347,6 +551,9 @@ class ControlApp:
         follower = getattr(self, "follower", None)
         if follower is not None:
             follower.stop()
+        dispatch_thread = getattr(self, "dispatch_thread", None)
+        if dispatch_thread is not None:
+            dispatch_thread.stop()
 
 
 def build_app(args: ControlAppArgs | dict[str, Any]) -> Application:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,42 @@ def fill_plans(frame: pd.DataFrame, horizons_min: list[int], overrides: dict[str
     return out
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where each booster's inputs sit in an array with known column names (see :func:`_layout`)."""
+
+    features: np.ndarray  # column indices of the feature columns
+    plans: dict[int, np.ndarray]  # horizon -> column indices of its plan per actuator (or the actuator)
+    outside: int
+    air: int
+    bases: dict[str, int]  # target variable -> its column (the current value)
+
+
+@lru_cache(maxsize=64)
+def _layout(columns: tuple[str, ...], feature_columns: tuple[str, ...], horizons_min: tuple[int, ...], variables: tuple[str, ...]) -> _Layout:
+    """Column positions for :meth:`ForecastModel.predict_arrays`; a plan column that is missing
+    falls back to the current actuator setting, as :func:`fill_plans` does."""
+    index = {c: i for i, c in enumerate(columns)}
+    if len(index) != len(columns):
+        raise ValueError("duplicate column names")
+
+    def at(col: str) -> int:
+        if col not in index:
+            raise KeyError(col)
+        return index[col]
+
+    plans = {}
+    for h in horizons_min:
+        plans[h] = np.array([index[f"plan_{a}_{h}min"] if f"plan_{a}_{h}min" in index else at(a) for a in ACTUATORS], dtype=np.intp)
+    return _Layout(
+        features=np.array([at(c) for c in feature_columns], dtype=np.intp),
+        plans=plans,
+        outside=at("outside_temp_c"),
+        air=at("air_temp_c"),
+        bases={v: at(v) for v in variables},
+    )
+
+
 @dataclass
 class ForecastModel:
     """Boosters keyed ``<variable>_<h>min`` and the columns they read."""
@@ -85,17 +122,53 @@ class ForecastModel:
             cols += plan_columns(h)
         return cols
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Absolute forecasts, one column per ``<variable>_<h>min``, in the input's row order."""
-        import xgboost
+    def output_keys(self) -> list[str]:
+        """The forecast columns, ``<variable>_<h>min``, in output order."""
+        return [key_for(variable, h) for variable in self.variables for h in self.horizons_min]
 
-        frame = fill_plans(frame, self.horizons_min)
-        out = pd.DataFrame(index=frame.index)
-        for variable in self.variables:
-            for h in self.horizons_min:
-                cols = self.features_for(variable, h)
-                delta = self.boosters[key_for(variable, h)].predict(xgboost.DMatrix(frame[cols].astype(np.float64), feature_names=cols))
-                out[key_for(variable, h)] = frame[variable].to_numpy(dtype=np.float64) + delta
+    def set_threads(self, nthread: int) -> None:
+        """Threads XGBoost may use per prediction (1 suits small batches on a small machine)."""
+        for booster in self.boosters.values():
+            booster.set_param({"nthread": int(nthread)})
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Absolute forecasts, one column per ``<variable>_<h>min``, in the input's row order.
+
+        Missing plan columns hold the current actuator settings (:func:`fill_plans`)."""
+        needed = list(dict.fromkeys([*self.feature_columns, *self.variables, "outside_temp_c", "air_temp_c"]))
+        for h in self.horizons_min:
+            for a in ACTUATORS:
+                needed.append(f"plan_{a}_{h}min" if f"plan_{a}_{h}min" in frame.columns else a)
+        columns = list(dict.fromkeys(needed))
+        values = self.predict_arrays(frame[columns].to_numpy(dtype=np.float64), columns)
+        return pd.DataFrame(values, index=frame.index, columns=self.output_keys())
+
+    def predict_arrays(self, X: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """:meth:`predict` without pandas: the same numbers for a float matrix with named columns.
+
+        ``X`` is ``(rows, len(columns))``; it holds the feature columns, the target variables and
+        ``outside_temp_c``, and any plan columns (a missing one holds the current actuator
+        setting; the vent x temperature term is always derived). Returns a float64 array
+        ``(rows, len(output_keys()))``. Each booster gets a float64 matrix in its feature order
+        through ``inplace_predict`` (no DMatrix, no DataFrame)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(columns):
+            raise ValueError(f"X has shape {X.shape}, expected (rows, {len(columns)})")
+        layout = _layout(tuple(columns), tuple(self.feature_columns), tuple(self.horizons_min), tuple(self.variables))
+        n, f = X.shape[0], len(layout.features)
+        out = np.empty((n, len(self.variables) * len(self.horizons_min)), dtype=np.float64)
+        if n == 0:
+            return out
+        dtemp = X[:, layout.outside] - X[:, layout.air]
+        inputs = np.empty((n, f + len(ACTUATORS) + 1), dtype=np.float64)
+        inputs[:, :f] = X[:, layout.features]
+        vent = f + ACTUATORS.index("vent_pct")
+        for j, h in enumerate(self.horizons_min):
+            inputs[:, f:f + len(ACTUATORS)] = X[:, layout.plans[h]]  # the plan columns, model order
+            inputs[:, -1] = inputs[:, vent] * dtemp / 100.0  # plan_vent_x_dtemp, as fill_plans computes it
+            for i, variable in enumerate(self.variables):
+                delta = self.boosters[key_for(variable, h)].inplace_predict(inputs)
+                out[:, i * len(self.horizons_min) + j] = X[:, layout.bases[variable]] + delta
         return out
 
     def save(self, directory: str | Path) -> Path:

@@ -104,3 +104,37 @@ def test_data_survives_reopen(store, store_url):
     reopened = open_metadata(store_url)
     assert reopened.collection("c").find_one({"_id": "keep"})["v"] == 1
     reopened.close()
+
+
+def test_lookups_by_id_among_many_documents(store):
+    col = store.collection("c")
+    for i in range(30):
+        col.insert_one({"_id": f"k{i:02d}", "i": i})
+    col.insert_one({"_id": 7, "i": "int id"})
+    assert col.find_one({"_id": "k07"})["i"] == 7
+    assert col.find_one({"_id": 7})["i"] == "int id"
+    assert [d["i"] for d in col.find({"_id": "k03"}, sort=[("i", -1)], limit=5)] == [3]
+    assert col.find_one({"_id": "nope"}) is None and col.find({"_id": "nope"}) == []
+    assert col.count_documents({"_id": "k12"}) == 1 and col.count_documents({"_id": "nope"}) == 0
+    assert col.update_one({"_id": "k05"}, {"$set": {"status": "done"}}) == 1
+    assert col.find_one({"_id": "k05"}) == {"_id": "k05", "i": 5, "status": "done"}
+    assert col.update_one({"_id": "new"}, {"$set": {"i": 99}}, upsert=True) == 0
+    assert col.find_one({"_id": "new"})["i"] == 99
+    assert col.delete_many({"_id": "k01"}) == 1 and col.delete_many({"_id": "k01"}) == 0
+    assert col.count_documents() == 31
+    with pytest.raises(DuplicateKeyError):
+        col.insert_one({"_id": "k02", "i": -1})
+    assert col.find_one({"_id": "k02"})["i"] == 2
+
+
+def test_unique_index_holds_on_updates_by_id(store):
+    col = store.collection("c")
+    col.create_index([("path", 1)], unique=True)
+    col.insert_one({"_id": "a", "path": "/a"})
+    col.insert_one({"_id": "b", "path": "/b"})
+    with pytest.raises(DuplicateKeyError):
+        col.update_one({"_id": "b"}, {"$set": {"path": "/a"}})
+    with pytest.raises(DuplicateKeyError):
+        col.update_one({"_id": "c"}, {"$set": {"path": "/a"}}, upsert=True)
+    assert col.update_one({"_id": "b"}, {"$set": {"path": "/b", "n": 1}}) == 1  # its own value is fine
+    assert col.find_one({"_id": "b"})["n"] == 1 and col.count_documents() == 2

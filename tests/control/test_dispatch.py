@@ -79,3 +79,42 @@ def test_actuator_side_ignores_expired_duplicate_forged_and_foreign(settings):
     fleet.step()
     assert fleet.commanded("gh-01")[0].heat_pct == 80  # the forged 100 % never reached the twin
     assert endpoint.poll(0.2) == []  # committed: nothing is redelivered
+
+
+def test_duplicate_answers_with_the_first_dispatch_position_and_publishes_once(settings):
+    bus, store, fleet, dispatcher, endpoint = setup(settings)
+    first = dispatcher.dispatch(command("cmd-00000004"))
+    again = dispatcher.dispatch(command("cmd-00000004", heat=10))  # same id: the audit record wins
+    assert first.status == "dispatched" and again.status == "duplicate"
+    assert (again.partition, again.offset) == (first.partition, first.offset)
+    assert sum(bus.end_offsets(settings.topics.control).values()) == 1
+    audit = store.collection(CONTROL_AUDIT).find_one({"_id": "cmd-00000004"})
+    assert audit["status"] == "dispatched" and audit["setpoints"]["heat_pct"] == 80
+    dry = dispatcher.dispatch(command("cmd-00000005", dry_run=True))
+    assert dispatcher.dispatch(command("cmd-00000005", dry_run=True)) == type(dry)("cmd-00000005", "duplicate", None, None)
+
+
+def test_dispatch_many_writes_once_and_answers_each_command_as_dispatch_would(settings, monkeypatch):
+    from app.bus import ProduceResult
+
+    bus, store, fleet, dispatcher, endpoint = setup(settings)
+    assert dispatcher.dispatch(command("cmd-00000010")).status == "dispatched"
+    writes = []
+    real_produce = bus.produce
+
+    def produce(topic, records):
+        writes.append(len(records))
+        results = real_produce(topic, records[:1] + records[2:])
+        return results[:1] + [ProduceResult(None, None, error="partition gone")] + results[1:]  # the 2nd fails
+
+    monkeypatch.setattr(bus, "produce", produce)
+    batch = [command("cmd-00000011"), command("cmd-00000012"), command("cmd-00000010"), command("cmd-00000013", dry_run=True), command("cmd-00000014")]
+    results = dispatcher.dispatch_many(batch)
+    assert writes == [3]  # one bus write for the three to publish
+    assert [r.status if not isinstance(r, Exception) else "error" for r in results] == ["dispatched", "error", "duplicate", "dry_run", "dispatched"]
+    assert isinstance(results[1], RuntimeError) and "partition gone" in str(results[1])
+    assert results[2].offset is not None  # the first dispatch's position
+    audit = store.collection(CONTROL_AUDIT)
+    statuses = {c.command_id: audit.find_one({"_id": c.command_id})["status"] for c in batch}
+    assert statuses == {"cmd-00000011": "dispatched", "cmd-00000012": "failed", "cmd-00000010": "dispatched", "cmd-00000013": "dry_run", "cmd-00000014": "dispatched"}
+    assert results[4].offset == audit.find_one({"_id": "cmd-00000014"})["offset"]

@@ -70,3 +70,24 @@ def test_candidate_grid_includes_current_and_is_clamped():
     grid = candidate_grid(current, Limits(vent_max_pct=80), dt_s=3600)
     assert current in grid
     assert max(c["vent_pct"] for c in grid) == 80
+
+
+def test_mpc_aims_inside_the_margin_and_ignores_horizons_beyond_the_cost_limit():
+    from app.control.policy import pick_best
+
+    current = {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}
+    lim = Limits(heat_rate_pct_per_min=100)
+    cands = candidate_grid(current, lim, 300, levels={"heat_pct": range(0, 101, 5), "vent_pct": (0,)}, fixed={"screen_pct": 0.0})
+    assert sorted({c["heat_pct"] for c in cands}) == list(range(0, 101, 5)) and {c["vent_pct"] for c in cands} == {0.0}
+
+    # 15-min forecast rises 0.02 K per heat-percent from 17.5 C; the 60-min one says "freezing"
+    def forecasts(cs):
+        return [{"air_temp_c_15min": 17.5 + 0.02 * c["heat_pct"], "air_temp_c_60min": 5.0 + 0.1 * c["heat_pct"]} for c in cs]
+
+    plain = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets(), max_horizon_min=15)
+    margin = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets(margin_c=0.3), max_horizon_min=15)
+    assert plain.setpoints["heat_pct"] == 25.0  # 17.5 + 0.5 = 18.0: just in band, least heat
+    assert margin.setpoints["heat_pct"] == 40.0  # aims at 18.3
+    assert margin.candidate_index is not None and cands[margin.candidate_index] == margin.setpoints
+    every = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets())
+    assert every.setpoints["heat_pct"] == 100.0  # the held-for-an-hour forecast dominates when it counts

@@ -76,3 +76,38 @@ def test_monotone_physics_hold_for_every_row():
     cold = rows[rows["outside_temp_c"] < rows["air_temp_c"]]
     vents = [model.predict(fill_plans(cold.drop(columns=plan_columns(15)), [15], {"vent_pct": v}))["air_temp_c_15min"].to_numpy() for v in (0, 25, 50, 100)]
     assert len(cold) > 5 and all((b <= a + 1e-9).all() for a, b in zip(vents, vents[1:]))
+
+
+def reference_predict(model: ForecastModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """The DataFrame/DMatrix prediction path the fast path replaced."""
+    frame = fill_plans(frame, model.horizons_min)
+    out = pd.DataFrame(index=frame.index)
+    for variable in model.variables:
+        for h in model.horizons_min:
+            cols = model.features_for(variable, h)
+            delta = model.boosters[f"{variable}_{h}min"].predict(xgboost.DMatrix(frame[cols].astype(np.float64), feature_names=cols))
+            out[f"{variable}_{h}min"] = frame[variable].to_numpy(dtype=np.float64) + delta
+    return out
+
+
+def test_array_fast_path_gives_the_dmatrix_numbers():
+    df = frame(400, seed=3)
+    model = fit_local(df)
+    expected = reference_predict(model, df)
+    # predict (DataFrame in, DataFrame out) runs on the fast path, same index and columns
+    got = model.predict(df.set_index(df.index + 7))
+    assert list(got.columns) == model.output_keys() == list(expected.columns)
+    assert (got.index == df.index + 7).all()
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-6)
+    # the numpy path, columns in any order, plans given
+    cols = model.input_columns()[::-1]
+    arr = model.predict_arrays(df[cols].to_numpy(), cols)
+    np.testing.assert_allclose(arr, expected.to_numpy(), rtol=0, atol=1e-6)
+    # plans missing: the current settings are held (as fill_plans does); a stale vent term is ignored
+    bare = df.drop(columns=plan_columns(15)[:3])
+    np.testing.assert_allclose(model.predict(bare).to_numpy(), reference_predict(model, bare).to_numpy(), rtol=0, atol=1e-6)
+    model.set_threads(1)
+    np.testing.assert_allclose(model.predict_arrays(df[cols].to_numpy(), cols), expected.to_numpy(), rtol=0, atol=1e-6)
+    assert model.predict_arrays(np.empty((0, len(cols))), cols).shape == (0, 2)
+    with pytest.raises(KeyError):
+        model.predict_arrays(df[["rh_pct"]].to_numpy(), ["rh_pct"])

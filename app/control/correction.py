@@ -1,0 +1,83 @@
+"""Offset-free forecasts for control: correct each horizon by its recent error.
+
+A learned forecaster is biased where the controller operates (closed-loop data, conditions unlike
+the training days). Offset-free MPC adds the recent forecast error back: for every greenhouse and
+horizon, an exponential moving average of ``measured - forecast`` over the forecasts that have
+fallen due. Pure Python (no clocks, no I/O), so it is tested directly and behaves the same in the
+Serve replica and in experiments.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Mapping, Sequence
+
+TEMP_PREFIX = "air_temp_c_"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    due: datetime
+    horizon_min: int
+    forecast_c: float
+
+
+class ForecastOffsets:
+    """Per greenhouse and horizon, the EMA of the temperature forecast error.
+
+    Args:
+        alpha: weight of the newest error (0..1); 0.3 forgets an error in about 3 intervals.
+        max_abs_c: corrections are clipped to this size (a broken sensor must not steer heating).
+        max_late_s: a forecast settled later than this after it fell due is dropped (the
+            measurement then belongs to another instant).
+    """
+
+    def __init__(self, alpha: float = 0.3, max_abs_c: float = 2.0, max_late_s: float = 300.0) -> None:
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError("alpha must be within (0, 1]")
+        self.alpha = alpha
+        self.max_abs_c = max_abs_c
+        self.max_late = timedelta(seconds=max_late_s)
+        self._pending: dict[str, dict[tuple[datetime, int], _Pending]] = defaultdict(dict)
+        self._offsets: dict[str, dict[int, float]] = defaultdict(dict)
+
+    def observe(self, greenhouse_id: str, ts: datetime, air_temp_c: float) -> None:
+        """Settle the forecasts of ``greenhouse_id`` due at or before ``ts`` against the
+        measurement ``air_temp_c`` at ``ts``."""
+        pending = self._pending.get(greenhouse_id)
+        if not pending:
+            return
+        offsets = self._offsets[greenhouse_id]
+        for key, p in sorted(pending.items(), key=lambda kv: kv[1].due):
+            if p.due > ts:
+                continue
+            del pending[key]
+            if ts - p.due > self.max_late:
+                continue
+            error = air_temp_c - p.forecast_c
+            previous = offsets.get(p.horizon_min, 0.0)
+            updated = (1.0 - self.alpha) * previous + self.alpha * error
+            offsets[p.horizon_min] = max(-self.max_abs_c, min(self.max_abs_c, updated))
+
+    def record(self, greenhouse_id: str, ts: datetime, forecast: Mapping[str, float]) -> None:
+        """Remember the *uncorrected* temperature forecasts made from the state at ``ts`` (a
+        repeated decision for the same instant replaces the earlier one)."""
+        pending = self._pending[greenhouse_id]
+        for key, value in forecast.items():
+            if key.startswith(TEMP_PREFIX):
+                h = int(key.removeprefix(TEMP_PREFIX).removesuffix("min"))
+                pending[(ts, h)] = _Pending(ts + timedelta(minutes=h), h, float(value))
+
+    def offsets(self, greenhouse_id: str) -> dict[int, float]:
+        """The current correction per horizon (minutes -> kelvin)."""
+        return dict(self._offsets.get(greenhouse_id, {}))
+
+    def correct(self, greenhouse_id: str, forecasts: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
+        """``forecasts`` with each temperature horizon shifted by its offset."""
+        offsets = self._offsets.get(greenhouse_id)
+        if not offsets:
+            return [dict(f) for f in forecasts]
+        shift = {f"{TEMP_PREFIX}{h}min": v for h, v in offsets.items()}
+        return [{k: v + shift.get(k, 0.0) for k, v in f.items()} for f in forecasts]

@@ -1,0 +1,3 @@
+module greenhouse-mlops/bench/loadgen
+
+go 1.22
