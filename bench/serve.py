@@ -205,8 +205,11 @@ def _cpu_snapshot() -> tuple[float, float, dict[int, tuple[str, float]]] | None:
         title = argv[0].decode(errors="replace")
         if title.startswith("ray::"):  # a worker: ray::<actor class>[.<method running>]
             name = title.split()[0].split(".")[0]
-        elif title.endswith("python") or "python3" in title:
-            name = "python (bench driver)" if pid == os.getpid() else "python " + Path(argv[1].decode(errors="replace")).name if len(argv) > 1 else "python"
+        elif pid == os.getpid():
+            name = "bench driver"
+        elif "python" in Path(title.split()[0]).name:  # name it by its script or module
+            script = next((a.decode(errors="replace") for a in argv[1:] if a and not a.startswith(b"-")), "")
+            name = "python " + Path(script).name
         else:
             name = Path(title.split()[0]).name
         procs[pid] = (name, (int(fields[11]) + int(fields[12])) / hz)
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=None, help="closed-loop clients for the saturation runs (default 32 with the Go client, 8 with Python threads)")
     parser.add_argument("--rate", type=float, default=50.0, help="offered requests/s for the fixed-rate runs (default 50)")
     parser.add_argument("--greenhouses", type=int, default=4, help="greenhouses in the seeded state (default 4)")
+    parser.add_argument("--control-replicas", type=int, default=1, help="ControlApp replicas (default 1, as serve_configs/control.yaml deploys it)")
     parser.add_argument("--client", choices=("go", "python"), default="go", help="load generator: bench/loadgen in Go (default; light on CPU) or httpx threads")
     args = parser.parse_args(argv)
 
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from app.preprocess import PreprocessParams, run_preprocess
-    from app.serve.control import ControlAppArgs, application
+    from app.serve.control import ControlApp, ControlAppArgs, Forecaster, ModelConfig, application
     from app.sim.seed import seed_lake
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.trainer import BoosterParams
@@ -286,12 +290,19 @@ def main(argv: list[str] | None = None) -> int:
                 return await request.json()
 
         serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-        serve.run(application(ControlAppArgs(settings=settings.for_replicas())), name="control", route_prefix="/climate")
+        app_args = ControlAppArgs(settings=settings.for_replicas())
+        control_app = application(app_args)
+        if args.control_replicas != 1:  # what application() builds, with more ingress replicas
+            control_app = ControlApp.options(num_replicas=args.control_replicas, user_config=ModelConfig().model_dump()).bind(Forecaster.bind(app_args), app_args)
+        serve.run(control_app, name="control", route_prefix="/climate")
         base = f"http://127.0.0.1:{port}"
         ids = [f"gh-{i:02d}" for i in range(1, args.greenhouses + 1)]
         with httpx.Client(base_url=base, timeout=60) as c:
             deadline = time.monotonic() + 120
-            while c.get("/climate/healthz").json()["greenhouses"] != ids and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                health = c.get("/climate/healthz")
+                if health.status_code == 200 and health.json()["greenhouses"] == ids:
+                    break
                 time.sleep(0.5)
             probe = c.post("/climate/control", json={"greenhouse_id": ids[0]}).json()
         print(f"control probe: mode={probe['decision']['mode']} dispatch={probe['dispatch']['status']}", file=sys.stderr)
@@ -324,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = results["control_saturated"]["requests_per_s"] / max(results["echo_saturated"]["requests_per_s"], 1e-9)
         p99 = results[f"control_at_{args.rate:g}rps"]["p99_ms"]
         print(f"\ncontrol/echo throughput: {ratio:.3f} (target >= 0.5)   control p99 at {args.rate:g}/s: {p99} ms (target < 100)")
-        print(json.dumps({"bench": "serve", "client": client, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
+        print(json.dumps({"bench": "serve", "client": client, "concurrency": concurrency, "control_replicas": args.control_replicas, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
     finally:
         serve.shutdown()
         ray.shutdown()
