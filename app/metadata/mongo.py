@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import pymongo
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError as MongoDuplicateKeyError
+from pymongo.errors import OperationFailure
 
 from app.metadata.base import DuplicateKeyError, Filter, SortSpec
 
@@ -78,6 +79,12 @@ class MongoCollection:
             return self._c.update_one(dict(filter), update, upsert=upsert).matched_count
         except MongoDuplicateKeyError as exc:
             raise DuplicateKeyError(f"{self.name}: {exc}") from exc
+        except OperationFailure as exc:
+            # FerretDB (SQLite backend) reports a unique-index violation on update as an internal
+            # error carrying SQLite's message instead of E11000.
+            if "UNIQUE constraint failed" in str(exc):
+                raise DuplicateKeyError(f"{self.name}: {exc}") from exc
+            raise
 
     def delete_many(self, filter: Filter) -> int:
         return self._c.delete_many(dict(filter)).deleted_count
