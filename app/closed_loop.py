@@ -37,6 +37,8 @@ class ControllerResult:
     in_band_pct: float = 0.0
     heating_kwh: float = 0.0
     mean_temp_c: float = 0.0
+    rh_above_max_pct: float = 0.0
+    """Share of the time the indoor humidity was above the ceiling (``control.rh_max_pct``)."""
 
 
 @dataclass
@@ -104,6 +106,7 @@ def run_closed_loop(
     control_ms: list[float] = []
     forecast_ms: list[float] = []
     in_band = {"model": 0, "thermo": 0}
+    humid = {"model": 0, "thermo": 0}
     samples = 0
     energy0 = {gh: (model_fleet.heating_energy_kwh(gh), thermo_fleet.heating_energy_kwh(gh)) for gh in ids}
     total_steps = int(days * 86_400 // step_s)
@@ -126,6 +129,8 @@ def run_closed_loop(
                 s["thermo_heat_pct"].append(t.heat_pct)
                 in_band["model"] += targets.band_low_c <= m.air_temp_c <= targets.band_high_c
                 in_band["thermo"] += targets.band_low_c <= t.air_temp_c <= targets.band_high_c
+                humid["model"] += m.rh_pct > targets.rh_max_pct
+                humid["thermo"] += t.rh_pct > targets.rh_max_pct
                 samples += 1
             if step % interval_steps == 0:
                 measured = {r["greenhouse_id"]: r["measurements"] for r in thermo_readings if r["device_id"].endswith("-climate")}
@@ -170,6 +175,8 @@ def run_closed_loop(
     result.commands_applied = actuators.applied
     result.model.in_band_pct = round(100.0 * in_band["model"] / max(samples, 1), 1)
     result.thermostat.in_band_pct = round(100.0 * in_band["thermo"] / max(samples, 1), 1)
+    result.model.rh_above_max_pct = round(100.0 * humid["model"] / max(samples, 1), 1)
+    result.thermostat.rh_above_max_pct = round(100.0 * humid["thermo"] / max(samples, 1), 1)
     result.model.heating_kwh = round(sum(model_fleet.heating_energy_kwh(gh) - energy0[gh][0] for gh in ids), 1)
     result.thermostat.heating_kwh = round(sum(thermo_fleet.heating_energy_kwh(gh) - energy0[gh][1] for gh in ids), 1)
     result.model.mean_temp_c = round(sum(sum(series[gh]["model_temp_c"]) for gh in ids) / max(samples, 1), 2)

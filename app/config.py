@@ -85,6 +85,11 @@ class ControlSettings(BaseModel):
     margin_c: float = Field(default=0.45, ge=0, le=3, description="the MPC aims its forecasts this far above band_low_c (room for forecast error)")
     cost_horizon_max_min: int = Field(default=15, ge=1, description="forecast horizons beyond this do not enter the MPC cost (shown only)")
     offset_alpha: float = Field(default=0.3, gt=0, le=1, description="weight of the newest error in the per-horizon forecast offset (offset-free MPC)")
+    actuator_time_constants_s: dict[str, float] = Field(
+        default_factory=lambda: {"heat_pct": 300.0, "vent_pct": 120.0, "screen_pct": 180.0},
+        description="first-order response time of each actuator (pipe water, vent motors, screen drive): the MPC feeds the model the mean position a setpoint leads to, as training saw it; {} treats setpoints as reached at once",
+    )
+    screen_opening_margin_c: float = Field(default=0.5, ge=0, le=3, description="extra margin while the screen opens, is about to, or opened within 15 min (pre-heat: the forecaster underestimates that cold drop)")
 
 
 class ServeSettings(BaseModel):

@@ -141,6 +141,7 @@ def run_demo(
     from app.lake import Lake
     from app.metadata import open_metadata
     from app.serve.ingest import IngestAppArgs, build_app
+    from app.serve.tuning import apply_serve_process_env
     from app.sim.fleet import FleetSimulator
 
     progress = on_progress or (lambda stage, done, total: None)
@@ -151,6 +152,7 @@ def run_demo(
     progress("starting Ray and the ingest gateway", 0, 1)
     # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")  # see jobs._entry.init_ray
+    apply_serve_process_env()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     sink_thread: threading.Thread | None = None
     stop = threading.Event()
@@ -302,6 +304,8 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
         "thermostat_heating_kwh": t.heating_kwh,
         "model_mean_temp_c": m.mean_temp_c,
         "thermostat_mean_temp_c": t.mean_temp_c,
+        "model_rh_above_max_pct": m.rh_above_max_pct,
+        "thermostat_rh_above_max_pct": t.rh_above_max_pct,
         "control_requests": loop.control_requests,
         "control_modes": loop.control_modes,
         "commands_applied": loop.commands_applied,
@@ -358,6 +362,7 @@ def summary_rows(s: DemoSummary) -> list[tuple[str, str]]:
             ("time inside band: model / thermostat %", f"{c['model_in_band_pct']} / {c['thermostat_in_band_pct']}"),
             ("heating energy: model / thermostat kWh", f"{c['model_heating_kwh']} / {c['thermostat_heating_kwh']}"),
             ("mean indoor temp: model / thermostat °C", f"{c['model_mean_temp_c']} / {c['thermostat_mean_temp_c']}"),
+            ("time humidity above ceiling: model / thermostat %", f"{c.get('model_rh_above_max_pct')} / {c.get('thermostat_rh_above_max_pct')}"),
             ("control decisions (by mode)", f"{c['control_requests']} {c['control_modes']}"),
             ("commands applied by the greenhouses", str(c["commands_applied"])),
             ("/forecast latency p50 / p99 ms", f"{c['forecast_p50_ms']} / {c['forecast_p99_ms']}"),

@@ -265,13 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from app.preprocess import PreprocessParams, run_preprocess
-    from app.serve.control import ControlApp, ControlAppArgs, Forecaster, ModelConfig, application
+    from app.serve.control import ACCESS_LOG_OFF, ControlApp, ControlAppArgs, Forecaster, ModelConfig, application
     from app.sim.seed import seed_lake
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.trainer import BoosterParams
 
+    from app.serve.tuning import apply_serve_process_env
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     settings = Settings(data_dir=tmp)
+    serve_env = apply_serve_process_env()  # both apps run under the same cluster settings
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         print("seeding 2 days of readings ending now, training a model ...", file=sys.stderr)
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
 
-        @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+        @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, logging_config=ACCESS_LOG_OFF)
         class Echo:
             async def __call__(self, request):
                 return await request.json()
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = results["control_saturated"]["requests_per_s"] / max(results["echo_saturated"]["requests_per_s"], 1e-9)
         p99 = results[f"control_at_{args.rate:g}rps"]["p99_ms"]
         print(f"\ncontrol/echo throughput: {ratio:.3f} (target >= 0.5)   control p99 at {args.rate:g}/s: {p99} ms (target < 100)")
-        print(json.dumps({"bench": "serve", "client": client, "concurrency": concurrency, "control_replicas": args.control_replicas, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
+        print(json.dumps({"bench": "serve", "client": client, "concurrency": concurrency, "control_replicas": args.control_replicas, "serve_env": serve_env, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -28,6 +28,9 @@ def ray_local():
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
+        from app.serve.tuning import apply_serve_process_env
+
+        apply_serve_process_env()  # the Serve settings the product ships with
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     if started:

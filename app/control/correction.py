@@ -3,7 +3,7 @@
 A learned forecaster is biased where the controller operates (closed-loop data, conditions unlike
 the training days). Offset-free MPC adds the recent forecast error back: for every greenhouse and
 horizon, an exponential moving average of ``measured - forecast`` over the forecasts that have
-fallen due. Pure Python (no clocks, no I/O), so it is tested directly and behaves the same in the
+fallen due. Pure code (no clocks, no I/O), so it is tested directly and behaves the same in the
 Serve replica and in experiments.
 """
 
@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping, Sequence
+
+import numpy as np
 
 TEMP_PREFIX = "air_temp_c_"
 
@@ -74,10 +76,11 @@ class ForecastOffsets:
         """The current correction per horizon (minutes -> kelvin)."""
         return dict(self._offsets.get(greenhouse_id, {}))
 
-    def correct(self, greenhouse_id: str, forecasts: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
-        """``forecasts`` with each temperature horizon shifted by its offset."""
+    def correct(self, greenhouse_id: str, forecasts: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+        """``forecasts`` (one row per candidate, columns named by ``keys``) with each temperature
+        horizon shifted by its offset; a new array (the input is left as it was)."""
         offsets = self._offsets.get(greenhouse_id)
         if not offsets:
-            return [dict(f) for f in forecasts]
-        shift = {f"{TEMP_PREFIX}{h}min": v for h, v in offsets.items()}
-        return [{k: v + shift.get(k, 0.0) for k, v in f.items()} for f in forecasts]
+            return np.array(forecasts, dtype=np.float64)
+        shift = np.array([offsets.get(int(k.removeprefix(TEMP_PREFIX).removesuffix("min")), 0.0) if k.startswith(TEMP_PREFIX) else 0.0 for k in keys])
+        return np.asarray(forecasts, dtype=np.float64) + shift

@@ -6,17 +6,18 @@ both controllers are held to the same limits and produce the same command shape.
 
 from __future__ import annotations
 
+import math
 import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from app.config import Settings
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
-from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_grid
+from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_grid, screen_opening, screen_rule
 
 COMMAND_NAMESPACE = uuid.UUID("6a1f2f0e-6f0c-4b43-9d0e-4f1b2c3d4e5f")
 THERMOSTAT_MODEL = ModelRef(name="thermostat", version="rule-v1")
@@ -33,22 +34,61 @@ def current_setpoints(features: Mapping[str, Any]) -> dict[str, float]:
     return {a: float(features.get(a, 0.0)) for a in ACTUATORS}
 
 
+@dataclass(frozen=True)
+class ScreenPlan:
+    """The screen for one decision: its setpoint now (the climate computer's rule), the rule's
+    next setpoint if it changes by the next decision (actuator -> (setpoint, after minutes), for
+    :func:`candidate_matrix`), and whether it is opening (:func:`~app.control.policy.screen_opening`)."""
+
+    setpoint_pct: float
+    scheduled: dict[str, tuple[float, float]] | None
+    opening: bool
+
+
+def solar_trend_w_m2_per_min(features: Mapping[str, Any]) -> float:
+    """The recent trend of solar radiation: the latest value against the mean of the last 15
+    minutes, whose centre lies 7 minutes back (0 when the mean is unknown)."""
+    mean = float(features.get("solar_w_m2_mean_15min", math.nan))
+    return 0.0 if not math.isfinite(mean) else (float(features["solar_w_m2"]) - mean) / 7.0
+
+
+def screen_plan(features: Mapping[str, Any], interval_s: float) -> ScreenPlan:
+    """:class:`ScreenPlan` from the latest features: the rule now, and the rule at the next
+    decision with the sun following its recent trend (so the MPC pre-heats before the screen
+    opens at sunrise instead of after)."""
+    now = screen_rule(features["outside_temp_c"], features["solar_w_m2"])
+    after_min = interval_s / 60.0
+    solar_next = max(0.0, float(features["solar_w_m2"]) + solar_trend_w_m2_per_min(features) * after_min)
+    later = screen_rule(features["outside_temp_c"], solar_next)
+    scheduled = {"screen_pct": (later, after_min)} if later != now else None
+    change = float(features.get("screen_pct_change_15min", 0.0))
+    opening = screen_opening(now, float(features.get("screen_pct", now)), change if math.isfinite(change) else 0.0, later if scheduled else None)
+    return ScreenPlan(now, scheduled, opening)
+
+
+def targets_during(targets: Targets, screen: ScreenPlan, opening_margin_c: float) -> Targets:
+    """``targets`` with ``opening_margin_c`` more margin while the screen opens."""
+    return replace(targets, margin_c=targets.margin_c + opening_margin_c) if screen.opening and opening_margin_c else targets
+
+
 @lru_cache(maxsize=1024)
-def _grid(current: tuple[tuple[str, float], ...], limits: Limits, dt_s: float, levels: Any, fixed: tuple[tuple[str, float], ...]) -> tuple[tuple[tuple[str, float], ...], ...]:
+def _plans(current: tuple[tuple[str, float], ...], limits: Limits, dt_s: float, levels: Any, fixed: tuple[tuple[str, float], ...]) -> np.ndarray:
     # levels: a tuple of floats, or a tuple of (actuator, tuple of floats) pairs for per-actuator levels
     grid = candidate_grid(dict(current), limits, dt_s, levels=dict(levels) if levels and isinstance(levels[0], tuple) else levels, fixed=dict(fixed))
-    return tuple(tuple(c.items()) for c in grid)
+    plans = np.array([[c[a] for a in ACTUATORS] for c in grid], dtype=np.float64).reshape(len(grid), len(ACTUATORS))
+    plans.flags.writeable = False  # shared by every caller with the same arguments
+    return plans
 
 
-def cached_candidate_grid(
+def cached_candidate_plans(
     current: Mapping[str, float],
     limits: Limits,
     dt_s: float,
     levels: Sequence[float] | Mapping[str, Sequence[float]] = (0, 25, 50, 75, 100),
     fixed: Mapping[str, float] | None = None,
-) -> list[dict[str, float]]:
-    """:func:`~app.control.policy.candidate_grid`, remembered for its arguments (it is a pure
-    function, so the answer is the same; fresh dicts each call). The grid depends only on the
+) -> np.ndarray:
+    """:func:`~app.control.policy.candidate_grid` as a read-only matrix (one candidate per row,
+    columns in ``ACTUATORS`` order), remembered for its arguments. The grid depends only on the
     actuator positions and the fixed settings, which change when a command is applied, not with
     every reading: successive decisions for a greenhouse mostly share it."""
     key = tuple(sorted((a, float(v)) for a, v in current.items()))
@@ -57,19 +97,7 @@ def cached_candidate_grid(
         levels_key: tuple = tuple(sorted((a, tuple(float(x) for x in v)) for a, v in levels.items()))
     else:
         levels_key = tuple(float(x) for x in levels)
-    return [dict(c) for c in _grid(key, limits, float(dt_s), levels_key, fixed_key)]
-
-
-def candidate_frame(features: Mapping[str, Any], candidates: Sequence[Mapping[str, float]], feature_columns: Sequence[str], horizons_min: Sequence[int]) -> pd.DataFrame:
-    """One model-input row per candidate: the latest features, with the candidate held as the plan
-    over every horizon (``ForecastModel.predict`` derives the vent x temperature term)."""
-    n = len(candidates)
-    data: dict[str, np.ndarray] = {c: np.full(n, float(features[c])) for c in feature_columns}
-    for a in ACTUATORS:
-        values = np.fromiter((float(c[a]) for c in candidates), dtype=np.float64, count=n)
-        for h in horizons_min:
-            data[f"plan_{a}_{h}min"] = values
-    return pd.DataFrame(data)
+    return _plans(key, limits, float(dt_s), levels_key, fixed_key)
 
 
 def candidate_columns(feature_columns: Sequence[str], horizons_min: Sequence[int]) -> list[str]:
@@ -77,31 +105,70 @@ def candidate_columns(feature_columns: Sequence[str], horizons_min: Sequence[int
     return [*feature_columns, *(f"plan_{a}_{h}min" for h in horizons_min for a in ACTUATORS)]
 
 
+def plan_weights(
+    horizons_min: Sequence[int],
+    time_constants_s: Mapping[str, float] | None = None,
+    switch_after_min: Mapping[str, float] | None = None,
+    step_s: float = 60.0,
+) -> np.ndarray:
+    """Weights that turn setpoints into the model's plan features.
+
+    Training's plan feature for actuator ``a`` and horizon ``h`` is the mean *reported* position
+    over the steps ``(t, t + h]``. An actuator follows its setpoint with a first-order lag
+    (``time_constants_s``; none known: it jumps), and its setpoint may switch to a scheduled value
+    after some minutes (``switch_after_min``, e.g. the screen rule's next state). The mean is then
+    linear in the current position ``x0``, the setpoint ``s`` and the scheduled one ``s2``:
+    ``w_x0 * x0 + w_s * s + w_s2 * s2``. Returns those weights, shape (horizons, actuators, 3), in
+    ``ACTUATORS`` order."""
+    out = np.zeros((len(horizons_min), len(ACTUATORS), 3))
+    for i, h in enumerate(horizons_min):
+        n = max(1, round(h * 60.0 / step_s))
+        for j, a in enumerate(ACTUATORS):
+            tau = float((time_constants_s or {}).get(a, 0.0))
+            r = math.exp(-step_s / tau) if tau > 0 else 0.0
+            after = (switch_after_min or {}).get(a)
+            m = n if after is None else min(n, max(0, round(after * 60.0 / step_s)))
+            first = sum(r**k for k in range(1, m + 1))  # x0's share left over the first m steps
+            second = sum(r**k for k in range(1, n - m + 1))  # the position at m's share after it
+            out[i, j] = ((first + second * r**m) / n, (m - first + second * (1 - r**m)) / n, (n - m - second) / n)
+    return out
+
+
 def candidate_matrix(
-    features: Mapping[str, Any], candidates: Sequence[Mapping[str, float]], feature_columns: Sequence[str], horizons_min: Sequence[int]
+    features: Mapping[str, Any],
+    candidates: np.ndarray | Sequence[Mapping[str, float]],
+    feature_columns: Sequence[str],
+    horizons_min: Sequence[int],
+    time_constants_s: Mapping[str, float] | None = None,
+    scheduled: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """:func:`candidate_frame` without pandas: the same values as a float64 matrix, one row per
-    candidate, and its column names (:func:`candidate_columns`), for
-    ``ForecastModel.predict_arrays``."""
-    n, f = len(candidates), len(feature_columns)
+    """Model inputs for candidate plans, for ``ForecastModel.predict_arrays``: one float64 row per
+    candidate (the latest features, then each horizon's plan) and the column names
+    (:func:`candidate_columns`). ``candidates`` is a plan matrix (:func:`cached_candidate_plans`)
+    or a sequence of setpoint dicts.
+
+    Without the optional arguments each plan column is the candidate's setpoint, held. With
+    ``time_constants_s`` (per actuator) and ``scheduled`` (actuator -> (setpoint, after minutes)),
+    it is what training saw: the mean position over the horizon of the actuator moving from its
+    reported position (in ``features``) toward the candidate's setpoint, then toward the scheduled
+    one (:func:`plan_weights`)."""
+    if isinstance(candidates, np.ndarray):
+        plans = candidates
+    else:
+        plans = np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64).reshape(len(candidates), len(ACTUATORS))
+    n, f = len(plans), len(feature_columns)
     matrix = np.empty((n, f + len(ACTUATORS) * len(horizons_min)), dtype=np.float64)
     matrix[:, :f] = np.array([float(features[c]) for c in feature_columns], dtype=np.float64)
-    plans = np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64).reshape(n, len(ACTUATORS))
-    matrix[:, f:] = np.tile(plans, len(horizons_min))
+    if time_constants_s or scheduled:
+        scheduled = scheduled or {}
+        w = plan_weights(tuple(horizons_min), time_constants_s, {a: after for a, (_, after) in scheduled.items()})
+        now = np.array([float(features.get(a, 0.0)) for a in ACTUATORS])
+        later = np.array([float(scheduled[a][0]) if a in scheduled else 0.0 for a in ACTUATORS])
+        fixed_part = w[:, :, 0] * now + w[:, :, 2] * later  # horizons x actuators, the same for every candidate
+        matrix[:, f:] = (fixed_part[None, :, :] + w[None, :, :, 1] * plans[:, None, :]).reshape(n, -1)
+    else:
+        matrix[:, f:] = np.tile(plans, len(horizons_min))
     return matrix, candidate_columns(feature_columns, horizons_min)
-
-
-def forecast_dicts(predictions: pd.DataFrame) -> list[dict[str, float]]:
-    """Model output rows as ``{"air_temp_c_15min": ..., ...}`` dicts."""
-    cols = list(predictions.columns)
-    return [dict(zip(cols, map(float, row))) for row in predictions.to_numpy()]
-
-
-def forecast_rows(values: np.ndarray, keys: Sequence[str]) -> list[dict[str, float]]:
-    """:func:`forecast_dicts` for a float matrix whose columns are ``keys`` (the model's
-    ``output_keys()``, e.g. ``air_temp_c_15min``)."""
-    keys = list(keys)
-    return [dict(zip(keys, row)) for row in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def command_id_for(greenhouse_id: str, decided_at: datetime, request_id: str | None = None) -> str:
@@ -141,16 +208,18 @@ def build_command(
 
 
 __all__ = [
+    "ScreenPlan",
     "THERMOSTAT_MODEL",
     "Limits",
     "build_command",
-    "cached_candidate_grid",
+    "cached_candidate_plans",
     "candidate_columns",
-    "candidate_frame",
     "candidate_matrix",
     "command_id_for",
     "current_setpoints",
-    "forecast_dicts",
-    "forecast_rows",
+    "plan_weights",
+    "screen_plan",
+    "solar_trend_w_m2_per_min",
+    "targets_during",
     "targets_from",
 ]

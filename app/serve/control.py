@@ -19,6 +19,7 @@ The model is chosen in ``user_config`` (``model_alias`` or ``model_version``, pl
 
 
 import asyncio
+import dataclasses
 import logging
 import os
 import queue
@@ -42,8 +43,8 @@ from app.contracts.command import ModelRef
 from app.contracts.reading import ID_PATTERN, ReadingError
 from app.control.correction import ForecastOffsets
 from app.control.online import OnlineWindow, SensorTopicFollower, latest_features, parse_readings, reading_to_row
-from app.control.planner import build_command, cached_candidate_grid, candidate_matrix, current_setpoints, forecast_rows, targets_from
-from app.control.policy import Decision, Limits, pick_best, screen_rule, thermostat
+from app.control.planner import build_command, cached_candidate_plans, candidate_matrix, current_setpoints, screen_plan, targets_during, targets_from
+from app.control.policy import Decision, Limits, cost_horizons, horizon_of, pick_best_arrays, thermostat
 from app.preprocess.features import FeatureParams
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ MAX_WINDOW_READINGS = 20_000
 LEVELS = {"heat_pct": tuple(float(x) for x in range(0, 101, 5)), "vent_pct": (0.0, 10.0, 25.0, 50.0, 100.0)}
 XGBOOST_THREADS = 1  # per prediction: batches are small, and the replica shares the CPUs
 AS_OF_WAIT_S = 2.0  # how long a request with as_of waits for the follower to reach it
+# No per-request access log line: at tens of requests/s it costs the replica, the proxy and Ray's
+# log monitor about 1-2 ms of CPU per request. Request counts and latencies are in the metrics
+# (gh_serve_latency_ms, Serve's own); set enable_access_log in the Serve config to debug.
+ACCESS_LOG_OFF = {"enable_access_log": False}
 
 
 class ControlAppArgs(BaseModel):
@@ -130,7 +135,7 @@ def _predict_matrix(model: Any, matrix: np.ndarray, columns: list[str]) -> np.nd
     return model.predict(pd.DataFrame(matrix, columns=columns))[_output_keys(model)].to_numpy(dtype=np.float64)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10, logging_config=ACCESS_LOG_OFF)
 class Forecaster:
     """Registered forecast models, multiplexed by ``<name>/<version>``, predicting in batches."""
 
@@ -160,23 +165,43 @@ class Forecaster:
         }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
-    async def predict(self, requests: list[tuple[np.ndarray, list[str]]]) -> list[np.ndarray]:
-        """Each request is ``(matrix, column names)``; each answer the forecasts, one row per input
-        row, columns in the ``output_keys`` order of :meth:`describe`."""
+    async def predict(self, requests: list[tuple[Any, ...]]) -> list[np.ndarray]:
+        """Each request is ``(matrix, column names)`` or ``(matrix, column names, horizons)``; each
+        answer the forecasts, one row per input row, columns in the ``output_keys`` order of
+        :meth:`describe` (only the given horizons' keys when ``horizons`` is set: the boosters of
+        the other horizons are not run)."""
         # Serve splits batches by multiplexed model id, so one model serves the whole batch.
         model = await self.get_model(serve.get_multiplexed_model_id())
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, (_, columns) in enumerate(requests):
-            groups.setdefault(tuple(columns), []).append(i)
+        groups: dict[tuple[tuple[str, ...], tuple[int, ...] | None], list[int]] = {}
+        for i, (_, columns, *rest) in enumerate(requests):
+            horizons = tuple(rest[0]) if rest and rest[0] else None
+            groups.setdefault((tuple(columns), horizons), []).append(i)
         answers: list[np.ndarray] = [np.empty(0)] * len(requests)
-        for columns, members in groups.items():
+        for (columns, horizons), members in groups.items():
             matrices = [requests[i][0] for i in members]
-            out = _predict_matrix(model, matrices[0] if len(matrices) == 1 else np.concatenate(matrices), list(columns))
+            out = _predict_matrix(_horizons_view(model, horizons), matrices[0] if len(matrices) == 1 else np.concatenate(matrices), list(columns))
             start = 0
             for i, m in zip(members, matrices):
                 answers[i] = out[start:start + len(m)]
                 start += len(m)
         return answers
+
+
+def _horizons_view(model: Any, horizons: tuple[int, ...] | None) -> Any:
+    """``model`` predicting only ``horizons`` (a subset of its own; ``None``: all of them)."""
+    if horizons is None or list(horizons) == list(model.horizons_min):
+        return model
+    unknown = set(horizons) - set(model.horizons_min)
+    if unknown:
+        raise ValueError(f"the model has no horizon(s) {sorted(unknown)}")
+    views = model.__dict__.setdefault("_horizon_views", {})
+    view = views.get(horizons)
+    if view is None:
+        view = views[horizons] = dataclasses.replace(model, horizons_min=list(horizons))
+    return view
+
+
+_Key = tuple[tuple[str, ...], tuple[int, ...] | None]  # (column names, horizons or None for all)
 
 
 class ForecastCoalescer:
@@ -192,12 +217,13 @@ class ForecastCoalescer:
         self._handle = handle
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._pending: list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]] = []
+        self._pending: list[tuple[np.ndarray, _Key, asyncio.Future]] = []
         self._tasks: set[asyncio.Task] = set()
 
-    async def predict(self, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
+    async def predict(self, matrix: np.ndarray, columns: list[str], horizons: list[int] | None = None) -> np.ndarray:
+        """Forecasts for ``matrix`` (see :meth:`Forecaster.predict`)."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((matrix, tuple(columns), future))
+        self._pending.append((matrix, (tuple(columns), tuple(horizons) if horizons else None), future))
         if self._in_flight < self._max_in_flight:
             self._launch()
         return await future
@@ -209,7 +235,7 @@ class ForecastCoalescer:
         self._tasks.add(task)  # keep a reference until done
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]]) -> None:
+    async def _send(self, batch: list[tuple[np.ndarray, _Key, asyncio.Future]]) -> None:
         try:
             await self._send_groups(batch)
         except BaseException:  # cancelled (replica shutting down): nobody waits forever
@@ -222,15 +248,15 @@ class ForecastCoalescer:
             if self._pending and self._in_flight < self._max_in_flight:
                 self._launch()
 
-    async def _send_groups(self, batch: list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]]) -> None:
-        groups: dict[tuple[str, ...], list[tuple[np.ndarray, tuple[str, ...], asyncio.Future]]] = {}
+    async def _send_groups(self, batch: list[tuple[np.ndarray, _Key, asyncio.Future]]) -> None:
+        groups: dict[_Key, list[tuple[np.ndarray, _Key, asyncio.Future]]] = {}
         for item in batch:
             groups.setdefault(item[1], []).append(item)
-        for columns, items in groups.items():
+        for (columns, horizons), items in groups.items():
             try:
                 matrices = [m for m, _, _ in items]
                 stacked = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-                out = await self._handle.predict.remote((stacked, list(columns)))
+                out = await self._handle.predict.remote((stacked, list(columns), horizons))
             except Exception as exc:
                 for _, _, future in items:
                     if not future.done():
@@ -318,7 +344,7 @@ async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
     return _error(exc.status, exc.code, exc.message)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10, logging_config=ACCESS_LOG_OFF)
 @serve.ingress(api)
 class ControlApp:
     """HTTP ingress: online state, features, policy and dispatch."""
@@ -394,11 +420,22 @@ class ControlApp:
             self._params[model_id] = self._feature_params(info)
         return info
 
-    async def _predict(self, ref: ModelRef, info: dict[str, Any], features: dict[str, Any], candidates: list[dict[str, float]]) -> list[dict[str, float]]:
-        """Forecasts for each candidate plan (held over every horizon), as ``forecast_dicts`` rows."""
-        matrix, columns = candidate_matrix(features, candidates, info["feature_columns"], info["horizons_min"])
-        values = await self._coalescer(f"{ref.name}/{ref.version}").predict(matrix, columns)
-        return forecast_rows(values, info["output_keys"])
+    async def _predict(
+        self,
+        ref: ModelRef,
+        info: dict[str, Any],
+        features: dict[str, Any],
+        plans: np.ndarray | list[dict[str, float]],
+        scheduled: dict[str, tuple[float, float]] | None = None,
+        horizons: list[int] | None = None,
+    ) -> np.ndarray:
+        """Forecasts for each candidate plan (held over every horizon, reached with the actuators'
+        lags, ``scheduled`` changes included): one row per plan, columns in the model's
+        ``output_keys`` order (of ``horizons`` only, when given)."""
+        matrix, columns = candidate_matrix(
+            features, plans, info["feature_columns"], horizons or info["horizons_min"], self.settings.control.actuator_time_constants_s, scheduled
+        )
+        return await self._coalescer(f"{ref.name}/{ref.version}").predict(matrix, columns, horizons)
 
     # ------------------------------------------------------------------ state
     async def _features(self, greenhouse_id: str, readings: list[dict[str, Any]] | None, as_of: datetime | None, params: FeatureParams) -> dict[str, Any]:
@@ -476,7 +513,8 @@ class ControlApp:
             raise ServeError(503, MODEL_UNAVAILABLE, f"model unavailable: {self.model_error}") from None
         feats = await self._features(body.greenhouse_id, body.readings, body.as_of, self._params_for(ref, info))
         plan = body.plan.model_dump() if body.plan else current_setpoints(feats)
-        (forecast,) = await self._predict(ref, info, feats, [plan])
+        (row,) = (await self._predict(ref, info, feats, [plan])).tolist()
+        forecast = dict(zip(info["output_keys"], row))
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "forecast"})
         return {
             "greenhouse_id": body.greenhouse_id,
@@ -509,28 +547,33 @@ class ControlApp:
         if why_fallback is None and age_s > settings.control.stale_after_s:
             why_fallback = f"data stale: newest step is {age_s:.0f} s old"
         decision: Decision | None = None
-        screen = screen_rule(feats["outside_temp_c"], feats["solar_w_m2"])
+        # The screen follows the climate computer's rule (insulate when dark and cold, shade in
+        # strong sun); the model chooses heating and ventilation around it, knowing when the rule
+        # will move the screen next.
+        screen = screen_plan(feats, dt_s)
         if why_fallback is None:
             assert ref is not None and info is not None
-            # The screen follows the climate computer's rule (insulate when dark and cold, shade in
-            # strong sun); the model chooses heating and ventilation around it.
-            candidates = cached_candidate_grid(current, self.limits, dt_s, fixed={"screen_pct": screen}, levels=LEVELS)
+            plans = cached_candidate_plans(current, self.limits, dt_s, fixed={"screen_pct": screen.setpoint_pct}, levels=LEVELS)
             try:
-                forecasts = await self._predict(ref, info, feats, candidates)
+                # Only the horizons the cost counts are forecast (the shortest always counts).
+                horizons = cost_horizons(info["horizons_min"], settings.control.cost_horizon_max_min)
+                forecasts = await self._predict(ref, info, feats, plans, screen.scheduled, horizons)
                 # Offset-free MPC: settle the forecasts now due against the measurement, correct
                 # each horizon by its recent error, decide, remember what the model said.
                 key = f"{ref.name}/{ref.version}|{body.greenhouse_id}"
+                keys = [k for k in info["output_keys"] if horizon_of(k) in horizons]
                 self.offsets.observe(key, feats["ts"], feats["air_temp_c"])
-                decision = pick_best(
-                    candidates, self.offsets.correct(key, forecasts), current, limits=self.limits, targets=self.targets, dt_s=dt_s,
+                decision = pick_best_arrays(
+                    plans, self.offsets.correct(key, forecasts, keys), keys, current, limits=self.limits,
+                    targets=targets_during(self.targets, screen, settings.control.screen_opening_margin_c), dt_s=dt_s,
                     max_horizon_min=settings.control.cost_horizon_max_min,
                 )
                 if decision.candidate_index is not None:
-                    self.offsets.record(key, feats["ts"], forecasts[decision.candidate_index])
+                    self.offsets.record(key, feats["ts"], dict(zip(keys, forecasts[decision.candidate_index].tolist())))
             except Exception as exc:
                 self.model_error = why_fallback = f"model unavailable: {type(exc).__name__}: {exc}"
         if decision is None:
-            decision = thermostat(feats["air_temp_c"], feats["rh_pct"], current, limits=self.limits, targets=self.targets, dt_s=dt_s, screen_pct=screen)
+            decision = thermostat(feats["air_temp_c"], feats["rh_pct"], current, limits=self.limits, targets=self.targets, dt_s=dt_s, screen_pct=screen.setpoint_pct)
             decision = Decision(decision.setpoints, decision.mode, f"{why_fallback}; {decision.reason}")
         dry_run = body.dry_run or bool(self.config.dry_run) or settings.control.dry_run
         command = build_command(

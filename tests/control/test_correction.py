@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from app.control.correction import ForecastOffsets
@@ -20,10 +21,13 @@ def test_offsets_learn_a_constant_bias_per_horizon_and_correct_temperature_only(
     learned = offsets.offsets("gh-01")
     assert set(learned) == {5, 15}
     assert learned[5] == pytest.approx(0.4, abs=1e-3) and learned[15] == pytest.approx(0.4, abs=0.01)
-    (fixed,) = offsets.correct("gh-01", [{"air_temp_c_5min": 18.0, "rh_pct_5min": 80.0, "air_temp_c_60min": 17.0}])
-    assert fixed["air_temp_c_5min"] == pytest.approx(18.4, abs=1e-3)
-    assert fixed["rh_pct_5min"] == 80.0 and fixed["air_temp_c_60min"] == 17.0  # no offset known for 60 min yet
-    assert offsets.offsets("gh-02") == {} and offsets.correct("gh-02", [{"air_temp_c_5min": 1.0}]) == [{"air_temp_c_5min": 1.0}]
+    keys = ["air_temp_c_5min", "rh_pct_5min", "air_temp_c_60min"]
+    raw = np.array([[18.0, 80.0, 17.0], [19.0, 70.0, 16.0]])
+    fixed = offsets.correct("gh-01", raw, keys)
+    assert fixed[:, 0] == pytest.approx([18.4, 19.4], abs=1e-3)
+    assert fixed[:, 1:].tolist() == [[80.0, 17.0], [70.0, 16.0]]  # humidity, and no offset known for 60 min yet
+    assert raw[0, 0] == 18.0  # the input is untouched
+    assert offsets.offsets("gh-02") == {} and offsets.correct("gh-02", raw, keys).tolist() == raw.tolist()
 
 
 def test_late_measurements_are_dropped_repeats_replace_and_corrections_are_clipped():

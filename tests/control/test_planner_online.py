@@ -5,35 +5,31 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import pandas as pd
+import pytest
 
 from app.contracts.reading import validate_reading
 from app.control.online import OnlineWindow, latest_features, reading_to_row
-from app.control.planner import candidate_columns, candidate_frame, candidate_matrix, forecast_dicts, forecast_rows
+from app.control.planner import candidate_columns, candidate_matrix
 from app.preprocess.features import FeatureParams
 from app.sim.fleet import FleetSimulator
 
 START = datetime(2026, 3, 10, tzinfo=timezone.utc)
 
 
-def test_candidate_matrix_holds_the_candidate_frame_values():
+def test_candidate_matrix_repeats_the_features_and_holds_each_plan_over_every_horizon():
     features = {"air_temp_c": 19.5, "rh_pct": 70, "outside_temp_c": 4.0, "vent_pct": 10.0, "heat_pct": 35.0, "screen_pct": 0.0, "ts": START}
     columns = ["air_temp_c", "rh_pct", "outside_temp_c", "vent_pct", "heat_pct", "screen_pct"]
     candidates = [{"vent_pct": v, "heat_pct": h, "screen_pct": 100.0} for v in (0.0, 20.0) for h in (0.0, 50.0, 100.0)]
-    frame = candidate_frame(features, candidates, columns, [15, 60])
     matrix, names = candidate_matrix(features, candidates, columns, [15, 60])
-    assert names == candidate_columns(columns, [15, 60]) and sorted(names) == sorted(frame.columns)
+    assert names == candidate_columns(columns, [15, 60]) == [*columns, *(f"plan_{a}_{h}min" for h in (15, 60) for a in ("vent_pct", "heat_pct", "screen_pct"))]
     assert matrix.dtype == np.float64 and matrix.shape == (len(candidates), len(names))
-    np.testing.assert_array_equal(matrix, frame[names].to_numpy())
+    for row, cand in zip(matrix, candidates):
+        got = dict(zip(names, row))
+        assert all(got[c] == float(features[c]) for c in columns)
+        assert all(got[f"plan_{a}_{h}min"] == cand[a] for a in cand for h in (15, 60))
+    plans = np.array([[c["vent_pct"], c["heat_pct"], c["screen_pct"]] for c in candidates])
+    np.testing.assert_array_equal(candidate_matrix(features, plans, columns, [15, 60])[0], matrix)  # a plan matrix: the same
     assert candidate_matrix(features, [], columns, [15])[0].shape == (0, 9)
-
-
-def test_forecast_rows_match_forecast_dicts():
-    values = np.array([[20.5, 21.0, 80.0, 81.5], [19.0, 18.5, 85.0, 86.0]])
-    keys = ["air_temp_c_15min", "air_temp_c_60min", "rh_pct_15min", "rh_pct_60min"]
-    rows = forecast_rows(values, keys)
-    assert rows == forecast_dicts(pd.DataFrame(values, columns=keys))
-    assert all(type(v) is float for row in rows for v in row.values())
 
 
 def readings(minutes: int, start: datetime = START):
@@ -88,16 +84,71 @@ def test_on_reaching_fires_once_when_the_reading_arrives_and_can_be_cancelled():
     assert reading_to_row(batch[0])["ts"] == batch[0].ts
 
 
-def test_cached_candidate_grid_is_candidate_grid():
-    from app.control.planner import cached_candidate_grid
-    from app.control.policy import Limits, candidate_grid
+def test_cached_candidate_plans_are_candidate_grid():
+    from app.control.planner import cached_candidate_plans
+    from app.control.policy import ACTUATORS, Limits, candidate_grid
 
     limits = Limits()
     for current in ({"vent_pct": 0.0, "heat_pct": 35.0, "screen_pct": 100.0}, {"vent_pct": 12.5, "heat_pct": 0, "screen_pct": 0}):
         for fixed in (None, {"screen_pct": 60.0}):
-            expected = candidate_grid(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)
-            first = cached_candidate_grid(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)
-            again = cached_candidate_grid(dict(reversed(list(current.items()))), limits, 300.0, levels=[0.0, 10.0, 50.0, 100.0], fixed=fixed)
-            assert first == expected == again and first is not again
-            first[0]["heat_pct"] = -1.0  # callers get their own dicts
-            assert cached_candidate_grid(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed) == expected
+            expected = [[c[a] for a in ACTUATORS] for c in candidate_grid(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)]
+            first = cached_candidate_plans(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)
+            again = cached_candidate_plans(dict(reversed(list(current.items()))), limits, 300.0, levels=[0.0, 10.0, 50.0, 100.0], fixed=fixed)
+            assert first.tolist() == expected and again is first  # remembered
+            assert not first.flags.writeable  # shared, so nobody may change it
+    per_actuator = cached_candidate_plans({"heat_pct": 0.0}, limits, 300, levels={"heat_pct": (0, 50), "vent_pct": (0,)}, fixed={"screen_pct": 0.0})
+    assert per_actuator.tolist() == [[0.0, 0.0, 0.0], [0.0, 50.0, 0.0]]
+
+
+def test_plan_weights_reproduce_the_mean_of_a_lagged_and_switched_trajectory():
+    from app.control.planner import plan_weights
+
+    tau = {"heat_pct": 300.0, "screen_pct": 180.0}
+    w = plan_weights((5, 15), tau, {"screen_pct": 5.0})
+    assert w.shape == (2, 3, 3) and np.allclose(w.sum(axis=2), 1.0)
+    # a step-by-step simulation of the same first-order lag gives the same means
+    for i, h in enumerate((5, 15)):
+        for j, (a, x0, s, s2) in enumerate((("vent_pct", 40.0, 10.0, 0.0), ("heat_pct", 20.0, 80.0, 0.0), ("screen_pct", 100.0, 100.0, 0.0))):
+            x, path = x0, []
+            for k in range(1, h + 1):
+                target = s2 if (a == "screen_pct" and k > 5) else s
+                r = np.exp(-60.0 / tau[a]) if a in tau else 0.0
+                x = target + (x - target) * r
+                path.append(x)
+            assert w[i, j] @ np.array([x0, s, s2]) == pytest.approx(np.mean(path))
+    assert plan_weights((15,)).tolist() == [[[0.0, 1.0, 0.0]] * 3]  # no lag, no schedule: the setpoint
+
+
+def test_candidate_matrix_with_lags_and_a_scheduled_screen_feeds_the_mean_positions():
+    from app.control.planner import plan_weights
+
+    features = {"air_temp_c": 18.5, "vent_pct": 0.0, "heat_pct": 40.0, "screen_pct": 100.0}
+    plans = np.array([[0.0, 0.0, 100.0], [0.0, 100.0, 100.0]])
+    tau = {"heat_pct": 300.0, "vent_pct": 120.0, "screen_pct": 180.0}
+    matrix, names = candidate_matrix(features, plans, ["air_temp_c"], [5, 15], tau, {"screen_pct": (0.0, 5.0)})
+    got = [dict(zip(names, row)) for row in matrix]
+    w = plan_weights((5, 15), tau, {"screen_pct": 5.0})
+    assert got[1]["plan_heat_pct_5min"] == pytest.approx(w[0, 1, 0] * 40 + w[0, 1, 1] * 100)
+    assert 40 < got[1]["plan_heat_pct_5min"] < got[1]["plan_heat_pct_15min"] < 100  # the pipes warm up slowly
+    assert got[0]["plan_heat_pct_5min"] < 40
+    assert got[0]["plan_screen_pct_5min"] == 100.0 and 0 < got[0]["plan_screen_pct_15min"] < 100  # opens after 5 min
+    assert all(g["air_temp_c"] == 18.5 for g in got)
+
+
+def test_screen_plan_sees_sunrise_coming_and_the_opening_margin_follows_it():
+    from app.control.planner import screen_plan, targets_during
+    from app.control.policy import Targets
+
+    night = {"outside_temp_c": 3.0, "solar_w_m2": 20.0, "solar_w_m2_mean_15min": 19.0, "screen_pct": 100.0, "screen_pct_change_15min": 0.0}
+    quiet = screen_plan(night, 300)
+    assert quiet.setpoint_pct == 100.0 and quiet.scheduled is None and not quiet.opening
+    dawn = {**night, "solar_w_m2": 46.0, "solar_w_m2_mean_15min": 39.0}  # +1 W/m2 per minute: 51 in 5 min
+    soon = screen_plan(dawn, 300)
+    assert soon.setpoint_pct == 100.0 and soon.scheduled == {"screen_pct": (0.0, 5.0)} and soon.opening
+    opened = screen_plan({**dawn, "solar_w_m2": 60.0, "screen_pct": 30.0, "screen_pct_change_15min": -70.0}, 300)
+    assert opened.setpoint_pct == 0.0 and opened.scheduled is None and opened.opening
+    later = screen_plan({**dawn, "solar_w_m2": 200.0, "solar_w_m2_mean_15min": 190.0, "screen_pct": 0.0, "screen_pct_change_15min": 0.0}, 300)
+    assert not later.opening
+    base = Targets(margin_c=0.45)
+    assert targets_during(base, soon, 0.5).margin_c == pytest.approx(0.95) and targets_during(base, later, 0.5) == base
+    assert targets_during(base, soon, 0.0) == base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +92,34 @@ def test_mpc_aims_inside_the_margin_and_ignores_horizons_beyond_the_cost_limit()
     assert margin.candidate_index is not None and cands[margin.candidate_index] == margin.setpoints
     every = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets())
     assert every.setpoints["heat_pct"] == 100.0  # the held-for-an-hour forecast dominates when it counts
+
+
+def test_arrays_and_dicts_choose_alike_and_non_finite_forecasts_never_win():
+    import math
+
+    import numpy as np
+
+    from app.control.policy import ACTUATORS, Weights, cost_of, pick_best, pick_best_arrays
+
+    current = {"vent_pct": 10.0, "heat_pct": 20.0, "screen_pct": 0.0}
+    lim = Limits(heat_rate_pct_per_min=100, vent_rate_pct_per_min=100)
+    cands = candidate_grid(current, lim, 300, levels={"heat_pct": range(0, 101, 10), "vent_pct": (0, 50)}, fixed={"screen_pct": 0.0})
+    keys = ["air_temp_c_5min", "air_temp_c_15min", "rh_pct_5min", "rh_pct_15min", "air_temp_c_60min"]
+    rows = [[17.0 + 0.03 * c["heat_pct"] - 0.02 * c["vent_pct"], 16.8 + 0.04 * c["heat_pct"], 85 + 0.1 * c["heat_pct"] - 0.2 * c["vent_pct"], 90 - 0.1 * c["vent_pct"], 10.0] for c in cands]
+    plans, values = np.array([[c[a] for a in ACTUATORS] for c in cands]), np.array(rows)
+    targets = Targets(margin_c=0.2)
+    by_dicts = pick_best(cands, [dict(zip(keys, r)) for r in rows], current, limits=lim, targets=targets, max_horizon_min=15)
+    by_arrays = pick_best_arrays(plans, values, keys, current, limits=lim, targets=targets, max_horizon_min=15)
+    assert by_dicts == by_arrays and cands[by_arrays.candidate_index] == by_arrays.setpoints
+    # the chosen cost is the least of the per-candidate costs, each computed alone
+    costs = [cost_of(dict(zip(keys, r)), c, current, targets, Weights(), 15) for c, r in zip(cands, rows)]
+    assert by_arrays.cost == round(min(costs), 4) and costs.index(min(costs)) == by_arrays.candidate_index
+
+    broken = values.copy()
+    broken[by_arrays.candidate_index, 0] = math.nan  # the winner's forecast is broken: it must not win
+    second = pick_best_arrays(plans, broken, keys, current, limits=lim, targets=targets, max_horizon_min=15)
+    assert second.candidate_index != by_arrays.candidate_index and math.isfinite(second.cost)
+    with pytest.raises(ValueError, match="finite"):
+        pick_best_arrays(plans, np.full_like(values, math.inf), keys, current, limits=lim, targets=targets)
+    with pytest.raises(ValueError):
+        pick_best_arrays(plans[:3], values, keys, current, limits=lim, targets=targets)

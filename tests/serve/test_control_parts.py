@@ -11,16 +11,18 @@ from app.serve.control import DispatchThread, ForecastCoalescer
 
 
 class FakeHandle:
-    """Stands in for a DeploymentHandle: ``predict.remote((matrix, columns))`` answers later."""
+    """Stands in for a DeploymentHandle: ``predict.remote((matrix, columns, horizons))`` answers later."""
 
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[int] = []
+        self.horizons: list[tuple[int, ...] | None] = []
         self.fail = fail
         self.predict = self
 
     def remote(self, request):
-        matrix, columns = request
+        matrix, columns, horizons = request
         self.calls.append(len(matrix))
+        self.horizons.append(horizons)
 
         async def answer():
             await asyncio.sleep(0.01)
@@ -39,10 +41,14 @@ def test_coalescer_sends_concurrent_requests_together_and_splits_the_answer():
         matrices = [np.full((n, 3), float(i)) for i, n in enumerate([2, 3, 1, 4])]
         out = await asyncio.gather(*(coalescer.predict(m, ["a", "b", "c"]) for m in matrices))
         alone = await coalescer.predict(np.ones((5, 3)), ["a", "b", "c"])  # idle again: goes at once
-        return matrices, out, alone
+        # requests for other horizons queue together but leave in their own call
+        mixed = await asyncio.gather(coalescer.predict(np.ones((1, 3)), ["a", "b", "c"]), *(coalescer.predict(np.ones((k, 3)), ["a", "b", "c"], [5, 15]) for k in (2, 3)))
+        return matrices, out, alone, mixed
 
-    matrices, out, alone = asyncio.run(main())
-    assert handle.calls == [2, 8, 5]  # the first went alone; the three that queued behind it, together
+    matrices, out, alone, mixed = asyncio.run(main())
+    assert handle.calls[:3] == [2, 8, 5]  # the first went alone; the three that queued behind it, together
+    assert handle.calls[3:] == [1, 5] and handle.horizons == [None, None, None, None, (5, 15)]
+    assert [m.shape[0] for m in mixed] == [1, 2, 3]
     for m, o in zip(matrices, out):
         assert o.shape == (len(m), 1) and (o == m[:, :1] * 2).all()
     assert alone.shape == (5, 1)
