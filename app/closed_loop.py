@@ -81,10 +81,15 @@ def run_closed_loop(
     step_s: float = 60.0,
     seed: int = 0,
     forecast_horizon_min: int = 15,
+    warmup_min: float = 60.0,
     on_progress: Callable[[str, float, float], None] | None = None,
 ) -> ClosedLoopResult:
     """Run both controllers for ``days`` from ``start``; ``base_url`` serves ingest at ``/`` and
-    the control app at ``/climate``."""
+    the control app at ``/climate``.
+
+    Both twins start ``warmup_min`` before ``start``, cold, and run that long under the thermostat
+    (not counted): the comparison then starts from a settled greenhouse, and the control app's
+    window already holds that greenhouse's own recent readings rather than another run's."""
     from app.bus import open_bus
     from app.control.dispatch import ActuatorEndpoint
     from app.ingest.client import GatewayClient
@@ -96,8 +101,10 @@ def run_closed_loop(
     limits, targets = Limits(), targets_from(settings)
     interval_steps = max(1, int(round(settings.control.interval_s / step_s)))
     horizon_steps = max(1, int(round(forecast_horizon_min * 60 / step_s)))
-    model_fleet = FleetSimulator(greenhouses, start, step_s=step_s, seed=seed)
-    thermo_fleet = FleetSimulator(greenhouses, start, step_s=step_s, seed=seed)
+    warmup_steps = max(0, int(round(warmup_min * 60 / step_s)))
+    first = start - timedelta(seconds=warmup_steps * step_s)
+    model_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
+    thermo_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
     ids = model_fleet.greenhouse_ids
     actuators = FleetActuators(model_fleet)
     endpoint = ActuatorEndpoint(settings, open_bus(settings.bus_url), actuators, set(ids), clock=lambda: model_fleet.now)
@@ -113,12 +120,14 @@ def run_closed_loop(
     pending_ids: set[str] = set()
 
     with GatewayClient(base_url, topic=settings.topics.sensors, batch_size=500) as gateway, httpx.Client(base_url=f"{base_url}/climate", timeout=30) as api:
-        for step in range(1, total_steps + 1):
+        for step in range(1 - warmup_steps, total_steps + 1):
             readings = model_fleet.step()
             thermo_readings = thermo_fleet.step()
             gateway.post(readings)
             now = model_fleet.now
-            for gh in ids:
+            if step == 0:  # the warm-up is over: count from here
+                energy0 = {gh: (model_fleet.heating_energy_kwh(gh), thermo_fleet.heating_energy_kwh(gh)) for gh in ids}
+            for gh in ids if step > 0 else ():
                 m, t = model_fleet.state(gh), thermo_fleet.state(gh)
                 s = series[gh]
                 s["ts"].append(now)
@@ -142,6 +151,14 @@ def run_closed_loop(
                     d = thermostat(measured[gh]["air_temp_c"], measured[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
                                    screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
                     thermo_fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
+                    if step <= 0:  # warming up: the model fleet's own thermostat
+                        own = {r["greenhouse_id"]: r["measurements"] for r in readings if r["device_id"].endswith("-climate")}
+                        current = model_fleet.commanded(gh)[0]
+                        cur = {"vent_pct": current.vent_pct, "heat_pct": current.heat_pct, "screen_pct": current.screen_pct}
+                        d = thermostat(own[gh]["air_temp_c"], own[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
+                                       screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
+                        model_fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
+                        continue
                     # the model fleet: through Serve
                     t0 = time.perf_counter()
                     res = api.post("/forecast", json={"greenhouse_id": gh, "as_of": now.isoformat()})
@@ -168,7 +185,7 @@ def run_closed_loop(
                     for outcome in endpoint.poll(0.05):
                         pending_ids.discard(outcome.command_id)
                 pending_ids.clear()
-            if step % 30 == 0 or step == total_steps:
+            if step > 0 and (step % 30 == 0 or step == total_steps):
                 progress("closed-loop control, model vs thermostat", step, total_steps)
     endpoint.close()
 

@@ -84,7 +84,7 @@ class ControlSettings(BaseModel):
     rh_max_pct: float = Field(default=88.0, ge=0, le=100)
     margin_c: float = Field(default=0.45, ge=0, le=3, description="the MPC aims its forecasts this far above band_low_c (room for forecast error)")
     cost_horizon_max_min: int = Field(default=15, ge=1, description="forecast horizons beyond this do not enter the MPC cost (shown only)")
-    offset_alpha: float = Field(default=0.3, gt=0, le=1, description="weight of the newest error in the per-horizon forecast offset (offset-free MPC)")
+    offset_alpha: float = Field(default=0.1, gt=0, le=1, description="weight of the newest error in the per-horizon forecast offset (offset-free MPC); larger reacts faster but, with the delay before a forecast falls due, makes the loop oscillate")
     actuator_time_constants_s: dict[str, float] = Field(
         default_factory=lambda: {"heat_pct": 300.0, "vent_pct": 120.0, "screen_pct": 180.0},
         description="first-order response time of each actuator (pipe water, vent motors, screen drive): the MPC feeds the model the mean position a setpoint leads to, as training saw it; {} treats setpoints as reached at once",
