@@ -6,8 +6,8 @@ them for its head, and the RayService manifests set them in the Ray containers):
 
 - ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: Ray's throughput mode. User code and the handle router
   share the replica's event loop instead of hopping threads, replicas talk to each other over
-  gRPC, logs are not copied to stderr. On 2 cores it cut ``/control``'s p99 at 50 requests/s
-  from 570 to 140 ms (``bench/serve.py``).
+  gRPC, logs are not copied to stderr. On 2 cores, in one pair of 15-s runs of the same code, it
+  cut ``/control``'s p99 at 50 requests/s from 570 to 142 ms (``bench/serve.py`` load).
 - ``RAY_SERVE_ENABLE_DIRECT_INGRESS=0``: that mode would also let each ingress replica serve HTTP
   itself, which needs HAProxy in front of several applications; we keep Serve's proxy, so the
   ingest gateway and the control app share one port as before.
