@@ -119,6 +119,18 @@ def run_closed_loop(
     total_steps = int(days * 86_400 // step_s)
     pending_ids: set[str] = set()
 
+    def thermostat_step(fleet: FleetSimulator, fleet_readings: list[dict[str, Any]], now: datetime) -> None:
+        """The rule-based thermostat for every greenhouse of ``fleet``, on its latest readings
+        (the same limits and interval as the model)."""
+        measured = {r["greenhouse_id"]: r["measurements"] for r in fleet_readings if r["device_id"].endswith("-climate")}
+        weather = {r["greenhouse_id"]: r["measurements"] for r in fleet_readings if r["device_id"].endswith("-weather")}
+        for gh in ids:
+            current = fleet.commanded(gh)[0]
+            cur = {"vent_pct": current.vent_pct, "heat_pct": current.heat_pct, "screen_pct": current.screen_pct}
+            d = thermostat(measured[gh]["air_temp_c"], measured[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
+                           screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
+            fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
+
     with GatewayClient(base_url, topic=settings.topics.sensors, batch_size=500) as gateway, httpx.Client(base_url=f"{base_url}/climate", timeout=30) as api:
         for step in range(1 - warmup_steps, total_steps + 1):
             readings = model_fleet.step()
@@ -142,23 +154,10 @@ def run_closed_loop(
                 humid["thermo"] += t.rh_pct > targets.rh_max_pct
                 samples += 1
             if step % interval_steps == 0:
-                measured = {r["greenhouse_id"]: r["measurements"] for r in thermo_readings if r["device_id"].endswith("-climate")}
-                weather = {r["greenhouse_id"]: r["measurements"] for r in thermo_readings if r["device_id"].endswith("-weather")}
-                for gh in ids:
-                    # the thermostat fleet: rule-based, same limits and interval
-                    current = thermo_fleet.commanded(gh)[0]
-                    cur = {"vent_pct": current.vent_pct, "heat_pct": current.heat_pct, "screen_pct": current.screen_pct}
-                    d = thermostat(measured[gh]["air_temp_c"], measured[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
-                                   screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
-                    thermo_fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
-                    if step <= 0:  # warming up: the model fleet's own thermostat
-                        own = {r["greenhouse_id"]: r["measurements"] for r in readings if r["device_id"].endswith("-climate")}
-                        current = model_fleet.commanded(gh)[0]
-                        cur = {"vent_pct": current.vent_pct, "heat_pct": current.heat_pct, "screen_pct": current.screen_pct}
-                        d = thermostat(own[gh]["air_temp_c"], own[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
-                                       screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
-                        model_fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
-                        continue
+                thermostat_step(thermo_fleet, thermo_readings, now)
+                if step <= 0:  # warming up: the model fleet under its own thermostat
+                    thermostat_step(model_fleet, readings, now)
+                for gh in ids if step > 0 else ():
                     # the model fleet: through Serve
                     t0 = time.perf_counter()
                     res = api.post("/forecast", json={"greenhouse_id": gh, "as_of": now.isoformat()})

@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from app.control.policy import horizon_of
+
 TEMP_PREFIX = "air_temp_c_"
 
 
@@ -72,7 +74,7 @@ class ForecastOffsets:
         pending = self._pending[greenhouse_id]
         for key, value in forecast.items():
             if key.startswith(TEMP_PREFIX):
-                h = int(key.removeprefix(TEMP_PREFIX).removesuffix("min"))
+                h = horizon_of(key)
                 pending[(ts, h)] = _Pending(ts + timedelta(minutes=h), h, float(value))
 
     def offsets(self, greenhouse_id: str) -> dict[int, float]:
@@ -85,5 +87,5 @@ class ForecastOffsets:
         offsets = self._offsets.get(greenhouse_id)
         if not offsets:
             return np.array(forecasts, dtype=np.float64)
-        shift = np.array([offsets.get(int(k.removeprefix(TEMP_PREFIX).removesuffix("min")), 0.0) if k.startswith(TEMP_PREFIX) else 0.0 for k in keys])
+        shift = np.array([offsets.get(horizon_of(k), 0.0) if k.startswith(TEMP_PREFIX) else 0.0 for k in keys])
         return np.asarray(forecasts, dtype=np.float64) + shift

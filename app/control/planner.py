@@ -17,7 +17,7 @@ import numpy as np
 
 from app.config import Settings
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
-from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_grid, screen_opening, screen_rule
+from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_grid, plan_matrix, screen_opening, screen_rule
 
 COMMAND_NAMESPACE = uuid.UUID("6a1f2f0e-6f0c-4b43-9d0e-4f1b2c3d4e5f")
 THERMOSTAT_MODEL = ModelRef(name="thermostat", version="rule-v1")
@@ -75,7 +75,7 @@ def targets_during(targets: Targets, screen: ScreenPlan, opening_margin_c: float
 def _plans(current: tuple[tuple[str, float], ...], limits: Limits, dt_s: float, levels: Any, fixed: tuple[tuple[str, float], ...]) -> np.ndarray:
     # levels: a tuple of floats, or a tuple of (actuator, tuple of floats) pairs for per-actuator levels
     grid = candidate_grid(dict(current), limits, dt_s, levels=dict(levels) if levels and isinstance(levels[0], tuple) else levels, fixed=dict(fixed))
-    plans = np.array([[c[a] for a in ACTUATORS] for c in grid], dtype=np.float64).reshape(len(grid), len(ACTUATORS))
+    plans = plan_matrix(grid)
     plans.flags.writeable = False  # shared by every caller with the same arguments
     return plans
 
@@ -152,10 +152,7 @@ def candidate_matrix(
     it is what training saw: the mean position over the horizon of the actuator moving from its
     reported position (in ``features``) toward the candidate's setpoint, then toward the scheduled
     one (:func:`plan_weights`)."""
-    if isinstance(candidates, np.ndarray):
-        plans = candidates
-    else:
-        plans = np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64).reshape(len(candidates), len(ACTUATORS))
+    plans = candidates if isinstance(candidates, np.ndarray) else plan_matrix(candidates)
     n, f = len(plans), len(feature_columns)
     matrix = np.empty((n, f + len(ACTUATORS) * len(horizons_min)), dtype=np.float64)
     matrix[:, :f] = np.array([float(features[c]) for c in feature_columns], dtype=np.float64)

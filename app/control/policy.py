@@ -135,6 +135,11 @@ def candidate_grid(
     return out
 
 
+def plan_matrix(candidates: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Setpoint dicts as a float matrix, one candidate per row, columns in :data:`ACTUATORS` order."""
+    return np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64).reshape(len(candidates), len(ACTUATORS))
+
+
 def horizon_of(key: str) -> int:
     """The horizon in minutes of a forecast key such as ``air_temp_c_15min``."""
     return int(key.rsplit("_", 1)[1].removesuffix("min"))
@@ -200,8 +205,7 @@ def cost_of(
 ) -> float:
     """:func:`candidate_costs` of one candidate (dicts in, a float out)."""
     keys = list(forecast)
-    plans = np.array([[float(candidate[a]) for a in ACTUATORS]])
-    return float(candidate_costs(plans, np.array([[float(forecast[k]) for k in keys]]), keys, current, targets, weights, max_horizon_min)[0])
+    return float(candidate_costs(plan_matrix([candidate]), np.array([[float(forecast[k]) for k in keys]]), keys, current, targets, weights, max_horizon_min)[0])
 
 
 def choose_mpc(
@@ -234,9 +238,8 @@ def pick_best(
     if len(forecasts) != len(candidates) or not candidates:
         raise ValueError("forecaster must return one forecast per candidate")
     keys = list(forecasts[0])
-    plans = np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64)
     values = np.array([[float(f[k]) for k in keys] for f in forecasts], dtype=np.float64)
-    return pick_best_arrays(plans, values, keys, current, limits=limits, targets=targets, weights=weights, dt_s=dt_s, max_horizon_min=max_horizon_min)
+    return pick_best_arrays(plan_matrix(candidates), values, keys, current, limits=limits, targets=targets, weights=weights, dt_s=dt_s, max_horizon_min=max_horizon_min)
 
 
 def pick_best_arrays(
