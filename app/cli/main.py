@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ def _settings(config: Optional[Path], **overrides):
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] invalid settings: {exc}")
+        console.print(f"[red]error:[/red] invalid settings: {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -89,7 +90,7 @@ def demo(
         try:
             summary = run_demo(settings, options, on_progress=on_progress)
         except Exception as exc:
-            console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
+            console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {escape(str(exc))}")
             raise typer.Exit(1) from None
     _print_demo_summary(summary)
     print(json.dumps({"job": "demo", **summary.__dict__}, default=str))
@@ -168,7 +169,7 @@ def submit(
     try:
         result = submit_and_wait(address, entrypoint, submission_id=sid, runtime_env=job_runtime_env(Path.cwd(), env_vars), timeout_s=timeout_s, on_status=on_status)
     except Exception as exc:
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(1) from None
     print(json.dumps(result.summary or {"job": job, "status": result.status}))
     if not result.ok:
@@ -199,7 +200,7 @@ def simulate(
             for readings in fleet.iter_steps(hours * 3600):
                 client.post(readings)
         except Exception as exc:
-            console.print(f"[red]error:[/red] posting to {url} failed: {exc}")
+            console.print(f"[red]error:[/red] posting to {url} failed: {escape(str(exc))}")
             raise typer.Exit(1) from None
         tally = client.tally
     print(json.dumps({"job": "simulate", "accepted": tally.accepted, "rejected": tally.rejected, "requests": tally.requests, "rejected_by_reason": dict(tally.rejected_by_reason)}))

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -46,7 +47,7 @@ def _client(namespace: str, server: Optional[str], token: Optional[str], kubecon
     try:
         return KubeRayClient.connect(KubeTarget(namespace=namespace, kubeconfig=kubeconfig, context=context, server=server, token=token))
     except Exception as exc:  # no kubeconfig, bad context, ...
-        console.print(f"[red]error:[/red] cannot reach Kubernetes: {type(exc).__name__}: {exc}")
+        console.print(f"[red]error:[/red] cannot reach Kubernetes: {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -60,7 +61,7 @@ def _objects(source: str) -> list[dict[str, Any]]:
             return load_documents(path.read_text())
         return load_documents(render_overlay(overlay_dir(source)))
     except (FileNotFoundError, RuntimeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -145,7 +146,7 @@ def apply(
             try:
                 action = client.apply(obj)
             except KubeRayError as exc:
-                console.print(f"[red]error:[/red] {exc}")
+                console.print(f"[red]error:[/red] {escape(str(exc))}")
                 raise typer.Exit(1) from None
             print(f"{obj['kind'].lower()}/{obj['metadata']['name']} {action}")
 
@@ -173,7 +174,7 @@ def submit(
         template = rayjob_template(_objects(source), job)
         run = rayjob_run(template, name or f"greenhouse-{job}-{uuid.uuid4().hex[:6]}", extra_args=ctx.args, namespace=namespace)
     except (LookupError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     with _client(namespace, server, token, kubeconfig, context) as client:
         created = client.create(run)
