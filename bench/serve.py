@@ -198,8 +198,9 @@ def _cpu_snapshot() -> tuple[float, float, dict[int, tuple[str, float]]] | None:
     while todo:
         pid = todo.pop()
         try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                todo += [int(c) for c in f.read().split()]
+            for task in os.listdir(f"/proc/{pid}/task"):  # every thread's children: Ray's HAProxyManager
+                with open(f"/proc/{pid}/task/{task}/children") as f:  # starts HAProxy from its event-loop thread
+                    todo += [int(c) for c in f.read().split()]
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
