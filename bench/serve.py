@@ -15,7 +15,7 @@ then measures, for each with the same client,
 and prints the ratio control/echo throughput and the p99 at the fixed rate, then one JSON line
 with every figure. Targets (issue 5): ratio >= 0.5 and p99 < 100 ms at 50 requests/s.
 
-Saturation uses 32 clients by default: control crosses more hops than echo (proxy -> ingress ->
+Saturation uses 32 clients by default: control crosses more hops than echo (ingress ->
 forecaster -> dispatch thread), so with few clients it is bound by its latency rather than by the
 CPU and the ratio understates its capacity. Each measurement also records the CPU the bench's
 processes used (per Ray process, in cores and CPU milliseconds per request; Linux /proc) and the

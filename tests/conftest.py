@@ -39,7 +39,7 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def ray_serve(ray_local):
-    """Serve's proxy on a free port of the session's Ray instance; yields the base URL."""
+    """Serve's HTTP ingress on a free port of the session's Ray instance; yields the base URL."""
     from ray import serve
 
     port = free_port()

