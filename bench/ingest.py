@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,14 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.bus import OutgoingRecord, open_bus  # noqa: E402
 from app.config import Settings  # noqa: E402
+from app.serve.tuning import free_port  # noqa: E402
 from app.contracts.reading import validate_reading  # noqa: E402
 from app.ingest.gateway import JSON_V2  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_readings(n: int) -> list[dict]:

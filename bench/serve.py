@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,14 +63,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.config import Settings  # noqa: E402
+from app.serve.tuning import free_port  # noqa: E402
 
 LOADGEN_SRC = REPO / "bench" / "loadgen"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stats(name: str, latencies: list[float], wall_s: float, errors: int) -> dict:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from app.config import Settings
+from app.serve.tuning import free_port
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded-default settings rooted in a fresh temporary directory."""
     return Settings(data_dir=tmp_path / "gh")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

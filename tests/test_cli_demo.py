@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from app.serve.tuning import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "app.cli.main"]

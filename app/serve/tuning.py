@@ -45,7 +45,8 @@ LOCAL_DRAIN_S = "3"  # HAProxy on the same node learns of a stopping replica wit
 PORTS_CHOSEN_BY_ENV = "GH_HAPROXY_PORTS_CHOSEN_BY"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local cluster's listeners, tests and benches)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,11 +62,10 @@ def apply_serve_process_env(environ: MutableMapping[str, str] | None = None, *, 
     names = list(SERVE_PROCESS_ENV)
     if local and env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         inherited = env.get(PORTS_CHOSEN_BY_ENV) not in (None, str(os.getpid()))
-        if inherited or not all(name in env for name in HAPROXY_PORT_ENV):
-            for name in HAPROXY_PORT_ENV:
-                if inherited or name not in env:  # ports a user set stay
-                    env[name] = str(_free_port())
-            env[PORTS_CHOSEN_BY_ENV] = str(os.getpid())
+        for name in HAPROXY_PORT_ENV:
+            if inherited or name not in env:  # ports a user set stay
+                env[name] = str(free_port())
+                env[PORTS_CHOSEN_BY_ENV] = str(os.getpid())
         env.setdefault(LOCAL_DRAIN_ENV, LOCAL_DRAIN_S)
         names += [*HAPROXY_PORT_ENV, LOCAL_DRAIN_ENV]
     return {name: env[name] for name in names}
