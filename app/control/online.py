@@ -2,8 +2,9 @@
 
 :class:`OnlineWindow` is plain Python (no Ray, no I/O) so it is tested directly; the Serve replica
 feeds it from the sensor topic with :class:`SensorTopicFollower`, or from a window a caller sends.
-Features are built with the same :func:`~app.preprocess.features.greenhouse_features` as training,
-so online and offline features cannot drift apart.
+Features are those of :func:`~app.preprocess.features.greenhouse_features` (training's), for the
+newest step only, built by :func:`~app.preprocess.features.latest_feature_row` on numpy: a test holds
+the two equal on generated windows, and the numpy form costs ~5 ms per rebuild against ~100 ms.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import orjson
-import pandas as pd
 
 from app.contracts.reading import Reading, ReadingError, validate_reading
-from app.preprocess.features import FeatureParams, greenhouse_features
+from app.preprocess.features import FeatureParams, latest_feature_row
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,9 @@ def parse_readings(values: Iterable[Any], greenhouse_id: str | None = None) -> l
 
 
 def latest_features(rows: list[dict[str, Any]], params: FeatureParams) -> dict[str, Any] | None:
-    """Features of the latest complete step of one greenhouse's raw ``rows`` (``None`` if too few)."""
-    if not rows:
-        return None
-    frame = greenhouse_features(pd.DataFrame(rows), params, training=False)
-    if frame.empty:
-        return None
-    last = frame.iloc[-1]
-    out = {k: float(v) for k, v in last.items() if k not in ("greenhouse_id", "ts")}
-    out["ts"] = pd.Timestamp(last["ts"]).to_pydatetime()
-    return out
+    """Feature columns and ``ts`` of the latest complete step of one greenhouse's raw ``rows``
+    (``None`` if too few)."""
+    return latest_feature_row(rows, params) if rows else None
 
 
 class OnlineWindow:

@@ -8,6 +8,7 @@ features, plan columns (actuator settings over each horizon) and targets (future
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -190,3 +191,171 @@ def greenhouse_features(raw: pd.DataFrame, params: FeatureParams, *, training: b
     f.insert(0, "greenhouse_id", greenhouse_id)
     cols = ["greenhouse_id", "ts"] + feature_columns() + plan_columns(params.horizons_min) + target_columns(params.horizons_min)
     return f[cols].astype({c: "float64" for c in cols[2:]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving: the newest step's features on numpy.
+#
+# ``greenhouse_features`` is the reference (training and the lake use it). Serving needs only the
+# newest complete step, after every new reading, on a replica's event loop: the same steps on
+# pandas cost ~100 ms for a 2-hour window, nearly all of it per-operation overhead on ~120-row
+# series. ``latest_feature_row`` repeats each step on numpy arrays over the whole window (so gap
+# fills, spike medians and the optional-sensor medians see what the reference sees) and
+# ``tests/preprocess/test_latest_features.py`` holds the two equal on generated windows.
+
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC").to_pydatetime()
+
+
+def _rolling_median_centered(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """pandas' ``rolling(window, center=True, min_periods).median()`` (NaNs skipped)."""
+    n = len(x)
+    offset = (window - 1) // 2  # pandas centres a window on [i + offset + 1 - window, i + offset]
+    padded = np.full(n + window - 1, np.nan)
+    padded[window - 1 - offset : window - 1 - offset + n] = x
+    windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)  # NaNs sort last
+    count = window - np.isnan(windows).sum(axis=1)
+    rows = np.arange(n)
+    lo = np.maximum(count - 1, 0) // 2
+    hi = count // 2
+    med = (windows[rows, lo] + windows[rows, np.minimum(hi, window - 1)]) / 2.0
+    return np.where(count >= min_periods, med, np.nan)
+
+
+def _rolling_trailing(x: np.ndarray, window: int, min_periods: int) -> tuple[np.ndarray, np.ndarray]:
+    """pandas' trailing ``rolling(window, min_periods)`` mean and std (ddof 1), NaNs skipped."""
+    n = len(x)
+    padded = np.concatenate([np.full(window - 1, np.nan), x])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
+    valid = ~np.isnan(windows)
+    count = valid.sum(axis=1)
+    filled = np.where(valid, windows, 0.0)
+    safe = np.maximum(count, 1)
+    mean = filled.sum(axis=1) / safe
+    sq = np.where(valid, (windows - mean[:, None]) ** 2, 0.0).sum(axis=1)
+    std = np.sqrt(sq / np.maximum(count - 1, 1))
+    enough = count >= min_periods
+    return np.where(enough, mean, np.nan)[:n], np.where(enough & (count >= 2), std, np.nan)[:n]
+
+
+def _shift(x: np.ndarray, k: int) -> np.ndarray:
+    """``x`` moved ``k`` rows later (pandas ``shift(k)``, k > 0)."""
+    out = np.full_like(x, np.nan)
+    if k < len(x):
+        out[k:] = x[: len(x) - k]
+    return out
+
+
+def _fill_limited(x: np.ndarray, limit: int, hold: bool) -> np.ndarray:
+    """:func:`fill_gaps` for one column: NaN runs of at most ``limit`` are filled, linearly inside
+    the series, or (``hold``) with the last value."""
+    isna = np.isnan(x)
+    if not isna.any() or isna.all():
+        return x
+    idx = np.arange(len(x))
+    valid = idx[~isna]
+    if hold:
+        last = np.maximum.accumulate(np.where(isna, -1, idx))
+        filled = np.where(last >= 0, x[np.maximum(last, 0)], np.nan)
+    else:
+        filled = np.where((idx > valid[0]) & (idx < valid[-1]), np.interp(idx, valid, x[valid]), np.nan)
+        filled[~isna] = x[~isna]
+    # length of the NaN run each position is in
+    edges = np.diff(np.concatenate([[0], isna.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    run_len = np.zeros(len(x), dtype=np.int64)
+    for s, e in zip(starts, ends):
+        run_len[s:e] = e - s
+    return np.where(isna & (run_len <= limit), filled, x)
+
+
+def latest_feature_row(rows: list[dict], params: FeatureParams) -> dict | None:
+    """Feature columns and ``ts`` of the newest complete step of ONE greenhouse's raw ``rows``
+    (dicts with ``device_id``, ``ts`` and measurement values): the last row
+    ``greenhouse_features(..., training=False)`` would return, without its plan and target columns.
+    ``None`` when no step has every needed feature."""
+    step = pd.Timedelta(seconds=params.step_s).to_pytimedelta()
+    names = MEASUREMENT_NAMES
+    measurements = itemgetter(*names)
+    seen: set = set()
+    keys: list[int] = []
+    values: list[tuple] = []
+    for row in rows:  # clean_readings: first reading of a (device, ts) wins
+        ident = (row.get("device_id"), row["ts"])
+        if ident in seen:
+            continue
+        seen.add(ident)
+        keys.append((row["ts"] - _EPOCH) // step)
+        try:
+            values.append(measurements(row))  # online rows carry every name (None when absent)
+        except KeyError:
+            values.append(tuple(row.get(name) for name in names))
+    if not keys:
+        return None
+    raw = np.array(values, dtype=np.float64)  # None -> NaN
+    for j, name in enumerate(names):
+        low, high = MEASUREMENT_BOUNDS[name]
+        raw[:, j] = np.where((raw[:, j] >= low) & (raw[:, j] <= high), raw[:, j], np.nan)
+    # resample: mean of each step's readings on a regular grid
+    key = np.array(keys, dtype=np.int64)
+    first = int(key.min())
+    n = int(key.max()) - first + 1
+    pos = key - first
+    valid = ~np.isnan(raw)
+    zeroed = np.where(valid, raw, 0.0)
+    col = {}
+    for j, name in enumerate(names):
+        count = np.bincount(pos, weights=valid[:, j], minlength=n)
+        total = np.bincount(pos, weights=zeroed[:, j], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            col[name] = np.where(count > 0, total / count, np.nan)
+    # remove_spikes, then fill_gaps
+    w = params.spike_window_steps
+    for c in SPIKE_COLUMNS:
+        x = col[c]
+        dev = np.abs(x - _rolling_median_centered(x, w, 3))
+        mad = _rolling_median_centered(dev, w, 3)
+        floor = 0.5 if c.endswith("_c") else 2.0
+        with np.errstate(invalid="ignore"):
+            spike = dev > params.spike_mad_factor * np.maximum(mad * 1.4826, floor)
+        col[c] = np.where(spike, np.nan, x)
+    col = {c: _fill_limited(x, params.max_fill_steps, hold=c in ACTUATORS) for c, x in col.items()}
+    # build_features (columns that can be NaN; the calendar and sun columns never are)
+    f = dict(col)
+    for v in TARGET_VARIABLES:
+        for m in LAG_MIN:
+            f[f"{v}_diff_{m}min"] = col[v] - _shift(col[v], params.steps(m))
+    for v in ROLL_COLUMNS:
+        for m in ROLL_MIN:
+            w = params.steps(m)
+            f[f"{v}_mean_{m}min"], f[f"{v}_std_{m}min"] = _rolling_trailing(col[v], w, max(2, w // 2))
+    f["inside_outside_temp_diff_c"] = col["air_temp_c"] - col["outside_temp_c"]
+    for a in ACTUATORS:
+        f[f"{a}_change_15min"] = col[a] - _shift(col[a], params.steps(15))
+    optional = ("co2_ppm", "par_umol_m2_s", "wind_m_s", "outside_rh_pct", "solar_w_m2")
+    needed = sorted({c for c in f if c not in optional} | set(params.essential))
+    kept = ~np.any(np.isnan(np.stack([f[c] for c in needed])), axis=0)
+    if not kept.any():
+        return None
+    last = int(np.flatnonzero(kept)[-1])
+    ts = pd.DatetimeIndex([pd.Timestamp(_EPOCH + (first + last) * step)])
+    hours = ts.hour + ts.minute / 60.0
+    calendar = {  # build_features' calendar and sun columns, for the newest step only
+        "hour_sin": np.sin(2 * np.pi * hours / 24.0),
+        "hour_cos": np.cos(2 * np.pi * hours / 24.0),
+        "doy_sin": np.sin(2 * np.pi * ts.dayofyear / 365.25),
+        "doy_cos": np.cos(2 * np.pi * ts.dayofyear / 365.25),
+        "sun_elevation_deg": sun_elevation_deg(ts, params.latitude, params.longitude),
+    }
+    out: dict = {}
+    for c in feature_columns():
+        if c in calendar:
+            out[c] = float(calendar[c][0])
+            continue
+        value = float(f[c][last])
+        if np.isnan(value):  # an optional sensor's gap: the greenhouse's median, as in training
+            rest = f[c][kept]
+            rest = rest[~np.isnan(rest)]
+            value = float(np.median(rest)) if len(rest) else np.nan
+        out[c] = value
+    out["ts"] = ts[0].to_pydatetime()
+    return out
