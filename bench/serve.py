@@ -29,16 +29,20 @@ cores with the server. Without Go (and no up-to-date binary) the benchmark falls
 Python client (``--client python``: httpx in a thread pool) and says so; its figures are then
 pessimistic, the client taking CPU the server needs.
 
-No readings arrive during the runs, so every ``/control`` request finds its greenhouse's features
-already built (the window caches them until new readings come). In operation the first decision
-after a greenhouse's new readings also builds its features from the window: about 100 ms of pandas
-on these machines (``latest_features`` over 2 h of readings), which these figures do not include.
+Readings keep arriving during every run, as in operation: a feeder thread produces
+``--steps-per-s`` simulated minutes of every greenhouse's devices to the sensor topic (through the
+gateway's service code, continuing the seeded simulation, so simulated time runs ahead of the
+clock). A ``/control`` request after its greenhouse's new readings rebuilds the features from the
+2-hour window (``latest_feature_row``, ~5 ms); later ones hit the cache. The default, 13 steps/s
+over 4 greenhouses, puts a new step between any two decisions for a greenhouse at 50 requests/s,
+so every decision of the fixed-rate run pays a rebuild; each run reports ``feature_builds`` per
+request (from ``/healthz``). ``--steps-per-s 0`` measures the cached path alone.
 
 Both apps sit behind the same ingress, chosen with ``--ingress``: HAProxy forwarding straight to
 an HTTP server in each ingress replica (the product's setting, ``app/serve/tuning.py``), or Serve's
 Python proxy actor. The echo is far cheaper behind HAProxy, so the ratio is a harder bar there.
 
-    python bench/serve.py [--seconds 20] [--concurrency 32] [--rate 50] [--greenhouses 4] [--client go|python] [--ingress haproxy|proxy]
+    python bench/serve.py [--seconds 20] [--concurrency 32] [--rate 50] [--greenhouses 4] [--steps-per-s 13] [--client go|python] [--ingress haproxy|proxy]
 """
 
 from __future__ import annotations
@@ -244,12 +248,57 @@ def cpu_use(before, after, requests_per_s: float) -> dict | None:
     }
 
 
+class ReadingFeeder:
+    """Produces simulated minutes of every greenhouse to the sensor topic, ``steps_per_s`` a second,
+    on a daemon thread (through the gateway's service code, as devices' readings arrive)."""
+
+    def __init__(self, settings: Settings, fleet, steps_per_s: float) -> None:
+        from app.bus import open_bus
+        from app.ingest.gateway import IngestService
+
+        self._settings = settings
+        self._service = IngestService(settings, open_bus(settings.bus_url))
+        self._fleet = fleet
+        self._interval_s = 1.0 / steps_per_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reading-feeder", daemon=True)
+        self.steps = 0
+        self.rejected = 0
+
+    def start(self) -> "ReadingFeeder":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import orjson
+
+        from app.ingest.gateway import JSON_V2
+
+        due = time.monotonic()
+        while not self._stop.is_set():
+            body = orjson.dumps({"records": [{"value": r} for r in self._fleet.step()]})
+            res = self._service.produce(self._settings.topics.sensors, body, content_type=JSON_V2)
+            self.rejected += sum(o["error_code"] is not None for o in res.body["offsets"])
+            self.steps += 1
+            due += self._interval_s
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each measurement (default 20)")
     parser.add_argument("--concurrency", type=int, default=None, help="closed-loop clients for the saturation runs (default 32 with the Go client, 8 with Python threads)")
     parser.add_argument("--rate", type=float, default=50.0, help="offered requests/s for the fixed-rate runs (default 50)")
     parser.add_argument("--greenhouses", type=int, default=4, help="greenhouses in the seeded state (default 4)")
+    parser.add_argument(
+        "--steps-per-s", type=float, default=13.0,
+        help="simulated minutes of readings (every greenhouse's devices) produced per second during the runs (default 13: at"
+        " 50 requests/s over 4 greenhouses every decision follows new readings); 0: none, every decision hits the feature cache",
+    )
     parser.add_argument("--control-replicas", type=int, default=1, help="ControlApp replicas (default 1, as serve_configs/control.yaml deploys it)")
     parser.add_argument("--client", choices=("go", "python"), default="go", help="load generator: bench/loadgen in Go (default; light on CPU) or httpx threads")
     parser.add_argument(
@@ -276,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.preprocess import PreprocessParams, run_preprocess
     from app.serve.control import ACCESS_LOG_OFF, ControlApp, ControlAppArgs, Forecaster, ModelConfig, application
+    from app.sim.fleet import FleetSimulator
     from app.sim.seed import seed_lake
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.trainer import BoosterParams
@@ -284,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     settings = Settings(data_dir=tmp)
+    # the feeder's simulated time runs ahead of the clock (13 steps/s: ~22 simulated hours in a run)
+    settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"max_future_skew_s": 30 * 86_400.0})})
     if args.ingress is not None:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if args.ingress == "haproxy" else "0"
     serve_env = apply_serve_process_env()  # both apps run under the same cluster settings
@@ -294,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         print("seeding 2 days of readings ending now, training a model ...", file=sys.stderr)
         now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         seed_lake(settings, greenhouses=args.greenhouses, days=2.0, start=now - timedelta(days=2), seed=3)
+        fleet = FleetSimulator(args.greenhouses, now - timedelta(days=2), step_s=60, seed=3)
+        for _ in fleet.iter_steps(2 * 86_400):  # the seeded days again: the feeder continues them
+            pass
         run_preprocess(settings, PreprocessParams(horizons_min=(15, 60)))
         trained = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=120)))
         run_promotion(settings, trained.model_name)
@@ -328,10 +383,20 @@ def main(argv: list[str] | None = None) -> int:
 
         results = {}
         print(f"load generator: {client}" + (f" ({binary})" if binary else ""), file=sys.stderr)
+        feeder = ReadingFeeder(settings, fleet, args.steps_per_s).start() if args.steps_per_s > 0 else None
+        print(f"readings: {args.steps_per_s:g} simulated minutes/s of {len(ids)} greenhouses during the runs", file=sys.stderr)
+
+        def feature_builds() -> int:
+            with httpx.Client(base_url=base, timeout=60) as c:
+                return int(c.get("/climate/healthz").json()["feature_builds"])
+
         def measured(key: str, run) -> None:
+            builds = feature_builds() if key.startswith("control") else 0
             before = _cpu_snapshot()
             results[key] = run()
             results[key]["cpu"] = cpu_use(before, _cpu_snapshot(), results[key]["requests_per_s"])
+            if key.startswith("control") and args.control_replicas == 1 and results[key]["requests"]:
+                results[key]["feature_builds_per_request"] = round((feature_builds() - builds) / results[key]["requests"], 3)
             shown = {k: v for k, v in results[key].items() if k != "cpu"}
             cpu = results[key]["cpu"] or {}
             shown["cpu_ms_per_request"] = {k: v["cpu_ms_per_request"] for k, v in list(cpu.get("processes", {}).items())[:4]}
@@ -347,12 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                 saturate(url, b, 3.0, concurrency)  # warm-up
                 measured(f"{name}_saturated", lambda: stats(name, *saturate(url, b, args.seconds, concurrency)))  # noqa: B023 (called at once)
                 measured(f"{name}_at_{args.rate:g}rps", lambda: stats(name, *fixed_rate(url, b, args.seconds, args.rate)))  # noqa: B023
+        if feeder is not None:
+            feeder.stop()
         with httpx.Client(base_url=base, timeout=60) as c:
             modes = c.get("/climate/healthz").json()
         ratio = results["control_saturated"]["requests_per_s"] / max(results["echo_saturated"]["requests_per_s"], 1e-9)
         p99 = results[f"control_at_{args.rate:g}rps"]["p99_ms"]
         print(f"\ningress {ingress}: control/echo throughput: {ratio:.3f} (target >= 0.5)   control p99 at {args.rate:g}/s: {p99} ms (target < 100)")
-        print(json.dumps({"bench": "serve", "ingress": ingress, "client": client, "concurrency": concurrency, "control_replicas": args.control_replicas, "serve_env": serve_env, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
+        print(json.dumps({"bench": "serve", "ingress": ingress, "client": client, "concurrency": concurrency, "control_replicas": args.control_replicas, "steps_per_s": args.steps_per_s, "feeder_steps": feeder.steps if feeder else 0, "feeder_rejected": feeder.rejected if feeder else 0, "serve_env": serve_env, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
     finally:
         serve.shutdown()
         ray.shutdown()

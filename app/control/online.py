@@ -61,6 +61,7 @@ class OnlineWindow:
         self._waiters: dict[str, list[tuple[datetime, Callable[[], None]]]] = defaultdict(list)
         self.records = 0
         self.rejected = 0
+        self.builds = 0  # feature rebuilds (cache misses), for /healthz and the bench
 
     def add(self, readings: Iterable[Reading]) -> None:
         due: list[Callable[[], None]] = []
@@ -163,6 +164,7 @@ class OnlineWindow:
             if cached is not None and cached[0] == key:
                 return cached[1]
         feats = latest_features(rows, params)
+        self.builds += 1
         self._cache[greenhouse_id] = (key, feats)
         return feats
 

@@ -6,6 +6,8 @@ both controllers are held to the same limits and produce the same command shape.
 
 from __future__ import annotations
 
+import itertools
+
 import math
 import uuid
 from dataclasses import dataclass, replace
@@ -17,7 +19,7 @@ import numpy as np
 
 from app.config import Settings
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
-from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_grid, plan_matrix, screen_opening, screen_rule
+from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_axes, plan_matrix, screen_opening, screen_rule
 
 COMMAND_NAMESPACE = uuid.UUID("6a1f2f0e-6f0c-4b43-9d0e-4f1b2c3d4e5f")
 THERMOSTAT_MODEL = ModelRef(name="thermostat", version="rule-v1")
@@ -74,8 +76,8 @@ def targets_during(targets: Targets, screen: ScreenPlan, opening_margin_c: float
 @lru_cache(maxsize=1024)
 def _plans(current: tuple[tuple[str, float], ...], limits: Limits, dt_s: float, levels: Any, fixed: tuple[tuple[str, float], ...]) -> np.ndarray:
     # levels: a tuple of floats, or a tuple of (actuator, tuple of floats) pairs for per-actuator levels
-    grid = candidate_grid(dict(current), limits, dt_s, levels=dict(levels) if levels and isinstance(levels[0], tuple) else levels, fixed=dict(fixed))
-    plans = plan_matrix(grid)
+    axes = candidate_axes(dict(current), limits, dt_s, levels=dict(levels) if levels and isinstance(levels[0], tuple) else levels, fixed=dict(fixed))
+    plans = np.array(list(itertools.product(*axes)), dtype=np.float64).reshape(-1, len(ACTUATORS))
     plans.flags.writeable = False  # shared by every caller with the same arguments
     return plans
 

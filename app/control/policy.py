@@ -89,24 +89,59 @@ class Decision:
     """Which of the candidates the MPC chose (``None`` for the thermostat)."""
 
 
+def _bounded_current(actuator: str, current: Mapping[str, float], limits: Limits) -> float:
+    low, high = limits.bounds(actuator)
+    cur = float(current.get(actuator, low))
+    return min(high, max(low, cur)) if math.isfinite(cur) else low
+
+
+def _clamp_one(actuator: str, want: float, cur: float, limits: Limits, minutes: float) -> float:
+    """``want`` for one actuator at ``cur`` (already bounded): the rate limit, then the bounds."""
+    low, high = limits.bounds(actuator)
+    if not math.isfinite(want):
+        want = cur
+    step = limits.rate(actuator) * minutes
+    want = round(min(cur + step, max(cur - step, want)), 3)
+    # safety bounds last: they win over rounding and over the rate limit
+    return min(high, max(low, want))
+
+
 def clamp_setpoints(proposed: Mapping[str, float], current: Mapping[str, float], limits: Limits, dt_s: float) -> dict[str, float]:
     """Bound ``proposed`` to the safety limits and to at most ``rate * dt`` travel from ``current``.
 
     Non-finite proposals keep the current setting (then bounded too)."""
-    out = {}
     minutes = max(0.0, dt_s) / 60.0
+    out = {}
     for a in ACTUATORS:
-        low, high = limits.bounds(a)
-        cur = float(current.get(a, low))
-        cur = min(high, max(low, cur)) if math.isfinite(cur) else low
-        want = float(proposed.get(a, cur))
-        if not math.isfinite(want):
-            want = cur
-        step = limits.rate(a) * minutes
-        want = round(min(cur + step, max(cur - step, want)), 3)
-        # safety bounds last: they win over rounding and over the rate limit
-        out[a] = min(high, max(low, want))
+        cur = _bounded_current(a, current, limits)
+        out[a] = _clamp_one(a, float(proposed.get(a, cur)), cur, limits, minutes)
     return out
+
+
+def candidate_axes(
+    current: Mapping[str, float],
+    limits: Limits,
+    dt_s: float,
+    levels: Sequence[float] | Mapping[str, Sequence[float]] = (0, 25, 50, 75, 100),
+    fixed: Mapping[str, float] | None = None,
+) -> list[list[float]]:
+    """Each actuator's candidate settings (in ``ACTUATORS`` order): the current value or any level,
+    or only its ``fixed`` value; clamped, deduplicated, in first-seen order of the sorted options.
+
+    Clamping acts on each actuator alone, so the clamped, deduplicated grid is the product of these
+    axes, in the order the whole product would first meet each clamped candidate."""
+    fixed = fixed or {}
+    minutes = max(0.0, dt_s) / 60.0
+    axes = []
+    for a in ACTUATORS:
+        if a in fixed:
+            options = [float(fixed[a])]
+        else:
+            levels_a = levels.get(a, (0, 25, 50, 75, 100)) if isinstance(levels, Mapping) else levels
+            options = sorted({float(current.get(a, 0.0)), *map(float, levels_a)})
+        cur = _bounded_current(a, current, limits)
+        axes.append(list(dict.fromkeys(_clamp_one(a, o, cur, limits, minutes) for o in options)))
+    return axes
 
 
 def candidate_grid(
@@ -119,20 +154,7 @@ def candidate_grid(
     """Candidate settings: each actuator at the current value or any level (one sequence for all,
     or one per actuator), or only at its ``fixed`` value (e.g. the screen from
     :func:`screen_rule`); clamped and deduplicated."""
-    fixed = fixed or {}
-
-    def levels_of(a: str) -> Sequence[float]:
-        return levels.get(a, (0, 25, 50, 75, 100)) if isinstance(levels, Mapping) else levels
-
-    options = {a: [float(fixed[a])] if a in fixed else sorted({float(current.get(a, 0.0)), *map(float, levels_of(a))}) for a in ACTUATORS}
-    seen, out = set(), []
-    for combo in itertools.product(*(options[a] for a in ACTUATORS)):
-        clamped = clamp_setpoints(dict(zip(ACTUATORS, combo)), current, limits, dt_s)
-        key = tuple(clamped[a] for a in ACTUATORS)
-        if key not in seen:
-            seen.add(key)
-            out.append(clamped)
-    return out
+    return [dict(zip(ACTUATORS, combo)) for combo in itertools.product(*candidate_axes(current, limits, dt_s, levels, fixed))]
 
 
 def plan_matrix(candidates: Sequence[Mapping[str, float]]) -> np.ndarray:

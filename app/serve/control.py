@@ -498,6 +498,7 @@ class ControlApp:
             "model_error": self.model_error,
             "greenhouses": self.window.greenhouses(),
             "readings_followed": self.window.records,
+            "feature_builds": self.window.builds,
             "follower_error": self.follower.error,
         }
 

@@ -51,6 +51,7 @@ def test_features_are_cached_until_new_readings_and_match_a_fresh_build():
     feats = window.features(gh, params)
     assert feats is not None and same(feats, latest_features(window.rows(gh), params))
     assert window.features(gh, params) is feats  # cached: nothing copied or rebuilt
+    assert window.builds == 1
     newest = window.latest_ts(gh)
     assert window.features(gh, params, newest + timedelta(hours=1)) is feats  # as_of after the window: the same
     cut = newest - timedelta(minutes=10)
@@ -60,6 +61,7 @@ def test_features_are_cached_until_new_readings_and_match_a_fresh_build():
     window.add([r for r in later if r.ts > newest])  # five more minutes
     fresh = window.features(gh, params)
     assert fresh is not feats and fresh["ts"] > feats["ts"]
+    assert window.builds == 3  # the first build, the cut window's, the fresh one
     assert same(fresh, latest_features(window.rows(gh), params))
     assert window.features("gh-none", params) is None
 

@@ -123,3 +123,35 @@ def test_arrays_and_dicts_choose_alike_and_non_finite_forecasts_never_win():
         pick_best_arrays(plans, np.full_like(values, math.inf), keys, current, limits=lim, targets=targets)
     with pytest.raises(ValueError):
         pick_best_arrays(plans[:3], values, keys, current, limits=lim, targets=targets)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    current=st.fixed_dictionaries({a: st.one_of(st.floats(-20, 130), st.just(float("nan"))) for a in ("vent_pct", "heat_pct", "screen_pct")}),
+    levels=st.one_of(
+        st.lists(st.floats(-10, 110), min_size=1, max_size=6),
+        st.fixed_dictionaries({}, optional={a: st.lists(st.floats(-10, 110), min_size=1, max_size=6) for a in ("vent_pct", "heat_pct", "screen_pct")}),
+    ),
+    fixed=st.fixed_dictionaries({}, optional={"screen_pct": st.floats(-10, 110)}),
+    dt_s=st.sampled_from([0.0, 60.0, 300.0, 3600.0]),
+    rates=st.tuples(st.floats(0.5, 50), st.floats(0.5, 50)),
+)
+def test_candidate_grid_is_the_clamped_deduplicated_product_in_first_seen_order(current, levels, fixed, dt_s, rates):
+    """The grid is built per actuator (clamping acts on each alone); the whole product, clamped
+    and deduplicated in order, is the definition."""
+    import itertools
+
+    from app.control.policy import ACTUATORS
+
+    lim = Limits(vent_max_pct=80, heat_min_pct=5, vent_rate_pct_per_min=rates[0], heat_rate_pct_per_min=rates[1])
+
+    def levels_of(a):
+        return levels.get(a, (0, 25, 50, 75, 100)) if isinstance(levels, dict) else levels
+
+    options = {a: [float(fixed[a])] if a in fixed else sorted({float(current.get(a, 0.0)), *map(float, levels_of(a))}) for a in ACTUATORS}
+    want = []
+    for combo in itertools.product(*(options[a] for a in ACTUATORS)):
+        clamped = clamp_setpoints(dict(zip(ACTUATORS, combo)), current, lim, dt_s)
+        if clamped not in want:
+            want.append(clamped)
+    assert candidate_grid(current, lim, dt_s, levels=levels, fixed=fixed) == want
