@@ -3,8 +3,9 @@
 :class:`OnlineWindow` is plain Python (no Ray, no I/O) so it is tested directly; the Serve replica
 feeds it from the sensor topic with :class:`SensorTopicFollower`, or from a window a caller sends.
 Features are those of :func:`~app.preprocess.features.greenhouse_features` (training's), for the
-newest step only, built by :func:`~app.preprocess.features.latest_feature_row` on numpy: a test holds
-the two equal on generated windows, and the numpy form costs ~5 ms per rebuild against ~100 ms.
+newest step only, built by :func:`~app.preprocess.features.latest_feature_row` on numpy from the
+arrays the window appends readings to: tests hold the two equal, and a rebuild after new readings
+costs ~2 ms for a 2-hour window against ~90 ms on pandas.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from app.contracts.reading import Reading, ReadingError, validate_reading
-from app.preprocess.features import FeatureParams, latest_feature_row
+from app.preprocess.features import FeatureParams, RawColumns, latest_feature_row
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ def parse_readings(values: Iterable[Any], greenhouse_id: str | None = None) -> l
     return out
 
 
-def latest_features(rows: list[dict[str, Any]], params: FeatureParams) -> dict[str, Any] | None:
+def latest_features(rows: list[dict[str, Any]] | RawColumns, params: FeatureParams) -> dict[str, Any] | None:
     """Feature columns and ``ts`` of the latest complete step of one greenhouse's raw ``rows``
     (``None`` if too few)."""
-    return latest_feature_row(rows, params) if rows else None
+    return latest_feature_row(rows, params) if len(rows) else None
 
 
 class OnlineWindow:
@@ -54,6 +55,9 @@ class OnlineWindow:
     def __init__(self, window_min: int = 120) -> None:
         self.window = timedelta(minutes=window_min)
         self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # the same rows as arrays, appended as they arrive: a feature rebuild reads these directly
+        self._cols: dict[str, RawColumns] = {}
+        self._device_codes: dict[str, int] = {}
         self._latest: dict[str, datetime] = {}
         self._version: dict[str, int] = defaultdict(int)  # bumped whenever a greenhouse's rows change
         self._lock = threading.Lock()
@@ -66,19 +70,23 @@ class OnlineWindow:
     def add(self, readings: Iterable[Reading]) -> None:
         due: list[Callable[[], None]] = []
         with self._lock:
-            touched = set()
+            new: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for r in readings:
-                self._rows[r.greenhouse_id].append(reading_to_row(r))
+                row = reading_to_row(r)
+                self._rows[r.greenhouse_id].append(row)
+                new[r.greenhouse_id].append(row)
                 if r.ts > self._latest.get(r.greenhouse_id, r.ts - timedelta(seconds=1)):
                     self._latest[r.greenhouse_id] = r.ts
-                touched.add(r.greenhouse_id)
                 self.records += 1
-            for gh in touched:
+            for gh, added in new.items():
                 self._version[gh] += 1
+                cols = RawColumns.from_rows(added, self._device_codes)
+                self._cols[gh] = self._cols[gh].append(cols) if gh in self._cols else cols
                 cutoff = self._latest[gh] - self.window
                 rows = self._rows[gh]
                 if rows and rows[0]["ts"] < cutoff:
                     self._rows[gh] = [row for row in rows if row["ts"] >= cutoff]
+                    self._cols[gh] = self._cols[gh].select(self._cols[gh].times_us >= _micros(cutoff))
                 waiters = self._waiters.get(gh)
                 if waiters:
                     latest = self._latest[gh]
@@ -144,8 +152,8 @@ class OnlineWindow:
         newest reading), the key is the greenhouse's version; otherwise the rows up to ``as_of``
         are selected and keyed by their newest time and count."""
         with self._lock:
-            rows = self._rows.get(greenhouse_id)
-            if not rows:
+            cols = self._cols.get(greenhouse_id)
+            if cols is None or not len(cols):
                 return None
             whole = as_of is None or as_of >= self._latest[greenhouse_id]
             if whole:
@@ -153,20 +161,23 @@ class OnlineWindow:
                 cached = self._cache.get(greenhouse_id)
                 if cached is not None and cached[0] == key:
                     return cached[1]
-                rows = list(rows)
-            else:
-                rows = [r for r in rows if r["ts"] <= as_of]
         if not whole:
-            if not rows:
+            cols = cols.select(cols.times_us <= _micros(as_of))
+            if not len(cols):
                 return None
-            key = ("up_to", max(r["ts"] for r in rows), len(rows), params)
+            key = ("up_to", int(cols.times_us.max()), len(cols), params)
             cached = self._cache.get(greenhouse_id)
             if cached is not None and cached[0] == key:
                 return cached[1]
-        feats = latest_features(rows, params)
+        feats = latest_features(cols, params)
         self.builds += 1
         self._cache[greenhouse_id] = (key, feats)
         return feats
+
+
+def _micros(ts: datetime) -> int:
+    """Microseconds since the epoch (what :class:`RawColumns` keeps)."""
+    return (ts - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
 
 class SensorTopicFollower:

@@ -7,7 +7,10 @@ features, plan columns (actuator settings over each horizon) and targets (future
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from operator import itemgetter
 
 import numpy as np
@@ -203,38 +206,57 @@ def greenhouse_features(raw: pd.DataFrame, params: FeatureParams, *, training: b
 # fills, spike medians and the optional-sensor medians see what the reference sees) and
 # ``tests/preprocess/test_latest_features.py`` holds the two equal on generated windows.
 
-_EPOCH = pd.Timestamp("1970-01-01", tz="UTC").to_pydatetime()
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+_ONE_US = timedelta(microseconds=1)
+_LOW = np.array([MEASUREMENT_BOUNDS[n][0] for n in MEASUREMENT_NAMES])
+_HIGH = np.array([MEASUREMENT_BOUNDS[n][1] for n in MEASUREMENT_NAMES])
+
+
+@lru_cache(maxsize=64)
+def _sun_elevation_day(day: date, step_s: int, latitude: float, longitude: float) -> np.ndarray:
+    """:func:`sun_elevation_deg` at every step of one UTC day (pvlib works elementwise, so each
+    value is the one a single-step call gives; one call a day instead of one per step)."""
+    start = pd.Timestamp(day, tz="UTC")
+    return sun_elevation_deg(pd.date_range(start, start + pd.Timedelta(days=1), freq=f"{step_s}s", inclusive="left"), latitude, longitude)
+
+
+def _sun_elevation_at(ts: datetime, step_s: int, latitude: float, longitude: float) -> float:
+    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    index, rest = divmod(int((ts - midnight).total_seconds()), step_s)
+    if rest or 86_400 % step_s:  # off the day's grid: compute this one
+        return float(sun_elevation_deg(pd.DatetimeIndex([ts]), latitude, longitude)[0])
+    return float(_sun_elevation_day(ts.date(), step_s, latitude, longitude)[index])
 
 
 def _rolling_median_centered(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
-    """pandas' ``rolling(window, center=True, min_periods).median()`` (NaNs skipped)."""
-    n = len(x)
+    """pandas' ``rolling(window, center=True, min_periods).median()`` (NaNs skipped) along the last
+    axis of ``x`` (one series, or several stacked)."""
+    n = x.shape[-1]
     offset = (window - 1) // 2  # pandas centres a window on [i + offset + 1 - window, i + offset]
-    padded = np.full(n + window - 1, np.nan)
-    padded[window - 1 - offset : window - 1 - offset + n] = x
-    windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)  # NaNs sort last
-    count = window - np.isnan(windows).sum(axis=1)
-    rows = np.arange(n)
-    lo = np.maximum(count - 1, 0) // 2
-    hi = count // 2
-    med = (windows[rows, lo] + windows[rows, np.minimum(hi, window - 1)]) / 2.0
+    padded = np.full(x.shape[:-1] + (n + window - 1,), np.nan)
+    padded[..., window - 1 - offset : window - 1 - offset + n] = x
+    windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1), axis=-1)  # NaNs sort last
+    count = window - np.isnan(windows).sum(axis=-1)
+    lo = (np.maximum(count - 1, 0) // 2)[..., None]
+    hi = np.minimum(count // 2, window - 1)[..., None]
+    med = (np.take_along_axis(windows, lo, axis=-1) + np.take_along_axis(windows, hi, axis=-1))[..., 0] / 2.0
     return np.where(count >= min_periods, med, np.nan)
 
 
 def _rolling_trailing(x: np.ndarray, window: int, min_periods: int) -> tuple[np.ndarray, np.ndarray]:
-    """pandas' trailing ``rolling(window, min_periods)`` mean and std (ddof 1), NaNs skipped."""
-    n = len(x)
-    padded = np.concatenate([np.full(window - 1, np.nan), x])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
+    """pandas' trailing ``rolling(window, min_periods)`` mean and std (ddof 1), NaNs skipped, along
+    the last axis of ``x`` (one series, or several stacked)."""
+    padded = np.concatenate([np.full(x.shape[:-1] + (window - 1,), np.nan), x], axis=-1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1)
     valid = ~np.isnan(windows)
-    count = valid.sum(axis=1)
-    filled = np.where(valid, windows, 0.0)
-    safe = np.maximum(count, 1)
-    mean = filled.sum(axis=1) / safe
-    sq = np.where(valid, (windows - mean[:, None]) ** 2, 0.0).sum(axis=1)
+    count = valid.sum(axis=-1)
+    mean = np.where(valid, windows, 0.0).sum(axis=-1) / np.maximum(count, 1)
+    sq = np.where(valid, (windows - mean[..., None]) ** 2, 0.0).sum(axis=-1)
     std = np.sqrt(sq / np.maximum(count - 1, 1))
     enough = count >= min_periods
-    return np.where(enough, mean, np.nan)[:n], np.where(enough & (count >= 2), std, np.nan)[:n]
+    return np.where(enough, mean, np.nan), np.where(enough & (count >= 2), std, np.nan)
 
 
 def _shift(x: np.ndarray, k: int) -> np.ndarray:
@@ -268,39 +290,69 @@ def _fill_limited(x: np.ndarray, limit: int, hold: bool) -> np.ndarray:
     return np.where(isna & (run_len <= limit), filled, x)
 
 
-def latest_feature_row(rows: list[dict], params: FeatureParams) -> dict | None:
+@dataclass(frozen=True)
+class RawColumns:
+    """One greenhouse's raw rows as arrays, in arrival order: ``times_us`` (microseconds since the
+    epoch), ``devices`` (a code per device id) and ``values`` (one column per measurement name,
+    NaN where absent). The online window keeps its rows in this form as they arrive."""
+
+    times_us: np.ndarray
+    devices: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: list[dict], codes: dict[str, int] | None = None) -> "RawColumns":
+        """Raw-table rows (dicts with ``device_id``, ``ts`` and measurement values; ``codes`` maps
+        device ids to codes and grows with new ones)."""
+        codes = {} if codes is None else codes
+        measurements = itemgetter(*MEASUREMENT_NAMES)
+        times, devices, values = [], [], []
+        for row in rows:
+            times.append((row["ts"] - _EPOCH) // _ONE_US)
+            devices.append(codes.setdefault(str(row.get("device_id")), len(codes)))
+            try:
+                values.append(measurements(row))  # online rows carry every name (None when absent)
+            except KeyError:
+                values.append(tuple(row.get(name) for name in MEASUREMENT_NAMES))
+        return cls(
+            np.array(times, dtype=np.int64),
+            np.array(devices, dtype=np.int64),
+            np.array(values, dtype=np.float64).reshape(len(values), len(MEASUREMENT_NAMES)),  # None -> NaN
+        )
+
+    def __len__(self) -> int:
+        return len(self.times_us)
+
+    def select(self, mask: np.ndarray) -> "RawColumns":
+        return RawColumns(self.times_us[mask], self.devices[mask], self.values[mask])
+
+    def append(self, other: "RawColumns") -> "RawColumns":
+        return RawColumns(
+            np.concatenate([self.times_us, other.times_us]), np.concatenate([self.devices, other.devices]), np.concatenate([self.values, other.values])
+        )
+
+
+def latest_feature_row(rows: "list[dict] | RawColumns", params: FeatureParams) -> dict | None:
     """Feature columns and ``ts`` of the newest complete step of ONE greenhouse's raw ``rows``
-    (dicts with ``device_id``, ``ts`` and measurement values): the last row
+    (dicts with ``device_id``, ``ts`` and measurement values, or :class:`RawColumns`): the last row
     ``greenhouse_features(..., training=False)`` would return, without its plan and target columns.
     ``None`` when no step has every needed feature."""
-    step = pd.Timedelta(seconds=params.step_s).to_pytimedelta()
-    names = MEASUREMENT_NAMES
-    measurements = itemgetter(*names)
-    seen: set = set()
-    keys: list[int] = []
-    values: list[tuple] = []
-    for row in rows:  # clean_readings: first reading of a (device, ts) wins
-        ident = (row.get("device_id"), row["ts"])
-        if ident in seen:
-            continue
-        seen.add(ident)
-        keys.append((row["ts"] - _EPOCH) // step)
-        try:
-            values.append(measurements(row))  # online rows carry every name (None when absent)
-        except KeyError:
-            values.append(tuple(row.get(name) for name in names))
-    if not keys:
+    raw_cols = rows if isinstance(rows, RawColumns) else RawColumns.from_rows(rows)
+    if not len(raw_cols):
         return None
-    raw = np.array(values, dtype=np.float64)  # None -> NaN
-    for j, name in enumerate(names):
-        low, high = MEASUREMENT_BOUNDS[name]
-        raw[:, j] = np.where((raw[:, j] >= low) & (raw[:, j] <= high), raw[:, j], np.nan)
+    names = MEASUREMENT_NAMES
+    # clean_readings: the first reading of a (device, ts) wins; values outside physical bounds go
+    ident = (raw_cols.devices << 52) | raw_cols.times_us  # times below 2**52 us: until the year 2112
+    _, first_seen = np.unique(ident, return_index=True)
+    if len(first_seen) < len(ident):
+        raw_cols = raw_cols.select(np.sort(first_seen))
+    raw = raw_cols.values
+    valid = (raw >= _LOW) & (raw <= _HIGH)  # False for NaN too
     # resample: mean of each step's readings on a regular grid
-    key = np.array(keys, dtype=np.int64)
+    key = raw_cols.times_us // (int(params.step_s) * 1_000_000)
     first = int(key.min())
     n = int(key.max()) - first + 1
     pos = key - first
-    valid = ~np.isnan(raw)
     zeroed = np.where(valid, raw, 0.0)
     col = {}
     for j, name in enumerate(names):
@@ -310,24 +362,26 @@ def latest_feature_row(rows: list[dict], params: FeatureParams) -> dict | None:
             col[name] = np.where(count > 0, total / count, np.nan)
     # remove_spikes, then fill_gaps
     w = params.spike_window_steps
-    for c in SPIKE_COLUMNS:
-        x = col[c]
-        dev = np.abs(x - _rolling_median_centered(x, w, 3))
-        mad = _rolling_median_centered(dev, w, 3)
-        floor = 0.5 if c.endswith("_c") else 2.0
-        with np.errstate(invalid="ignore"):
-            spike = dev > params.spike_mad_factor * np.maximum(mad * 1.4826, floor)
-        col[c] = np.where(spike, np.nan, x)
+    x = np.stack([col[c] for c in SPIKE_COLUMNS])
+    dev = np.abs(x - _rolling_median_centered(x, w, 3))
+    mad = _rolling_median_centered(dev, w, 3)
+    floor = np.array([[0.5 if c.endswith("_c") else 2.0] for c in SPIKE_COLUMNS])
+    with np.errstate(invalid="ignore"):
+        spike = dev > params.spike_mad_factor * np.maximum(mad * 1.4826, floor)
+    for i, c in enumerate(SPIKE_COLUMNS):
+        col[c] = np.where(spike[i], np.nan, x[i])
     col = {c: _fill_limited(x, params.max_fill_steps, hold=c in ACTUATORS) for c, x in col.items()}
     # build_features (columns that can be NaN; the calendar and sun columns never are)
     f = dict(col)
     for v in TARGET_VARIABLES:
         for m in LAG_MIN:
             f[f"{v}_diff_{m}min"] = col[v] - _shift(col[v], params.steps(m))
-    for v in ROLL_COLUMNS:
-        for m in ROLL_MIN:
-            w = params.steps(m)
-            f[f"{v}_mean_{m}min"], f[f"{v}_std_{m}min"] = _rolling_trailing(col[v], w, max(2, w // 2))
+    rolled = np.stack([col[v] for v in ROLL_COLUMNS])
+    for m in ROLL_MIN:
+        w = params.steps(m)
+        mean, std = _rolling_trailing(rolled, w, max(2, w // 2))
+        for i, v in enumerate(ROLL_COLUMNS):
+            f[f"{v}_mean_{m}min"], f[f"{v}_std_{m}min"] = mean[i], std[i]
     f["inside_outside_temp_diff_c"] = col["air_temp_c"] - col["outside_temp_c"]
     for a in ACTUATORS:
         f[f"{a}_change_15min"] = col[a] - _shift(col[a], params.steps(15))
@@ -337,19 +391,20 @@ def latest_feature_row(rows: list[dict], params: FeatureParams) -> dict | None:
     if not kept.any():
         return None
     last = int(np.flatnonzero(kept)[-1])
-    ts = pd.DatetimeIndex([pd.Timestamp(_EPOCH + (first + last) * step)])
+    ts = _EPOCH + timedelta(seconds=(first + last) * int(params.step_s))
     hours = ts.hour + ts.minute / 60.0
+    doy = ts.timetuple().tm_yday
     calendar = {  # build_features' calendar and sun columns, for the newest step only
-        "hour_sin": np.sin(2 * np.pi * hours / 24.0),
-        "hour_cos": np.cos(2 * np.pi * hours / 24.0),
-        "doy_sin": np.sin(2 * np.pi * ts.dayofyear / 365.25),
-        "doy_cos": np.cos(2 * np.pi * ts.dayofyear / 365.25),
-        "sun_elevation_deg": sun_elevation_deg(ts, params.latitude, params.longitude),
+        "hour_sin": math.sin(2 * math.pi * hours / 24.0),
+        "hour_cos": math.cos(2 * math.pi * hours / 24.0),
+        "doy_sin": math.sin(2 * math.pi * doy / 365.25),
+        "doy_cos": math.cos(2 * math.pi * doy / 365.25),
+        "sun_elevation_deg": _sun_elevation_at(ts, int(params.step_s), params.latitude, params.longitude),
     }
     out: dict = {}
     for c in feature_columns():
         if c in calendar:
-            out[c] = float(calendar[c][0])
+            out[c] = float(calendar[c])
             continue
         value = float(f[c][last])
         if np.isnan(value):  # an optional sensor's gap: the greenhouse's median, as in training
@@ -357,5 +412,5 @@ def latest_feature_row(rows: list[dict], params: FeatureParams) -> dict | None:
             rest = rest[~np.isnan(rest)]
             value = float(np.median(rest)) if len(rest) else np.nan
         out[c] = value
-    out["ts"] = ts[0].to_pydatetime()
+    out["ts"] = ts
     return out

@@ -154,3 +154,31 @@ def test_screen_plan_sees_sunrise_coming_and_the_opening_margin_follows_it():
     base = Targets(margin_c=0.45)
     assert targets_during(base, soon, 0.5).margin_c == pytest.approx(0.95) and targets_during(base, later, 0.5) == base
     assert targets_during(base, soon, 0.0) == base
+
+
+def test_the_window_trimmed_and_with_resent_readings_gives_trainings_features():
+    """The arrays the window appends to and trims give what training's pandas function gives on
+    the window's rows, chunk after chunk (resent readings: the first copy wins)."""
+    import pandas as pd
+
+    from app.preprocess.features import feature_columns, greenhouse_features
+
+    window = OnlineWindow(70)
+    params = FeatureParams(horizons_min=(15, 60))
+    stream = readings(150)
+    gh = stream[0].greenhouse_id
+    checked = 0
+    for i in range(0, len(stream), 15):  # five minutes of three devices at a time
+        chunk = stream[i : i + 15]
+        window.add(chunk + chunk[:2])  # two readings sent twice
+        got = window.features(gh, params)
+        frame = greenhouse_features(pd.DataFrame(window.rows(gh)), params, training=False)
+        if frame.empty:
+            assert got is None
+            continue
+        want = frame.iloc[-1]
+        assert got["ts"] == want["ts"].to_pydatetime()
+        np.testing.assert_allclose([got[c] for c in feature_columns()], want[feature_columns()].to_numpy(float), rtol=1e-9, atol=1e-9)
+        checked += 1
+    rows = window.rows(gh)
+    assert checked >= 15 and rows[0]["ts"] >= window.latest_ts(gh) - timedelta(minutes=70) > stream[0].ts  # trimmed
