@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from app.contracts.reading import Reading, ReadingError, validate_reading
+from app.contracts.reading import MEASUREMENT_NAMES, Reading, ReadingError, validate_reading
 from app.preprocess.features import FeatureParams, RawColumns, latest_feature_row
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class OnlineWindow:
 
     def __init__(self, window_min: int = 120) -> None:
         self.window = timedelta(minutes=window_min)
-        self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        # the same rows as arrays, appended as they arrive: a feature rebuild reads these directly
+        # each greenhouse's rows as arrays, appended as they arrive: a feature rebuild reads these
         self._cols: dict[str, RawColumns] = {}
         self._device_codes: dict[str, int] = {}
         self._latest: dict[str, datetime] = {}
@@ -72,9 +71,7 @@ class OnlineWindow:
         with self._lock:
             new: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for r in readings:
-                row = reading_to_row(r)
-                self._rows[r.greenhouse_id].append(row)
-                new[r.greenhouse_id].append(row)
+                new[r.greenhouse_id].append(reading_to_row(r))
                 if r.ts > self._latest.get(r.greenhouse_id, r.ts - timedelta(seconds=1)):
                     self._latest[r.greenhouse_id] = r.ts
                 self.records += 1
@@ -82,11 +79,10 @@ class OnlineWindow:
                 self._version[gh] += 1
                 cols = RawColumns.from_rows(added, self._device_codes)
                 self._cols[gh] = self._cols[gh].append(cols) if gh in self._cols else cols
-                cutoff = self._latest[gh] - self.window
-                rows = self._rows[gh]
-                if rows and rows[0]["ts"] < cutoff:
-                    self._rows[gh] = [row for row in rows if row["ts"] >= cutoff]
-                    self._cols[gh] = self._cols[gh].select(self._cols[gh].times_us >= _micros(cutoff))
+                times_us = self._cols[gh].times_us
+                cutoff_us = _micros(self._latest[gh] - self.window)
+                if times_us.min() < cutoff_us:
+                    self._cols[gh] = self._cols[gh].select(times_us >= cutoff_us)
                 waiters = self._waiters.get(gh)
                 if waiters:
                     latest = self._latest[gh]
@@ -139,11 +135,19 @@ class OnlineWindow:
         return lambda: None
 
     def rows(self, greenhouse_id: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """The window's raw rows of ``greenhouse_id`` (up to ``as_of``), as :func:`reading_to_row` gives them."""
         with self._lock:
-            rows = list(self._rows.get(greenhouse_id, ()))
+            cols = self._cols.get(greenhouse_id)
+            devices = {code: device for device, code in self._device_codes.items()}
+        if cols is None:
+            return []
         if as_of is not None:
-            rows = [r for r in rows if r["ts"] <= as_of]
-        return rows
+            cols = cols.select(cols.times_us <= _micros(as_of))
+        epoch, us = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
+        return [
+            {"greenhouse_id": greenhouse_id, "device_id": devices[int(d)], "ts": epoch + int(t) * us, **{n: None if v != v else float(v) for n, v in zip(MEASUREMENT_NAMES, row)}}
+            for t, d, row in zip(cols.times_us, cols.devices, cols.values)
+        ]
 
     def features(self, greenhouse_id: str, params: FeatureParams, as_of: datetime | None = None) -> dict[str, Any] | None:
         """Latest features, cached until new readings arrive for that greenhouse.

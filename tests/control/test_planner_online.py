@@ -167,10 +167,13 @@ def test_the_window_trimmed_and_with_resent_readings_gives_trainings_features():
     params = FeatureParams(horizons_min=(15, 60))
     stream = readings(150)
     gh = stream[0].greenhouse_id
-    checked = 0
+    checked, sent = 0, []
     for i in range(0, len(stream), 15):  # five minutes of three devices at a time
         chunk = stream[i : i + 15]
         window.add(chunk + chunk[:2])  # two readings sent twice
+        sent += chunk + chunk[:2]
+        cutoff = window.latest_ts(gh) - timedelta(minutes=70)
+        assert window.rows(gh) == [reading_to_row(r) for r in sent if r.ts >= cutoff]  # what it keeps, in order
         got = window.features(gh, params)
         frame = greenhouse_features(pd.DataFrame(window.rows(gh)), params, training=False)
         if frame.empty:
