@@ -33,7 +33,7 @@ Readings keep arriving during every run, as in operation: a feeder thread produc
 ``--steps-per-s`` simulated minutes of every greenhouse's devices to the sensor topic (through the
 gateway's service code, continuing the seeded simulation, so simulated time runs ahead of the
 clock). A ``/control`` request after its greenhouse's new readings rebuilds the features from the
-2-hour window (``latest_feature_row``, ~5 ms); later ones hit the cache. The default, 13 steps/s
+2-hour window (``latest_feature_row``, ~2 ms alone); later ones hit the cache. The default, 13 steps/s
 over 4 greenhouses, puts a new step between any two decisions for a greenhouse at 50 requests/s,
 so every decision of the fixed-rate run pays a rebuild; each run reports ``feature_builds`` per
 request (from ``/healthz``). ``--steps-per-s 0`` measures the cached path alone.
