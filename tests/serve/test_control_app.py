@@ -76,6 +76,7 @@ def test_healthz_reports_the_followed_greenhouses(client):
     assert health["status"] == "ok"
     assert health["greenhouses"] == ["gh-01", "gh-02"]
     assert health["readings_followed"] > 1000 and health["follower_error"] is None
+    assert health["gc"]["frozen_objects"] > 10_000 and len(health["gc"]["collections"]) == 3  # the start-up heap is frozen
 
 
 def test_forecast_by_greenhouse_name_uses_the_champion(client, models):
