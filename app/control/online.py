@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from app.contracts.reading import MEASUREMENT_NAMES, Reading, ReadingError, validate_reading
-from app.preprocess.features import FeatureParams, RawColumns, latest_feature_row
+from app.preprocess.features import FeatureParams, RawColumns, from_micros, latest_feature_row, micros
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ def parse_readings(values: Iterable[Any], greenhouse_id: str | None = None) -> l
             raise ReadingError(f"readings[{i}]: greenhouse_id {reading.greenhouse_id!r} is not {greenhouse_id!r}")
         out.append(reading)
     return out
-
-
-def latest_features(rows: list[dict[str, Any]] | RawColumns, params: FeatureParams) -> dict[str, Any] | None:
-    """Feature columns and ``ts`` of the latest complete step of one greenhouse's raw ``rows``
-    (``None`` if too few)."""
-    return latest_feature_row(rows, params) if len(rows) else None
 
 
 class OnlineWindow:
@@ -80,7 +74,7 @@ class OnlineWindow:
                 cols = RawColumns.from_rows(added, self._device_codes)
                 self._cols[gh] = self._cols[gh].append(cols) if gh in self._cols else cols
                 times_us = self._cols[gh].times_us
-                cutoff_us = _micros(self._latest[gh] - self.window)
+                cutoff_us = micros(self._latest[gh] - self.window)
                 if times_us.min() < cutoff_us:
                     self._cols[gh] = self._cols[gh].select(times_us >= cutoff_us)
                 waiters = self._waiters.get(gh)
@@ -142,10 +136,9 @@ class OnlineWindow:
         if cols is None:
             return []
         if as_of is not None:
-            cols = cols.select(cols.times_us <= _micros(as_of))
-        epoch, us = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
+            cols = cols.select(cols.times_us <= micros(as_of))
         return [
-            {"greenhouse_id": greenhouse_id, "device_id": devices[int(d)], "ts": epoch + int(t) * us, **{n: None if v != v else float(v) for n, v in zip(MEASUREMENT_NAMES, row)}}
+            {"greenhouse_id": greenhouse_id, "device_id": devices[int(d)], "ts": from_micros(t), **{n: None if v != v else float(v) for n, v in zip(MEASUREMENT_NAMES, row)}}
             for t, d, row in zip(cols.times_us, cols.devices, cols.values)
         ]
 
@@ -166,22 +159,17 @@ class OnlineWindow:
                 if cached is not None and cached[0] == key:
                     return cached[1]
         if not whole:
-            cols = cols.select(cols.times_us <= _micros(as_of))
+            cols = cols.select(cols.times_us <= micros(as_of))
             if not len(cols):
                 return None
             key = ("up_to", int(cols.times_us.max()), len(cols), params)
             cached = self._cache.get(greenhouse_id)
             if cached is not None and cached[0] == key:
                 return cached[1]
-        feats = latest_features(cols, params)
+        feats = latest_feature_row(cols, params)
         self.builds += 1
         self._cache[greenhouse_id] = (key, feats)
         return feats
-
-
-def _micros(ts: datetime) -> int:
-    """Microseconds since the epoch (what :class:`RawColumns` keeps)."""
-    return (ts - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
 
 class SensorTopicFollower:

@@ -7,7 +7,6 @@ both controllers are held to the same limits and produce the same command shape.
 from __future__ import annotations
 
 import itertools
-
 import math
 import uuid
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ import numpy as np
 
 from app.config import Settings
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
-from app.control.policy import ACTUATORS, Decision, Limits, Targets, candidate_axes, plan_matrix, screen_opening, screen_rule
+from app.control.policy import ACTUATORS, DEFAULT_LEVELS, Decision, Limits, Targets, candidate_axes, plan_matrix, screen_opening, screen_rule
 
 COMMAND_NAMESPACE = uuid.UUID("6a1f2f0e-6f0c-4b43-9d0e-4f1b2c3d4e5f")
 THERMOSTAT_MODEL = ModelRef(name="thermostat", version="rule-v1")
@@ -86,7 +85,7 @@ def cached_candidate_plans(
     current: Mapping[str, float],
     limits: Limits,
     dt_s: float,
-    levels: Sequence[float] | Mapping[str, Sequence[float]] = (0, 25, 50, 75, 100),
+    levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
     fixed: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """:func:`~app.control.policy.candidate_grid` as a read-only matrix (one candidate per row,

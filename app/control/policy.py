@@ -89,6 +89,10 @@ class Decision:
     """Which of the candidates the MPC chose (``None`` for the thermostat)."""
 
 
+DEFAULT_LEVELS: tuple[float, ...] = (0, 25, 50, 75, 100)
+"""Candidate settings (%) of an actuator that has no levels of its own."""
+
+
 def _bounded_current(actuator: str, current: Mapping[str, float], limits: Limits) -> float:
     low, high = limits.bounds(actuator)
     cur = float(current.get(actuator, low))
@@ -122,7 +126,7 @@ def candidate_axes(
     current: Mapping[str, float],
     limits: Limits,
     dt_s: float,
-    levels: Sequence[float] | Mapping[str, Sequence[float]] = (0, 25, 50, 75, 100),
+    levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
     fixed: Mapping[str, float] | None = None,
 ) -> list[list[float]]:
     """Each actuator's candidate settings (in ``ACTUATORS`` order): the current value or any level,
@@ -137,7 +141,7 @@ def candidate_axes(
         if a in fixed:
             options = [float(fixed[a])]
         else:
-            levels_a = levels.get(a, (0, 25, 50, 75, 100)) if isinstance(levels, Mapping) else levels
+            levels_a = levels.get(a, DEFAULT_LEVELS) if isinstance(levels, Mapping) else levels
             options = sorted({float(current.get(a, 0.0)), *map(float, levels_a)})
         cur = _bounded_current(a, current, limits)
         axes.append(list(dict.fromkeys(_clamp_one(a, o, cur, limits, minutes) for o in options)))
@@ -148,7 +152,7 @@ def candidate_grid(
     current: Mapping[str, float],
     limits: Limits,
     dt_s: float,
-    levels: Sequence[float] | Mapping[str, Sequence[float]] = (0, 25, 50, 75, 100),
+    levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
     fixed: Mapping[str, float] | None = None,
 ) -> list[dict[str, float]]:
     """Candidate settings: each actuator at the current value or any level (one sequence for all,

@@ -207,9 +207,17 @@ def greenhouse_features(raw: pd.DataFrame, params: FeatureParams, *, training: b
 # ``tests/preprocess/test_latest_features.py`` holds the two equal on generated windows.
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 _ONE_US = timedelta(microseconds=1)
+
+
+def micros(ts: datetime) -> int:
+    """Microseconds since the epoch of an aware time (what :class:`RawColumns` keeps)."""
+    return (ts - _EPOCH) // _ONE_US
+
+
+def from_micros(us: int) -> datetime:
+    """The UTC time ``us`` microseconds after the epoch."""
+    return _EPOCH + int(us) * _ONE_US
 _LOW = np.array([MEASUREMENT_BOUNDS[n][0] for n in MEASUREMENT_NAMES])
 _HIGH = np.array([MEASUREMENT_BOUNDS[n][1] for n in MEASUREMENT_NAMES])
 
@@ -308,7 +316,7 @@ class RawColumns:
         measurements = itemgetter(*MEASUREMENT_NAMES)
         times, devices, values = [], [], []
         for row in rows:
-            times.append((row["ts"] - _EPOCH) // _ONE_US)
+            times.append(micros(row["ts"]))
             devices.append(codes.setdefault(str(row.get("device_id")), len(codes)))
             try:
                 values.append(measurements(row))  # online rows carry every name (None when absent)

@@ -42,10 +42,10 @@ from app.config import Settings, load_settings
 from app.contracts.command import ModelRef
 from app.contracts.reading import ID_PATTERN, ReadingError
 from app.control.correction import ForecastOffsets
-from app.control.online import OnlineWindow, SensorTopicFollower, latest_features, parse_readings, reading_to_row
+from app.control.online import OnlineWindow, SensorTopicFollower, parse_readings, reading_to_row
 from app.control.planner import build_command, cached_candidate_plans, candidate_matrix, current_setpoints, screen_plan, targets_during, targets_from
 from app.control.policy import Decision, Limits, cost_horizons, horizon_of, pick_best_arrays, thermostat
-from app.preprocess.features import FeatureParams
+from app.preprocess.features import FeatureParams, latest_feature_row
 from app.serve.gcpause import GcPauses, freeze_startup_heap
 
 log = logging.getLogger(__name__)
@@ -457,7 +457,7 @@ class ControlApp:
             rows = [reading_to_row(r) for r in parsed]
             if as_of is not None:
                 rows = [r for r in rows if r["ts"] <= as_of]
-            feats = await asyncio.to_thread(latest_features, rows, params)
+            feats = await asyncio.to_thread(latest_feature_row, rows, params)
         else:
             if as_of is not None:  # the follower may be a moment behind the caller: wait briefly
                 await self._wait_for(greenhouse_id, as_of, AS_OF_WAIT_S)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from app.contracts.reading import validate_reading
-from app.control.online import OnlineWindow, latest_features, reading_to_row
+from app.control.online import OnlineWindow, reading_to_row
 from app.control.planner import candidate_columns, candidate_matrix
-from app.preprocess.features import FeatureParams
+from app.preprocess.features import FeatureParams, latest_feature_row
 from app.sim.fleet import FleetSimulator
 
 START = datetime(2026, 3, 10, tzinfo=timezone.utc)
@@ -49,20 +49,20 @@ def test_features_are_cached_until_new_readings_and_match_a_fresh_build():
     params = FeatureParams(horizons_min=(15, 60))
     gh = first[0].greenhouse_id
     feats = window.features(gh, params)
-    assert feats is not None and same(feats, latest_features(window.rows(gh), params))
+    assert feats is not None and same(feats, latest_feature_row(window.rows(gh), params))
     assert window.features(gh, params) is feats  # cached: nothing copied or rebuilt
     assert window.builds == 1
     newest = window.latest_ts(gh)
     assert window.features(gh, params, newest + timedelta(hours=1)) is feats  # as_of after the window: the same
     cut = newest - timedelta(minutes=10)
     earlier = window.features(gh, params, cut)
-    assert earlier["ts"] <= cut and same(earlier, latest_features(window.rows(gh, cut), params))
+    assert earlier["ts"] <= cut and same(earlier, latest_feature_row(window.rows(gh, cut), params))
     assert window.features(gh, params, cut) is earlier
     window.add([r for r in later if r.ts > newest])  # five more minutes
     fresh = window.features(gh, params)
     assert fresh is not feats and fresh["ts"] > feats["ts"]
     assert window.builds == 3  # the first build, the cut window's, the fresh one
-    assert same(fresh, latest_features(window.rows(gh), params))
+    assert same(fresh, latest_feature_row(window.rows(gh), params))
     assert window.features("gh-none", params) is None
 
 
