@@ -288,14 +288,29 @@ class ReadingFeeder:
         self._thread.join(timeout=5)
 
 
+def _number(minimum: float, *, inclusive: bool):
+    """An argparse type: a float at least (or above) ``minimum``, else a clear error (exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= minimum if inclusive else value > minimum) or value != value:
+            raise argparse.ArgumentTypeError(f"{text} must be {'>=' if inclusive else '>'} {minimum:g}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each measurement (default 20)")
+    parser.add_argument("--seconds", type=_number(0, inclusive=False), default=20.0, help="duration of each measurement (default 20)")
     parser.add_argument("--concurrency", type=int, default=None, help="closed-loop clients for the saturation runs (default 32 with the Go client, 8 with Python threads)")
-    parser.add_argument("--rate", type=float, default=50.0, help="offered requests/s for the fixed-rate runs (default 50)")
+    parser.add_argument("--rate", type=_number(0, inclusive=False), default=50.0, help="offered requests/s for the fixed-rate runs (default 50)")
     parser.add_argument("--greenhouses", type=int, default=4, help="greenhouses in the seeded state (default 4)")
     parser.add_argument(
-        "--steps-per-s", type=float, default=13.0,
+        "--steps-per-s", type=_number(0, inclusive=True), default=13.0,
         help="simulated minutes of readings (every greenhouse's devices) produced per second during the runs (default 13: at"
         " 50 requests/s over 4 greenhouses every decision follows new readings); 0: none, every decision hits the feature cache",
     )
