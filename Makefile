@@ -1,7 +1,7 @@
 # Two commands for a fresh clone:
 #   make demo   install into .venv and run the demo on embedded defaults (local Ray, local lake)
-#   make test   install what tests need into .venv, bring the real engines up (stack/), run the
-#               whole test suite, and stop the engines it started
+#   make test   install what tests need into .venv, lint (ruff check + format, mypy), bring the
+#               real engines up (stack/), run the whole test suite, and stop the engines it started
 # Also: make test-embedded (no engines: their tests skip), make stack-up / stack-down.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess clean
+.PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/greenhouse demo $(DEMO_ARGS)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install lint
 	stack/with-stack $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-embedded: install
+test-embedded: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 stack-up: install

@@ -7,8 +7,9 @@ day:
   loop asks ``POST /climate/control`` for each greenhouse (state comes from the sensor topic the
   Serve replica follows), the command goes out on the control topic, and an
   :class:`~app.control.dispatch.ActuatorEndpoint` applies it to the twin;
-- the *thermostat* fleet is driven by :func:`app.control.policy.thermostat` at the same interval and
-  under the same limits.
+- the *thermostat* fleet is driven by the same controller core
+  (:class:`~app.control.core.Controller`) without a forecaster, i.e. by its thermostat, at the
+  same interval and under the same limits.
 
 The result holds time inside the band and heating energy for both, forecast and control latency,
 and the series behind the report's plots.
@@ -17,16 +18,18 @@ and the series behind the report's plots.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 from app.config import Settings
-from app.control.planner import targets_from
-from app.control.policy import Limits, screen_rule, thermostat
+from app.contracts.vocabulary import forecast_key
+from app.control.core import Controller, ControlPolicy, thermostat_state
 
 
 @dataclass
@@ -71,6 +74,141 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+class _Run:
+    """One closed-loop run: both fleets, the actuator side, and what is counted."""
+
+    def __init__(self, settings: Settings, greenhouses: int, first: datetime, step_s: float, seed: int, forecast_horizon_min: int) -> None:
+        from app.bus import open_bus
+        from app.control.dispatch import ActuatorEndpoint
+        from app.sim.actuators import FleetActuators
+        from app.sim.fleet import FleetSimulator
+
+        policy = ControlPolicy.from_settings(settings)
+        self.targets, self.baseline = policy.targets, Controller(policy)
+        self.horizon_min = forecast_horizon_min
+        self.model_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
+        self.thermo_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
+        self.ids = self.model_fleet.greenhouse_ids
+        self.actuators = FleetActuators(self.model_fleet)
+        self.endpoint = ActuatorEndpoint(settings, open_bus(settings.bus_url), self.actuators, set(self.ids), clock=lambda: self.model_fleet.now)
+        self.result = ClosedLoopResult(ControllerResult("model (MPC)"), ControllerResult("thermostat"))
+        self.series = {gh: {k: [] for k in SERIES_KEYS} for gh in self.ids}
+        self.control_ms: list[float] = []
+        self.forecast_ms: list[float] = []
+        self.in_band = {"model": 0, "thermo": 0}
+        self.humid = {"model": 0, "thermo": 0}
+        self.samples = 0
+        self.pending_ids: set[str] = set()
+        self.start_counting()
+
+    def start_counting(self) -> None:
+        """Heating energy counts from here (the warm-up is over)."""
+        self.energy0 = {gh: (self.model_fleet.heating_energy_kwh(gh), self.thermo_fleet.heating_energy_kwh(gh)) for gh in self.ids}
+
+    def record(self, now: datetime) -> None:
+        """Both fleets' climate at ``now``, into the series and the counts."""
+        t = self.targets
+        for gh in self.ids:
+            m, th = self.model_fleet.state(gh), self.thermo_fleet.state(gh)
+            s = self.series[gh]
+            for key, value in (
+                ("ts", now),
+                ("model_temp_c", m.air_temp_c),
+                ("thermo_temp_c", th.air_temp_c),
+                ("outside_temp_c", self.model_fleet.outdoor().outside_temp_c),
+                ("model_heat_pct", m.heat_pct),
+                ("thermo_heat_pct", th.heat_pct),
+            ):
+                s[key].append(value)
+            self.in_band["model"] += t.band_low_c <= m.air_temp_c <= t.band_high_c
+            self.in_band["thermo"] += t.band_low_c <= th.air_temp_c <= t.band_high_c
+            self.humid["model"] += m.rh_pct > t.rh_max_pct
+            self.humid["thermo"] += th.rh_pct > t.rh_max_pct
+            self.samples += 1
+
+    def thermostat_step(self, fleet: Any, fleet_readings: list[dict[str, Any]], now: datetime) -> None:
+        """The controller core without a model (its thermostat) for every greenhouse of ``fleet``,
+        on its latest readings and commanded positions (the same limits and interval as the model)."""
+        measured: dict[str, dict[str, float]] = defaultdict(dict)
+        for r in fleet_readings:
+            if r["device_id"].endswith(("-climate", "-weather")):
+                measured[r["greenhouse_id"]].update(r["measurements"])
+        for gh in self.ids:
+            state = thermostat_state(gh, now, measured[gh], fleet.commanded(gh)[0].model_dump())
+            d = self.baseline.decide_sync(state, None, now, unavailable="thermostat baseline", dry_run=True)
+            fleet.apply_setpoints(gh, d.command.setpoints, valid_until=d.command.valid_until)
+
+    def model_step(self, api: httpx.Client, now: datetime) -> None:
+        """The model fleet through Serve: a forecast and a decision per greenhouse."""
+        for gh in self.ids:
+            t0 = time.perf_counter()
+            res = api.post("/forecast", json={"greenhouse_id": gh, "as_of": now.isoformat()})
+            self.forecast_ms.append((time.perf_counter() - t0) * 1000)
+            res.raise_for_status()
+            t0 = time.perf_counter()
+            res = api.post("/control", json={"greenhouse_id": gh, "as_of": now.isoformat()})
+            self.control_ms.append((time.perf_counter() - t0) * 1000)
+            res.raise_for_status()
+            self._count(gh, now, res.json())
+
+    def _count(self, gh: str, now: datetime, body: dict[str, Any]) -> None:
+        self.result.control_requests += 1
+        mode = body["decision"]["mode"]
+        # the forecast under the settings actually applied (the chosen candidate)
+        chosen = body["decision"]["forecast"].get(forecast_key("air_temp_c", self.horizon_min))
+        if chosen is not None:
+            self.series[gh]["forecast_ts"].append(now + timedelta(minutes=self.horizon_min))
+            self.series[gh]["forecast_c"].append(chosen)
+        self.result.control_modes[mode] = self.result.control_modes.get(mode, 0) + 1
+        if body["dispatch"]["status"] == "dispatched":
+            self.pending_ids.add(body["command"]["command_id"])
+
+    def apply_commands(self) -> None:
+        """Apply what the greenhouses received before the next step (10 s at most)."""
+        deadline = time.monotonic() + 10
+        while self.pending_ids and time.monotonic() < deadline:
+            for outcome in self.endpoint.poll(0.05):
+                self.pending_ids.discard(outcome.command_id)
+        self.pending_ids.clear()
+
+    def finish(self, step_s: float) -> ClosedLoopResult:
+        """The figures of the run."""
+        self.endpoint.close()
+        r, n = self.result, max(self.samples, 1)
+        r.commands_applied = self.actuators.applied
+        for c, name, fleet, which in ((r.model, "model", self.model_fleet, 0), (r.thermostat, "thermo", self.thermo_fleet, 1)):
+            c.in_band_pct = round(100.0 * self.in_band[name] / n, 1)
+            c.rh_above_max_pct = round(100.0 * self.humid[name] / n, 1)
+            c.heating_kwh = round(sum(fleet.heating_energy_kwh(gh) - self.energy0[gh][which] for gh in self.ids), 1)
+            c.mean_temp_c = round(sum(sum(self.series[gh][f"{name}_temp_c"]) for gh in self.ids) / n, 2)
+        r.control_p50_ms, r.control_p99_ms = round(percentile(self.control_ms, 0.5), 1), round(percentile(self.control_ms, 0.99), 1)
+        r.forecast_p50_ms, r.forecast_p99_ms = round(percentile(self.forecast_ms, 0.5), 1), round(percentile(self.forecast_ms, 0.99), 1)
+        r.online_forecast_rmse_c, r.online_persistence_rmse_c = online_rmse(self.series, max(1, int(round(self.horizon_min * 60 / step_s))))
+        r.series = self.series
+        return r
+
+
+SERIES_KEYS = ("ts", "model_temp_c", "thermo_temp_c", "outside_temp_c", "model_heat_pct", "thermo_heat_pct", "forecast_ts", "forecast_c")
+
+
+def online_rmse(series: dict[str, dict[str, list[Any]]], horizon_steps: int) -> tuple[float | None, float | None]:
+    """Online forecast RMSE (forecast made at t for t+h against the true state at t+h) and
+    persistence's (the state at t) on the same pairs; ``None`` without pairs."""
+    errs, pers = [], []
+    for s in series.values():
+        index = {ts: i for i, ts in enumerate(s["ts"])}
+        for ts_f, value in zip(s["forecast_ts"], s["forecast_c"]):
+            i = index.get(ts_f)
+            if i is None or value is None or i < horizon_steps:
+                continue
+            actual = s["model_temp_c"][i]
+            errs.append((value - actual) ** 2)
+            pers.append((s["model_temp_c"][i - horizon_steps] - actual) ** 2)
+    if not errs:
+        return None, None
+    return round((sum(errs) / len(errs)) ** 0.5, 3), round((sum(pers) / len(pers)) ** 0.5, 3)
+
+
 def run_closed_loop(
     settings: Settings,
     base_url: str,
@@ -90,133 +228,32 @@ def run_closed_loop(
     Both twins start ``warmup_min`` before ``start``, cold, and run that long under the thermostat
     (not counted): the comparison then starts from a settled greenhouse, and the control app's
     window already holds that greenhouse's own recent readings rather than another run's."""
-    from app.bus import open_bus
-    from app.control.dispatch import ActuatorEndpoint
     from app.ingest.client import GatewayClient
-    from app.sim.actuators import FleetActuators
-    from app.sim.fleet import FleetSimulator
-    from app.sim.twin import ActuatorSetpoints
 
     progress = on_progress or (lambda stage, done, total: None)
-    limits, targets = Limits(), targets_from(settings)
     interval_steps = max(1, int(round(settings.control.interval_s / step_s)))
-    horizon_steps = max(1, int(round(forecast_horizon_min * 60 / step_s)))
     warmup_steps = max(0, int(round(warmup_min * 60 / step_s)))
-    first = start - timedelta(seconds=warmup_steps * step_s)
-    model_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
-    thermo_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
-    ids = model_fleet.greenhouse_ids
-    actuators = FleetActuators(model_fleet)
-    endpoint = ActuatorEndpoint(settings, open_bus(settings.bus_url), actuators, set(ids), clock=lambda: model_fleet.now)
-    result = ClosedLoopResult(ControllerResult("model (MPC)"), ControllerResult("thermostat"))
-    series = {gh: {"ts": [], "model_temp_c": [], "thermo_temp_c": [], "outside_temp_c": [], "model_heat_pct": [], "thermo_heat_pct": [], "forecast_ts": [], "forecast_c": []} for gh in ids}
-    control_ms: list[float] = []
-    forecast_ms: list[float] = []
-    in_band = {"model": 0, "thermo": 0}
-    humid = {"model": 0, "thermo": 0}
-    samples = 0
-    energy0 = {gh: (model_fleet.heating_energy_kwh(gh), thermo_fleet.heating_energy_kwh(gh)) for gh in ids}
     total_steps = int(days * 86_400 // step_s)
-    pending_ids: set[str] = set()
-
-    def thermostat_step(fleet: FleetSimulator, fleet_readings: list[dict[str, Any]], now: datetime) -> None:
-        """The rule-based thermostat for every greenhouse of ``fleet``, on its latest readings
-        (the same limits and interval as the model)."""
-        measured = {r["greenhouse_id"]: r["measurements"] for r in fleet_readings if r["device_id"].endswith("-climate")}
-        weather = {r["greenhouse_id"]: r["measurements"] for r in fleet_readings if r["device_id"].endswith("-weather")}
-        for gh in ids:
-            current = fleet.commanded(gh)[0]
-            cur = {"vent_pct": current.vent_pct, "heat_pct": current.heat_pct, "screen_pct": current.screen_pct}
-            d = thermostat(measured[gh]["air_temp_c"], measured[gh]["rh_pct"], cur, limits=limits, targets=targets, dt_s=settings.control.interval_s,
-                           screen_pct=screen_rule(weather[gh]["outside_temp_c"], weather[gh]["solar_w_m2"]))
-            fleet.apply_setpoints(gh, ActuatorSetpoints(**d.setpoints), valid_until=now + timedelta(seconds=settings.control.command_ttl_s))
-
+    run = _Run(settings, greenhouses, start - timedelta(seconds=warmup_steps * step_s), step_s, seed, forecast_horizon_min)
     with GatewayClient(base_url, topic=settings.topics.sensors, batch_size=500) as gateway, httpx.Client(base_url=f"{base_url}/climate", timeout=30) as api:
         for step in range(1 - warmup_steps, total_steps + 1):
-            readings = model_fleet.step()
-            thermo_readings = thermo_fleet.step()
+            readings, thermo_readings = run.model_fleet.step(), run.thermo_fleet.step()
             gateway.post(readings)
-            now = model_fleet.now
+            now = run.model_fleet.now
             if step == 0:  # the warm-up is over: count from here
-                energy0 = {gh: (model_fleet.heating_energy_kwh(gh), thermo_fleet.heating_energy_kwh(gh)) for gh in ids}
-            for gh in ids if step > 0 else ():
-                m, t = model_fleet.state(gh), thermo_fleet.state(gh)
-                s = series[gh]
-                s["ts"].append(now)
-                s["model_temp_c"].append(m.air_temp_c)
-                s["thermo_temp_c"].append(t.air_temp_c)
-                s["outside_temp_c"].append(model_fleet.outdoor().outside_temp_c)
-                s["model_heat_pct"].append(m.heat_pct)
-                s["thermo_heat_pct"].append(t.heat_pct)
-                in_band["model"] += targets.band_low_c <= m.air_temp_c <= targets.band_high_c
-                in_band["thermo"] += targets.band_low_c <= t.air_temp_c <= targets.band_high_c
-                humid["model"] += m.rh_pct > targets.rh_max_pct
-                humid["thermo"] += t.rh_pct > targets.rh_max_pct
-                samples += 1
+                run.start_counting()
+            if step > 0:
+                run.record(now)
             if step % interval_steps == 0:
-                thermostat_step(thermo_fleet, thermo_readings, now)
+                run.thermostat_step(run.thermo_fleet, thermo_readings, now)
                 if step <= 0:  # warming up: the model fleet under its own thermostat
-                    thermostat_step(model_fleet, readings, now)
-                for gh in ids if step > 0 else ():
-                    # the model fleet: through Serve
-                    t0 = time.perf_counter()
-                    res = api.post("/forecast", json={"greenhouse_id": gh, "as_of": now.isoformat()})
-                    forecast_ms.append((time.perf_counter() - t0) * 1000)
-                    res.raise_for_status()
-                    t0 = time.perf_counter()
-                    res = api.post("/control", json={"greenhouse_id": gh, "as_of": now.isoformat()})
-                    control_ms.append((time.perf_counter() - t0) * 1000)
-                    res.raise_for_status()
-                    body = res.json()
-                    result.control_requests += 1
-                    mode = body["decision"]["mode"]
-                    # the forecast under the settings actually applied (the chosen candidate)
-                    chosen = body["decision"]["forecast"].get(f"air_temp_c_{forecast_horizon_min}min")
-                    if chosen is not None:
-                        series[gh]["forecast_ts"].append(now + timedelta(minutes=forecast_horizon_min))
-                        series[gh]["forecast_c"].append(chosen)
-                    result.control_modes[mode] = result.control_modes.get(mode, 0) + 1
-                    if body["dispatch"]["status"] == "dispatched":
-                        pending_ids.add(body["command"]["command_id"])
-                # apply what the greenhouses received before the next step
-                deadline = time.monotonic() + 10
-                while pending_ids and time.monotonic() < deadline:
-                    for outcome in endpoint.poll(0.05):
-                        pending_ids.discard(outcome.command_id)
-                pending_ids.clear()
+                    run.thermostat_step(run.model_fleet, readings, now)
+                else:
+                    run.model_step(api, now)
+                run.apply_commands()
             if step > 0 and (step % 30 == 0 or step == total_steps):
                 progress("closed-loop control, model vs thermostat", step, total_steps)
-    endpoint.close()
-
-    result.commands_applied = actuators.applied
-    result.model.in_band_pct = round(100.0 * in_band["model"] / max(samples, 1), 1)
-    result.thermostat.in_band_pct = round(100.0 * in_band["thermo"] / max(samples, 1), 1)
-    result.model.rh_above_max_pct = round(100.0 * humid["model"] / max(samples, 1), 1)
-    result.thermostat.rh_above_max_pct = round(100.0 * humid["thermo"] / max(samples, 1), 1)
-    result.model.heating_kwh = round(sum(model_fleet.heating_energy_kwh(gh) - energy0[gh][0] for gh in ids), 1)
-    result.thermostat.heating_kwh = round(sum(thermo_fleet.heating_energy_kwh(gh) - energy0[gh][1] for gh in ids), 1)
-    result.model.mean_temp_c = round(sum(sum(series[gh]["model_temp_c"]) for gh in ids) / max(samples, 1), 2)
-    result.thermostat.mean_temp_c = round(sum(sum(series[gh]["thermo_temp_c"]) for gh in ids) / max(samples, 1), 2)
-    result.control_p50_ms, result.control_p99_ms = round(percentile(control_ms, 0.5), 1), round(percentile(control_ms, 0.99), 1)
-    result.forecast_p50_ms, result.forecast_p99_ms = round(percentile(forecast_ms, 0.5), 1), round(percentile(forecast_ms, 0.99), 1)
-    # online forecast skill: forecast made at t for t+h against the true state at t+h, and
-    # persistence (the state at t) on the same pairs
-    errs, pers = [], []
-    for gh in ids:
-        s = series[gh]
-        index = {ts: i for i, ts in enumerate(s["ts"])}
-        for ts_f, value in zip(s["forecast_ts"], s["forecast_c"]):
-            i = index.get(ts_f)
-            if i is None or value is None or i < horizon_steps:
-                continue
-            actual = s["model_temp_c"][i]
-            errs.append((value - actual) ** 2)
-            pers.append((s["model_temp_c"][i - horizon_steps] - actual) ** 2)
-    if errs:
-        result.online_forecast_rmse_c = round((sum(errs) / len(errs)) ** 0.5, 3)
-        result.online_persistence_rmse_c = round((sum(pers) / len(pers)) ** 0.5, 3)
-    result.series = series
-    return result
+    return run.finish(step_s)
 
 
 def write_report(result: ClosedLoopResult, directory: Path, *, summary_rows: list[tuple[str, str]], band: tuple[float, float]) -> Path:

@@ -21,13 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_FILE_ENV = "GH_CONFIG_FILE"
 
@@ -64,6 +59,32 @@ class SinkSettings(BaseModel):
     failpoint: str | None = None
 
 
+class Limits(BaseModel):
+    """Safety limits (percent) and rate-of-change limits (percent per minute) per actuator: no
+    setpoint leaves the controller outside them (:func:`app.control.policy.clamp_setpoints`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vent_min_pct: float = Field(default=0.0, ge=0, le=100)
+    vent_max_pct: float = Field(default=100.0, ge=0, le=100)
+    heat_min_pct: float = Field(default=0.0, ge=0, le=100)
+    heat_max_pct: float = Field(default=100.0, ge=0, le=100)
+    screen_min_pct: float = Field(default=0.0, ge=0, le=100)
+    screen_max_pct: float = Field(default=100.0, ge=0, le=100)
+    vent_rate_pct_per_min: float = Field(default=20.0, ge=0)
+    heat_rate_pct_per_min: float = Field(default=25.0, ge=0)
+    screen_rate_pct_per_min: float = Field(default=20.0, ge=0)
+
+    def bounds(self, actuator: str) -> tuple[float, float]:
+        """``(min, max)`` percent of ``actuator`` (a name such as ``heat_pct``)."""
+        name = actuator.removesuffix("_pct")
+        return getattr(self, f"{name}_min_pct"), getattr(self, f"{name}_max_pct")
+
+    def rate(self, actuator: str) -> float:
+        """The most ``actuator`` may move, percent per minute."""
+        return float(getattr(self, f"{actuator.removesuffix('_pct')}_rate_pct_per_min"))
+
+
 class ControlSettings(BaseModel):
     """Control commands: signing, expiry and the dry-run switch."""
 
@@ -84,12 +105,20 @@ class ControlSettings(BaseModel):
     rh_max_pct: float = Field(default=88.0, ge=0, le=100)
     margin_c: float = Field(default=0.45, ge=0, le=3, description="the MPC aims its forecasts this far above band_low_c (room for forecast error)")
     cost_horizon_max_min: int = Field(default=15, ge=1, description="forecast horizons beyond this do not enter the MPC cost (shown only)")
-    offset_alpha: float = Field(default=0.1, gt=0, le=1, description="weight of the newest error in the per-horizon forecast offset (offset-free MPC); larger reacts faster but, with the delay before a forecast falls due, makes the loop oscillate")
+    offset_alpha: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="weight of the newest error in the per-horizon forecast offset (offset-free MPC); larger reacts faster but, with the delay before a forecast falls due, makes the loop oscillate",
+    )
     actuator_time_constants_s: dict[str, float] = Field(
         default_factory=lambda: {"heat_pct": 300.0, "vent_pct": 120.0, "screen_pct": 180.0},
         description="first-order response time of each actuator (pipe water, vent motors, screen drive): the MPC feeds the model the mean position a setpoint leads to, as training saw it; {} treats setpoints as reached at once",
     )
-    screen_opening_margin_c: float = Field(default=0.5, ge=0, le=3, description="extra margin while the screen opens, is about to, or opened within 15 min (pre-heat: the forecaster underestimates that cold drop)")
+    screen_opening_margin_c: float = Field(
+        default=0.5, ge=0, le=3, description="extra margin while the screen opens, is about to, or opened within 15 min (pre-heat: the forecaster underestimates that cold drop)"
+    )
+    limits: Limits = Field(default_factory=Limits, description="safety bounds and rate limits of every setpoint")
 
 
 class ServeSettings(BaseModel):
@@ -106,11 +135,7 @@ class Settings(BaseSettings):
     file named by ``GH_CONFIG_FILE`` (or passed to :func:`load_settings`), then defaults.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="GH_",
-        env_nested_delimiter="__",
-        extra="ignore",
-    )
+    model_config = SettingsConfigDict(env_prefix="GH_", env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Path(".greenhouse")
     bus_url: str = ""
@@ -140,7 +165,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @model_validator(mode="after")
-    def _resolve_default_urls(self) -> "Settings":
+    def _resolve_default_urls(self) -> Settings:
         root = self.data_dir.expanduser().resolve()
         self.data_dir = root
         if not self.bus_url:

@@ -21,9 +21,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from app.closed_loop import percentile
 from app.config import Settings
@@ -125,24 +126,108 @@ def _lake_counts(settings: Settings) -> dict[str, int]:
     }
 
 
-def run_demo(
-    settings: Settings,
-    options: DemoOptions,
-    *,
-    on_progress: Callable[[str, float, float], None] | None = None,
-) -> DemoSummary:
+class _SinkThread:
+    """The lake sink running alongside ingestion, as it would in production."""
+
+    def __init__(self, settings: Settings) -> None:
+        from app.bus import open_bus
+        from app.ingest.sink import LakeSink
+        from app.lake import Lake
+        from app.metadata import open_metadata
+
+        self.settings = settings
+        self.sink = LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url))
+        self.result: dict[str, Any] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="lake-sink", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            self.result["stats"] = self.sink.run(until_idle=False, should_stop=self.stop.is_set)
+        except BaseException as exc:  # surfaced by drain()
+            self.result["error"] = exc
+
+    def drain(self, progress: Callable[[str, float, float], None], timeout_s: float = 600) -> int:
+        """Wait until the sink has committed every record on the bus, stop it; its duplicates."""
+        from app.bus import open_bus
+
+        end = sum(open_bus(self.settings.bus_url).end_offsets(self.settings.topics.sensors).values())
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = self.sink.committed_offsets_total()
+            progress("sinking the bus into the lake", committed, end)
+            if committed >= end or "error" in self.result or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.close()
+        if "error" in self.result:
+            raise RuntimeError(f"lake sink failed: {self.result['error']}") from self.result["error"]
+        stats = self.result.get("stats")
+        return stats.duplicates if stats else 0
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def _post_readings(url: str, settings: Settings, options: DemoOptions, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> datetime:
+    """Simulate the fleet and post its readings (a few corrupted) over HTTP; the simulated end."""
+    from app.ingest.client import GatewayClient
+    from app.sim.fleet import FleetSimulator
+
+    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = options.start or midnight - timedelta(days=int(options.days + 0.999) + 1)
+    fleet = FleetSimulator(options.greenhouses, start, step_s=options.step_s, seed=options.seed)
+    duration_s = options.days * 86_400
+    total_steps = int(duration_s // options.step_s)
+    rng = random.Random(f"faults:{options.seed}")
+    with GatewayClient(url, topic=settings.topics.sensors, batch_size=options.batch_size) as client:
+        pending: list[dict[str, Any]] = []
+        for step, readings in enumerate(fleet.iter_steps(duration_s), start=1):
+            for reading in readings:
+                pending.append(corrupt(reading, rng) if rng.random() < options.fault_rate else reading)
+            summary.readings_generated += len(readings)
+            if len(pending) >= options.batch_size:
+                full = len(pending) - len(pending) % options.batch_size
+                client.post(pending[:full])
+                pending = pending[full:]
+            if step % 10 == 0 or step == total_steps:
+                progress("simulating and posting readings over HTTP", step, total_steps)
+        client.post(pending)
+        tally = client.tally
+    summary.readings_accepted = tally.accepted
+    summary.readings_rejected = tally.rejected
+    summary.rejected_by_reason = dict(tally.rejected_by_reason)
+    summary.requests = tally.requests
+    summary.request_p50_ms = round(percentile(tally.latencies_s, 0.50) * 1000, 2)
+    summary.request_p99_ms = round(percentile(tally.latencies_s, 0.99) * 1000, 2)
+    return fleet.now
+
+
+def _check_lake(summary: DemoSummary, before: dict[str, int], after: dict[str, int]) -> None:
+    """What this run added to the lake, and whether it is exactly the accepted readings."""
+    summary.lake_rows = after["rows"] - before["rows"]
+    summary.lake_files = after["files"] - before["files"]
+    summary.batch_documents = after["batches"] - before["batches"]
+    summary.dead_letters = after["dead_letters"] - before["dead_letters"]
+    summary.ok = (
+        # a re-run with the same seed re-sends readings the lake already has: they are dropped
+        # as duplicates, which is exactly-once working, so they count on the lake's side
+        summary.lake_rows + summary.sink_duplicates == summary.readings_accepted
+        and summary.readings_accepted + summary.readings_rejected == summary.readings_generated
+        and summary.batch_documents == summary.lake_files
+    )
+
+
+def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[[str, float, float], None] | None = None) -> DemoSummary:
     """Run the data path end to end; ``on_progress(stage, done, total)`` reports progress."""
     import ray
     from ray import serve
 
-    from app.bus import open_bus
-    from app.ingest.client import GatewayClient
-    from app.ingest.sink import LakeSink
-    from app.lake import Lake
-    from app.metadata import open_metadata
-    from app.serve.ingest import IngestAppArgs, build_app
+    from app.serve.args import AppArgs
+    from app.serve.ingest import build_app
     from app.serve.tuning import apply_serve_process_env
-    from app.sim.fleet import FleetSimulator
 
     progress = on_progress or (lambda stage, done, total: None)
     started = time.monotonic()
@@ -150,98 +235,28 @@ def run_demo(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     progress("starting Ray and the ingest gateway", 0, 1)
-    # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")  # see jobs._entry.init_ray
+    # Ray Train's worker group may wait long for CPUs that Tune trials or Serve replicas hold.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     apply_serve_process_env()
+    # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    sink_thread: threading.Thread | None = None
-    stop = threading.Event()
+    sink: _SinkThread | None = None
     try:
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
-        serve.run(build_app(IngestAppArgs(settings=settings.for_replicas())), name="ingest", route_prefix="/")
-        url = f"http://{settings.serve.host}:{settings.serve.port}"
-        summary.gateway_url = url
+        serve.run(build_app(AppArgs(settings=settings.for_replicas())), name="ingest", route_prefix="/")
+        url = summary.gateway_url = f"http://{settings.serve.host}:{settings.serve.port}"
         progress("starting Ray and the ingest gateway", 1, 1)
-
-        # Real engines keep data between runs: the checks compare what this run added.
-        before = _lake_counts(settings)
-
-        # The sink runs alongside ingestion, as it would in production.
-        sink = LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url))
-        sink_result: dict[str, Any] = {}
-
-        def sink_loop() -> None:
-            try:
-                sink_result["stats"] = sink.run(until_idle=False, should_stop=stop.is_set)
-            except BaseException as exc:  # surfaced below
-                sink_result["error"] = exc
-
-        sink_thread = threading.Thread(target=sink_loop, name="lake-sink", daemon=True)
-        sink_thread.start()
-
-        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        start = options.start or midnight - timedelta(days=int(options.days + 0.999) + 1)
-        fleet = FleetSimulator(options.greenhouses, start, step_s=options.step_s, seed=options.seed)
-        duration_s = options.days * 86_400
-        total_steps = int(duration_s // options.step_s)
-        rng = random.Random(f"faults:{options.seed}")
-        with GatewayClient(url, topic=settings.topics.sensors, batch_size=options.batch_size) as client:
-            pending: list[dict[str, Any]] = []
-            for step, readings in enumerate(fleet.iter_steps(duration_s), start=1):
-                for reading in readings:
-                    pending.append(corrupt(reading, rng) if rng.random() < options.fault_rate else reading)
-                summary.readings_generated += len(readings)
-                if len(pending) >= options.batch_size:
-                    full = len(pending) - len(pending) % options.batch_size
-                    client.post(pending[:full])
-                    pending = pending[full:]
-                if step % 10 == 0 or step == total_steps:
-                    progress("simulating and posting readings over HTTP", step, total_steps)
-            client.post(pending)
-            tally = client.tally
-        summary.readings_accepted = tally.accepted
-        summary.readings_rejected = tally.rejected
-        summary.rejected_by_reason = dict(tally.rejected_by_reason)
-        summary.requests = tally.requests
-        summary.request_p50_ms = round(percentile(tally.latencies_s, 0.50) * 1000, 2)
-        summary.request_p99_ms = round(percentile(tally.latencies_s, 0.99) * 1000, 2)
-
-        # Drain: wait until the sink has committed every accepted record, then stop it.
-        bus = open_bus(settings.bus_url)
-        end = sum(bus.end_offsets(settings.topics.sensors).values())
-        deadline = time.monotonic() + 600
-        while True:
-            committed = sink.committed_offsets_total()
-            progress("sinking the bus into the lake", committed, end)
-            if committed >= end or "error" in sink_result or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        stop.set()
-        sink_thread.join(timeout=60)
-        if "error" in sink_result:
-            raise RuntimeError(f"lake sink failed: {sink_result['error']}") from sink_result["error"]
-        stats = sink_result.get("stats")
-        summary.sink_duplicates = stats.duplicates if stats else 0
-
-        after = _lake_counts(settings)
-        summary.lake_rows = after["rows"] - before["rows"]
-        summary.lake_files = after["files"] - before["files"]
-        summary.batch_documents = after["batches"] - before["batches"]
-        summary.dead_letters = after["dead_letters"] - before["dead_letters"]
-        summary.ok = (
-            # a re-run with the same seed re-sends readings the lake already has: they are dropped
-            # as duplicates, which is exactly-once working, so they count on the lake's side
-            summary.lake_rows + summary.sink_duplicates == summary.readings_accepted
-            and summary.readings_accepted + summary.readings_rejected == summary.readings_generated
-            and summary.batch_documents == summary.lake_files
-        )
+        before = _lake_counts(settings)  # real engines keep data between runs: compare what this run added
+        sink = _SinkThread(settings)
+        end_of_data = _post_readings(url, settings, options, summary, progress)
+        summary.sink_duplicates = sink.drain(progress)
+        _check_lake(summary, before, _lake_counts(settings))
         summary.stage_s["data path"] = round(time.monotonic() - started, 1)
         if summary.ok and not options.data_only:
-            _learn_and_control(settings, options, summary, url, fleet.now, progress)
+            _learn_and_control(settings, options, summary, url, end_of_data, progress)
     finally:
-        stop.set()
-        if sink_thread is not None:
-            sink_thread.join(timeout=60)
+        if sink is not None:
+            sink.close()
         try:
             serve.shutdown()
         finally:
@@ -256,7 +271,8 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
 
     from app.closed_loop import run_closed_loop, write_report
     from app.preprocess import PreprocessParams, read_feature_set_ray, run_preprocess
-    from app.serve.control import ControlAppArgs, application
+    from app.serve.args import AppArgs
+    from app.serve.control import application
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.tune import TuneParams, tune_boosters
 
@@ -291,11 +307,9 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
 
     t0 = time.monotonic()
     progress("deploying the forecast/control app", 0, 1)
-    serve.run(application(ControlAppArgs(settings=settings.for_replicas())), name="control", route_prefix="/climate")
+    serve.run(application(AppArgs(settings=settings.for_replicas())), name="control", route_prefix="/climate")
     progress("deploying the forecast/control app", 1, 1)
-    loop = run_closed_loop(
-        settings, url, greenhouses=options.greenhouses, start=control_start, days=options.control_days, step_s=options.step_s, seed=options.seed, on_progress=progress
-    )
+    loop = run_closed_loop(settings, url, greenhouses=options.greenhouses, start=control_start, days=options.control_days, step_s=options.step_s, seed=options.seed, on_progress=progress)
     m, t = loop.model, loop.thermostat
     summary.control = {
         "model_in_band_pct": m.in_band_pct,

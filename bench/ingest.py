@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import threading
@@ -34,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.bus import OutgoingRecord, open_bus  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.serve.tuning import free_port  # noqa: E402
 from app.contracts.reading import validate_reading  # noqa: E402
 from app.ingest.gateway import JSON_V2  # noqa: E402
-
+from app.serve.tuning import free_port  # noqa: E402
 
 
 def make_readings(n: int) -> list[dict]:
@@ -183,14 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from app.serve.ingest import IngestAppArgs, build_app
+    from app.serve.args import AppArgs
+    from app.serve.ingest import build_app
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for batch, n in plan:
-            serve.run(build_app(IngestAppArgs(settings=settings_for(f"serve-{batch}").for_replicas())), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
+            serve.run(build_app(AppArgs(settings=settings_for(f"serve-{batch}").for_replicas())), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
             readings = make_readings(batch * (n + 20))
             bodies = [orjson.dumps({"records": [{"value": r} for r in readings[i * batch : (i + 1) * batch]]}) for i in range(n + 20)]
             lat, wall = load(f"http://127.0.0.1:{port}/b{batch}/topics/{topic}.serve-{batch}", bodies, args.concurrency)

@@ -1,13 +1,17 @@
-"""Preprocess benchmark: the Ray Data feature build against single-process pandas, same features.
+"""Preprocess benchmark: the Ray Data feature build against single-process builds, same features.
 
 Writes synthetic raw readings in the lake's layout and schema (``raw/sensors/greenhouse_id=/date=``,
 three device rows per greenhouse-minute), then times, in one run, for each size:
 
-- ``pandas``: pyarrow reads the raw lake, then ``greenhouse_features`` per greenhouse, one process;
+- ``pandas``: pyarrow reads the raw lake, then the pandas reference of the features
+  (``tests/preprocess/pandas_reference.py``, what the product ran before the numpy engine) per
+  greenhouse, one process;
+- ``local``:  the same read, then the product's feature engine (``feature_table``) per greenhouse,
+  one process;
 - ``ray``:    the preprocess job's Ray Data build (one task per greenhouse partition: read its
-  pruned files, ``greenhouse_features``; materialize), 2 CPUs.
+  pruned files, ``feature_table``; materialize), 2 CPUs.
 
-Both build the same feature rows with the same function; prints rows/s, the ratio ray/pandas and
+All three build the same feature rows; prints rows/s, the ratios ray/pandas and ray/local and
 how time grows with rows.
 
     python bench/preprocess.py [--rows 1000000,10000000]
@@ -31,11 +35,12 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.contracts.reading import MEASUREMENT_NAMES  # noqa: E402
 from app.ingest.records import RAW_SCHEMA  # noqa: E402
-from app.preprocess.features import FeatureParams, greenhouse_features  # noqa: E402
+from app.preprocess.features import FeatureParams, feature_table  # noqa: E402
+from tests.preprocess.pandas_reference import greenhouse_features as pandas_features  # noqa: E402
 
-COLUMNS = ["greenhouse_id", "device_id", "ts", "air_temp_c", "rh_pct", "co2_ppm", "par_umol_m2_s", "outside_temp_c",
-           "outside_rh_pct", "solar_w_m2", "wind_m_s", "vent_pct", "heat_pct", "screen_pct"]
+COLUMNS = ["greenhouse_id", "device_id", "ts", *MEASUREMENT_NAMES]
 
 
 def write_raw_lake(root: Path, rows: int, days_per_greenhouse: int = 20) -> tuple[int, int]:
@@ -52,10 +57,18 @@ def write_raw_lake(root: Path, rows: int, days_per_greenhouse: int = 20) -> tupl
             diurnal = np.sin(2 * np.pi * (minute / 1440 - 0.3))
             n = len(minute)
             nan = np.full(n, np.nan)
-            climate = {"air_temp_c": 19 + 4 * diurnal + rng.normal(0, 0.1, n), "rh_pct": 75 - 10 * diurnal + rng.normal(0, 0.5, n),
-                       "co2_ppm": 450 + rng.normal(0, 5, n), "par_umol_m2_s": np.clip(900 * diurnal, 0, None)}
-            weather = {"outside_temp_c": 8 + 6 * diurnal + rng.normal(0, 0.2, n), "outside_rh_pct": 80 - 15 * diurnal,
-                       "solar_w_m2": np.clip(600 * diurnal, 0, None), "wind_m_s": np.abs(rng.normal(3, 1, n))}
+            climate = {
+                "air_temp_c": 19 + 4 * diurnal + rng.normal(0, 0.1, n),
+                "rh_pct": 75 - 10 * diurnal + rng.normal(0, 0.5, n),
+                "co2_ppm": 450 + rng.normal(0, 5, n),
+                "par_umol_m2_s": np.clip(900 * diurnal, 0, None),
+            }
+            weather = {
+                "outside_temp_c": 8 + 6 * diurnal + rng.normal(0, 0.2, n),
+                "outside_rh_pct": 80 - 15 * diurnal,
+                "solar_w_m2": np.clip(600 * diurnal, 0, None),
+                "wind_m_s": np.abs(rng.normal(3, 1, n)),
+            }
             act = {"vent_pct": np.clip(40 * diurnal, 0, 100), "heat_pct": np.clip(-60 * diurnal, 0, 100), "screen_pct": np.where(diurnal < 0, 100.0, 0.0)}
             parts = []
             for device, values in (("climate", climate), ("weather", weather), ("actuators", act)):
@@ -79,8 +92,18 @@ def write_raw_lake(root: Path, rows: int, days_per_greenhouse: int = 20) -> tupl
 def pandas_build(root: Path, params: FeatureParams) -> int:
     table = pads.dataset(root / "raw" / "sensors", format="parquet", partitioning="hive").to_table(columns=COLUMNS)
     frame = table.to_pandas()
-    out = [greenhouse_features(group, params) for _, group in frame.groupby("greenhouse_id", sort=True)]
+    out = [pandas_features(group, params) for _, group in frame.groupby("greenhouse_id", sort=True)]
     return sum(len(o) for o in out)
+
+
+def local_build(root: Path, params: FeatureParams) -> int:
+    """The feature engine in this process, one greenhouse partition after the other."""
+    dataset = pads.dataset(root / "raw" / "sensors", format="parquet", partitioning="hive")
+    rows = 0
+    for greenhouse in sorted(p.name.split("=", 1)[1] for p in (root / "raw" / "sensors").iterdir()):
+        table = dataset.to_table(columns=COLUMNS, filter=pads.field("greenhouse_id") == greenhouse)
+        rows += feature_table(table, greenhouse, params).num_rows
+    return rows
 
 
 def ray_build(root: Path, params: FeatureParams) -> int:
@@ -108,28 +131,38 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tempfile.mkdtemp(prefix="gh-bench-pp-"))
             try:
                 greenhouses, raw_rows = write_raw_lake(root, size)
-                t = time.perf_counter()
-                n_pandas = pandas_build(root, params)
-                pandas_s = time.perf_counter() - t
-                t = time.perf_counter()
-                n_ray = ray_build(root, params)
-                ray_s = time.perf_counter() - t
-                assert n_pandas == n_ray, (n_pandas, n_ray)
-                results.append({"raw_rows": raw_rows, "greenhouses": greenhouses, "feature_rows": n_ray,
-                                "pandas_s": round(pandas_s, 2), "ray_s": round(ray_s, 2),
-                                "pandas_rows_per_s": round(raw_rows / pandas_s), "ray_rows_per_s": round(raw_rows / ray_s),
-                                "ray_over_pandas": round(pandas_s / ray_s, 3)})
-                print(f"  {raw_rows:>10} raw rows: pandas {pandas_s:7.1f} s, ray {ray_s:7.1f} s", file=sys.stderr)
+                timed = {}
+                for name, build in (("pandas", pandas_build), ("local", local_build), ("ray", ray_build)):
+                    t = time.perf_counter()
+                    timed[name] = (build(root, params), time.perf_counter() - t)
+                assert len({n for n, _ in timed.values()}) == 1, timed  # the same feature rows
+                (n_ray, ray_s), pandas_s, local_s = timed["ray"], timed["pandas"][1], timed["local"][1]
+                results.append(
+                    {
+                        "raw_rows": raw_rows,
+                        "greenhouses": greenhouses,
+                        "feature_rows": n_ray,
+                        "pandas_s": round(pandas_s, 2),
+                        "local_s": round(local_s, 2),
+                        "ray_s": round(ray_s, 2),
+                        "pandas_rows_per_s": round(raw_rows / pandas_s),
+                        "local_rows_per_s": round(raw_rows / local_s),
+                        "ray_rows_per_s": round(raw_rows / ray_s),
+                        "ray_over_pandas": round(pandas_s / ray_s, 3),
+                        "ray_over_local": round(local_s / ray_s, 3),
+                    }
+                )
+                print(f"  {raw_rows:>10} raw rows: pandas {pandas_s:7.1f} s, local {local_s:7.1f} s, ray {ray_s:7.1f} s", file=sys.stderr)
             finally:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         ray.shutdown()
-    print(f"{'raw rows':>10} {'pandas s':>9} {'ray s':>8} {'pandas rows/s':>14} {'ray rows/s':>11} {'ray/pandas':>10}")
+    print(f"{'raw rows':>10} {'pandas s':>9} {'local s':>8} {'ray s':>8} {'pandas rows/s':>14} {'ray rows/s':>11} {'ray/pandas':>10} {'ray/local':>10}")
     for r in results:
-        print(f"{r['raw_rows']:>10} {r['pandas_s']:>9} {r['ray_s']:>8} {r['pandas_rows_per_s']:>14} {r['ray_rows_per_s']:>11} {r['ray_over_pandas']:>10}")
+        print(f"{r['raw_rows']:>10} {r['pandas_s']:>9} {r['local_s']:>8} {r['ray_s']:>8} {r['pandas_rows_per_s']:>14} {r['ray_rows_per_s']:>11} {r['ray_over_pandas']:>10} {r['ray_over_local']:>10}")
     if len(results) > 1:
         a, b = results[0], results[-1]
-        growth = {m: round((b[f"{m}_s"] / a[f"{m}_s"]) / (b["raw_rows"] / a["raw_rows"]), 3) for m in ("pandas", "ray")}
+        growth = {m: round((b[f"{m}_s"] / a[f"{m}_s"]) / (b["raw_rows"] / a["raw_rows"]), 3) for m in ("pandas", "local", "ray")}
         print(f"time growth per row growth ({a['raw_rows']} -> {b['raw_rows']}): {growth} (1.0 = linear)")
     print(json.dumps({"bench": "preprocess", "results": results}))
     return 0

@@ -57,8 +57,8 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -70,7 +70,6 @@ from app.config import Settings  # noqa: E402
 from app.serve.tuning import free_port  # noqa: E402
 
 LOADGEN_SRC = REPO / "bench" / "loadgen"
-
 
 
 def stats(name: str, latencies: list[float], wall_s: float, errors: int) -> dict:
@@ -241,10 +240,7 @@ def cpu_use(before, after, requests_per_s: float) -> dict | None:
         "bench_cores": round(ours, 2),
         "bench_cpu_ms_per_request": round(1000 * ours / requests_per_s, 1) if requests_per_s else None,
         "outside_cores": round((after[1] - before[1]) / wall - ours, 2),  # other work on the machine
-        "processes": {
-            name: {"cores": round(cpu / wall, 3), "cpu_ms_per_request": round(1000 * cpu / wall / requests_per_s, 2) if requests_per_s else None}
-            for name, cpu in top if cpu / wall >= 0.01
-        },
+        "processes": {name: {"cores": round(cpu / wall, 3), "cpu_ms_per_request": round(1000 * cpu / wall / requests_per_s, 2) if requests_per_s else None} for name, cpu in top if cpu / wall >= 0.01},
     }
 
 
@@ -265,7 +261,7 @@ class ReadingFeeder:
         self.steps = 0
         self.rejected = 0
 
-    def start(self) -> "ReadingFeeder":
+    def start(self) -> ReadingFeeder:
         self._thread.start()
         return self
 
@@ -310,14 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=_number(0, inclusive=False), default=50.0, help="offered requests/s for the fixed-rate runs (default 50)")
     parser.add_argument("--greenhouses", type=int, default=4, help="greenhouses in the seeded state (default 4)")
     parser.add_argument(
-        "--steps-per-s", type=_number(0, inclusive=True), default=13.0,
+        "--steps-per-s",
+        type=_number(0, inclusive=True),
+        default=13.0,
         help="simulated minutes of readings (every greenhouse's devices) produced per second during the runs (default 13: at"
         " 50 requests/s over 4 greenhouses every decision follows new readings); 0: none, every decision hits the feature cache",
     )
     parser.add_argument("--control-replicas", type=int, default=1, help="ControlApp replicas (default 1, as serve_configs/control.yaml deploys it)")
     parser.add_argument("--client", choices=("go", "python"), default="go", help="load generator: bench/loadgen in Go (default; light on CPU) or httpx threads")
     parser.add_argument(
-        "--ingress", choices=("haproxy", "proxy"), default=None,
+        "--ingress",
+        choices=("haproxy", "proxy"),
+        default=None,
         help="HTTP ingress of both apps: HAProxy straight to the ingress replicas (what the product ships) or Serve's Python"
         " proxy actor (RAY_SERVE_ENABLE_HA_PROXY=0); default: the environment's setting, else haproxy",
     )
@@ -339,13 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from app.preprocess import PreprocessParams, run_preprocess
-    from app.serve.control import ACCESS_LOG_OFF, ControlApp, ControlAppArgs, Forecaster, ModelConfig, application
+    from app.serve.args import AppArgs
+    from app.serve.control import ControlApp, application
+    from app.serve.forecaster import Forecaster
+    from app.serve.serving_models import ModelConfig
+    from app.serve.tuning import ACCESS_LOG_OFF, apply_serve_process_env
     from app.sim.fleet import FleetSimulator
     from app.sim.seed import seed_lake
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.trainer import BoosterParams
-
-    from app.serve.tuning import apply_serve_process_env
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     settings = Settings(data_dir=tmp)
@@ -377,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 return await request.json()
 
         serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-        app_args = ControlAppArgs(settings=settings.for_replicas())
+        app_args = AppArgs(settings=settings.for_replicas())
         control_app = application(app_args)
         if args.control_replicas != 1:  # what application() builds, with more ingress replicas
             control_app = ControlApp.options(num_replicas=args.control_replicas, user_config=ModelConfig().model_dump()).bind(Forecaster.bind(app_args), app_args)
@@ -434,7 +436,26 @@ def main(argv: list[str] | None = None) -> int:
         ratio = results["control_saturated"]["requests_per_s"] / max(results["echo_saturated"]["requests_per_s"], 1e-9)
         p99 = results[f"control_at_{args.rate:g}rps"]["p99_ms"]
         print(f"\ningress {ingress}: control/echo throughput: {ratio:.3f} (target >= 0.5)   control p99 at {args.rate:g}/s: {p99} ms (target < 100)")
-        print(json.dumps({"bench": "serve", "ingress": ingress, "client": client, "concurrency": concurrency, "control_replicas": args.control_replicas, "steps_per_s": args.steps_per_s, "feeder_steps": feeder.steps if feeder else 0, "feeder_rejected": feeder.rejected if feeder else 0, "serve_env": serve_env, "results": results, "ratio_control_over_echo": round(ratio, 3), "control_p99_ms_at_rate": p99, "probe_mode": probe["decision"]["mode"], "model_error": modes.get("model_error")}))
+        print(
+            json.dumps(
+                {
+                    "bench": "serve",
+                    "ingress": ingress,
+                    "client": client,
+                    "concurrency": concurrency,
+                    "control_replicas": args.control_replicas,
+                    "steps_per_s": args.steps_per_s,
+                    "feeder_steps": feeder.steps if feeder else 0,
+                    "feeder_rejected": feeder.rejected if feeder else 0,
+                    "serve_env": serve_env,
+                    "results": results,
+                    "ratio_control_over_echo": round(ratio, 3),
+                    "control_p99_ms_at_rate": p99,
+                    "probe_mode": probe["decision"]["mode"],
+                    "model_error": modes.get("model_error"),
+                }
+            )
+        )
     finally:
         serve.shutdown()
         ray.shutdown()

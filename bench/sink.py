@@ -49,10 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["metadata_url"] = f"{args.metadata_url.rstrip('/')}_{run}"
     sensors = f"bench.sensors.{run}"
     settings = Settings(
-        data_dir=root,
-        topics={"sensors": sensors, "deadletter": f"bench.dead.{run}", "partitions": 4},
-        sink={"group_id": f"bench-sink-{run}", "max_batch_records": args.batch},
-        **overrides,
+        data_dir=root, topics={"sensors": sensors, "deadletter": f"bench.dead.{run}", "partitions": 4}, sink={"group_id": f"bench-sink-{run}", "max_batch_records": args.batch}, **overrides
     )
     bus = open_bus(settings.bus_url)
     bus.create_topic(sensors, 4)
@@ -61,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     chunk = []
     for i in range(args.rows):
         gh = f"gh-{i % 8 + 1:02d}"
-        reading = {"schema_version": 1, "greenhouse_id": gh, "device_id": f"{gh}-climate", "ts": (start + timedelta(seconds=30 * (i // 8))).isoformat().replace("+00:00", "Z"),
-                   "measurements": {"air_temp_c": 21.0 + (i % 40) / 10, "rh_pct": 70.0, "co2_ppm": 450.0}}
+        reading = {
+            "schema_version": 1,
+            "greenhouse_id": gh,
+            "device_id": f"{gh}-climate",
+            "ts": (start + timedelta(seconds=30 * (i // 8))).isoformat().replace("+00:00", "Z"),
+            "measurements": {"air_temp_c": 21.0 + (i % 40) / 10, "rh_pct": 70.0, "co2_ppm": 450.0},
+        }
         chunk.append(OutgoingRecord(orjson.dumps(reading), key=gh.encode()))
         if len(chunk) == 5000:
             bus.produce(sensors, chunk)
@@ -89,9 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'drain':6} {args.rows:>9} {drain_s:>9.2f} {drain_rps:>11.0f}")
     print(f"{'sink':6} {args.rows:>9} {sink_s:>9.2f} {sink_rps:>11.0f}   files={stats.files} chunks={stats.chunks}")
     print(f"sink_over_drain {sink_rps / drain_rps:.4f}")
-    print(json.dumps({"bench": "sink", "rows": args.rows, "bus": settings.bus_url.split(':')[0], "lake": settings.lake_url.split(':')[0],
-                      "metadata": settings.metadata_url.split(':')[0], "drain_rows_per_s": round(drain_rps), "sink_rows_per_s": round(sink_rps),
-                      "sink_over_drain": round(sink_rps / drain_rps, 4)}))
+    print(
+        json.dumps(
+            {
+                "bench": "sink",
+                "rows": args.rows,
+                "bus": settings.bus_url.split(":")[0],
+                "lake": settings.lake_url.split(":")[0],
+                "metadata": settings.metadata_url.split(":")[0],
+                "drain_rows_per_s": round(drain_rps),
+                "sink_rows_per_s": round(sink_rps),
+                "sink_over_drain": round(sink_rps / drain_rps, 4),
+            }
+        )
+    )
     return 0
 
 

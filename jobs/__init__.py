@@ -1,1 +1,4 @@
-"""Thin job entrypoints (``python -m jobs.<name>``): parse, build settings, call ``app``, print one JSON line."""
+"""Job shims (``python -m jobs.<name>``): each runs ``main()`` of :mod:`app.entrypoints.<name>`.
+
+The list of jobs is :data:`app.orchestration.registry.JOBS`; the library never imports this package.
+"""

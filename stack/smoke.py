@@ -52,12 +52,7 @@ def check_kafka() -> str:
         producer.flush()
         producer.close()
 
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False)
         consumer.subscribe([topic])
         values: list[bytes] = []
         deadline = time.monotonic() + 60
@@ -214,14 +209,7 @@ def check_ray() -> str:
     return f"{url}: job {job_id} SUCCEEDED, printed 1"
 
 
-CHECKS: dict[str, Callable[[], str]] = {
-    "prometheus": check_prometheus,
-    "mlflow": check_mlflow,
-    "ferretdb": check_ferretdb,
-    "kafka": check_kafka,
-    "hdfs": check_hdfs,
-    "ray": check_ray,
-}
+CHECKS: dict[str, Callable[[], str]] = {"prometheus": check_prometheus, "mlflow": check_mlflow, "ferretdb": check_ferretdb, "kafka": check_kafka, "hdfs": check_hdfs, "ray": check_ray}
 
 
 def main(argv: list[str]) -> int:

@@ -51,13 +51,13 @@ def test_bad_values_are_rejected(tmp_path):
 def test_serve_config_validates_with_rays_schema():
     from ray.serve.schema import ServeDeploySchema
 
-    from app.serve.ingest import IngestAppArgs
+    from app.serve.args import AppArgs
 
     path = Path(__file__).resolve().parents[1] / "serve_configs" / "ingest.yaml"
     config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
     (app_cfg,) = config.applications
     assert app_cfg.import_path == "app.serve.ingest:build_app"
-    args = IngestAppArgs.model_validate(app_cfg.args)
+    args = AppArgs.model_validate(app_cfg.args)
     assert load_settings(args.config_file, **args.settings).ingest.topics == ["greenhouse.sensors"]
     assert app_cfg.deployments[0].ray_actor_options.num_cpus < 1
 
@@ -65,13 +65,14 @@ def test_serve_config_validates_with_rays_schema():
 def test_control_serve_config_validates_with_rays_schema():
     from ray.serve.schema import ServeDeploySchema
 
-    from app.serve.control import ControlAppArgs, ModelConfig
+    from app.serve.args import AppArgs
+    from app.serve.serving_models import ModelConfig
 
     path = Path(__file__).resolve().parents[1] / "serve_configs" / "control.yaml"
     config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
     (app_cfg,) = config.applications
     assert app_cfg.import_path == "app.serve.control:build_app" and app_cfg.route_prefix == "/climate"
-    ControlAppArgs.model_validate(app_cfg.args)
+    AppArgs.model_validate(app_cfg.args)
     deployments = {d.name: d for d in app_cfg.deployments}
     assert set(deployments) == {"ControlApp", "Forecaster"}
     assert ModelConfig.model_validate(deployments["ControlApp"].user_config).model_alias == "champion"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.contracts import MEASUREMENT_BOUNDS, ControlCommand, ModelRef, ReadingError, Setpoints, validate_reading
+from app.contracts import MEASUREMENT_BOUNDS, ControlCommand, DeadLetter, ModelRef, ReadingError, Setpoints, UndecodableReading, reading_from_bus, validate_reading
 
 NOW = datetime(2026, 6, 2, tzinfo=timezone.utc)
 
@@ -59,6 +60,37 @@ def test_bounds_are_enforced_for_every_measurement(name, value):
         assert not low <= value <= high
     else:
         assert low <= getattr(r.measurements, name) <= high
+
+
+def test_the_future_bound_is_a_parameter_and_a_day_by_default():
+    ahead = reading(ts=(NOW + timedelta(hours=23)).isoformat())
+    assert validate_reading(ahead, now=NOW).ts == NOW + timedelta(hours=23)
+    with pytest.raises(ReadingError, match="more than 3600 s in the future"):
+        validate_reading(ahead, now=NOW, max_future_skew_s=3600)
+    with pytest.raises(ReadingError, match="more than 86400 s in the future"):
+        validate_reading(reading(ts=(NOW + timedelta(hours=25)).isoformat()), now=NOW)
+
+
+def test_readings_from_the_bus_are_decoded_with_the_same_checks_and_a_wide_window():
+    far = reading(ts=(NOW + timedelta(days=365)).isoformat())
+    assert reading_from_bus(orjson.dumps(far), now=NOW).greenhouse_id == "gh-01"
+    with pytest.raises(ReadingError, match="in the future"):
+        reading_from_bus(orjson.dumps(reading(ts=(NOW + timedelta(days=11 * 365)).isoformat())), now=NOW)
+    with pytest.raises(ReadingError) as exc:
+        reading_from_bus(orjson.dumps(reading(measurements={"rh_pct": 101})), now=NOW)
+    assert exc.value.reason_code == "measurements.rh_pct" and not isinstance(exc.value, UndecodableReading)
+    with pytest.raises(UndecodableReading) as undecodable:
+        reading_from_bus(b"garbage")
+    assert undecodable.value.reason.startswith("value: not JSON") and undecodable.value.reason_code == "value"
+
+
+def test_dead_letter_round_trips_as_json():
+    letter = DeadLetter(source="sink", source_topic="greenhouse.sensors", source_partition=2, source_offset=41, error_code=42206, reason="ts: bad", received_at=NOW, payload={"greenhouse_id": "gh-01"})
+    data = orjson.loads(letter.to_json())
+    assert data["schema_version"] == 1 and data["received_at"] == "2026-06-02T00:00:00Z"
+    assert DeadLetter.from_json(letter.to_json()) == letter
+    with pytest.raises(ValueError):
+        DeadLetter.model_validate({**data, "source": "elsewhere"})
 
 
 def command(**changes):

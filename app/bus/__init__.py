@@ -7,17 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from app.bus.base import (
-    Bus,
-    BusError,
-    Consumer,
-    Message,
-    OutgoingRecord,
-    ProduceResult,
-    TopicPartition,
-    UnknownTopicError,
-    partition_for_key,
-)
+from app.bus.base import Bus, BusError, Consumer, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
 
 
 def open_bus(url: str) -> Bus:
@@ -28,23 +18,10 @@ def open_bus(url: str) -> Bus:
 
         return EmbeddedBus(urlparse(url).path)
     if scheme == "kafka":
-        try:
-            from app.bus.kafka import KafkaBus
-        except ImportError as exc:  # pragma: no cover - lands with the Kafka adapter
-            raise BusError(f"the Kafka bus adapter is not available: {exc}") from exc
+        from app.bus.kafka import KafkaBus
+
         return KafkaBus(url)
     raise ValueError(f"unsupported bus URL {url!r}: use file:///dir or kafka://host:port")
 
 
-__all__ = [
-    "Bus",
-    "BusError",
-    "Consumer",
-    "Message",
-    "OutgoingRecord",
-    "ProduceResult",
-    "TopicPartition",
-    "UnknownTopicError",
-    "open_bus",
-    "partition_for_key",
-]
+__all__ = ["Bus", "BusError", "Consumer", "Message", "OutgoingRecord", "ProduceResult", "TopicPartition", "UnknownTopicError", "open_bus", "partition_for_key"]

@@ -12,18 +12,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from app.bus.base import (
-    BusError,
-    Message,
-    OutgoingRecord,
-    ProduceResult,
-    TopicPartition,
-    UnknownTopicError,
-    partition_for_key,
-)
+from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -73,16 +65,9 @@ class EmbeddedBus:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, partitions)
-                )
-                (count,) = self._conn.execute(
-                    "SELECT partitions FROM topics WHERE name = ?", (topic,)
-                ).fetchone()
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO heads(topic, partition, next_offset) VALUES (?, ?, 0)",
-                    [(topic, p) for p in range(count)],
-                )
+                self._conn.execute("INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, partitions))
+                (count,) = self._conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+                self._conn.executemany("INSERT OR IGNORE INTO heads(topic, partition, next_offset) VALUES (?, ?, 0)", [(topic, p) for p in range(count)])
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -107,9 +92,7 @@ class EmbeddedBus:
     def end_offsets(self, topic: str) -> dict[int, int]:
         self.partitions_for(topic)
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT partition, next_offset FROM heads WHERE topic = ? ORDER BY partition", (topic,)
-            ).fetchall()
+            rows = self._conn.execute("SELECT partition, next_offset FROM heads WHERE topic = ? ORDER BY partition", (topic,)).fetchall()
         return {p: o for p, o in rows}
 
     # -- produce ----------------------------------------------------------------------------
@@ -129,29 +112,17 @@ class EmbeddedBus:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                heads = dict(
-                    self._conn.execute(
-                        "SELECT partition, next_offset FROM heads WHERE topic = ?", (topic,)
-                    ).fetchall()
-                )
+                heads = dict(self._conn.execute("SELECT partition, next_offset FROM heads WHERE topic = ?", (topic,)).fetchall())
                 for rec, part in zip(records, targets):
                     if part is None:
-                        results.append(
-                            ProduceResult(None, None, error=f"partition {rec.partition} does not exist")
-                        )
+                        results.append(ProduceResult(None, None, error=f"partition {rec.partition} does not exist"))
                         continue
                     offset = heads[part]
                     heads[part] = offset + 1
                     rows.append((topic, part, offset, rec.key, rec.value, now_ms))
                     results.append(ProduceResult(part, offset))
-                self._conn.executemany(
-                    "INSERT INTO records(topic, partition, offset, key, value, ts_ms) VALUES (?,?,?,?,?,?)",
-                    rows,
-                )
-                self._conn.executemany(
-                    "UPDATE heads SET next_offset = ? WHERE topic = ? AND partition = ?",
-                    [(o, topic, p) for p, o in heads.items()],
-                )
+                self._conn.executemany("INSERT INTO records(topic, partition, offset, key, value, ts_ms) VALUES (?,?,?,?,?,?)", rows)
+                self._conn.executemany("UPDATE heads SET next_offset = ? WHERE topic = ? AND partition = ?", [(o, topic, p) for p, o in heads.items()])
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 try:
@@ -162,7 +133,7 @@ class EmbeddedBus:
         return results
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, group_id: str, topics: Sequence[str]) -> "EmbeddedConsumer":
+    def consumer(self, group_id: str, topics: Sequence[str]) -> EmbeddedConsumer:
         for topic in topics:
             self.partitions_for(topic)
         return EmbeddedConsumer(self._path, group_id, list(topics))
@@ -190,10 +161,7 @@ class EmbeddedConsumer:
 
     def committed(self, tp: TopicPartition) -> int | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT offset FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
-                (self.group_id, tp.topic, tp.partition),
-            ).fetchone()
+            row = self._conn.execute("SELECT offset FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?", (self.group_id, tp.topic, tp.partition)).fetchone()
         return None if row is None else row[0]
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -224,9 +192,7 @@ class EmbeddedConsumer:
                 if room <= 0:
                     break
                 rows = self._conn.execute(
-                    "SELECT offset, key, value, ts_ms FROM records WHERE topic = ? AND partition = ?"
-                    " AND offset >= ? ORDER BY offset LIMIT ?",
-                    (tp.topic, tp.partition, pos, room),
+                    "SELECT offset, key, value, ts_ms FROM records WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?", (tp.topic, tp.partition, pos, room)
                 ).fetchall()
                 for offset, key, value, ts_ms in rows:
                     out.append(Message(tp.topic, tp.partition, offset, key, value, ts_ms))
@@ -239,8 +205,7 @@ class EmbeddedConsumer:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.executemany(
-                    "INSERT INTO group_offsets(group_id, topic, partition, offset) VALUES (?,?,?,?)"
-                    " ON CONFLICT(group_id, topic, partition) DO UPDATE SET offset = excluded.offset",
+                    "INSERT INTO group_offsets(group_id, topic, partition, offset) VALUES (?,?,?,?) ON CONFLICT(group_id, topic, partition) DO UPDATE SET offset = excluded.offset",
                     [(self.group_id, tp.topic, tp.partition, off) for tp, off in offsets.items()],
                 )
                 self._conn.execute("COMMIT")

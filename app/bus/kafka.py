@@ -10,7 +10,7 @@ is one member per group), auto-commit off, offsets committed explicitly after du
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -18,15 +18,7 @@ from kafka import TopicPartition as KafkaTP
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from app.bus.base import (
-    BusError,
-    Message,
-    OutgoingRecord,
-    ProduceResult,
-    TopicPartition,
-    UnknownTopicError,
-    partition_for_key,
-)
+from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
 
 _PRODUCE_TIMEOUT_S = 30.0
 
@@ -73,14 +65,7 @@ class KafkaBus:
         with self._lock:
             if self._producer is None:
                 try:
-                    self._producer = KafkaProducer(
-                        bootstrap_servers=self._servers,
-                        client_id=f"{self._client_id}-producer",
-                        acks="all",
-                        enable_idempotence=True,
-                        linger_ms=2,
-                        retries=5,
-                    )
+                    self._producer = KafkaProducer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-producer", acks="all", enable_idempotence=True, linger_ms=2, retries=5)
                 except KafkaError as exc:
                     raise BusError(f"cannot reach Kafka at {self._servers}: {exc}", retriable=True) from exc
             return self._producer
@@ -163,7 +148,7 @@ class KafkaBus:
         return results
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, group_id: str, topics: Sequence[str]) -> "KafkaBusConsumer":
+    def consumer(self, group_id: str, topics: Sequence[str]) -> KafkaBusConsumer:
         assignment = [TopicPartition(t, p) for t in topics for p in range(self.partitions_for(t))]
         return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id)
 
@@ -183,12 +168,7 @@ class KafkaBusConsumer:
     def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str) -> None:
         self.group_id = group_id
         self._consumer = KafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=group_id,
-            client_id=f"{client_id}-{group_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            bootstrap_servers=servers, group_id=group_id, client_id=f"{client_id}-{group_id}", enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed"
         )
         self._tps = {tp: KafkaTP(tp.topic, tp.partition) for tp in assignment}
         self._consumer.assign(list(self._tps.values()))

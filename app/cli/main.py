@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from app.orchestration.registry import JOBS, JobSpec
 
 app = typer.Typer(
     name="greenhouse",
@@ -32,7 +34,7 @@ console = Console(stderr=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML settings file (GH_* environment variables override it).")
 
 
-def _settings(config: Optional[Path], **overrides):
+def _settings(config: Path | None, **overrides):
     from app.config import load_settings
 
     try:
@@ -53,9 +55,9 @@ def demo(
     data_only: bool = typer.Option(False, "--data-only", help="Stop after the data path (ingest, sink, lake check)."),
     tune_samples: int = typer.Option(4, min=1, max=100, help="Ray Tune trials."),
     control_days: float = typer.Option(1.0, min=0.05, max=30, help="Simulated days of closed-loop control."),
-    data_dir: Optional[Path] = typer.Option(None, help="Where embedded stores live (default: a fresh run directory under ./.greenhouse/runs)."),
-    port: Optional[int] = typer.Option(None, help="Serve HTTP port (default: GH_SERVE__PORT or 8000)."),
-    config: Optional[Path] = ConfigOpt,
+    data_dir: Path | None = typer.Option(None, help="Where embedded stores live (default: a fresh run directory under ./.greenhouse/runs)."),
+    port: int | None = typer.Option(None, help="Serve HTTP port (default: GH_SERVE__PORT or 8000)."),
+    config: Path | None = ConfigOpt,
 ) -> None:
     """The whole product on one machine: simulate greenhouses, ingest over HTTP, sink to the lake,
     build features (Ray Data), tune and train (Ray Tune + Train), register and promote (MLflow),
@@ -75,8 +77,7 @@ def demo(
         overrides["serve"] = {"port": port}
     settings = _settings(config, **overrides)
     options = DemoOptions(
-        greenhouses=greenhouses, days=days, step_s=step_s, seed=seed, batch_size=batch_size, fault_rate=fault_rate,
-        data_only=data_only, tune_samples=tune_samples, control_days=control_days,
+        greenhouses=greenhouses, days=days, step_s=step_s, seed=seed, batch_size=batch_size, fault_rate=fault_rate, data_only=data_only, tune_samples=tune_samples, control_days=control_days
     )
     console.print(f"[bold]greenhouse demo[/bold]: {greenhouses} greenhouses x {days:g} simulated days, data in {settings.data_dir}")
     tasks: dict[str, int] = {}
@@ -115,26 +116,22 @@ def _print_demo_summary(s) -> None:
     console.print(table)
 
 
-JOBS = {
-    "sink": "Sink the sensor topic into the lake with batch metadata (python -m jobs.sink).",
-    "preprocess": "Build a feature set from the raw lake with Ray Data (python -m jobs.preprocess).",
-    "train": "Train the forecaster with Ray Train, log to MLflow, register a challenger (python -m jobs.train).",
-    "tune": "Search hyperparameters with Ray Tune, then train the best (python -m jobs.tune).",
-    "promote": "Move alias champion to the challenger if it forecasts better (python -m jobs.promote).",
-}
+def _job_command(spec: JobSpec) -> None:
+    """``greenhouse <job> ARGS``: the job's entrypoint in this process (its own ``--help``)."""
 
-
-def _job_command(name: str, help_text: str) -> None:
-    @app.command(name, help=help_text + " Pass --help for its options.", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+    @app.command(
+        spec.name,
+        help=f"{spec.description.rstrip('.')} ({spec.entrypoint()}). Pass --help for its options.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    )
     def run(ctx: typer.Context) -> None:
-        import importlib
+        from app.entrypoints import main_of
 
-        module = importlib.import_module(f"jobs.{name}")
-        raise typer.Exit(module.main(list(ctx.args)))
+        raise typer.Exit(main_of(spec.name)(list(ctx.args)))
 
 
-for _name, _help in JOBS.items():
-    _job_command(_name, _help)
+for _spec in JOBS.values():
+    _job_command(_spec)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -142,7 +139,7 @@ def submit(
     ctx: typer.Context,
     job: str = typer.Argument(..., help=f"One of: {', '.join(JOBS)}"),
     address: str = typer.Option("http://127.0.0.1:8265", envvar="RAY_API_SERVER_ADDRESS", help="Ray Jobs API address."),
-    submission_id: Optional[str] = typer.Option(None, help="Deterministic id: re-submitting an existing id waits for it instead of running twice."),
+    submission_id: str | None = typer.Option(None, help="Deterministic id: re-submitting an existing id waits for it instead of running twice."),
     timeout_s: float = typer.Option(3600, help="Give up (and stop the job) after this long."),
 ) -> None:
     """Submit a job to a Ray cluster through the Jobs API, ship this project and the GH_* settings
@@ -150,30 +147,28 @@ def submit(
     import os
     import uuid
 
-    from app.orchestration.ray_jobs import job_runtime_env, submit_and_wait
-
-    if job not in JOBS:
-        console.print(f"[red]error:[/red] unknown job {job!r}; choose one of {', '.join(JOBS)}")
-        raise typer.Exit(2)
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith("GH_")}
-    entrypoint = " ".join(["python", "-m", f"jobs.{job}", *ctx.args])
-    sid = submission_id or f"{job}-{uuid.uuid4().hex[:8]}"
-    console.print(f"submitting [bold]{entrypoint}[/bold] to {address} as {sid}")
-    seen: list[str] = []
-
-    def on_status(status: str) -> None:
-        if not seen or seen[-1] != status:  # print transitions only
-            seen.append(status)
-            console.print(f"  {sid}: {status}", highlight=False)
+    from app.orchestration.ray_jobs import RayJobsRunner, ray_auth_headers
+    from app.orchestration.registry import job_spec
+    from app.orchestration.runner import JobRequest
 
     try:
-        result = submit_and_wait(address, entrypoint, submission_id=sid, runtime_env=job_runtime_env(Path.cwd(), env_vars), timeout_s=timeout_s, on_status=on_status)
+        spec = job_spec(job)
+    except LookupError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("GH_")}
+    request = JobRequest(job, submission_id or f"{job}-{uuid.uuid4().hex[:8]}", tuple(ctx.args), env_vars)
+    console.print(f"submitting [bold]{escape(spec.entrypoint(request.args))}[/bold] to {address} as {request.submission_id}")
+    try:
+        runner = RayJobsRunner(address, working_dir=Path.cwd(), headers=ray_auth_headers())
+        submission = runner.submit(request)
+        result = runner.wait(submission, timeout_s=timeout_s, on_status=lambda s: console.print(f"  {submission.submission_id}: {s}", highlight=False))
     except Exception as exc:
         console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(1) from None
     print(json.dumps(result.summary or {"job": job, "status": result.status}))
     if not result.ok:
-        console.print(f"[red]{sid} {result.status}[/red]; last log lines:\n" + "\n".join(result.logs.splitlines()[-20:]))
+        console.print(f"[red]{result.submission_id} {result.status}[/red]; last log lines:\n" + escape(result.tail(20)))
         raise typer.Exit(1)
 
 
@@ -185,15 +180,15 @@ def simulate(
     step_s: float = typer.Option(60.0, min=1),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(100, min=1, max=5000),
-    token: Optional[str] = typer.Option(None, envvar="GH_DEVICE_TOKEN", help="Bearer token for the gateway."),
+    token: str | None = typer.Option(None, envvar="GH_DEVICE_TOKEN", help="Bearer token for the gateway."),
 ) -> None:
     """Post simulated fleet readings to a running gateway (e.g. one started by ``serve run``)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from app.ingest.client import GatewayClient
     from app.sim.fleet import FleetSimulator
 
-    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours + 1)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours + 1)
     fleet = FleetSimulator(greenhouses, start, step_s=step_s, seed=seed)
     with GatewayClient(url, token=token, batch_size=batch_size) as client:
         try:
@@ -207,13 +202,13 @@ def simulate(
 
 
 @app.command("config")
-def show_config(config: Optional[Path] = ConfigOpt) -> None:
+def show_config(config: Path | None = ConfigOpt) -> None:
     """Print the effective settings (secrets masked) as JSON."""
     print(json.dumps(_settings(config).public_dict(), indent=2))
 
 
 @app.command()
-def lake(config: Optional[Path] = ConfigOpt) -> None:
+def lake(config: Path | None = ConfigOpt) -> None:
     """Summarise the raw lake: rows and files per greenhouse and date."""
     import pyarrow.compute as pc
 
@@ -232,6 +227,7 @@ def lake(config: Optional[Path] = ConfigOpt) -> None:
         out.add_row(str(row["greenhouse_id"]), str(row["date"]), str(row["device_id_count"]))
     console.print(out)
     console.print(f"total rows: {pc.sum(grouped['device_id_count']).as_py()}")
+
 
 app.add_typer(__import__("app.kuberay.cli", fromlist=["app"]).app, name="kuberay")
 

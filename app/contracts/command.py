@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.contracts.reading import ID_PATTERN
 
-COMMAND_SCHEMA_VERSION = 1
+COMMAND_SCHEMA_VERSION: Final = 1
 
 
 class Setpoints(BaseModel):
@@ -28,6 +29,16 @@ class Setpoints(BaseModel):
     vent_pct: float = Field(ge=0.0, le=100.0, allow_inf_nan=False)
     heat_pct: float = Field(ge=0.0, le=100.0, allow_inf_nan=False)
     screen_pct: float = Field(ge=0.0, le=100.0, allow_inf_nan=False)
+
+    @classmethod
+    def clamped(cls, vent_pct: float = 0.0, heat_pct: float = 0.0, screen_pct: float = 0.0) -> Setpoints:
+        """Setpoints with each value clamped into 0..100 (what an actuator can do with any
+        request); a non-finite value raises ``ValueError``."""
+        values = {"vent_pct": vent_pct, "heat_pct": heat_pct, "screen_pct": screen_pct}
+        for name, value in values.items():
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be finite (got {value!r})")
+        return cls(**{name: min(max(float(value), 0.0), 100.0) for name, value in values.items()})
 
 
 class ModelRef(BaseModel):
@@ -63,7 +74,7 @@ class ControlCommand(BaseModel):
         return value.astimezone(timezone.utc)
 
     @model_validator(mode="after")
-    def _window(self) -> "ControlCommand":
+    def _window(self) -> ControlCommand:
         if self.valid_until <= self.issued_at:
             raise ValueError("valid_until must be after issued_at")
         return self
@@ -73,7 +84,7 @@ class ControlCommand(BaseModel):
         payload = self.model_dump(mode="json", exclude={"signature"})
         return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
 
-    def signed(self, key: bytes) -> "ControlCommand":
+    def signed(self, key: bytes) -> ControlCommand:
         """A copy carrying the HMAC-SHA256 signature made with ``key``."""
         digest = hmac.new(key, self.canonical_bytes(), hashlib.sha256).hexdigest()
         return self.model_copy(update={"signature": digest})

@@ -9,19 +9,32 @@ A reading is what one device reports at one instant::
 their unit in the name and physical bounds; impossible values are rejected with a reason. Unknown
 measurements and unknown top-level fields are kept (numbers, strings, booleans) so that newer
 devices do not lose data on an older gateway.
+
+Every check a reading goes through lives here and nowhere else: :func:`validate_reading` (a
+decoded value: the gateway, a caller's window) and :func:`reading_from_bus` (a bus message value:
+the lake sink, the serving window's topic follower) are the only entry points.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-READING_SCHEMA_VERSION = 1
+READING_SCHEMA_VERSION: Final = 1
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+DEFAULT_MAX_FUTURE_SKEW_S = 86_400.0
+"""How far past the receiver's clock a reading's ``ts`` may be at the edge (one day)."""
+
+ON_BUS_MAX_FUTURE_SKEW_S = 10 * 365 * 86_400.0
+"""The same bound for readings already on the bus (ten years): the gateway checked them against
+its own clock on arrival, and consumers replay them at any later (or simulated) time, so they only
+guard against absurd timestamps."""
 
 # name -> (lower bound, upper bound) of physically possible values, inclusive.
 MEASUREMENT_BOUNDS: dict[str, tuple[float, float]] = {
@@ -122,10 +135,16 @@ class Reading(BaseModel):
         return int(self.ts.timestamp() * 1000)
 
 
-def validate_reading(
-    value: Any, *, now: datetime | None = None, max_future_skew_s: float = 86_400.0
-) -> Reading:
-    """Validate one reading; raise :class:`ReadingError` with a readable reason when it is invalid."""
+def validate_reading(value: Any, *, now: datetime | None = None, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> Reading:
+    """Validate one decoded reading (the one place every reading check is made).
+
+    Checks the contract (ids, ``schema_version``), the time window (tz-aware, not before
+    :data:`EARLIEST_TS`, at most ``max_future_skew_s`` past ``now``, default the current UTC
+    time), the :data:`MEASUREMENT_BOUNDS` and finiteness (no NaN/Inf) of every number.
+
+    Raises:
+        ReadingError: with a one-line ``reason`` naming the field, when ``value`` is invalid.
+    """
     try:
         reading = Reading.model_validate(value)
     except ValidationError as exc:
@@ -134,10 +153,31 @@ def validate_reading(
         raise ReadingError(str(exc)) from None
     now = now or datetime.now(timezone.utc)
     if reading.ts > now + timedelta(seconds=max_future_skew_s):
-        raise ReadingError(
-            f"ts: {reading.ts.isoformat()} is more than {max_future_skew_s:.0f} s in the future"
-        )
+        raise ReadingError(f"ts: {reading.ts.isoformat()} is more than {max_future_skew_s:.0f} s in the future")
     return reading
+
+
+def reading_from_bus(raw: bytes | str, *, now: datetime | None = None) -> Reading:
+    """Decode and validate a reading as stored on the bus (its JSON), for consumers of the topic.
+
+    The time window is :data:`ON_BUS_MAX_FUTURE_SKEW_S` past ``now``; everything else is
+    :func:`validate_reading`.
+
+    Raises:
+        UndecodableReading: ``raw`` is not JSON.
+        ReadingError: the decoded value violates the contract.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableReading(f"value: not JSON ({exc})") from None
+    return validate_reading(value, now=now, max_future_skew_s=ON_BUS_MAX_FUTURE_SKEW_S)
+
+
+def reason_code(reason: str) -> str:
+    """A short stable key of a rejection reason, for counting by cause: the field path before
+    the first ``:`` (e.g. ``measurements.rh_pct``), or ``invalid``."""
+    return reason.split(":", 1)[0].strip() or "invalid"
 
 
 class ReadingError(ValueError):
@@ -149,9 +189,13 @@ class ReadingError(ValueError):
 
     @property
     def reason_code(self) -> str:
-        """A short stable key for counting rejections by cause (e.g. ``measurements.rh_pct``)."""
-        head = self.reason.split(":", 1)[0]
-        return head.strip() or "invalid"
+        """A short stable key for counting rejections by cause (see :func:`reason_code`)."""
+        return reason_code(self.reason)
+
+
+class UndecodableReading(ReadingError):
+    """A value that is not a reading's encoding at all (not JSON), as opposed to a decoded value
+    that breaks the contract."""
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -10,13 +10,13 @@ Serve replica and in experiments.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from app.control.policy import horizon_of
+from app.contracts.vocabulary import horizon_of
 
 TEMP_PREFIX = "air_temp_c_"
 

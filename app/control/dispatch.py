@@ -8,9 +8,10 @@ duplicate and foreign commands, and applies the rest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import orjson
 

@@ -6,28 +6,21 @@ both controllers are held to the same limits and produce the same command shape.
 
 from __future__ import annotations
 
-import itertools
 import math
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from app.config import Settings
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
-from app.control.policy import ACTUATORS, DEFAULT_LEVELS, Decision, Limits, Targets, candidate_axes, plan_matrix, screen_opening, screen_rule
+from app.contracts.vocabulary import ACTUATORS, plan_columns
+from app.control.policy import Decision, Targets, plan_matrix, screen_opening, screen_rule
 
 COMMAND_NAMESPACE = uuid.UUID("6a1f2f0e-6f0c-4b43-9d0e-4f1b2c3d4e5f")
 THERMOSTAT_MODEL = ModelRef(name="thermostat", version="rule-v1")
-
-
-def targets_from(settings: Settings) -> Targets:
-    """The target band configured in ``settings.control``."""
-    c = settings.control
-    return Targets(band_low_c=c.band_low_c, band_high_c=c.band_high_c, rh_max_pct=c.rh_max_pct, margin_c=c.margin_c)
 
 
 def current_setpoints(features: Mapping[str, Any]) -> dict[str, float]:
@@ -72,46 +65,12 @@ def targets_during(targets: Targets, screen: ScreenPlan, opening_margin_c: float
     return replace(targets, margin_c=targets.margin_c + opening_margin_c) if screen.opening and opening_margin_c else targets
 
 
-@lru_cache(maxsize=1024)
-def _plans(current: tuple[tuple[str, float], ...], limits: Limits, dt_s: float, levels: Any, fixed: tuple[tuple[str, float], ...]) -> np.ndarray:
-    # levels: a tuple of floats, or a tuple of (actuator, tuple of floats) pairs for per-actuator levels
-    axes = candidate_axes(dict(current), limits, dt_s, levels=dict(levels) if levels and isinstance(levels[0], tuple) else levels, fixed=dict(fixed))
-    plans = np.array(list(itertools.product(*axes)), dtype=np.float64).reshape(-1, len(ACTUATORS))
-    plans.flags.writeable = False  # shared by every caller with the same arguments
-    return plans
-
-
-def cached_candidate_plans(
-    current: Mapping[str, float],
-    limits: Limits,
-    dt_s: float,
-    levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
-    fixed: Mapping[str, float] | None = None,
-) -> np.ndarray:
-    """:func:`~app.control.policy.candidate_grid` as a read-only matrix (one candidate per row,
-    columns in ``ACTUATORS`` order), remembered for its arguments (the actuator positions, the
-    limits, the levels and the fixed settings). Built from :func:`~app.control.policy.candidate_axes`,
-    a miss costs ~0.06 ms for about a hundred candidates."""
-    key = tuple(sorted((a, float(v)) for a, v in current.items()))
-    fixed_key = tuple(sorted((a, float(v)) for a, v in (fixed or {}).items()))
-    if isinstance(levels, Mapping):
-        levels_key: tuple = tuple(sorted((a, tuple(float(x) for x in v)) for a, v in levels.items()))
-    else:
-        levels_key = tuple(float(x) for x in levels)
-    return _plans(key, limits, float(dt_s), levels_key, fixed_key)
-
-
 def candidate_columns(feature_columns: Sequence[str], horizons_min: Sequence[int]) -> list[str]:
     """The column names of :func:`candidate_matrix`: the features, then each horizon's plan."""
-    return [*feature_columns, *(f"plan_{a}_{h}min" for h in horizons_min for a in ACTUATORS)]
+    return [*feature_columns, *plan_columns(horizons_min, with_exchange=False)]
 
 
-def plan_weights(
-    horizons_min: Sequence[int],
-    time_constants_s: Mapping[str, float] | None = None,
-    switch_after_min: Mapping[str, float] | None = None,
-    step_s: float = 60.0,
-) -> np.ndarray:
+def plan_weights(horizons_min: Sequence[int], time_constants_s: Mapping[str, float] | None = None, switch_after_min: Mapping[str, float] | None = None, step_s: float = 60.0) -> np.ndarray:
     """Weights that turn setpoints into the model's plan features.
 
     Training's plan feature for actuator ``a`` and horizon ``h`` is the mean *reported* position
@@ -145,7 +104,7 @@ def candidate_matrix(
 ) -> tuple[np.ndarray, list[str]]:
     """Model inputs for candidate plans, for ``ForecastModel.predict_arrays``: one float64 row per
     candidate (the latest features, then each horizon's plan) and the column names
-    (:func:`candidate_columns`). ``candidates`` is a plan matrix (:func:`cached_candidate_plans`)
+    (:func:`candidate_columns`). ``candidates`` is a plan matrix (:func:`~app.control.policy.candidate_plans`)
     or a sequence of setpoint dicts.
 
     Without the optional arguments each plan column is the candidate's setpoint, held. With
@@ -175,15 +134,7 @@ def command_id_for(greenhouse_id: str, decided_at: datetime, request_id: str | N
 
 
 def build_command(
-    greenhouse_id: str,
-    decision: Decision,
-    *,
-    decided_at: datetime,
-    ttl_s: float,
-    model: ModelRef | None,
-    state_ts: datetime | None,
-    dry_run: bool = False,
-    request_id: str | None = None,
+    greenhouse_id: str, decision: Decision, *, decided_at: datetime, ttl_s: float, model: ModelRef | None, state_ts: datetime | None, dry_run: bool = False, request_id: str | None = None
 ) -> ControlCommand:
     """The command for ``decision``: id, expiry, model version and the forecast that led to it."""
     reason: dict[str, Any] = {"mode": decision.mode, "why": decision.reason}
@@ -208,9 +159,7 @@ def build_command(
 __all__ = [
     "ScreenPlan",
     "THERMOSTAT_MODEL",
-    "Limits",
     "build_command",
-    "cached_candidate_plans",
     "candidate_columns",
     "candidate_matrix",
     "command_id_for",
@@ -219,5 +168,4 @@ __all__ = [
     "screen_plan",
     "solar_trend_w_m2_per_min",
     "targets_during",
-    "targets_from",
 ]

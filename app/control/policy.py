@@ -2,9 +2,10 @@
 
 - :func:`clamp_setpoints` bounds any proposal by the safety limits and the rate-of-change limits;
   every setpoint that leaves this module has passed through it.
-- :func:`choose_mpc` is model-predictive: it scores a grid of candidate settings through a
-  forecaster (forecast temperature and humidity per horizon) and picks the candidate that keeps the
-  forecast inside the target band at the least energy, with a small penalty on actuator travel.
+- :func:`candidate_plans` spans the candidate settings, :func:`candidate_costs` scores each
+  candidate's forecast (temperature and humidity per horizon) and :func:`pick_best` picks the one
+  that keeps the forecast inside the target band at the least energy, with a small penalty on
+  actuator travel: model-predictive control (:mod:`app.control.core` runs them in order).
 - :func:`thermostat` is the rule-based fallback used when the model or the data is stale.
 
 No I/O, no clocks, no randomness: the same inputs give the same decision.
@@ -14,36 +15,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-ACTUATORS = ("vent_pct", "heat_pct", "screen_pct")
+from app.config import Limits
+from app.contracts.vocabulary import ACTUATORS, horizon_of
+
 HEAT_COLUMN = ACTUATORS.index("heat_pct")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Safety limits (percent) and rate-of-change limits (percent per minute) per actuator."""
-
-    vent_min_pct: float = 0.0
-    vent_max_pct: float = 100.0
-    heat_min_pct: float = 0.0
-    heat_max_pct: float = 100.0
-    screen_min_pct: float = 0.0
-    screen_max_pct: float = 100.0
-    vent_rate_pct_per_min: float = 20.0
-    heat_rate_pct_per_min: float = 25.0
-    screen_rate_pct_per_min: float = 20.0
-
-    def bounds(self, actuator: str) -> tuple[float, float]:
-        name = actuator.removesuffix("_pct")
-        return getattr(self, f"{name}_min_pct"), getattr(self, f"{name}_max_pct")
-
-    def rate(self, actuator: str) -> float:
-        return getattr(self, f"{actuator.removesuffix('_pct')}_rate_pct_per_min")
 
 
 @dataclass(frozen=True)
@@ -122,53 +103,47 @@ def clamp_setpoints(proposed: Mapping[str, float], current: Mapping[str, float],
     return out
 
 
-def candidate_axes(
-    current: Mapping[str, float],
-    limits: Limits,
-    dt_s: float,
-    levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
-    fixed: Mapping[str, float] | None = None,
-) -> list[list[float]]:
-    """Each actuator's candidate settings (in ``ACTUATORS`` order): the current value or any level,
-    or only its ``fixed`` value; clamped, deduplicated, in first-seen order of the sorted options.
+def candidate_plans(
+    current: Mapping[str, float], limits: Limits, dt_s: float, levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS, fixed: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """The candidate settings, one per row (columns in ``ACTUATORS`` order): each actuator at its
+    current value or any level (one sequence for all, or one per actuator), or only at its
+    ``fixed`` value (e.g. the screen from :func:`screen_rule`); clamped and deduplicated.
 
-    Clamping acts on each actuator alone, so the clamped, deduplicated grid is the product of these
-    axes, in the order the whole product would first meet each clamped candidate."""
-    fixed = fixed or {}
-    minutes = max(0.0, dt_s) / 60.0
+    Clamping acts on each actuator alone, so the grid is the product of each actuator's clamped,
+    deduplicated options (in first-seen order of the sorted options): the whole product, clamped
+    and deduplicated in order, is the definition the tests hold it to. The matrix is read-only and
+    remembered for its arguments; a miss costs ~0.06 ms for about a hundred candidates."""
+    key = tuple(sorted((a, float(v)) for a, v in current.items()))
+    fixed_key = tuple(sorted((a, float(v)) for a, v in (fixed or {}).items()))
+    if isinstance(levels, Mapping):
+        levels_key: tuple = (True, tuple(sorted((a, tuple(float(x) for x in v)) for a, v in levels.items())))
+    else:
+        levels_key = (False, tuple(float(x) for x in levels))
+    return _plans(key, limits, float(dt_s), levels_key, fixed_key)
+
+
+@lru_cache(maxsize=1024)
+def _plans(current: tuple[tuple[str, float], ...], limits: Limits, dt_s: float, levels: tuple, fixed: tuple[tuple[str, float], ...]) -> np.ndarray:
+    # levels: (False, floats for every actuator) or (True, (actuator, floats) pairs)
+    per_actuator = dict(levels[1]) if levels[0] else None
+    now, pinned, minutes = dict(current), dict(fixed), max(0.0, dt_s) / 60.0
     axes = []
     for a in ACTUATORS:
-        if a in fixed:
-            options = [float(fixed[a])]
+        if a in pinned:
+            options = [pinned[a]]
         else:
-            levels_a = levels.get(a, DEFAULT_LEVELS) if isinstance(levels, Mapping) else levels
-            options = sorted({float(current.get(a, 0.0)), *map(float, levels_a)})
-        cur = _bounded_current(a, current, limits)
-        axes.append(list(dict.fromkeys(_clamp_one(a, o, cur, limits, minutes) for o in options)))
-    return axes
-
-
-def candidate_grid(
-    current: Mapping[str, float],
-    limits: Limits,
-    dt_s: float,
-    levels: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
-    fixed: Mapping[str, float] | None = None,
-) -> list[dict[str, float]]:
-    """Candidate settings: each actuator at the current value or any level (one sequence for all,
-    or one per actuator), or only at its ``fixed`` value (e.g. the screen from
-    :func:`screen_rule`); clamped and deduplicated."""
-    return [dict(zip(ACTUATORS, combo)) for combo in itertools.product(*candidate_axes(current, limits, dt_s, levels, fixed))]
+            options = sorted({now.get(a, 0.0), *(per_actuator.get(a, DEFAULT_LEVELS) if per_actuator is not None else levels[1])})
+        cur = _bounded_current(a, now, limits)
+        axes.append(list(dict.fromkeys(_clamp_one(a, float(o), cur, limits, minutes) for o in options)))
+    plans = np.array(list(itertools.product(*axes)), dtype=np.float64).reshape(-1, len(ACTUATORS))
+    plans.flags.writeable = False  # shared by every caller with the same arguments
+    return plans
 
 
 def plan_matrix(candidates: Sequence[Mapping[str, float]]) -> np.ndarray:
     """Setpoint dicts as a float matrix, one candidate per row, columns in :data:`ACTUATORS` order."""
     return np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64).reshape(len(candidates), len(ACTUATORS))
-
-
-def horizon_of(key: str) -> int:
-    """The horizon in minutes of a forecast key such as ``air_temp_c_15min``."""
-    return int(key.rsplit("_", 1)[1].removesuffix("min"))
 
 
 def cost_horizons(horizons_min: Sequence[int], max_horizon_min: int | None) -> list[int]:
@@ -193,13 +168,7 @@ def _cost_columns(keys: tuple[str, ...], max_horizon_min: int | None) -> tuple[n
 
 
 def candidate_costs(
-    plans: np.ndarray,
-    forecasts: np.ndarray,
-    keys: Sequence[str],
-    current: Mapping[str, float],
-    targets: Targets,
-    weights: Weights = Weights(),
-    max_horizon_min: int | None = None,
+    plans: np.ndarray, forecasts: np.ndarray, keys: Sequence[str], current: Mapping[str, float], targets: Targets, weights: Weights = Weights(), max_horizon_min: int | None = None
 ) -> np.ndarray:
     """The cost of every candidate at once.
 
@@ -221,54 +190,7 @@ def candidate_costs(
     return weights.band_k2 * band + weights.rh_pct2 * rh + weights.energy_per_heat_pct * plans[:, HEAT_COLUMN] + weights.travel_per_pct * travel
 
 
-def cost_of(
-    forecast: Mapping[str, float],
-    candidate: Mapping[str, float],
-    current: Mapping[str, float],
-    targets: Targets,
-    weights: Weights,
-    max_horizon_min: int | None = None,
-) -> float:
-    """:func:`candidate_costs` of one candidate (dicts in, a float out)."""
-    keys = list(forecast)
-    return float(candidate_costs(plan_matrix([candidate]), np.array([[float(forecast[k]) for k in keys]]), keys, current, targets, weights, max_horizon_min)[0])
-
-
-def choose_mpc(
-    forecaster: Callable[[list[dict[str, float]]], list[Mapping[str, float]]],
-    current: Mapping[str, float],
-    *,
-    limits: Limits,
-    targets: Targets,
-    weights: Weights = Weights(),
-    dt_s: float = 300.0,
-) -> Decision:
-    """Evaluate every candidate through ``forecaster`` (one call, a list of candidates in, a list of
-    forecasts out) and return the cheapest; ties go to the earlier (lower-energy-first) candidate."""
-    candidates = candidate_grid(current, limits, dt_s)
-    return pick_best(candidates, forecaster(candidates), current, limits=limits, targets=targets, weights=weights, dt_s=dt_s)
-
-
 def pick_best(
-    candidates: Sequence[Mapping[str, float]],
-    forecasts: Sequence[Mapping[str, float]],
-    current: Mapping[str, float],
-    *,
-    limits: Limits,
-    targets: Targets,
-    weights: Weights = Weights(),
-    dt_s: float = 300.0,
-    max_horizon_min: int | None = None,
-) -> Decision:
-    """:func:`pick_best_arrays` for candidates and forecasts as dicts (one forecast each)."""
-    if len(forecasts) != len(candidates) or not candidates:
-        raise ValueError("forecaster must return one forecast per candidate")
-    keys = list(forecasts[0])
-    values = np.array([[float(f[k]) for k in keys] for f in forecasts], dtype=np.float64)
-    return pick_best_arrays(plan_matrix(candidates), values, keys, current, limits=limits, targets=targets, weights=weights, dt_s=dt_s, max_horizon_min=max_horizon_min)
-
-
-def pick_best_arrays(
     plans: np.ndarray,
     forecasts: np.ndarray,
     keys: Sequence[str],
@@ -298,7 +220,9 @@ def pick_best_arrays(
     return Decision(chosen, "mpc", f"least cost of {len(plans)} candidates", round(cost, 4) if math.isfinite(cost) else None, forecast, best)
 
 
-def screen_rule(outside_temp_c: float, solar_w_m2: float, *, night_below_outside_c: float = 15.0, dark_below_solar_w_m2: float = 50.0, shade_above_solar_w_m2: float = 750.0, shade_pct: float = 60.0) -> float:
+def screen_rule(
+    outside_temp_c: float, solar_w_m2: float, *, night_below_outside_c: float = 15.0, dark_below_solar_w_m2: float = 50.0, shade_above_solar_w_m2: float = 750.0, shade_pct: float = 60.0
+) -> float:
     """The energy/shade screen as horticultural climate computers run it: closed when it is dark
     and cold outside (insulation), partly closed in strong sun (shade), open otherwise."""
     if solar_w_m2 < dark_below_solar_w_m2 and outside_temp_c < night_below_outside_c:
@@ -317,9 +241,7 @@ def screen_opening(setpoint_pct: float, position_pct: float, change_15min_pct: f
     return about_to or position_pct > setpoint_pct + 5.0 or change_15min_pct < -20.0
 
 
-def thermostat(
-    air_temp_c: float, rh_pct: float, current: Mapping[str, float], *, limits: Limits, targets: Targets, dt_s: float = 300.0, screen_pct: float | None = None
-) -> Decision:
+def thermostat(air_temp_c: float, rh_pct: float, current: Mapping[str, float], *, limits: Limits, targets: Targets, dt_s: float = 300.0, screen_pct: float | None = None) -> Decision:
     """Rule-based fallback: proportional heating below the band, venting above it (or for
     humidity); the screen goes to ``screen_pct`` (e.g. from :func:`screen_rule`) or stays put."""
     heat_band_c = 1.5

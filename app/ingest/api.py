@@ -76,32 +76,21 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def create_api(service: IngestService) -> FastAPI:
     """The FastAPI app serving ``service`` (used by Ray Serve and by plain uvicorn alike)."""
-    api = FastAPI(
-        title="Greenhouse ingest gateway",
-        version="1",
-        description="Kafka REST Proxy v2 compatible produce API for greenhouse sensor readings.",
-    )
+    api = FastAPI(title="Greenhouse ingest gateway", version="1", description="Kafka REST Proxy v2 compatible produce API for greenhouse sensor readings.")
     request_schema = ProduceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 
     @api.post(
         "/topics/{topic}",
         response_model=ProduceResponse,
         responses=_ERROR_RESPONSES,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {JSON_V2: {"schema": request_schema}, BINARY_V2: {"schema": request_schema}},
-            }
-        },
+        openapi_extra={"requestBody": {"required": True, "content": {JSON_V2: {"schema": request_schema}, BINARY_V2: {"schema": request_schema}}}},
         summary="Produce sensor readings to a topic",
     )
     async def produce(topic: str, request: Request) -> Response:
         headers = request.headers
         length_header = headers.get("content-length")
         content_length = int(length_header) if length_header and length_header.isdigit() else None
-        early = service.check_headers(
-            topic, headers.get("content-type"), content_length, headers.get("accept"), headers.get("authorization")
-        )
+        early = service.check_headers(topic, headers.get("content-type"), content_length, headers.get("accept"), headers.get("authorization"))
         if early:
             return _respond(early)
         limit = service.settings.ingest.max_body_bytes
@@ -112,14 +101,7 @@ def create_api(service: IngestService) -> FastAPI:
             if size > limit:
                 return _respond(request_error(413, errors.BODY_TOO_LARGE, f"request body exceeds {limit} bytes"))
             chunks.append(chunk)
-        result = await run_in_threadpool(
-            service.produce,
-            topic,
-            b"".join(chunks),
-            content_type=headers.get("content-type"),
-            accept=headers.get("accept"),
-            authorization=headers.get("authorization"),
-        )
+        result = await run_in_threadpool(service.produce, topic, b"".join(chunks), content_type=headers.get("content-type"), accept=headers.get("accept"), authorization=headers.get("authorization"))
         return _respond(result)
 
     @api.get("/topics", summary="Topics devices may produce to")
@@ -143,11 +125,6 @@ def create_api(service: IngestService) -> FastAPI:
     @api.get("/stats", summary="Counters since this replica started")
     async def stats() -> dict[str, Any]:
         s = service.stats
-        return {
-            "requests": s.requests,
-            "accepted": s.accepted,
-            "rejected": s.rejected,
-            "rejected_by_reason": dict(s.rejected_by_reason),
-        }
+        return {"requests": s.requests, "accepted": s.accepted, "rejected": s.rejected, "rejected_by_reason": dict(s.rejected_by_reason)}
 
     return api

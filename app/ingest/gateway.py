@@ -8,7 +8,7 @@ around it, which is also what lets the benchmark run the same code behind plain 
 Per request: content type, size and auth are checked first (cheap), the body is parsed once with
 orjson, each record is validated against the reading contract, valid ones go to the bus in one
 write (key = greenhouse id, so a greenhouse stays ordered) and invalid ones go to the dead-letter
-topic with their reason. Nothing is answered 200 before the bus has it durably.
+topic as :class:`~app.contracts.deadletter.DeadLetter` records. Nothing is answered 200 before the bus has it durably.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ import binascii
 import hmac
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from app.bus import Bus, BusError, OutgoingRecord, UnknownTopicError
 from app.config import Settings
-from app.contracts.reading import ReadingError, validate_reading
+from app.contracts.deadletter import DeadLetter
+from app.contracts.reading import ReadingError, reason_code, validate_reading
 from app.ingest import errors
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,14 @@ class IngestResponse:
 
     status: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one record of a request was not accepted: its per-record error code and reason."""
+
+    code: int
+    reason: str
 
 
 @dataclass
@@ -64,6 +74,56 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _offset(partition: int | None, offset: int | None, code: int | None, error: str | None) -> dict[str, Any]:
+    return {"partition": partition, "offset": offset, "error_code": code, "error": error}
+
+
+def parse_produce_body(body: bytes, max_records: int) -> list[Any] | IngestResponse:
+    """The ``records`` list of a REST Proxy v2 produce body, or the request-level error to answer
+    (400/40001 not JSON, 422/42206 no or empty ``records`` list, 413/41302 too many records)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return request_error(400, errors.MALFORMED_JSON, f"request body is not valid JSON: {exc}")
+    records = payload.get("records") if isinstance(payload, dict) else None
+    if not isinstance(records, list):
+        return request_error(422, errors.NO_RECORD_ACCEPTED, "request body must be an object with a 'records' list")
+    if not records:
+        return request_error(422, errors.NO_RECORD_ACCEPTED, "records may not be empty")
+    if len(records) > max_records:
+        return request_error(413, errors.TOO_MANY_RECORDS, f"{len(records)} records exceed the limit of {max_records} per request")
+    return records
+
+
+def convert_record(record: Any, *, binary: bool, now: datetime, max_future_skew_s: float) -> OutgoingRecord | Rejection:
+    """One REST Proxy record -> the bus record to write (key = greenhouse id), or why not.
+
+    ``binary`` records carry base64 of the reading's JSON (else the reading itself); the reading
+    is checked by :func:`~app.contracts.reading.validate_reading` against ``now``.
+    """
+    if not isinstance(record, dict):
+        return Rejection(errors.INVALID_RECORD, "record: must be an object with a 'value'")
+    if "value" not in record or record["value"] is None:
+        return Rejection(errors.INVALID_RECORD, "value: a record needs a non-null 'value'")
+    value = record["value"]
+    if binary:
+        if not isinstance(value, str):
+            return Rejection(errors.VALUE_CONVERSION_FAILED, "value: binary records need a base64 string")
+        try:
+            value = orjson.loads(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            return Rejection(errors.VALUE_CONVERSION_FAILED, "value: not base64-encoded JSON")
+    partition = record.get("partition")
+    if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool) or partition < 0):
+        return Rejection(errors.INVALID_RECORD, "partition: must be a non-negative integer")
+    try:
+        reading = validate_reading(value, now=now, max_future_skew_s=max_future_skew_s)
+    except ReadingError as exc:
+        return Rejection(errors.INVALID_RECORD, exc.reason)
+    data = orjson.dumps(reading.model_dump(mode="json", exclude_none=True))
+    return OutgoingRecord(value=data, key=reading.greenhouse_id.encode(), partition=partition)
+
+
 class IngestService:
     """Validate and produce REST-Proxy-v2 requests to the bus.
 
@@ -75,14 +135,7 @@ class IngestService:
             for metrics.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        bus: Bus,
-        *,
-        clock: Callable[[], datetime] | None = None,
-        on_result: Callable[[int, list[str]], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], datetime] | None = None, on_result: Callable[[int, list[str]], None] | None = None) -> None:
         self.settings = settings
         self.bus = bus
         self._clock = clock or (lambda: datetime.now(timezone.utc))
@@ -103,14 +156,7 @@ class IngestService:
             return None
         return request_error(401, errors.UNAUTHORIZED, "missing or invalid bearer token")
 
-    def check_headers(
-        self,
-        topic: str,
-        content_type: str | None,
-        content_length: int | None,
-        accept: str | None,
-        authorization: str | None,
-    ) -> IngestResponse | None:
+    def check_headers(self, topic: str, content_type: str | None, content_length: int | None, accept: str | None, authorization: str | None) -> IngestResponse | None:
         """Checks that need no body; ``None`` when the request may proceed."""
         denied = self.check_auth(authorization)
         if denied:
@@ -121,85 +167,37 @@ class IngestService:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
         media = _media_type(content_type)
         if media not in (JSON_V2, BINARY_V2):
-            return request_error(
-                415,
-                errors.UNSUPPORTED_MEDIA_TYPE,
-                f"unsupported Content-Type {content_type or '(none)'!r}; use {JSON_V2} or {BINARY_V2}",
-            )
+            return request_error(415, errors.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Type {content_type or '(none)'!r}; use {JSON_V2} or {BINARY_V2}")
         limit = self.settings.ingest.max_body_bytes
         if content_length is not None and content_length > limit:
             return request_error(413, errors.BODY_TOO_LARGE, f"request body of {content_length} bytes exceeds {limit} bytes")
         return None
 
     # -- the produce call -------------------------------------------------------------------
-    def produce(
-        self,
-        topic: str,
-        body: bytes,
-        *,
-        content_type: str | None,
-        accept: str | None = None,
-        authorization: str | None = None,
-    ) -> IngestResponse:
+    def produce(self, topic: str, body: bytes, *, content_type: str | None, accept: str | None = None, authorization: str | None = None) -> IngestResponse:
         """Handle ``POST /topics/{topic}`` with ``body``; never raises for bad input."""
         self.stats.requests += 1
         early = self.check_headers(topic, content_type, len(body), accept, authorization)
         if early:
             return early
-        binary = _media_type(content_type) == BINARY_V2
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return request_error(400, errors.MALFORMED_JSON, f"request body is not valid JSON: {exc}")
-        records = payload.get("records") if isinstance(payload, dict) else None
-        if not isinstance(records, list):
-            return request_error(422, errors.NO_RECORD_ACCEPTED, "request body must be an object with a 'records' list")
-        if not records:
-            return request_error(422, errors.NO_RECORD_ACCEPTED, "records may not be empty")
-        limit = self.settings.ingest.max_records_per_request
-        if len(records) > limit:
-            return request_error(413, errors.TOO_MANY_RECORDS, f"{len(records)} records exceed the limit of {limit} per request")
-
+        records = parse_produce_body(body, self.settings.ingest.max_records_per_request)
+        if isinstance(records, IngestResponse):
+            return records
         now = self._clock()
+        binary = _media_type(content_type) == BINARY_V2
         skew_s = self.settings.ingest.max_future_skew_s
-        offsets: list[dict[str, Any] | None] = [None] * len(records)
-        outgoing: list[OutgoingRecord] = []
-        outgoing_index: list[int] = []
-        dead: list[tuple[int, int, str, Any]] = []  # (index, code, reason, raw record)
-        for i, record in enumerate(records):
-            code, reason, out = self._convert(record, binary, now, skew_s)
-            if out is None:
-                offsets[i] = {"partition": None, "offset": None, "error_code": code, "error": reason}
-                dead.append((i, code, reason, record))
-            else:
-                outgoing.append(out)
-                outgoing_index.append(i)
-
-        accepted = 0
-        if outgoing:
-            try:
-                results = self.bus.produce(topic, outgoing)
-            except UnknownTopicError:
-                return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
-            except BusError as exc:
-                log.warning("bus write failed for %d records: %s", len(outgoing), exc)
-                self._dead_letter(topic, dead, now)
-                return request_error(503, errors.BUS_UNAVAILABLE, f"the bus is unavailable, nothing was written: {exc}")
-            for i, res in zip(outgoing_index, results):
-                if res.ok:
-                    accepted += 1
-                    offsets[i] = {"partition": res.partition, "offset": res.offset, "error_code": None, "error": None}
-                else:
-                    code = errors.BROKER_RETRIABLE if res.retriable else errors.PARTITION_NOT_FOUND if "partition" in (res.error or "") else errors.BROKER_ERROR
-                    offsets[i] = {"partition": None, "offset": None, "error_code": code, "error": res.error}
-        self._dead_letter(topic, dead, now)
-
-        rejected_reasons = [reason.split(":", 1)[0] for _, _, reason, _ in dead]
-        self.stats.accepted += accepted
-        self.stats.rejected += len(records) - accepted
-        self.stats.rejected_by_reason.update(rejected_reasons)
-        if self._on_result:
-            self._on_result(accepted, rejected_reasons)
+        converted = [convert_record(r, binary=binary, now=now, max_future_skew_s=skew_s) for r in records]
+        rejected = [(raw, c) for raw, c in zip(records, converted) if isinstance(c, Rejection)]
+        try:
+            offsets, accepted = self._write(topic, converted)
+        except UnknownTopicError:
+            return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
+        except BusError as exc:
+            log.warning("bus write failed for %d records: %s", len(records) - len(rejected), exc)
+            self._dead_letter(topic, rejected, now)
+            return request_error(503, errors.BUS_UNAVAILABLE, f"the bus is unavailable, nothing was written: {exc}")
+        self._dead_letter(topic, rejected, now)
+        self._count(len(records), accepted, [reason_code(r.reason) for _, r in rejected])
         body_out: dict[str, Any] = {"key_schema_id": None, "value_schema_id": None, "offsets": offsets}
         if accepted == 0:
             body_out["error_code"] = errors.NO_RECORD_ACCEPTED
@@ -207,50 +205,46 @@ class IngestService:
             return IngestResponse(422, body_out)
         return IngestResponse(200, body_out)
 
-    def _convert(
-        self, record: Any, binary: bool, now: datetime, skew_s: float
-    ) -> tuple[int, str, OutgoingRecord | None]:
-        """One REST Proxy record -> (error code, reason, outgoing record or None)."""
-        if not isinstance(record, dict):
-            return errors.INVALID_RECORD, "record: must be an object with a 'value'", None
-        if "value" not in record or record["value"] is None:
-            return errors.INVALID_RECORD, "value: a record needs a non-null 'value'", None
-        value = record["value"]
-        if binary:
-            if not isinstance(value, str):
-                return errors.VALUE_CONVERSION_FAILED, "value: binary records need a base64 string", None
-            try:
-                value = orjson.loads(base64.b64decode(value, validate=True))
-            except (binascii.Error, ValueError):
-                return errors.VALUE_CONVERSION_FAILED, "value: not base64-encoded JSON", None
-        partition = record.get("partition")
-        if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool) or partition < 0):
-            return errors.INVALID_RECORD, "partition: must be a non-negative integer", None
-        try:
-            reading = validate_reading(value, now=now, max_future_skew_s=skew_s)
-        except ReadingError as exc:
-            return errors.INVALID_RECORD, exc.reason, None
-        data = orjson.dumps(reading.model_dump(mode="json", exclude_none=True))
-        return 0, "", OutgoingRecord(value=data, key=reading.greenhouse_id.encode(), partition=partition)
+    def _write(self, topic: str, converted: list[OutgoingRecord | Rejection]) -> tuple[list[dict[str, Any]], int]:
+        """Write the accepted records in one bus call; the per-record offsets and how many the bus
+        took. Raises :class:`~app.bus.BusError` when the bus refused the whole write."""
+        offsets: list[dict[str, Any]] = []
+        outgoing: list[tuple[int, OutgoingRecord]] = []
+        for i, c in enumerate(converted):
+            if isinstance(c, Rejection):
+                offsets.append(_offset(None, None, c.code, c.reason))
+            else:
+                offsets.append(_offset(None, None, errors.BROKER_ERROR, "not written"))  # set below
+                outgoing.append((i, c))
+        if not outgoing:
+            return offsets, 0
+        results = self.bus.produce(topic, [record for _, record in outgoing])
+        accepted = 0
+        for (i, _), res in zip(outgoing, results):
+            if res.ok:
+                accepted += 1
+                offsets[i] = _offset(res.partition, res.offset, None, None)
+            else:
+                code = errors.BROKER_RETRIABLE if res.retriable else errors.PARTITION_NOT_FOUND if "partition" in (res.error or "") else errors.BROKER_ERROR
+                offsets[i] = _offset(None, None, code, res.error)
+        return offsets, accepted
 
-    def _dead_letter(self, topic: str, dead: list[tuple[int, int, str, Any]], now: datetime) -> None:
+    def _count(self, records: int, accepted: int, rejected_reasons: list[str]) -> None:
+        self.stats.accepted += accepted
+        self.stats.rejected += records - accepted
+        self.stats.rejected_by_reason.update(rejected_reasons)
+        if self._on_result:
+            self._on_result(accepted, rejected_reasons)
+
+    def _dead_letter(self, topic: str, rejected: list[tuple[Any, Rejection]], now: datetime) -> None:
         """Keep rejected records, with their reason, on the dead-letter topic (best effort)."""
-        if not dead:
+        if not rejected:
             return
-        received = now.isoformat()
-        out = [
-            OutgoingRecord(
-                value=orjson.dumps(
-                    {"source_topic": topic, "error_code": code, "reason": reason, "received_at": received, "record": raw},
-                    default=str,
-                )
-            )
-            for _, code, reason, raw in dead
-        ]
+        letters = [DeadLetter(source="gateway", source_topic=topic, error_code=r.code, reason=r.reason, received_at=now, payload=raw) for raw, r in rejected]
         try:
-            self.bus.produce(self.settings.topics.deadletter, out)
+            self.bus.produce(self.settings.topics.deadletter, [OutgoingRecord(value=d.to_json()) for d in letters])
         except BusError as exc:  # the sender already has the per-record reason; do not fail the request
-            log.error("dead-letter write failed for %d records: %s", len(out), exc)
+            log.error("dead-letter write failed for %d records: %s", len(letters), exc)
 
     def topic_info(self, topic: str) -> IngestResponse:
         """``GET /topics/{topic}``: name and partitions, as REST Proxy v2 shapes it."""

@@ -30,11 +30,7 @@ SCHEMA_FINGERPRINT = hashlib.sha256(RAW_SCHEMA.to_string(show_schema_metadata=Fa
 
 def reading_row(reading: Reading, topic: str, partition: int, offset: int, ingested_ms: int) -> dict[str, Any]:
     """The raw-table row of one reading."""
-    row: dict[str, Any] = {
-        "device_id": reading.device_id,
-        "ts": reading.ts,
-        "schema_version": reading.schema_version,
-    }
+    row: dict[str, Any] = {"device_id": reading.device_id, "ts": reading.ts, "schema_version": reading.schema_version}
     row.update(reading.measurements.known())
     extra: dict[str, Any] = {}
     if reading.measurements.unknown():

@@ -22,9 +22,9 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
-from typing import Callable, Iterable
 
 import orjson
 import pyarrow as pa
@@ -32,7 +32,9 @@ import pyarrow.compute as pc
 
 from app.bus import Bus, Message, OutgoingRecord, TopicPartition
 from app.config import Settings
-from app.contracts.reading import ReadingError, validate_reading
+from app.contracts.deadletter import DeadLetter
+from app.contracts.reading import Reading, ReadingError, UndecodableReading, reading_from_bus
+from app.ingest import errors
 from app.ingest.records import SCHEMA_FINGERPRINT, reading_row, rows_to_table
 from app.lake import STAGING, Lake
 from app.metadata import LAKE_BATCHES, MetadataStore
@@ -111,11 +113,7 @@ class LakeSink:
         for path in self.lake.list_files(STAGING):  # staged files of a crashed write
             self.lake.delete(path)
         if pending:
-            log.info(
-                "recovered: %d files rolled back, %d rolled forward",
-                self.stats.rolled_back_files,
-                self.stats.rolled_forward_files,
-            )
+            log.info("recovered: %d files rolled back, %d rolled forward", self.stats.rolled_back_files, self.stats.rolled_forward_files)
 
     # -- dedupe -----------------------------------------------------------------------------
     def _seen_keys(self, greenhouse_id: str, day: date) -> set[tuple[str, int]]:
@@ -132,33 +130,27 @@ class LakeSink:
         return seen
 
     # -- one chunk --------------------------------------------------------------------------
+    def _validate(self, tp: TopicPartition, messages: list[Message]) -> list[tuple[Message, Reading]]:
+        """The chunk's valid readings; invalid messages are counted and dead-lettered."""
+        good: list[tuple[Message, Reading]] = []
+        dead: list[OutgoingRecord] = []
+        for msg in messages:
+            try:
+                good.append((msg, reading_from_bus(msg.value)))
+            except ReadingError as exc:
+                self.stats.invalid += 1
+                code = exc.reason_code
+                self.stats.invalid_by_reason[code] = self.stats.invalid_by_reason.get(code, 0) + 1
+                dead.append(OutgoingRecord(value=sink_dead_letter(tp, msg, exc).to_json()))
+        if dead:
+            self.bus.produce(self.settings.topics.deadletter, dead)
+        return good
+
     def _process_chunk(self, tp: TopicPartition, messages: list[Message]) -> None:
         first, last = messages[0].offset, messages[-1].offset
         groups: dict[tuple[str, date], list[dict]] = defaultdict(list)
         keys: dict[tuple[str, date], set[tuple[str, int]]] = defaultdict(set)
-        dead: list[OutgoingRecord] = []
-        for msg in messages:
-            try:
-                reading = validate_reading(orjson.loads(msg.value), max_future_skew_s=10 * 365 * 86400.0)
-            except (ReadingError, orjson.JSONDecodeError) as exc:
-                reason = exc.reason if isinstance(exc, ReadingError) else f"value: not JSON ({exc})"
-                self.stats.invalid += 1
-                code = reason.split(":", 1)[0]
-                self.stats.invalid_by_reason[code] = self.stats.invalid_by_reason.get(code, 0) + 1
-                dead.append(
-                    OutgoingRecord(
-                        value=orjson.dumps(
-                            {
-                                "source_topic": tp.topic,
-                                "source_partition": tp.partition,
-                                "source_offset": msg.offset,
-                                "reason": reason,
-                                "value": msg.value.decode("utf-8", "replace"),
-                            }
-                        )
-                    )
-                )
-                continue
+        for msg, reading in self._validate(tp, messages):
             day = reading.ts.date()
             gkey = (reading.greenhouse_id, day)
             dedupe_key = (reading.device_id, reading.ts_ms)
@@ -167,38 +159,13 @@ class LakeSink:
                 continue
             keys[gkey].add(dedupe_key)
             groups[gkey].append(reading_row(reading, tp.topic, tp.partition, msg.offset, msg.timestamp_ms))
-        if dead:
-            self.bus.produce(self.settings.topics.deadletter, dead)
 
         # 1. pending documents (so that a crash after any file write can find and undo it)
         planned: list[tuple[dict, pa.Table]] = []
         now = datetime.now(timezone.utc)
         for (greenhouse_id, day), rows in sorted(groups.items()):
             table = rows_to_table(rows)
-            name = f"{tp.topic}-p{tp.partition:03d}-o{first:012d}-{last:012d}.parquet"
-            relative = f"{Lake.raw_partition(greenhouse_id, day)}/{name}"
-            offsets = table["bus_offset"]
-            doc = {
-                "_id": f"{self.group}|{relative}",
-                "kind": "raw_sensors",
-                "sink_group": self.group,
-                "topic": tp.topic,
-                "partition": tp.partition,
-                "offset_start": int(pc.min(offsets).as_py()),
-                "offset_end": int(pc.max(offsets).as_py()),
-                "chunk_start": first,
-                "chunk_end": last,
-                "rows": table.num_rows,
-                "ts_min": pc.min(table["ts"]).as_py(),
-                "ts_max": pc.max(table["ts"]).as_py(),
-                "greenhouse_id": greenhouse_id,
-                "date": day.isoformat(),
-                "path": self.lake.path(relative),
-                "relative_path": relative,
-                "schema_fingerprint": SCHEMA_FINGERPRINT,
-                "status": "pending",
-                "created_at": now,
-            }
+            doc = self._pending_doc(tp, first, last, greenhouse_id, day, table, now)
             self.batches.insert_one(doc)
             planned.append((doc, table))
         self._maybe_fail("after_pending")
@@ -211,8 +178,7 @@ class LakeSink:
         # 3. the commit point
         self.checkpoints.update_one(
             {"_id": _checkpoint_id(self.group, tp)},
-            {"$set": {"next_offset": last + 1, "updated_at": datetime.now(timezone.utc), "group": self.group,
-                      "topic": tp.topic, "partition": tp.partition}},
+            {"$set": {"next_offset": last + 1, "updated_at": datetime.now(timezone.utc), "group": self.group, "topic": tp.topic, "partition": tp.partition}},
             upsert=True,
         )
         self._maybe_fail("after_checkpoint")
@@ -227,6 +193,33 @@ class LakeSink:
         self.stats.rows_written += sum(t.num_rows for _, t in planned)
         self.stats.chunks += 1
         self._maybe_fail("after_commit")
+
+    def _pending_doc(self, tp: TopicPartition, first: int, last: int, greenhouse_id: str, day: date, table: pa.Table, now: datetime) -> dict:
+        """The ``lake_batches`` document of one file of chunk ``[first, last]``, status pending."""
+        name = f"{tp.topic}-p{tp.partition:03d}-o{first:012d}-{last:012d}.parquet"
+        relative = f"{Lake.raw_partition(greenhouse_id, day)}/{name}"
+        offsets = table["bus_offset"]
+        return {
+            "_id": f"{self.group}|{relative}",
+            "kind": "raw_sensors",
+            "sink_group": self.group,
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "offset_start": int(pc.min(offsets).as_py()),
+            "offset_end": int(pc.max(offsets).as_py()),
+            "chunk_start": first,
+            "chunk_end": last,
+            "rows": table.num_rows,
+            "ts_min": pc.min(table["ts"]).as_py(),
+            "ts_max": pc.max(table["ts"]).as_py(),
+            "greenhouse_id": greenhouse_id,
+            "date": day.isoformat(),
+            "path": self.lake.path(relative),
+            "relative_path": relative,
+            "schema_fingerprint": SCHEMA_FINGERPRINT,
+            "status": "pending",
+            "created_at": now,
+        }
 
     # -- failpoints (tests only) ------------------------------------------------------------
     @staticmethod
@@ -243,13 +236,7 @@ class LakeSink:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(
-        self,
-        *,
-        until_idle: bool = True,
-        idle_polls: int = 2,
-        max_seconds: float | None = None,
-        on_progress: Callable[[SinkStats], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        self, *, until_idle: bool = True, idle_polls: int = 2, max_seconds: float | None = None, on_progress: Callable[[SinkStats], None] | None = None, should_stop: Callable[[], bool] | None = None
     ) -> SinkStats:
         """Recover, then consume. Stops after ``idle_polls`` empty polls when ``until_idle``,
         after ``max_seconds``, or once ``should_stop()`` is true after an empty poll; otherwise
@@ -285,6 +272,21 @@ class LakeSink:
             self._consumer.close()
             self.stats.elapsed_s = round(time.monotonic() - started, 3)
         return self.stats
+
+
+def sink_dead_letter(tp: TopicPartition, msg: Message, exc: ReadingError) -> DeadLetter:
+    """The dead-letter record of a bus message the sink could not take as a reading."""
+    undecodable = isinstance(exc, UndecodableReading)
+    return DeadLetter(
+        source="sink",
+        source_topic=tp.topic,
+        source_partition=tp.partition,
+        source_offset=msg.offset,
+        error_code=errors.VALUE_CONVERSION_FAILED if undecodable else errors.INVALID_RECORD,
+        reason=exc.reason,
+        received_at=datetime.fromtimestamp(msg.timestamp_ms / 1000.0, tz=timezone.utc),
+        payload=msg.value.decode("utf-8", "replace") if undecodable else orjson.loads(msg.value),
+    )
 
 
 def _by_partition(messages: Iterable[Message]) -> list[tuple[TopicPartition, list[Message]]]:

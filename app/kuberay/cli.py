@@ -14,38 +14,60 @@ or ``--server URL`` (e.g. ``kubectl proxy``'s http://127.0.0.1:8001) with an opt
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.kuberay.client import KubeTarget
+from app.orchestration.registry import JOBS
+
 app = typer.Typer(
-    name="kuberay",
-    help="KubeRay manifests (kuberay/) and resources: render, apply, submit RayJobs, status, delete.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    name="kuberay", help="KubeRay manifests (kuberay/) and resources: render, apply, submit RayJobs, status, delete.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
 )
 console = Console(stderr=True)
 
-NamespaceOpt = typer.Option("greenhouse", "--namespace", "-n", envvar="GH_KUBERAY_NAMESPACE", help="Kubernetes namespace.")
-ServerOpt = typer.Option(None, "--server", help="API server URL (skips kubeconfig), e.g. kubectl proxy's http://127.0.0.1:8001.")
-TokenOpt = typer.Option(None, "--token", envvar="GH_KUBERAY_TOKEN", help="Bearer token for --server.")
-KubeconfigOpt = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file.")
-ContextOpt = typer.Option(None, "--context", help="kubeconfig context.")
 KINDS = {"rayjob": "RayJob", "rayservice": "RayService", "raycluster": "RayCluster"}
+_KW = inspect.Parameter.KEYWORD_ONLY
+# The options of every command that talks to Kubernetes, written once (see kube_command).
+CONNECTION_OPTIONS = (
+    inspect.Parameter("namespace", _KW, annotation=str, default=typer.Option("greenhouse", "--namespace", "-n", envvar="GH_KUBERAY_NAMESPACE", help="Kubernetes namespace.")),
+    inspect.Parameter("server", _KW, annotation=str | None, default=typer.Option(None, "--server", help="API server URL (skips kubeconfig), e.g. kubectl proxy's http://127.0.0.1:8001.")),
+    inspect.Parameter("token", _KW, annotation=str | None, default=typer.Option(None, "--token", envvar="GH_KUBERAY_TOKEN", help="Bearer token for --server.")),
+    inspect.Parameter("kubeconfig", _KW, annotation=str | None, default=typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file.")),
+    inspect.Parameter("context", _KW, annotation=str | None, default=typer.Option(None, "--context", help="kubeconfig context.")),
+)
 
 
-def _client(namespace: str, server: Optional[str], token: Optional[str], kubeconfig: Optional[str], context: Optional[str]):
-    from app.kuberay.client import KubeRayClient, KubeTarget
+def kube_command(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the connection options (``--namespace``, ``--server``, ``--token``,
+    ``--kubeconfig``, ``--context``); it receives them as one keyword argument ``kube: KubeTarget``."""
+    signature = inspect.signature(command)
+    names = [p.name for p in CONNECTION_OPTIONS]
+
+    @functools.wraps(command)
+    def with_target(**kwargs: Any) -> Any:
+        target = KubeTarget(**{name: kwargs.pop(name) for name in names})
+        return command(**kwargs, kube=target)
+
+    own = [p for p in signature.parameters.values() if p.name != "kube"]
+    with_target.__signature__ = signature.replace(parameters=[*own, *CONNECTION_OPTIONS])  # type: ignore[attr-defined]
+    return with_target
+
+
+def _client(target: KubeTarget):
+    from app.kuberay.client import KubeRayClient
 
     try:
-        return KubeRayClient.connect(KubeTarget(namespace=namespace, kubeconfig=kubeconfig, context=context, server=server, token=token))
+        return KubeRayClient.connect(target)
     except Exception as exc:  # no kubeconfig, bad context, ...
         console.print(f"[red]error:[/red] cannot reach Kubernetes: {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -74,10 +96,10 @@ def _kind(kind: str) -> str:
 
 @app.command()
 def render(
-    overlay: Optional[str] = typer.Option(None, "--overlay", "-o", help="Also print this overlay rendered (dev, prod or a directory)."),
+    overlay: str | None = typer.Option(None, "--overlay", "-o", help="Also print this overlay rendered (dev, prod or a directory)."),
     check: bool = typer.Option(False, "--check", help="Only check that kuberay/base/serve-config.yaml is current (exit 1 if stale)."),
     validate: bool = typer.Option(False, "--validate", help="Validate the overlays (or --overlay) offline: CRD schemas, operator rules, env vars, entrypoints, Ray version."),
-    crds_dir: Optional[Path] = typer.Option(None, "--crds-dir", help="KubeRay CRDs (default $GH_KUBERAY_CRDS_DIR or ../shared/kuberay/crds)."),
+    crds_dir: Path | None = typer.Option(None, "--crds-dir", help="KubeRay CRDs (default $GH_KUBERAY_CRDS_DIR or ../shared/kuberay/crds)."),
 ) -> None:
     """Generate the RayService serveConfigV2 from serve_configs/ (one source of truth) and render overlays."""
     from app.kuberay import manifests
@@ -126,23 +148,17 @@ def validate_overlays(overlays: list[str], crds_dir: Path) -> list[str]:
 
 
 @app.command()
-def apply(
-    source: str = typer.Argument(..., help="Overlay (dev, prod, a directory) or a rendered YAML file."),
-    namespace: str = NamespaceOpt,
-    server: Optional[str] = ServerOpt,
-    token: Optional[str] = TokenOpt,
-    kubeconfig: Optional[str] = KubeconfigOpt,
-    context: Optional[str] = ContextOpt,
-) -> None:
+@kube_command
+def apply(source: str = typer.Argument(..., help="Overlay (dev, prod, a directory) or a rendered YAML file."), *, kube: KubeTarget) -> None:
     """Create every object of an overlay, or update it: RayService/RayCluster specs are replaced (a new
     serveConfigV2 rolls out in place); existing RayJobs are left alone. Like `kubectl apply -k`."""
     from app.kuberay.client import KubeRayError
 
     objects = _objects(source)
-    with _client(namespace, server, token, kubeconfig, context) as client:
+    with _client(kube) as client:
         for obj in objects:
             if obj.get("kind") != "Namespace":
-                obj.setdefault("metadata", {}).setdefault("namespace", namespace)
+                obj.setdefault("metadata", {}).setdefault("namespace", kube.namespace)
             try:
                 action = client.apply(obj)
             except KubeRayError as exc:
@@ -152,69 +168,80 @@ def apply(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@kube_command
 def submit(
     ctx: typer.Context,
-    job: str = typer.Argument(..., help="sink, preprocess, train, tune or promote (its RayJob template)."),
+    job: str = typer.Argument(..., help=f"One of: {', '.join(JOBS)} (its RayJob template)."),
     source: str = typer.Option("prod", "--overlay", "-o", help="Overlay or rendered YAML file with the RayJob templates."),
-    name: Optional[str] = typer.Option(None, "--name", help="RayJob name (default greenhouse-<job>-<random>); the same name never runs twice."),
+    name: str | None = typer.Option(None, "--name", help="RayJob name (default greenhouse-<job>-<random>); the same name never runs twice."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the job to finish."),
     timeout_s: float = typer.Option(7200, help="Give up waiting after this long."),
-    namespace: str = NamespaceOpt,
-    server: Optional[str] = ServerOpt,
-    token: Optional[str] = TokenOpt,
-    kubeconfig: Optional[str] = KubeconfigOpt,
-    context: Optional[str] = ContextOpt,
+    *,
+    kube: KubeTarget,
 ) -> None:
     """Run a job as a RayJob made from its template (extra arguments go to the job's entrypoint)."""
     import uuid
 
-    from app.kuberay.manifests import rayjob_run, rayjob_template
+    from app.kuberay.runner import KubeRayRunner
+    from app.orchestration.runner import JobRequest
 
-    try:
-        template = rayjob_template(_objects(source), job)
-        run = rayjob_run(template, name or f"greenhouse-{job}-{uuid.uuid4().hex[:6]}", extra_args=ctx.args, namespace=namespace)
-    except (LookupError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-    with _client(namespace, server, token, kubeconfig, context) as client:
-        created = client.create(run)
-        rj = run["metadata"]["name"]
-        console.print(f"rayjob/{rj} {'created' if created.created else 'already exists'}: {run['spec']['entrypoint']}", highlight=False)
+    request = JobRequest(job, name or f"greenhouse-{job}-{uuid.uuid4().hex[:6]}", tuple(ctx.args))
+    objects = _objects(source)
+    with _client(kube) as client:
+        runner = KubeRayRunner(client, objects, fetch_logs=False)
+        try:
+            submission = runner.submit(request)
+        except (LookupError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+        except Exception as exc:  # the API server refused or cannot be reached
+            console.print(f"[red]error:[/red] creating the RayJob failed: {type(exc).__name__}: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        rj = submission.submission_id
+        console.print(f"rayjob/{rj} {'created' if submission.submitted else 'already exists'}: {submission.entrypoint}", highlight=False, markup=False)
         if not wait:
             return
-        status = client.wait_rayjob(rj, timeout_s=timeout_s, on_status=lambda s: console.print(f"  {rj}: {s.describe()}", highlight=False))
-    print(json.dumps({"rayjob": rj, "deployment_status": status.deployment_status, "job_status": status.job_status, "job_id": status.job_id}))
-    if not status.succeeded:
+        detail = _wait_rayjob(runner, rj, timeout_s)
+    print(json.dumps({"rayjob": rj, "deployment_status": detail["deployment_status"], "job_status": detail["job_status"], "job_id": detail["job_id"]}))
+    if not detail["ok"]:
         raise typer.Exit(1)
 
 
+def _wait_rayjob(runner: Any, name: str, timeout_s: float) -> dict[str, Any]:
+    """Wait for RayJob ``name`` through ``runner`` showing its changes; its status fields and ``ok``."""
+    from app.orchestration.runner import Submission
+
+    result = runner.wait(Submission(name, False), timeout_s=timeout_s, on_status=lambda s: console.print(f"  {name}: {s}", highlight=False, markup=False))
+    return {**result.detail, "ok": result.ok}
+
+
 @app.command()
+@kube_command
 def status(
-    kind: Optional[str] = typer.Argument(None, help="rayjob, rayservice or raycluster (default: all)."),
-    name: Optional[str] = typer.Argument(None, help="One object: print its status as JSON."),
+    kind: str | None = typer.Argument(None, help="rayjob, rayservice or raycluster (default: all)."),
+    name: str | None = typer.Argument(None, help="One object: print its status as JSON."),
     wait: bool = typer.Option(False, "--wait", help="With a RayJob name: wait until it is finished."),
     timeout_s: float = typer.Option(7200, help="With --wait: give up after this long."),
-    namespace: str = NamespaceOpt,
-    server: Optional[str] = ServerOpt,
-    token: Optional[str] = TokenOpt,
-    kubeconfig: Optional[str] = KubeconfigOpt,
-    context: Optional[str] = ContextOpt,
+    *,
+    kube: KubeTarget,
 ) -> None:
     """State of the KubeRay resources in the namespace."""
+    from app.kuberay.runner import KubeRayRunner
+
     kinds = [_kind(kind)] if kind else list(KINDS.values())
-    with _client(namespace, server, token, kubeconfig, context) as client:
+    with _client(kube) as client:
         if name:
             if wait and kinds[0] == "RayJob":
-                st = client.wait_rayjob(name, timeout_s=timeout_s, on_status=lambda s: console.print(f"  {name}: {s.describe()}", highlight=False))
-                print(json.dumps({"name": name, "jobDeploymentStatus": st.deployment_status, "jobStatus": st.job_status, "jobId": st.job_id}))
-                raise typer.Exit(0 if st.succeeded else 1)
+                d = _wait_rayjob(KubeRayRunner(client, fetch_logs=False), name, timeout_s)
+                print(json.dumps({"name": name, "jobDeploymentStatus": d["deployment_status"], "jobStatus": d["job_status"], "jobId": d["job_id"]}))
+                raise typer.Exit(0 if d["ok"] else 1)
             obj = client.get(kinds[0], name)
             if obj is None:
-                console.print(f"[red]error:[/red] {kinds[0]} {name} not found in {namespace}")
+                console.print(f"[red]error:[/red] {kinds[0]} {name} not found in {kube.namespace}")
                 raise typer.Exit(1)
             print(json.dumps(obj.get("status") or {}, indent=2))
             return
-        table = Table(title=f"KubeRay resources in {namespace}")
+        table = Table(title=f"KubeRay resources in {kube.namespace}")
         for col in ("kind", "name", "state", "detail"):
             table.add_column(col)
         for k in kinds:
@@ -235,16 +262,9 @@ def _state(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
 
 
 @app.command()
-def delete(
-    kind: str = typer.Argument(..., help="rayjob, rayservice or raycluster."),
-    name: str = typer.Argument(...),
-    namespace: str = NamespaceOpt,
-    server: Optional[str] = ServerOpt,
-    token: Optional[str] = TokenOpt,
-    kubeconfig: Optional[str] = KubeconfigOpt,
-    context: Optional[str] = ContextOpt,
-) -> None:
+@kube_command
+def delete(kind: str = typer.Argument(..., help="rayjob, rayservice or raycluster."), name: str = typer.Argument(...), *, kube: KubeTarget) -> None:
     """Delete a KubeRay resource (a RayJob's cluster and pods go with it)."""
-    with _client(namespace, server, token, kubeconfig, context) as client:
+    with _client(kube) as client:
         gone = client.delete(_kind(kind), name)
     print(f"{kind.lower()}/{name} {'deleted' if gone else 'not found'}")

@@ -19,8 +19,9 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from kubernetes.client import ApiClient
@@ -64,7 +65,7 @@ class KubeTarget:
     in_cluster: bool | None = None
     verify_ssl: bool = True
 
-    def api_client(self) -> "ApiClient":
+    def api_client(self) -> ApiClient:
         """A configured ``kubernetes.client.ApiClient``."""
         from kubernetes import client, config
 
@@ -96,7 +97,7 @@ class RayJobStatus:
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> "RayJobStatus":
+    def from_object(cls, obj: dict[str, Any]) -> RayJobStatus:
         status = obj.get("status") or {}
         return cls(
             name=obj.get("metadata", {}).get("name", ""),
@@ -144,7 +145,7 @@ def ray_plural(kind: str) -> str:
 class KubeRayClient:
     """KubeRay resources in one namespace through an injected ``kubernetes`` ``ApiClient``."""
 
-    def __init__(self, api_client: "ApiClient", namespace: str = "default") -> None:
+    def __init__(self, api_client: ApiClient, namespace: str = "default") -> None:
         from kubernetes import client
 
         self.api_client = api_client
@@ -153,14 +154,14 @@ class KubeRayClient:
         self.core = client.CoreV1Api(api_client)
 
     @classmethod
-    def connect(cls, target: KubeTarget) -> "KubeRayClient":
+    def connect(cls, target: KubeTarget) -> KubeRayClient:
         """A client for ``target`` (kubeconfig, in-cluster or an explicit server)."""
         return cls(target.api_client(), target.namespace)
 
     def close(self) -> None:
         self.api_client.close()
 
-    def __enter__(self) -> "KubeRayClient":
+    def __enter__(self) -> KubeRayClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -253,8 +254,7 @@ class KubeRayClient:
                 return False
             raise KubeRayError(f"deleting {kind} {name} failed: {exc.status} {exc.reason}: {_body(exc)}") from None
 
-    def _core_call(self, verb: str, kind: str, *, obj: dict[str, Any] | None = None, name: str | None = None,
-                   namespace: str | None = None, body: Any = None) -> dict[str, Any]:
+    def _core_call(self, verb: str, kind: str, *, obj: dict[str, Any] | None = None, name: str | None = None, namespace: str | None = None, body: Any = None) -> dict[str, Any]:
         if kind not in CORE_KINDS:
             raise KubeRayError(f"kind {kind} is not handled here: apply it with kubectl")
         namespaced, suffix = CORE_KINDS[kind]
@@ -279,15 +279,7 @@ class KubeRayClient:
             raise KubeRayError(f"RayJob {name} not found in namespace {self.namespace}")
         return RayJobStatus.from_object(obj)
 
-    def wait_rayjob(
-        self,
-        name: str,
-        *,
-        timeout_s: float = 3600.0,
-        poll_s: float = 2.0,
-        watch: bool = True,
-        on_status: Callable[[RayJobStatus], None] | None = None,
-    ) -> RayJobStatus:
+    def wait_rayjob(self, name: str, *, timeout_s: float = 3600.0, poll_s: float = 2.0, watch: bool = True, on_status: Callable[[RayJobStatus], None] | None = None) -> RayJobStatus:
         """Wait until the RayJob's ``jobDeploymentStatus`` is terminal; raise ``TimeoutError`` after
         ``timeout_s``. ``on_status`` sees every status change."""
         deadline = time.monotonic() + timeout_s

@@ -1,6 +1,6 @@
 """The ``kuberay/`` manifests as data: render an overlay, pick RayJob templates, make runs of them,
 and the offline checks every rendered overlay must pass (CRD schemas, operator rules, settings env
-vars, entrypoint modules, one Ray version everywhere).
+vars, entrypoint modules of registered jobs, one Ray version everywhere).
 
 Rendering uses ``k8s-tools`` (``stack/k8s-tools``: kustomize's own Go library, no cluster needed);
 ``kubectl kustomize`` gives the same YAML.
@@ -9,15 +9,17 @@ Rendering uses ``k8s-tools`` (``stack/k8s-tools``: kustomize's own Go library, n
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import re
 import shlex
 import subprocess
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
+
+from app.orchestration.registry import job_of_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBERAY_DIR = REPO_ROOT / "kuberay"
@@ -27,12 +29,26 @@ CRDS_DIR_ENV = "GH_KUBERAY_CRDS_DIR"
 JOB_LABEL = "greenhouse.io/job"
 RUN_OF_LABEL = "greenhouse.io/run-of"
 # Ray's own variables a manifest may set besides the product's GH_* settings.
-KNOWN_RAY_ENV = frozenset({
-    "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_USAGE_STATS_ENABLED",
-    "RAY_enable_autoscaler_v2", "RAY_GRAFANA_HOST", "RAY_PROMETHEUS_HOST", "RAY_GRAFANA_IFRAME_HOST",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", "RAY_LOG_TO_STDERR",
-    "RAY_BACKEND_LOG_LEVEL", "RAY_DEDUP_LOGS", "RAY_gcs_rpc_server_reconnect_timeout_s",
-})
+KNOWN_RAY_ENV = frozenset(
+    {
+        "RAY_AUTH_MODE",
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+        "RAY_USAGE_STATS_ENABLED",
+        "RAY_enable_autoscaler_v2",
+        "RAY_GRAFANA_HOST",
+        "RAY_PROMETHEUS_HOST",
+        "RAY_GRAFANA_IFRAME_HOST",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+        "RAY_SERVE_ENABLE_HA_PROXY",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS",
+        "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING",
+        "RAY_LOG_TO_STDERR",
+        "RAY_BACKEND_LOG_LEVEL",
+        "RAY_DEDUP_LOGS",
+        "RAY_gcs_rpc_server_reconnect_timeout_s",
+    }
+)
 # KubeRay's name limits (53 for a RayCluster minus the 6 characters it appends for the others).
 MAX_NAME = {"RayCluster": 53, "RayJob": 47, "RayService": 47}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -313,13 +329,16 @@ def entrypoint_modules(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def entrypoint_errors(objects: list[dict[str, Any]]) -> list[str]:
-    """RayJobs whose entrypoint is not ``python -m jobs.<name>`` of an existing module."""
+    """RayJobs whose entrypoint is not ``python -m <module>`` of a registered job
+    (:data:`app.orchestration.registry.JOBS`), or not of the job their label names."""
+    labels = {o["metadata"]["name"]: (o["metadata"].get("labels") or {}).get(JOB_LABEL) for o in objects if o.get("kind") == "RayJob"}
     errors = []
-    for job, module in entrypoint_modules(objects).items():
-        if not module.startswith("jobs."):
-            errors.append(f"RayJob {job}: entrypoint does not run `python -m jobs.<name>`")
-        elif importlib.util.find_spec(module) is None:
-            errors.append(f"RayJob {job}: module {module} does not exist")
+    for name, module in entrypoint_modules(objects).items():
+        spec = job_of_module(module)
+        if spec is None:
+            errors.append(f"RayJob {name}: entrypoint module {module or '(none)'} is no registered job's (python -m jobs.<name>)")
+        elif labels.get(name) not in (None, spec.name):
+            errors.append(f"RayJob {name}: labelled {JOB_LABEL}={labels[name]} but runs {module} (job {spec.name})")
     return errors
 
 

@@ -106,10 +106,7 @@ def serve_config_manifest_text(directory: Path = SERVE_CONFIGS_DIR) -> str:
     manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": SERVE_CONFIG_MAP_NAME,
-            "annotations": {"config.kubernetes.io/local-config": "true"},
-        },
+        "metadata": {"name": SERVE_CONFIG_MAP_NAME, "annotations": {"config.kubernetes.io/local-config": "true"}},
         "data": {"serveConfigV2": serve_config_v2_text(directory)},
     }
     return HEADER + yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=1000)

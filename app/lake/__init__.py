@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from collections.abc import Iterable
 from datetime import date
-from typing import Iterable
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -50,7 +50,7 @@ class Lake:
         self._local = isinstance(filesystem, pafs.LocalFileSystem)
 
     @classmethod
-    def from_url(cls, url: str) -> "Lake":
+    def from_url(cls, url: str) -> Lake:
         fs, root = filesystem_from_url(url)
         return cls(fs, root)
 

@@ -25,22 +25,10 @@ def open_metadata(url: str) -> MetadataStore:
 
         return EmbeddedStore(urlparse(url).path)
     if scheme in ("mongodb", "mongodb+srv"):
-        try:
-            from app.metadata.mongo import MongoStore
-        except ImportError as exc:  # pragma: no cover - lands with the MongoDB adapter
-            raise RuntimeError(f"the MongoDB metadata adapter is not available: {exc}") from exc
+        from app.metadata.mongo import MongoStore
+
         return MongoStore(url)
     raise ValueError(f"unsupported metadata URL {url!r}: use file:///dir or mongodb://host:port/db")
 
 
-__all__ = [
-    "CONTROL_AUDIT",
-    "DEPLOYMENTS",
-    "DEVICES",
-    "FEATURE_SETS",
-    "LAKE_BATCHES",
-    "Collection",
-    "DuplicateKeyError",
-    "MetadataStore",
-    "open_metadata",
-]
+__all__ = ["CONTROL_AUDIT", "DEPLOYMENTS", "DEVICES", "FEATURE_SETS", "LAKE_BATCHES", "Collection", "DuplicateKeyError", "MetadataStore", "open_metadata"]

@@ -8,7 +8,8 @@ Datetimes round-trip as timezone-aware UTC.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 Filter = Mapping[str, Any]
 SortSpec = Sequence[tuple[str, int]]
@@ -26,9 +27,7 @@ class Collection(Protocol):
         """Insert a document (``_id`` assigned when missing); return its ``_id``."""
         ...
 
-    def find(
-        self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0
-    ) -> list[dict[str, Any]]: ...
+    def find(self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0) -> list[dict[str, Any]]: ...
 
     def find_one(self, filter: Filter | None = None, *, sort: SortSpec | None = None) -> dict[str, Any] | None: ...
 

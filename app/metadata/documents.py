@@ -6,8 +6,9 @@ Used by the embedded store; the MongoDB adapter leaves this work to the server.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 _MISSING = object()
 

@@ -6,9 +6,10 @@ import re
 import sqlite3
 import threading
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -46,22 +47,17 @@ class EmbeddedStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.directory / "metadata.sqlite3", timeout=60.0, isolation_level=None, check_same_thread=False
-        )
+        self._conn = sqlite3.connect(self.directory / "metadata.sqlite3", timeout=60.0, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=60000")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS _indexes (collection TEXT, name TEXT, keys TEXT, uniq INTEGER,"
-            " PRIMARY KEY (collection, name))"
-        )
+        self._conn.execute("CREATE TABLE IF NOT EXISTS _indexes (collection TEXT, name TEXT, keys TEXT, uniq INTEGER, PRIMARY KEY (collection, name))")
         self._lock = threading.RLock()
 
     def __reduce__(self):
         return (EmbeddedStore, (str(self.directory),))
 
-    def collection(self, name: str) -> "EmbeddedCollection":
+    def collection(self, name: str) -> EmbeddedCollection:
         if not _NAME.match(name):
             raise ValueError(f"invalid collection name {name!r}")
         with self._lock:
@@ -70,9 +66,7 @@ class EmbeddedStore:
 
     def list_collections(self) -> list[str]:
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'c\\_%' ESCAPE '\\' ORDER BY name"
-            ).fetchall()
+            rows = self._conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'c\\_%' ESCAPE '\\' ORDER BY name").fetchall()
         return [r[0][2:] for r in rows]
 
     def close(self) -> None:
@@ -105,9 +99,7 @@ class EmbeddedCollection:
         return self._all()
 
     def _unique_indexes(self) -> list[list[str]]:
-        rows = self._store._conn.execute(
-            "SELECT keys FROM _indexes WHERE collection = ? AND uniq = 1", (self.name,)
-        ).fetchall()
+        rows = self._store._conn.execute("SELECT keys FROM _indexes WHERE collection = ? AND uniq = 1", (self.name,)).fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
     def _check_unique(self, doc: Mapping[str, Any], exclude_id: Any = None) -> None:
@@ -125,10 +117,7 @@ class EmbeddedCollection:
                     raise DuplicateKeyError(f"{self.name}: duplicate key {wanted}")
 
     def _write(self, doc: Mapping[str, Any]) -> None:
-        self._store._conn.execute(
-            f"INSERT OR REPLACE INTO {self._table}(_id, doc) VALUES (?, ?)",
-            (str(doc["_id"]), orjson.dumps(_encode(doc))),
-        )
+        self._store._conn.execute(f"INSERT OR REPLACE INTO {self._table}(_id, doc) VALUES (?, ?)", (str(doc["_id"]), orjson.dumps(_encode(doc))))
 
     # -- API --------------------------------------------------------------------------------
     def insert_one(self, document: Mapping[str, Any]) -> Any:
@@ -206,8 +195,5 @@ class EmbeddedCollection:
     def create_index(self, keys: Sequence[tuple[str, int]], *, unique: bool = False) -> str:
         name = "_".join(f"{k}_{d}" for k, d in keys)
         with self._store._lock:
-            self._store._conn.execute(
-                "INSERT OR REPLACE INTO _indexes(collection, name, keys, uniq) VALUES (?, ?, ?, ?)",
-                (self.name, name, orjson.dumps([k for k, _ in keys]), int(unique)),
-            )
+            self._store._conn.execute("INSERT OR REPLACE INTO _indexes(collection, name, keys, uniq) VALUES (?, ?, ?, ?)", (self.name, name, orjson.dumps([k for k, _ in keys]), int(unique)))
         return name

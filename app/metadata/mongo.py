@@ -7,7 +7,8 @@ streams used). Datetimes come back timezone-aware UTC (BSON keeps milliseconds).
 from __future__ import annotations
 
 import uuid
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pymongo
 from pymongo import MongoClient
@@ -31,7 +32,7 @@ class MongoStore:
     def __reduce__(self):
         return (MongoStore, (self.url,))
 
-    def collection(self, name: str) -> "MongoCollection":
+    def collection(self, name: str) -> MongoCollection:
         return MongoCollection(self.db[name])
 
     def list_collections(self) -> list[str]:

@@ -1,8 +1,10 @@
-"""Submit ``python -m jobs.<name>`` to a Ray cluster through the Jobs API and wait for the result.
+"""Run jobs through a Ray cluster's Jobs API: :class:`RayJobsRunner`, and :func:`submit_and_wait`
+for any entrypoint command.
 
-The same call serves the CLI, tests against a ``ray start --head`` cluster, and the Airflow DAG.
-``submission_id`` should be deterministic (e.g. DAG run + task, see :func:`deterministic_id`):
-submitting an id that already exists does not run the job twice, it waits for the existing one.
+The same code serves ``greenhouse submit``, tests against a ``ray start --head`` cluster, and the
+Airflow DAG (mode ``jobs-api``). ``submission_id`` should be deterministic (e.g. DAG run + task, see
+:func:`deterministic_id`): submitting an id that already exists does not run the job twice, it
+waits for the existing one.
 
 Only the standard library is imported at module level (``ray.job_submission`` lazily), so the
 Airflow environment can import this module with nothing but ``ray`` installed.
@@ -11,15 +13,18 @@ Airflow environment can import this module with nothing but ``ray`` installed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+from app.orchestration.registry import job_spec
+from app.orchestration.runner import TERMINAL, JobRequest, JobResult, JobRunner, LogsCallback, StatusCallback, Submission, last_json_line, on_change
+
+__all__ = ["JobResult", "RayJobsRunner", "deterministic_id", "job_runtime_env", "last_json_line", "ray_auth_headers", "submit_and_wait"]
+
 DEFAULT_EXCLUDES = [".venv", ".git", ".greenhouse", "**/__pycache__", ".pytest_cache", ".hypothesis", "bench/results"]
 # Ray's own variable for the cluster token (RAY_AUTH_MODE=token); clients send it as a bearer token.
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
@@ -27,40 +32,7 @@ RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 MAX_ID_LENGTH = 47
 
 
-@dataclass
-class JobResult:
-    """How a submitted job ended; ``summary`` is its last JSON line (the jobs' one-line summary).
-
-    ``submitted`` is False when this call re-attached to a job that already existed (a retry or a
-    second run of the same DAG run), True when it submitted a new one.
-    """
-
-    submission_id: str
-    status: str
-    logs: str
-    summary: dict[str, Any] | None
-    submitted: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "SUCCEEDED"
-
-
-def last_json_line(logs: str) -> dict[str, Any] | None:
-    """The last line of ``logs`` that parses as a JSON object."""
-    for line in reversed(logs.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return None
-
-
-def job_runtime_env(
-    working_dir: str | Path | None = None, env_vars: Mapping[str, str] | None = None, excludes: list[str] | None = None
-) -> dict[str, Any]:
+def job_runtime_env(working_dir: str | Path | None = None, env_vars: Mapping[str, str] | None = None, excludes: list[str] | None = None) -> dict[str, Any]:
     """A runtime_env that ships the project (without venvs and local data) and settings env vars."""
     env: dict[str, Any] = {}
     if working_dir is not None:
@@ -100,20 +72,88 @@ def deterministic_id(*parts: str, max_length: int = MAX_ID_LENGTH) -> str:
     return f"{readable}-{digest}"
 
 
-def _make_client(address: str, headers: Mapping[str, str] | None) -> Any:
+def make_client(address: str, headers: Mapping[str, str] | None = None) -> Any:
+    """A ``ray.job_submission.JobSubmissionClient`` for ``address`` sending ``headers``."""
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address, headers=dict(headers or {}))
 
 
-def _attempt_ids(base: str, existing: set[str]) -> list[str]:
-    """``base``, ``base-r1``, ``base-r2``, ... as far as they exist (in order)."""
-    ids = [base] if base in existing else []
-    n = 1
-    while f"{base}-r{n}" in existing:
-        ids.append(f"{base}-r{n}")
-        n += 1
-    return ids
+class RayJobsRunner(JobRunner):
+    """:class:`JobRunner` on a running Ray cluster's Jobs API.
+
+    - ``working_dir`` is shipped with every job (without venvs and local data, see
+      :func:`job_runtime_env`); None when the cluster's image has the code.
+    - ``rerun_failed``: when the latest attempt of an id FAILED or was STOPPED, submit the next
+      attempt as ``<id>-r1``, ``<id>-r2``, ... (still deterministic: an Airflow retry re-runs a
+      failed job once, and a retry of that retry re-attaches to it).
+    - ``wait`` stops the job on timeout and, with ``stop_on_interrupt``, when the wait is
+      interrupted by any exception (KeyboardInterrupt, Airflow's task timeout, ...).
+    - ``headers`` go to every request (e.g. :func:`ray_auth_headers`); ``client`` injects a
+      ``JobSubmissionClient``-like object instead of building one.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        working_dir: str | Path | None = None,
+        headers: Mapping[str, str] | None = None,
+        rerun_failed: bool = False,
+        stop_on_interrupt: bool = True,
+        poll_s: float = 1.0,
+        log_every_s: float = 10.0,
+        client: Any | None = None,
+    ) -> None:
+        self.address = address
+        self.working_dir = working_dir
+        self.rerun_failed = rerun_failed
+        self.stop_on_interrupt = stop_on_interrupt
+        self.poll_s = poll_s
+        self.log_every_s = log_every_s
+        self.client = client if client is not None else make_client(address, headers)
+
+    def submit(self, request: JobRequest) -> Submission:
+        """Submit the registered job ``python -m jobs.<job> <args>`` (or attach to its id)."""
+        entrypoint = job_spec(request.job).entrypoint(request.args)
+        runtime_env = job_runtime_env(self.working_dir, request.env_vars)
+        return self.submit_entrypoint(entrypoint, request.submission_id, runtime_env=runtime_env, metadata=request.metadata)
+
+    def submit_entrypoint(self, entrypoint: str, submission_id: str, *, runtime_env: dict[str, Any] | None = None, metadata: Mapping[str, str] | None = None) -> Submission:
+        """Submit any shell ``entrypoint`` under ``submission_id`` unless it exists (see the class)."""
+        existing = {j.submission_id for j in self.client.list_jobs() if j.submission_id}
+        attempts = _attempt_ids(submission_id, existing)
+        sid = attempts[-1] if attempts else submission_id
+        if attempts and self.rerun_failed and self.status(sid) in ("FAILED", "STOPPED"):
+            sid = f"{submission_id}-r{len(attempts)}"
+            attempts = []
+        if attempts:
+            return Submission(sid, False, entrypoint)
+        kwargs: dict[str, Any] = {"entrypoint": entrypoint, "submission_id": sid, "runtime_env": runtime_env or {}}
+        if metadata:
+            kwargs["metadata"] = dict(metadata)
+        self.client.submit_job(**kwargs)
+        return Submission(sid, True, entrypoint)
+
+    def status(self, submission_id: str) -> str:
+        """The Jobs API status (``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``STOPPED``)."""
+        return str(self.client.get_job_status(submission_id).value)
+
+    def wait(self, submission: Submission, *, timeout_s: float, on_status: StatusCallback | None = None, on_logs: LogsCallback | None = None) -> JobResult:
+        """Poll until terminal; new log text goes to ``on_logs`` about every ``log_every_s``."""
+        sid = submission.submission_id
+        logs = wait_for_job(
+            self.client, sid, timeout_s=timeout_s, poll_s=self.poll_s, on_status=on_change(on_status), on_logs=on_logs, log_every_s=self.log_every_s, stop_on_interrupt=self.stop_on_interrupt
+        )
+        return JobResult(sid, self.status(sid), logs, last_json_line(logs), submission.submitted)
+
+    def logs(self, submission_id: str) -> str:
+        """The job's whole log so far."""
+        return str(self.client.get_job_logs(submission_id))
+
+    def stop(self, submission_id: str) -> bool:
+        """Ask the cluster to stop the job; never raises (it may be gone, the cluster unreachable)."""
+        return _stop_quietly(self.client, submission_id)
 
 
 def submit_and_wait(
@@ -125,48 +165,20 @@ def submit_and_wait(
     timeout_s: float = 1800.0,
     poll_s: float = 1.0,
     headers: Mapping[str, str] | None = None,
-    on_status: Callable[[str], None] | None = None,
-    on_logs: Callable[[str], None] | None = None,
+    on_status: StatusCallback | None = None,
+    on_logs: LogsCallback | None = None,
     log_every_s: float = 10.0,
     rerun_failed: bool = False,
     stop_on_interrupt: bool = True,
     metadata: Mapping[str, str] | None = None,
     client: Any | None = None,
 ) -> JobResult:
-    """Submit (or re-attach to) ``submission_id`` and wait until it is terminal or ``timeout_s``.
-
-    - An existing job with this id is never submitted again: a running one is waited for, a
-      finished one is returned as it ended (``JobResult.submitted`` is False).
-    - ``rerun_failed``: when the latest attempt FAILED or was STOPPED, submit the next attempt as
-      ``<id>-r1``, ``<id>-r2``, ... (still deterministic: an Airflow retry re-runs a failed job once,
-      and a retry of that retry re-attaches to it).
-    - ``on_logs`` receives new log text about every ``log_every_s`` while waiting.
-    - On timeout the job is stopped and a ``TimeoutError`` raised. Any other interruption of the
-      wait (KeyboardInterrupt, Airflow's task timeout or termination, ...) also stops the job when
-      ``stop_on_interrupt``, then propagates.
-    - ``headers`` go to every request (e.g. :func:`ray_auth_headers`); ``client`` injects a
-      ``JobSubmissionClient``-like object instead of building one.
-    """
-    client = client if client is not None else _make_client(address, headers)
-    existing = {j.submission_id for j in client.list_jobs() if j.submission_id}
-    attempts = _attempt_ids(submission_id, existing)
-    sid = attempts[-1] if attempts else submission_id
-    submitted = False
-    if attempts and rerun_failed and str(client.get_job_status(sid).value) in ("FAILED", "STOPPED"):
-        sid = f"{submission_id}-r{len(attempts)}"
-        attempts = []
-    if not attempts:
-        kwargs: dict[str, Any] = {"entrypoint": entrypoint, "submission_id": sid, "runtime_env": runtime_env or {}}
-        if metadata:
-            kwargs["metadata"] = dict(metadata)
-        client.submit_job(**kwargs)
-        submitted = True
-    logs = wait_for_job(
-        client, sid, timeout_s=timeout_s, poll_s=poll_s, on_status=on_status, on_logs=on_logs,
-        log_every_s=log_every_s, stop_on_interrupt=stop_on_interrupt,
-    )
-    status = str(client.get_job_status(sid).value)
-    return JobResult(sid, status, logs, last_json_line(logs), submitted)
+    """Submit (or re-attach to) any shell ``entrypoint`` as ``submission_id`` and wait until it is
+    terminal or ``timeout_s``; the options are :class:`RayJobsRunner`'s. A finished job with this
+    id is returned as it ended (``JobResult.submitted`` is False)."""
+    runner = RayJobsRunner(address, headers=headers, rerun_failed=rerun_failed, stop_on_interrupt=stop_on_interrupt, poll_s=poll_s, log_every_s=log_every_s, client=client)
+    submission = runner.submit_entrypoint(entrypoint, submission_id, runtime_env=runtime_env, metadata=metadata)
+    return runner.wait(submission, timeout_s=timeout_s, on_status=on_status, on_logs=on_logs)
 
 
 def wait_for_job(
@@ -175,8 +187,8 @@ def wait_for_job(
     *,
     timeout_s: float = 1800.0,
     poll_s: float = 1.0,
-    on_status: Callable[[str], None] | None = None,
-    on_logs: Callable[[str], None] | None = None,
+    on_status: StatusCallback | None = None,
+    on_logs: LogsCallback | None = None,
     log_every_s: float = 10.0,
     stop_on_interrupt: bool = True,
 ) -> str:
@@ -209,19 +221,23 @@ def wait_for_job(
         raise
     except BaseException:
         if stop_on_interrupt:
-            stop_job_quietly(client, submission_id)
+            _stop_quietly(client, submission_id)
         raise
     return client.get_job_logs(submission_id)
 
 
-def stop_job_quietly(client: Any, submission_id: str) -> bool:
-    """Ask the cluster to stop ``submission_id``; True when a stop was requested, never raises."""
+def _attempt_ids(base: str, existing: set[str]) -> list[str]:
+    """``base``, ``base-r1``, ``base-r2``, ... as far as they exist (in order)."""
+    ids = [base] if base in existing else []
+    n = 1
+    while f"{base}-r{n}" in existing:
+        ids.append(f"{base}-r{n}")
+        n += 1
+    return ids
+
+
+def _stop_quietly(client: Any, submission_id: str) -> bool:
     try:
         return bool(client.stop_job(submission_id))
     except Exception:  # the job may be gone or the cluster unreachable: nothing left to stop
         return False
-
-
-def stop_job(address: str, submission_id: str, *, headers: Mapping[str, str] | None = None) -> bool:
-    """Stop a submitted job (e.g. from an Airflow ``on_kill``); True when a stop was requested."""
-    return stop_job_quietly(_make_client(address, headers), submission_id)

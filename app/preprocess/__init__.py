@@ -1,17 +1,12 @@
-"""Preprocess: raw lake -> cleaned, resampled, per-greenhouse features and targets (Ray Data)."""
+"""Preprocess: raw lake -> cleaned, resampled, per-greenhouse features and targets (Ray Data).
 
-from app.preprocess.features import FeatureParams, feature_columns, greenhouse_features, plan_columns, target_columns
+``spec`` names the features and their parameters, ``raw`` holds readings as arrays, ``engine``
+computes the features (the one definition, on numpy; ``windows`` and ``solar`` are its array
+operations), ``features`` hands them to training (a table) and serving (the newest row), and
+``pipeline`` is the preprocess job on Ray Data.
+"""
+
+from app.preprocess.features import FeatureParams, feature_columns, greenhouse_features
 from app.preprocess.pipeline import FeatureSetInfo, PreprocessParams, load_feature_set, read_feature_set_ray, run_preprocess
 
-__all__ = [
-    "FeatureParams",
-    "FeatureSetInfo",
-    "PreprocessParams",
-    "feature_columns",
-    "greenhouse_features",
-    "load_feature_set",
-    "plan_columns",
-    "read_feature_set_ray",
-    "run_preprocess",
-    "target_columns",
-]
+__all__ = ["FeatureParams", "FeatureSetInfo", "PreprocessParams", "feature_columns", "greenhouse_features", "load_feature_set", "read_feature_set_ray", "run_preprocess"]

@@ -2,7 +2,8 @@
 
 Reads raw Parquet through the lake's pyarrow filesystem (local or HDFS) with hive partitioning,
 pruning ``date=`` partitions outside the requested range before any file is opened; builds each
-greenhouse's features in parallel (``groupby("greenhouse_id").map_groups``); splits by time with
+greenhouse's features in parallel (one Ray Data task per greenhouse runs the feature engine on its
+Arrow table: :func:`~app.preprocess.features.feature_table`); splits by time with
 one global cutoff; writes ``features/<id>/split=train|validation/`` with Ray Data; records a
 ``feature_sets`` document with per-column statistics (the drift baseline).
 """
@@ -11,17 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from app.config import Settings
+from app.contracts.reading import MEASUREMENT_NAMES
+from app.contracts.vocabulary import plan_columns, target_columns
 from app.lake import RAW_SENSORS, Lake
-from app.preprocess.features import FeatureParams, feature_columns, greenhouse_features, plan_columns, target_columns
+from app.preprocess.features import FeatureParams, feature_columns, feature_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FEATURES_ROOT = "features"
 
@@ -88,13 +95,19 @@ def column_stats(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str,
             continue
         p01, p50, p99 = np.percentile(finite, [1, 50, 99])
         stats[c] = {
-            "mean": float(finite.mean()), "std": float(finite.std()), "min": float(finite.min()), "max": float(finite.max()),
-            "p01": float(p01), "p50": float(p50), "p99": float(p99), "null_frac": float(1 - finite.size / max(1, x.size)),
+            "mean": float(finite.mean()),
+            "std": float(finite.std()),
+            "min": float(finite.min()),
+            "max": float(finite.max()),
+            "p01": float(p01),
+            "p50": float(p50),
+            "p99": float(p99),
+            "null_frac": float(1 - finite.size / max(1, x.size)),
         }
     return stats
 
 
-RAW_COLUMNS = ["device_id", "ts", *feature_columns()[:11]]  # the measured columns
+RAW_COLUMNS = ["device_id", "ts", *MEASUREMENT_NAMES]  # what the feature engine reads
 
 
 def raw_partitions(lake: Lake, params: PreprocessParams) -> dict[str, list[str]]:
@@ -125,17 +138,15 @@ def build_features_dataset(lake: Lake, params: PreprocessParams):
     if not items:
         raise LookupError("no raw readings in the requested date range")
 
-    def build(batch: pd.DataFrame) -> pd.DataFrame:
+    def build(batch: pd.DataFrame) -> pa.Table:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         out = []
         for greenhouse_id, paths in zip(batch["greenhouse_id"], batch["paths"]):
-            tables = [pq.read_table(p, filesystem=filesystem, columns=RAW_COLUMNS) for p in paths]
-            raw = pa.concat_tables(tables).to_pandas()
-            raw["greenhouse_id"] = greenhouse_id
-            out.append(greenhouse_features(raw, fparams))
-        return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+            raw = pa.concat_tables([pq.read_table(p, filesystem=filesystem, columns=RAW_COLUMNS) for p in paths])
+            out.append(feature_table(raw, str(greenhouse_id), fparams))  # Arrow in, Arrow out: no pandas per row
+        return pa.concat_tables(out)
 
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(build, batch_size=1, batch_format="pandas")
 
@@ -215,8 +226,9 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
         "lake_url": settings.lake_url,
     }
     store.collection(FEATURE_SETS).insert_one(doc)
-    return FeatureSetInfo(fs_id, relative, doc["rows"]["train"], doc["rows"]["validation"], cols_f, cols_t, cols_p, greenhouses,
-                          cutoff.isoformat(), len(source_batches), round(time.monotonic() - started, 2))
+    return FeatureSetInfo(
+        fs_id, relative, doc["rows"]["train"], doc["rows"]["validation"], cols_f, cols_t, cols_p, greenhouses, cutoff.isoformat(), len(source_batches), round(time.monotonic() - started, 2)
+    )
 
 
 def feature_set_doc(settings: Settings, feature_set_id: str) -> dict[str, Any]:
@@ -250,6 +262,4 @@ def read_feature_set_ray(settings: Settings, feature_set_id: str, split: str):
     lake = Lake.from_url(settings.lake_url)
     # Fractional CPUs for the read tasks: they run next to Train workers that hold whole CPUs (and
     # Serve replicas that hold fractions); whole-CPU reads could wait forever on a small cluster.
-    return ray.data.read_parquet(
-        lake.path(f"{doc['relative_path']}/split={split}"), filesystem=lake.filesystem, partitioning=None, ray_remote_args={"num_cpus": 0.25}
-    )
+    return ray.data.read_parquet(lake.path(f"{doc['relative_path']}/split={split}"), filesystem=lake.filesystem, partitioning=None, ray_remote_args={"num_cpus": 0.25})

@@ -10,18 +10,10 @@ Importing this package does no work: the weather file is read on first use.
 
 from app.sim.climate_computer import ClimateComputer, ClimateComputerConfig
 from app.sim.fleet import FleetSimulator, SensorNoise
-from app.sim.twin import ActuatorSetpoints, ClimateState, GreenhouseParams, GreenhouseTwin
-from app.sim.weather import (
-    ConstantWeather,
-    OutdoorWeather,
-    Tmy3Weather,
-    WeatherProvider,
-    WeatherSeries,
-    load_tmy3_weather,
-)
+from app.sim.twin import ClimateState, GreenhouseParams, GreenhouseTwin
+from app.sim.weather import ConstantWeather, OutdoorWeather, Tmy3Weather, WeatherProvider, WeatherSeries, load_tmy3_weather
 
 __all__ = [
-    "ActuatorSetpoints",
     "ClimateComputer",
     "ClimateComputerConfig",
     "ClimateState",

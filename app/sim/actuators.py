@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from app.contracts.command import ControlCommand
 from app.sim.fleet import FleetSimulator
-from app.sim.twin import ActuatorSetpoints
 
 
 class FleetActuators:
@@ -16,10 +15,5 @@ class FleetActuators:
         self.applied = 0
 
     def apply(self, command: ControlCommand) -> None:
-        sp = command.setpoints
-        self.fleet.apply_setpoints(
-            command.greenhouse_id,
-            ActuatorSetpoints(vent_pct=sp.vent_pct, heat_pct=sp.heat_pct, screen_pct=sp.screen_pct),
-            valid_until=command.valid_until,
-        )
+        self.fleet.apply_setpoints(command.greenhouse_id, command.setpoints, valid_until=command.valid_until)
         self.applied += 1

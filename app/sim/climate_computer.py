@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.sim.twin import ActuatorSetpoints
+from app.contracts.command import Setpoints
 from app.sim.weather import OutdoorWeather
 
 
@@ -127,9 +127,7 @@ class ClimateComputer:
             self._cached_window = window
         return self._cached_excitation
 
-    def decide(
-        self, ts: datetime, air_temp_c: float, rh_pct: float, outdoor: OutdoorWeather
-    ) -> ActuatorSetpoints:
+    def decide(self, ts: datetime, air_temp_c: float, rh_pct: float, outdoor: OutdoorWeather) -> Setpoints:
         """Actuator setpoints for ``ts`` given the indoor air temperature and humidity and outdoor
         conditions (as measured by the greenhouse's own sensors)."""
         cfg = self.config
@@ -138,18 +136,14 @@ class ClimateComputer:
             exc = _NO_EXCITATION
         is_day = outdoor.sun_elevation_deg > 0.0
 
-        heat_setpoint_c = (
-            cfg.heat_setpoint_day_c if is_day else cfg.heat_setpoint_night_c
-        ) + exc.heat_setpoint_offset_c
+        heat_setpoint_c = (cfg.heat_setpoint_day_c if is_day else cfg.heat_setpoint_night_c) + exc.heat_setpoint_offset_c
         heat_pct = _ramp_pct(heat_setpoint_c + cfg.heat_band_c / 2.0 - air_temp_c, cfg.heat_band_c)
 
         vent_setpoint_c = cfg.vent_setpoint_c + exc.vent_setpoint_offset_c
         # Never ventilate for temperature below the heating setpoint (the two would fight).
         vent_setpoint_c = max(vent_setpoint_c, heat_setpoint_c + cfg.heat_band_c / 2.0)
         vent_temp_pct = _ramp_pct(air_temp_c - vent_setpoint_c, cfg.vent_band_c)
-        vent_rh_pct = (
-            _ramp_pct(rh_pct - cfg.rh_max_pct, cfg.rh_band_pct) * cfg.rh_vent_max_pct / 100.0
-        )
+        vent_rh_pct = _ramp_pct(rh_pct - cfg.rh_max_pct, cfg.rh_band_pct) * cfg.rh_vent_max_pct / 100.0
         vent_pct = max(vent_temp_pct, vent_rh_pct)
 
         is_dark = not is_day or outdoor.solar_w_m2 < cfg.screen_open_above_solar_w_m2
@@ -160,9 +154,5 @@ class ClimateComputer:
         else:
             screen_pct = 0.0
 
-        # ActuatorSetpoints clamps the perturbed values back into 0..100.
-        return ActuatorSetpoints(
-            vent_pct=vent_pct + exc.vent_offset_pct,
-            heat_pct=heat_pct + exc.heat_offset_pct,
-            screen_pct=screen_pct + exc.screen_offset_pct,
-        )
+        # Setpoints clamps the perturbed values back into 0..100.
+        return Setpoints.clamped(vent_pct=vent_pct + exc.vent_offset_pct, heat_pct=heat_pct + exc.heat_offset_pct, screen_pct=screen_pct + exc.screen_offset_pct)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from app.contracts.command import Setpoints
 from app.sim.climate_computer import ClimateComputer, ClimateComputerConfig
-from app.sim.twin import ActuatorSetpoints, ClimateState, GreenhouseParams, GreenhouseTwin
+from app.sim.twin import ClimateState, GreenhouseParams, GreenhouseTwin
 from app.sim.weather import OutdoorWeather, Tmy3Weather, WeatherProvider
 
 READING_SCHEMA_VERSION = 1
@@ -88,37 +89,19 @@ def _clip(value: float, low: float, high: float) -> float:
 class _Greenhouse:
     """Everything the fleet keeps for one greenhouse."""
 
-    __slots__ = (
-        "computer",
-        "external",
-        "external_valid_until",
-        "greenhouse_id",
-        "last_setpoints",
-        "last_source",
-        "measured_air_temp_c",
-        "measured_outdoor",
-        "measured_rh_pct",
-        "noise_rng",
-        "twin",
-    )
+    __slots__ = ("computer", "external", "external_valid_until", "greenhouse_id", "last_setpoints", "last_source", "measured_air_temp_c", "measured_outdoor", "measured_rh_pct", "noise_rng", "twin")
 
-    def __init__(
-        self,
-        greenhouse_id: str,
-        twin: GreenhouseTwin,
-        computer: ClimateComputer,
-        noise_rng: random.Random,
-    ) -> None:
+    def __init__(self, greenhouse_id: str, twin: GreenhouseTwin, computer: ClimateComputer, noise_rng: random.Random) -> None:
         self.greenhouse_id = greenhouse_id
         self.twin = twin
         self.computer = computer
         self.noise_rng = noise_rng
-        self.external: ActuatorSetpoints | None = None
+        self.external: Setpoints | None = None
         self.external_valid_until: datetime | None = None
         self.measured_air_temp_c = 0.0
         self.measured_rh_pct = 0.0
         self.measured_outdoor: OutdoorWeather | None = None
-        self.last_setpoints = ActuatorSetpoints()
+        self.last_setpoints = Setpoints.clamped()
         self.last_source: ControlSource = "local"
 
 
@@ -194,23 +177,21 @@ class FleetSimulator:
         """Heat delivered to one greenhouse since ``start``."""
         return self._get(greenhouse_id).twin.heating_energy_kwh
 
-    def commanded(self, greenhouse_id: str) -> tuple[ActuatorSetpoints, ControlSource]:
+    def commanded(self, greenhouse_id: str) -> tuple[Setpoints, ControlSource]:
         """Setpoints used in the latest step and who set them (``"external"`` or ``"local"``)."""
         gh = self._get(greenhouse_id)
         return gh.last_setpoints, gh.last_source
 
     # ----------------------------------------------------------------- control
-    def apply_setpoints(
-        self, greenhouse_id: str, setpoints: ActuatorSetpoints, valid_until: datetime | None = None
-    ) -> None:
+    def apply_setpoints(self, greenhouse_id: str, setpoints: Setpoints, valid_until: datetime | None = None) -> None:
         """Override the local climate computer of one greenhouse with ``setpoints`` from the next
         step on, until simulated time reaches ``valid_until`` (``None``: until replaced or cleared).
         A newer call replaces the previous override."""
         gh = self._get(greenhouse_id)
         if valid_until is not None and valid_until.tzinfo is None:
             raise ValueError("valid_until must be timezone-aware (UTC)")
-        if not isinstance(setpoints, ActuatorSetpoints):
-            raise TypeError("setpoints must be an ActuatorSetpoints")
+        if not isinstance(setpoints, Setpoints):
+            raise TypeError("setpoints must be an Setpoints")
         gh.external = setpoints
         gh.external_valid_until = valid_until
 
@@ -250,9 +231,7 @@ class FleetSimulator:
         for _ in range(max(n_steps, 0)):
             yield self.step()
 
-    def _setpoints_for(
-        self, gh: _Greenhouse, ts: datetime
-    ) -> tuple[ActuatorSetpoints, ControlSource]:
+    def _setpoints_for(self, gh: _Greenhouse, ts: datetime) -> tuple[Setpoints, ControlSource]:
         if gh.external is not None:
             if gh.external_valid_until is None or ts < gh.external_valid_until:
                 return gh.external, "external"
@@ -262,9 +241,7 @@ class FleetSimulator:
         decided = gh.computer.decide(ts, gh.measured_air_temp_c, gh.measured_rh_pct, outdoor)
         return decided, "local"
 
-    def _measure(
-        self, gh: _Greenhouse, state: ClimateState, outdoor: OutdoorWeather, ts: str | None = None
-    ) -> list[dict[str, Any]]:
+    def _measure(self, gh: _Greenhouse, state: ClimateState, outdoor: OutdoorWeather, ts: str | None = None) -> list[dict[str, Any]]:
         """Sample the devices of one greenhouse and remember what its climate computer sees.
 
         Returns the readings stamped ``ts``; none when ``ts`` is ``None`` (the initial sample)."""
@@ -276,9 +253,7 @@ class FleetSimulator:
         co2_ppm = max(state.co2_ppm + gauss(0.0, noise.co2_ppm), 0.0)
         par = max(state.par_umol_m2_s * (1.0 + gauss(0.0, noise.par_relative)), 0.0)
         outside_temp_c = outdoor.outside_temp_c + gauss(0.0, noise.outside_temp_c)
-        outside_rh_pct = _clip(
-            outdoor.outside_rh_pct + gauss(0.0, noise.outside_rh_pct), 0.0, 100.0
-        )
+        outside_rh_pct = _clip(outdoor.outside_rh_pct + gauss(0.0, noise.outside_rh_pct), 0.0, 100.0)
         solar_w_m2 = max(outdoor.solar_w_m2 * (1.0 + gauss(0.0, noise.solar_relative)), 0.0)
         wind_m_s = max(outdoor.wind_m_s + gauss(0.0, noise.wind_m_s), 0.0)
 
@@ -296,47 +271,16 @@ class FleetSimulator:
         gh_id = gh.greenhouse_id
 
         def reading(device: str, measurements: dict[str, float]) -> dict[str, Any]:
-            return {
-                "schema_version": READING_SCHEMA_VERSION,
-                "greenhouse_id": gh_id,
-                "device_id": f"{gh_id}-{device}",
-                "ts": ts,
-                "measurements": measurements,
-            }
+            return {"schema_version": READING_SCHEMA_VERSION, "greenhouse_id": gh_id, "device_id": f"{gh_id}-{device}", "ts": ts, "measurements": measurements}
 
         return [
-            reading(
-                "climate",
-                {
-                    "air_temp_c": round(air_temp_c, 2),
-                    "rh_pct": round(rh_pct, 2),
-                    "co2_ppm": round(co2_ppm, 1),
-                    "par_umol_m2_s": round(par, 1),
-                },
-            ),
-            reading(
-                "weather",
-                {
-                    "outside_temp_c": round(outside_temp_c, 2),
-                    "outside_rh_pct": round(outside_rh_pct, 2),
-                    "solar_w_m2": round(solar_w_m2, 1),
-                    "wind_m_s": round(wind_m_s, 2),
-                },
-            ),
-            reading(
-                "actuators",
-                {
-                    "vent_pct": round(state.vent_pct, 2),
-                    "heat_pct": round(state.heat_pct, 2),
-                    "screen_pct": round(state.screen_pct, 2),
-                },
-            ),
+            reading("climate", {"air_temp_c": round(air_temp_c, 2), "rh_pct": round(rh_pct, 2), "co2_ppm": round(co2_ppm, 1), "par_umol_m2_s": round(par, 1)}),
+            reading("weather", {"outside_temp_c": round(outside_temp_c, 2), "outside_rh_pct": round(outside_rh_pct, 2), "solar_w_m2": round(solar_w_m2, 1), "wind_m_s": round(wind_m_s, 2)}),
+            reading("actuators", {"vent_pct": round(state.vent_pct, 2), "heat_pct": round(state.heat_pct, 2), "screen_pct": round(state.screen_pct, 2)}),
         ]
 
     def _get(self, greenhouse_id: str) -> _Greenhouse:
         try:
             return self._greenhouses[greenhouse_id]
         except KeyError:
-            raise KeyError(
-                f"unknown greenhouse {greenhouse_id!r}; known: {', '.join(self._greenhouses)}"
-            ) from None
+            raise KeyError(f"unknown greenhouse {greenhouse_id!r}; known: {', '.join(self._greenhouses)}") from None

@@ -23,6 +23,7 @@ import random
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
+from app.contracts.command import Setpoints
 from app.sim.psychrometrics import (
     KELVIN_OFFSET,
     WATER_VAPOUR_GAS_CONSTANT_J_KG_K,
@@ -129,15 +130,7 @@ class GreenhouseParams:
             ),
         )
         _check_fraction(
-            self,
-            (
-                "cover_transmissivity",
-                "screen_shading_fraction",
-                "screen_insulation_fraction",
-                "screen_condensation_fraction",
-                "solar_to_mass_fraction",
-                "transpiration_radiation_fraction",
-            ),
+            self, ("cover_transmissivity", "screen_shading_fraction", "screen_insulation_fraction", "screen_condensation_fraction", "solar_to_mass_fraction", "transpiration_radiation_fraction")
         )
         for f in fields(self):
             value = getattr(self, f.name)
@@ -147,10 +140,7 @@ class GreenhouseParams:
     @property
     def air_heat_capacity_j_k(self) -> float:
         """Heat capacity of the air node (air plus structure and canopy)."""
-        return (
-            AIR_DENSITY_KG_M3 * AIR_HEAT_CAPACITY_J_KG_K * self.volume_m3
-            + self.structure_heat_capacity_j_k
-        )
+        return AIR_DENSITY_KG_M3 * AIR_HEAT_CAPACITY_J_KG_K * self.volume_m3 + self.structure_heat_capacity_j_k
 
 
 def _photosynthesis_temp_factor(temp_c: float) -> float:
@@ -163,24 +153,6 @@ def _clamp_pct(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite (got {value!r})")
     return min(max(value, 0.0), 100.0)
-
-
-@dataclass(frozen=True, slots=True)
-class ActuatorSetpoints:
-    """Target actuator positions in percent (0 closed/off .. 100 fully open/on); values outside
-    0..100 are clamped, non-finite values raise ``ValueError``."""
-
-    vent_pct: float = 0.0
-    heat_pct: float = 0.0
-    screen_pct: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("vent_pct", "heat_pct", "screen_pct"):
-            object.__setattr__(self, name, _clamp_pct(name, getattr(self, name)))
-
-    def as_dict(self) -> dict[str, float]:
-        """``{"vent_pct": ..., "heat_pct": ..., "screen_pct": ...}``."""
-        return {"vent_pct": self.vent_pct, "heat_pct": self.heat_pct, "screen_pct": self.screen_pct}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,17 +180,7 @@ def default_initial_state(ts: datetime, outdoor: OutdoorWeather) -> ClimateState
     """A plausible starting climate for ``outdoor`` conditions: a few degrees above outside, kept
     between 16 and 28 °C, humid, outside CO2, actuators at rest."""
     air_temp_c = min(max(outdoor.outside_temp_c + 3.0, 16.0), 28.0)
-    return ClimateState(
-        ts=ts,
-        air_temp_c=air_temp_c,
-        rh_pct=75.0,
-        co2_ppm=420.0,
-        par_umol_m2_s=0.0,
-        vent_pct=0.0,
-        heat_pct=0.0,
-        screen_pct=0.0,
-        mass_temp_c=air_temp_c,
-    )
+    return ClimateState(ts=ts, air_temp_c=air_temp_c, rh_pct=75.0, co2_ppm=420.0, par_umol_m2_s=0.0, vent_pct=0.0, heat_pct=0.0, screen_pct=0.0, mass_temp_c=air_temp_c)
 
 
 class GreenhouseTwin:
@@ -229,16 +191,7 @@ class GreenhouseTwin:
     Steps longer than ``max_substep_s`` are split into equal sub-steps.
     """
 
-    def __init__(
-        self,
-        params: GreenhouseParams,
-        weather: WeatherProvider,
-        seed: int | str = 0,
-        *,
-        start: datetime,
-        initial_state: ClimateState | None = None,
-        max_substep_s: float = 60.0,
-    ) -> None:
+    def __init__(self, params: GreenhouseParams, weather: WeatherProvider, seed: int | str = 0, *, start: datetime, initial_state: ClimateState | None = None, max_substep_s: float = 60.0) -> None:
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware (UTC)")
         if not max_substep_s > 0:
@@ -285,7 +238,7 @@ class GreenhouseTwin:
             mass_temp_c=self._mass_temp_c,
         )
 
-    def step(self, dt_s: float, setpoints: ActuatorSetpoints) -> ClimateState:
+    def step(self, dt_s: float, setpoints: Setpoints) -> ClimateState:
         """Advance ``dt_s`` seconds with actuators moving toward ``setpoints``; return the state."""
         if not (math.isfinite(dt_s) and dt_s > 0):
             raise ValueError("dt_s must be a positive finite number")
@@ -299,18 +252,16 @@ class GreenhouseTwin:
         self._now = t0 + timedelta(seconds=dt_s)
         return self.state
 
-    def _substep(self, h_s: float, setpoints: ActuatorSetpoints, outdoor: OutdoorWeather) -> None:
+    def _substep(self, h_s: float, setpoints: Setpoints, outdoor: OutdoorWeather) -> None:
+        # Over 80 lines on purpose: one explicit integration step of the coupled heat, moisture,
+        # CO2 and light balances. Every flux reads the same state before any is applied; split
+        # into functions, the shared intermediate terms would travel through long argument lists
+        # and the order of updates (which the tests' physical checks rely on) would be hidden.
         p = self.params
         # Actuators: first-order lag toward the setpoint (motors, valves and water in the pipes).
-        self._vent_pct += (setpoints.vent_pct - self._vent_pct) * (
-            1.0 - math.exp(-h_s / p.vent_time_constant_s)
-        )
-        self._heat_pct += (setpoints.heat_pct - self._heat_pct) * (
-            1.0 - math.exp(-h_s / p.heat_time_constant_s)
-        )
-        self._screen_pct += (setpoints.screen_pct - self._screen_pct) * (
-            1.0 - math.exp(-h_s / p.screen_time_constant_s)
-        )
+        self._vent_pct += (setpoints.vent_pct - self._vent_pct) * (1.0 - math.exp(-h_s / p.vent_time_constant_s))
+        self._heat_pct += (setpoints.heat_pct - self._heat_pct) * (1.0 - math.exp(-h_s / p.heat_time_constant_s))
+        self._screen_pct += (setpoints.screen_pct - self._screen_pct) * (1.0 - math.exp(-h_s / p.screen_time_constant_s))
         vent = self._vent_pct / 100.0
         heat = self._heat_pct / 100.0
         screen = self._screen_pct / 100.0
@@ -322,51 +273,32 @@ class GreenhouseTwin:
         area = p.floor_area_m2
 
         # Radiation absorbed inside, per m2 floor.
-        solar_in_w_m2 = (
-            max(outdoor.solar_w_m2, 0.0)
-            * p.cover_transmissivity
-            * (1.0 - screen * p.screen_shading_fraction)
-        )
+        solar_in_w_m2 = max(outdoor.solar_w_m2, 0.0) * p.cover_transmissivity * (1.0 - screen * p.screen_shading_fraction)
         self._par_umol_m2_s = solar_in_w_m2 * PAR_UMOL_PER_J_GLOBAL
 
         # Ventilation: wind pressure dominates; the stack effect keeps some exchange in calm air.
         wind_factor = min(1.0, 0.35 + 0.65 * wind_m_s / 5.0)
-        air_changes_per_h = (
-            p.leakage_air_changes_per_h * (1.0 + 0.1 * wind_m_s)
-            + vent * p.max_vent_air_changes_per_h * wind_factor
-        )
+        air_changes_per_h = p.leakage_air_changes_per_h * (1.0 + 0.1 * wind_m_s) + vent * p.max_vent_air_changes_per_h * wind_factor
         vent_rate_per_s = air_changes_per_h / 3600.0
         flow_m3_s = vent_rate_per_s * p.volume_m3
         g_vent_w_k = flow_m3_s * AIR_DENSITY_KG_M3 * AIR_HEAT_CAPACITY_J_KG_K
-        g_cover_w_k = (
-            p.cover_u_w_m2_k
-            * p.cover_area_m2
-            * (1.0 - screen * p.screen_insulation_fraction)
-            * (1.0 + 0.03 * wind_m_s)
-        )
+        g_cover_w_k = p.cover_u_w_m2_k * p.cover_area_m2 * (1.0 - screen * p.screen_insulation_fraction) * (1.0 + 0.03 * wind_m_s)
 
         # Transpiration: a radiation term plus a VPD term; the VPD term is linear in indoor vapour
         # density, so it goes into the implicit vapour update below.
         t_air_k = t_air + KELVIN_OFFSET
         es_air_pa = saturation_vapour_pressure_pa(t_air)
         e_air_pa = self._vapour_kg_m3 * WATER_VAPOUR_GAS_CONSTANT_J_KG_K * t_air_k
-        rad_transpiration_kg_s = (
-            p.transpiration_radiation_fraction * solar_in_w_m2 * area / LATENT_HEAT_J_KG
-        )
+        rad_transpiration_kg_s = p.transpiration_radiation_fraction * solar_in_w_m2 * area / LATENT_HEAT_J_KG
         vpd_coeff_kg_s_per_pa = p.transpiration_vpd_w_m2_kpa * area / 1000.0 / LATENT_HEAT_J_KG
         # The VPD term only adds water while the indoor air is below saturation.
         below_saturation = es_air_pa > e_air_pa
-        transpiration_kg_s = rad_transpiration_kg_s + (
-            vpd_coeff_kg_s_per_pa * (es_air_pa - e_air_pa) if below_saturation else 0.0
-        )
+        transpiration_kg_s = rad_transpiration_kg_s + (vpd_coeff_kg_s_per_pa * (es_air_pa - e_air_pa) if below_saturation else 0.0)
 
         # Slow random heat disturbance (Ornstein-Uhlenbeck, exact discretisation).
         if p.disturbance_w_m2 > 0:
             decay = math.exp(-h_s / p.disturbance_time_constant_s)
-            self._disturbance_w_m2 = (
-                self._disturbance_w_m2 * decay
-                + p.disturbance_w_m2 * math.sqrt(1.0 - decay * decay) * self._rng.gauss(0.0, 1.0)
-            )
+            self._disturbance_w_m2 = self._disturbance_w_m2 * decay + p.disturbance_w_m2 * math.sqrt(1.0 - decay * decay) * self._rng.gauss(0.0, 1.0)
 
         # Air node.
         heating_w = heat * p.heating_capacity_w
@@ -380,20 +312,12 @@ class GreenhouseTwin:
         )
         g_air_w_k = p.mass_air_conductance_w_k + g_cover_w_k + g_vent_w_k
         t_air_eq = source_air_w / g_air_w_k
-        t_air_new = t_air_eq + (t_air - t_air_eq) * math.exp(
-            -g_air_w_k * h_s / p.air_heat_capacity_j_k
-        )
+        t_air_new = t_air_eq + (t_air - t_air_eq) * math.exp(-g_air_w_k * h_s / p.air_heat_capacity_j_k)
 
         # Mass node, coupled to the updated air and the deep ground.
         g_mass_w_k = p.mass_air_conductance_w_k + p.ground_conductance_w_k
-        t_mass_eq = (
-            p.solar_to_mass_fraction * solar_in_w_m2 * area
-            + p.mass_air_conductance_w_k * t_air_new
-            + p.ground_conductance_w_k * p.ground_temp_c
-        ) / g_mass_w_k
-        t_mass_new = t_mass_eq + (t_mass - t_mass_eq) * math.exp(
-            -g_mass_w_k * h_s / p.thermal_mass_j_k
-        )
+        t_mass_eq = (p.solar_to_mass_fraction * solar_in_w_m2 * area + p.mass_air_conductance_w_k * t_air_new + p.ground_conductance_w_k * p.ground_temp_c) / g_mass_w_k
+        t_mass_new = t_mass_eq + (t_mass - t_mass_eq) * math.exp(-g_mass_w_k * h_s / p.thermal_mass_j_k)
 
         # Vapour: V dX/dt = E_rad + c (es - X Rv T) - F (X - X_out) - G_cond (X - X_sat(cover)).
         x_out = vapour_density_from_rh_kg_m3(t_out, outdoor.outside_rh_pct)
@@ -402,20 +326,14 @@ class GreenhouseTwin:
         x_cover_sat = saturation_vapour_density_kg_m3(t_cover_c)
         g_cond_m3_s = 0.0
         if self._vapour_kg_m3 > x_cover_sat:
-            g_cond_m3_s = (
-                p.condensation_conductance_m_s
-                * p.cover_area_m2
-                * (1.0 - screen * p.screen_condensation_fraction)
-            )
+            g_cond_m3_s = p.condensation_conductance_m_s * p.cover_area_m2 * (1.0 - screen * p.screen_condensation_fraction)
         # c (es - X Rv T) splits into a source c es and a sink c Rv T X, solved implicitly.
         if below_saturation:
             vpd_source_kg_s = vpd_coeff_kg_s_per_pa * es_air_pa
             vpd_sink_m3_s = vpd_coeff_kg_s_per_pa * WATER_VAPOUR_GAS_CONSTANT_J_KG_K * t_air_k
         else:
             vpd_source_kg_s = vpd_sink_m3_s = 0.0
-        source_kg_s = (
-            rad_transpiration_kg_s + vpd_source_kg_s + flow_m3_s * x_out + g_cond_m3_s * x_cover_sat
-        )
+        source_kg_s = rad_transpiration_kg_s + vpd_source_kg_s + flow_m3_s * x_out + g_cond_m3_s * x_cover_sat
         sink_m3_s = flow_m3_s + g_cond_m3_s + vpd_sink_m3_s
         x_eq = source_kg_s / sink_m3_s
         x_new = x_eq + (self._vapour_kg_m3 - x_eq) * math.exp(-sink_m3_s * h_s / p.volume_m3)
@@ -435,11 +353,7 @@ class GreenhouseTwin:
         )
         # Q10 = 2, levelling off above 35 degC where the crop is heat-stressed anyway.
         respiration_umol_m2_s = p.respiration_umol_m2_s * 2.0 ** ((min(t_air, 35.0) - 20.0) / 10.0)
-        uptake_ppm_s = (
-            (gross_umol_m2_s - respiration_umol_m2_s)
-            * area
-            / (AIR_MOLAR_DENSITY_MOL_M3 * p.volume_m3)
-        )
+        uptake_ppm_s = (gross_umol_m2_s - respiration_umol_m2_s) * area / (AIR_MOLAR_DENSITY_MOL_M3 * p.volume_m3)
         co2_eq = p.outside_co2_ppm - uptake_ppm_s / vent_rate_per_s
         co2_new = co2_eq + (co2_ppm - co2_eq) * math.exp(-vent_rate_per_s * h_s)
 

@@ -25,13 +25,7 @@ import numpy as np
 import pandas as pd
 
 TMY3_FILE_NAME = "723170TYA.CSV"
-WEATHER_COLUMNS: tuple[str, ...] = (
-    "outside_temp_c",
-    "outside_rh_pct",
-    "solar_w_m2",
-    "wind_m_s",
-    "sun_elevation_deg",
-)
+WEATHER_COLUMNS: tuple[str, ...] = ("outside_temp_c", "outside_rh_pct", "solar_w_m2", "wind_m_s", "sun_elevation_deg")
 _YEAR_S = 365 * 86_400.0
 # Cumulative days before each month in a non-leap year (index 0 = January).
 _DAYS_BEFORE_MONTH = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
@@ -132,9 +126,7 @@ class WeatherSeries:
 
     def to_frame(self) -> pd.DataFrame:
         """The series as a DataFrame indexed by UTC time, one column per :data:`WEATHER_COLUMNS`."""
-        return pd.DataFrame(
-            {name: getattr(self, name) for name in WEATHER_COLUMNS}, index=self.times
-        )
+        return pd.DataFrame({name: getattr(self, name) for name in WEATHER_COLUMNS}, index=self.times)
 
     def covers(self, when: datetime) -> bool:
         """True when ``when`` lies within the grid (inclusive)."""
@@ -146,9 +138,7 @@ class WeatherSeries:
         x = (when - self.start).total_seconds() / self.step_s
         last = len(self) - 1
         if x < -1e-9 or x > last + 1e-9:
-            raise ValueError(
-                f"{when.isoformat()} is outside the weather window {self.start} .. {self.end}"
-            )
+            raise ValueError(f"{when.isoformat()} is outside the weather window {self.start} .. {self.end}")
         if last == 0:
             i, frac = 0, 0.0
         else:
@@ -191,9 +181,7 @@ def _load_tmy_year(path: str) -> _TmyYear:
     # The index is in local standard time; only its month/day/clock matter (years differ by month).
     index = data.index
     day_of_year0 = _DAYS_BEFORE_MONTH[index.month.to_numpy() - 1] + index.day.to_numpy() - 1
-    point_pos_s = (
-        day_of_year0 * 86_400.0 + index.hour.to_numpy() * 3_600.0 + index.minute.to_numpy() * 60.0
-    ) % _YEAR_S
+    point_pos_s = (day_of_year0 * 86_400.0 + index.hour.to_numpy() * 3_600.0 + index.minute.to_numpy() * 60.0) % _YEAR_S
     # TMY3 irradiance is the total of the hour ending at the stamp: place it at mid-hour.
     mean_pos_s = (point_pos_s - 1_800.0) % _YEAR_S
     ghi = data["ghi"].to_numpy(dtype=float)
@@ -210,14 +198,7 @@ def _load_tmy_year(path: str) -> _TmyYear:
     }
     for array in arrays.values():
         array.setflags(write=False)
-    return _TmyYear(
-        latitude_deg=float(meta["latitude"]),
-        longitude_deg=float(meta["longitude"]),
-        altitude_m=float(meta["altitude"]),
-        utc_offset_h=utc_offset_h,
-        n_rows=len(data),
-        **arrays,
-    )
+    return _TmyYear(latitude_deg=float(meta["latitude"]), longitude_deg=float(meta["longitude"]), altitude_m=float(meta["altitude"]), utc_offset_h=utc_offset_h, n_rows=len(data), **arrays)
 
 
 def _year_positions_s(times_utc: pd.DatetimeIndex, utc_offset_h: float) -> np.ndarray:
@@ -226,12 +207,7 @@ def _year_positions_s(times_utc: pd.DatetimeIndex, utc_offset_h: float) -> np.nd
     day_of_year0 = local.dayofyear.to_numpy() - 1
     # Leap years: 29 February reuses 28 February and later days shift back by one.
     day_of_year0 = day_of_year0 - (local.is_leap_year & (day_of_year0 >= 59))
-    seconds_of_day = (
-        local.hour.to_numpy() * 3_600.0
-        + local.minute.to_numpy() * 60.0
-        + local.second.to_numpy()
-        + local.microsecond.to_numpy() / 1e6
-    )
+    seconds_of_day = local.hour.to_numpy() * 3_600.0 + local.minute.to_numpy() * 60.0 + local.second.to_numpy() + local.microsecond.to_numpy() / 1e6
     return day_of_year0 * 86_400.0 + seconds_of_day
 
 
@@ -240,9 +216,7 @@ def tmy3_row_count(path: str | Path | None = None) -> int:
     return _load_tmy_year(str(path or tmy3_path())).n_rows
 
 
-def load_tmy3_weather(
-    start: datetime, duration_s: float, step_s: float, *, path: str | Path | None = None
-) -> WeatherSeries:
+def load_tmy3_weather(start: datetime, duration_s: float, step_s: float, *, path: str | Path | None = None) -> WeatherSeries:
     """Real outdoor weather from the TMY3 file for ``[start, start + duration_s]`` every ``step_s``.
 
     ``start`` must be timezone-aware. Temperature, humidity and wind are interpolated linearly
@@ -271,9 +245,7 @@ def load_tmy3_weather(
     wind_m_s = np.interp(pos_s, tmy.point_pos_s, tmy.wind_m_s, period=_YEAR_S)
     clearness = np.interp(pos_s, tmy.mean_pos_s, tmy.clearness, period=_YEAR_S)
 
-    solpos = pvlib.solarposition.get_solarposition(
-        times, tmy.latitude_deg, tmy.longitude_deg, altitude=tmy.altitude_m
-    )
+    solpos = pvlib.solarposition.get_solarposition(times, tmy.latitude_deg, tmy.longitude_deg, altitude=tmy.altitude_m)
     elevation_deg = solpos["elevation"].to_numpy(dtype=float)
     cos_zenith = np.clip(np.cos(np.radians(solpos["zenith"].to_numpy(dtype=float))), 0.0, None)
     extra_w_m2 = np.asarray(pvlib.irradiance.get_extra_radiation(times), dtype=float)
@@ -297,14 +269,7 @@ class Tmy3Weather:
     most recent windows are kept (enough for several twins stepping side by side).
     """
 
-    def __init__(
-        self,
-        start: datetime,
-        *,
-        grid_step_s: float = 60.0,
-        chunk_s: float = 86_400.0,
-        path: str | Path | None = None,
-    ) -> None:
+    def __init__(self, start: datetime, *, grid_step_s: float = 60.0, chunk_s: float = 86_400.0, path: str | Path | None = None) -> None:
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware (UTC)")
         if not (grid_step_s > 0 and chunk_s >= grid_step_s):
@@ -322,12 +287,7 @@ class Tmy3Weather:
         if chunk is None:
             # Round the window up to whole grid steps so that it reaches the next window's start.
             duration_s = math.ceil(self.chunk_s / self.grid_step_s - 1e-9) * self.grid_step_s
-            chunk = load_tmy3_weather(
-                self.start + timedelta(seconds=index * self.chunk_s),
-                duration_s,
-                self.grid_step_s,
-                path=self._path,
-            )
+            chunk = load_tmy3_weather(self.start + timedelta(seconds=index * self.chunk_s), duration_s, self.grid_step_s, path=self._path)
             if len(self._chunks) >= 2:
                 self._chunks.pop(next(iter(self._chunks)))
             self._chunks[index] = chunk

@@ -1,99 +1,16 @@
 """Experiment tracking and the model registry (MLflow). The only package that imports mlflow.
 
-:class:`Tracking` wraps an explicit ``MlflowClient`` for one tracking URL (no global mlflow state):
-``sqlite:///<file>`` for the embedded default, ``http(s)://host:5000`` for a tracking server.
-Registry stages are deprecated in MLflow 3, so promotion is by alias (``champion``,
-``challenger``).
+- :class:`Tracking` (``client``): runs, params, metrics, artifacts, registered versions and aliases
+  on one tracking URL through an explicit ``MlflowClient``; :func:`resolve_alias`;
+- ``models``: log and register a forecast model (:func:`log_forecast_model`), load one back
+  (:func:`load_forecast_model`), and :func:`warm_imports` for serving replicas;
+- ``pyfunc``: the MLflow pyfunc wrapper the models are logged as.
+
+No global mlflow URIs are set: every call names its tracking URL. Importing this package does not
+import mlflow; the functions do, on first use.
 """
 
-from __future__ import annotations
+from app.tracking.client import Tracking, resolve_alias
+from app.tracking.models import load_forecast_model, load_pyfunc, log_forecast_model, warm_imports
 
-import os
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator, Mapping
-from urllib.parse import urlparse
-
-
-class Tracking:
-    """Runs, metrics, artifacts and registered models on one MLflow tracking URL."""
-
-    def __init__(self, url: str, *, artifact_root: str | Path | None = None) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        from mlflow.tracking import MlflowClient
-
-        self.url = url
-        self.client = MlflowClient(tracking_uri=url, registry_uri=url)
-        scheme = urlparse(url).scheme
-        # A server keeps artifacts itself (proxied mlflow-artifacts:/); a local store needs a
-        # directory next to the database instead of MLflow's cwd-relative ./mlruns default.
-        if artifact_root is None and scheme == "sqlite":
-            artifact_root = Path(urlparse(url).path).parent / "mlartifacts"
-        self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root else None
-
-    def ensure_experiment(self, name: str) -> str:
-        """The id of experiment ``name``, created when missing."""
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=f"{self.artifact_root}/{name}" if self.artifact_root else None)
-
-    @contextmanager
-    def run(self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
-        """A run in ``experiment``; yields its id, ends FINISHED (or FAILED on an exception)."""
-        run = self.client.create_run(self.ensure_experiment(experiment), run_name=run_name, tags=dict(tags or {}))
-        run_id = run.info.run_id
-        try:
-            yield run_id
-        except BaseException:
-            self.client.set_terminated(run_id, status="FAILED")
-            raise
-        self.client.set_terminated(run_id, status="FINISHED")
-
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        now_ms = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms, step) for k, v in metrics.items()])
-
-    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(local_path), artifact_path)
-
-    def download_artifact(self, run_id: str, path: str, dst: str | Path) -> Path:
-        return Path(self.client.download_artifacts(run_id, path, str(dst)))
-
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        """Params, metrics, tags and status of a run as plain dicts."""
-        run = self.client.get_run(run_id)
-        return {"status": run.info.status, "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
-
-    def register(self, name: str, run_id: str, artifact_path: str) -> str:
-        """Register ``runs:/<run_id>/<artifact_path>`` as a new version of model ``name``."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException as exc:
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                raise
-        source = f"runs:/{run_id}/{artifact_path}"
-        return str(self.client.create_model_version(name, source=source, run_id=run_id).version)
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(name, alias, version)
-
-    def version_by_alias(self, name: str, alias: str) -> str | None:
-        """The version an alias points at, or ``None`` when the model or alias does not exist."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
+__all__ = ["Tracking", "load_forecast_model", "load_pyfunc", "log_forecast_model", "resolve_alias", "warm_imports"]

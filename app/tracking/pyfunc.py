@@ -1,62 +1,45 @@
-"""The forecast model as an MLflow pyfunc: logged with signature and input example, loaded by alias.
+"""The pyfunc wrapper around a forecast model: MLflow's view of a model directory.
 
-The pyfunc carries the boosters (as an artifact directory) and the project's ``app`` package (as
-code), so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` works wherever mlflow and
-xgboost are installed.
+Tracking does not know the model class: whoever logs a model passes its loader (a callable from a
+saved model directory to the model, e.g. ``app.train.model.load_saved_model``), which is pickled
+by reference with the wrapper, so loading gives that model back without ``app.tracking``
+importing it. The model also carries the project's ``app`` package as code, so
+``mlflow.pyfunc.load_model`` works wherever mlflow and xgboost are installed.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import importlib
+from collections.abc import Callable
 from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
 
+# Models logged before the loader travelled with the wrapper pickled a bare ForecastPyfunc (no
+# state): their loader was this one. Named, not imported, so tracking has no import of train.
+LEGACY_LOADER = ("app.train.model", "ForecastModel")
+
+
+def _legacy_load(directory: str) -> Any:
+    module, cls = LEGACY_LOADER
+    return getattr(importlib.import_module(module), cls).load(directory)
+
 
 class ForecastPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around :class:`app.train.model.ForecastModel`."""
+    """pyfunc wrapper: ``load_context`` loads the model with the loader given at logging time;
+    ``predict`` is the model's ``predict`` (DataFrame in, forecast DataFrame out)."""
 
-    def load_context(self, context) -> None:
-        from app.train.model import ForecastModel
+    load: Callable[[str], Any] | None = None  # absent from the pickles of older models
 
-        self.model = ForecastModel.load(context.artifacts["model_dir"])
+    def __init__(self, load: Callable[[str], Any] | None = None) -> None:
+        self.load = load
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def load_context(self, context: Any) -> None:
+        """Load the model from the ``model_dir`` artifact."""
+        load = self.load or _legacy_load
+        self.model = load(context.artifacts["model_dir"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The model's forecasts for ``model_input``."""
         return self.model.predict(model_input)
-
-
-def log_and_register(
-    tracking_url: str, run_id: str, model_dir: str | Path, input_example: pd.DataFrame, output_example: pd.DataFrame, registered_name: str
-) -> str:
-    """Log the model to ``run_id`` as a pyfunc named ``model`` and register it; return the version."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    import app
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(tracking_url)
-    mlflow.set_registry_uri(tracking_url)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ForecastPyfunc(),
-            artifacts={"model_dir": str(model_dir)},
-            code_paths=[str(Path(app.__file__).parent)],
-            signature=infer_signature(input_example, output_example),
-            input_example=input_example,
-            pip_requirements=["xgboost-cpu>=3,<4", "pandas", "numpy", "pydantic>=2"],
-            registered_model_name=registered_name,
-        )
-    return str(info.registered_model_version)
-
-
-def load_model(tracking_url: str, model_uri: str):
-    """Load a registered pyfunc, e.g. ``models:/greenhouse-forecaster@champion``."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_url)
-    mlflow.set_registry_uri(tracking_url)
-    return mlflow.pyfunc.load_model(model_uri)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.train.model import ForecastModel, key_for
+from app.contracts.vocabulary import forecast_key, target_column
+from app.train.model import ForecastModel
 
 
 def evaluate(model: ForecastModel, validation: pd.DataFrame) -> dict[str, float]:
@@ -17,8 +18,8 @@ def evaluate(model: ForecastModel, validation: pd.DataFrame) -> dict[str, float]
     metrics: dict[str, float] = {}
     for variable in model.variables:
         for h in model.horizons_min:
-            key = key_for(variable, h)
-            actual = validation[f"target_{variable}_{h}min"].to_numpy(dtype=np.float64)
+            key = forecast_key(variable, h)
+            actual = validation[target_column(variable, h)].to_numpy(dtype=np.float64)
             err = forecast[key].to_numpy() - actual
             persist = validation[variable].to_numpy(dtype=np.float64) - actual
             rmse = float(np.sqrt(np.mean(err**2)))
@@ -50,8 +51,8 @@ def plot_forecast_vs_actual(model: ForecastModel, validation: pd.DataFrame, path
         for row, variable in enumerate(model.variables):
             ax = axes[row][col]
             valid_at = part["ts"] + pd.Timedelta(minutes=horizon_min)
-            ax.plot(valid_at, part[f"target_{variable}_{horizon_min}min"], label="actual", color="black", linewidth=1.2)
-            ax.plot(valid_at, forecast.loc[part.index, key_for(variable, horizon_min)], label=f"forecast +{horizon_min} min", color="tab:orange", linewidth=1)
+            ax.plot(valid_at, part[target_column(variable, horizon_min)], label="actual", color="black", linewidth=1.2)
+            ax.plot(valid_at, forecast.loc[part.index, forecast_key(variable, horizon_min)], label=f"forecast +{horizon_min} min", color="tab:orange", linewidth=1)
             ax.plot(valid_at, part[variable], label="persistence", color="tab:blue", linewidth=0.8, alpha=0.6)
             ax.set_title(f"{gh}: {variable}")
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)

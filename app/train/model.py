@@ -14,38 +14,25 @@ constrained non-decreasing, and ``plan_vent_pct`` alone is constrained non-incre
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-TARGET_VARIABLES = ("air_temp_c", "rh_pct")
-ACTUATORS = ("vent_pct", "heat_pct", "screen_pct")
+from app.contracts.vocabulary import ACTUATORS, TARGET_VARIABLES, forecast_key, plan_column, plan_columns, vent_exchange_column
+
 MODEL_FORMAT_VERSION = 1
-
-
-def plan_columns(horizon_min: int) -> list[str]:
-    """The plan columns of one horizon, in model order."""
-    return [f"plan_{a}_{horizon_min}min" for a in ACTUATORS] + [f"plan_vent_x_dtemp_{horizon_min}min"]
-
-
-def key_for(variable: str, horizon_min: int) -> str:
-    return f"{variable}_{horizon_min}min"
 
 
 def monotone_constraints(variable: str, features: list[str], horizon_min: int) -> list[int]:
     """Per-feature monotone constraints (1 up, -1 down, 0 free) for one booster."""
     if variable != "air_temp_c":
         return [0] * len(features)
-    rules = {
-        f"plan_heat_pct_{horizon_min}min": 1,
-        "heat_pct": 1,
-        f"plan_vent_x_dtemp_{horizon_min}min": 1,
-        f"plan_vent_pct_{horizon_min}min": -1,
-    }
+    rules = {plan_column("heat_pct", horizon_min): 1, "heat_pct": 1, vent_exchange_column(horizon_min): 1, plan_column("vent_pct", horizon_min): -1}
     return [rules.get(f, 0) for f in features]
 
 
@@ -54,12 +41,12 @@ def fill_plans(frame: pd.DataFrame, horizons_min: list[int], overrides: dict[str
     out = frame.copy()
     for h in horizons_min:
         for a in ACTUATORS:
-            col = f"plan_{a}_{h}min"
+            col = plan_column(a, h)
             if overrides and a in overrides:
                 out[col] = float(overrides[a])
             elif col not in out.columns:
                 out[col] = out[a]
-        out[f"plan_vent_x_dtemp_{h}min"] = out[f"plan_vent_pct_{h}min"] * (out["outside_temp_c"] - out["air_temp_c"]) / 100.0
+        out[vent_exchange_column(h)] = out[plan_column("vent_pct", h)] * (out["outside_temp_c"] - out["air_temp_c"]) / 100.0
     return out
 
 
@@ -89,14 +76,8 @@ def _layout(columns: tuple[str, ...], feature_columns: tuple[str, ...], horizons
 
     plans = {}
     for h in horizons_min:
-        plans[h] = np.array([index[f"plan_{a}_{h}min"] if f"plan_{a}_{h}min" in index else at(a) for a in ACTUATORS], dtype=np.intp)
-    return _Layout(
-        features=np.array([at(c) for c in feature_columns], dtype=np.intp),
-        plans=plans,
-        outside=at("outside_temp_c"),
-        air=at("air_temp_c"),
-        bases={v: at(v) for v in variables},
-    )
+        plans[h] = np.array([index[plan_column(a, h)] if plan_column(a, h) in index else at(a) for a in ACTUATORS], dtype=np.intp)
+    return _Layout(features=np.array([at(c) for c in feature_columns], dtype=np.intp), plans=plans, outside=at("outside_temp_c"), air=at("air_temp_c"), bases={v: at(v) for v in variables})
 
 
 @dataclass
@@ -113,18 +94,16 @@ class ForecastModel:
     feature_params: dict[str, Any] = field(default_factory=dict)
 
     def features_for(self, variable: str, horizon_min: int) -> list[str]:
-        return list(self.feature_columns) + plan_columns(horizon_min)
+        """The input columns of the booster of ``variable`` at ``horizon_min``, in its order."""
+        return list(self.feature_columns) + plan_columns([horizon_min])
 
     def input_columns(self) -> list[str]:
         """Every column :meth:`predict` may read (plans are optional)."""
-        cols = list(self.feature_columns)
-        for h in self.horizons_min:
-            cols += plan_columns(h)
-        return cols
+        return list(self.feature_columns) + plan_columns(self.horizons_min)
 
     def output_keys(self) -> list[str]:
         """The forecast columns, ``<variable>_<h>min``, in output order."""
-        return [key_for(variable, h) for variable in self.variables for h in self.horizons_min]
+        return [forecast_key(variable, h) for variable in self.variables for h in self.horizons_min]
 
     def set_threads(self, nthread: int) -> None:
         """Threads XGBoost may use per prediction (1 suits small batches on a small machine)."""
@@ -138,7 +117,7 @@ class ForecastModel:
         needed = list(dict.fromkeys([*self.feature_columns, *self.variables, "outside_temp_c", "air_temp_c"]))
         for h in self.horizons_min:
             for a in ACTUATORS:
-                needed.append(f"plan_{a}_{h}min" if f"plan_{a}_{h}min" in frame.columns else a)
+                needed.append(plan_column(a, h) if plan_column(a, h) in frame.columns else a)
         columns = list(dict.fromkeys(needed))
         values = self.predict_arrays(frame[columns].to_numpy(dtype=np.float64), columns)
         return pd.DataFrame(values, index=frame.index, columns=self.output_keys())
@@ -164,14 +143,16 @@ class ForecastModel:
         inputs[:, :f] = X[:, layout.features]
         vent = f + ACTUATORS.index("vent_pct")
         for j, h in enumerate(self.horizons_min):
-            inputs[:, f:f + len(ACTUATORS)] = X[:, layout.plans[h]]  # the plan columns, model order
+            inputs[:, f : f + len(ACTUATORS)] = X[:, layout.plans[h]]  # the plan columns, model order
             inputs[:, -1] = inputs[:, vent] * dtemp / 100.0  # plan_vent_x_dtemp, as fill_plans computes it
             for i, variable in enumerate(self.variables):
-                delta = self.boosters[key_for(variable, h)].inplace_predict(inputs)
+                delta = self.boosters[forecast_key(variable, h)].inplace_predict(inputs)
                 out[:, i * len(self.horizons_min) + j] = X[:, layout.bases[variable]] + delta
         return out
 
     def save(self, directory: str | Path) -> Path:
+        """Write the boosters (one JSON each) and ``model.json`` (columns, horizons, feature set)
+        to ``directory``; return it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for key, booster in self.boosters.items():
@@ -189,7 +170,8 @@ class ForecastModel:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ForecastModel":
+    def load(cls, directory: str | Path) -> ForecastModel:
+        """The model :meth:`save` wrote to ``directory``."""
         import xgboost
 
         directory = Path(directory)
@@ -200,3 +182,9 @@ class ForecastModel:
             booster.load_model(str(directory / f"{key}.json"))
             boosters[key] = booster
         return cls(boosters, meta["feature_columns"], meta["horizons_min"], meta["variables"], meta.get("feature_set_id", ""), meta.get("feature_params", {}))
+
+
+def load_saved_model(directory: str) -> ForecastModel:
+    """The model :meth:`ForecastModel.save` wrote to ``directory``: the loader logged with the
+    MLflow pyfunc (a module-level function, so it is pickled by reference, not by value)."""
+    return ForecastModel.load(directory)

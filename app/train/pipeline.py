@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from app.config import Settings
+from app.train.model import ForecastModel, load_saved_model
 from app.train.trainer import BoosterParams
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRIMARY_METRIC = "skill_air_temp_c_15min"
 
@@ -26,12 +31,14 @@ class TrainJobParams(BaseModel):
     booster: BoosterParams = Field(default_factory=BoosterParams)
     num_workers: int = Field(default=1, ge=1, le=64, description="Ray Train workers (1 CPU each)")
     experiment: str = "greenhouse-forecast"
-    model_name: str = "greenhouse-forecaster"
+    model_name: str | None = Field(default=None, description="registered model; default: settings.control.model_name")
     alias: str = "challenger"
 
 
 @dataclass
 class TrainResult:
+    """What a training run produced: the MLflow run, the registered version and its metrics."""
+
     run_id: str
     model_name: str
     model_version: str
@@ -43,6 +50,7 @@ class TrainResult:
     elapsed_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict, metrics rounded."""
         out = asdict(self)
         out["metrics"] = {k: round(v, 5) for k, v in self.metrics.items()}
         return out
@@ -58,23 +66,18 @@ def latest_feature_set_id(settings: Settings) -> str:
     return str(doc["_id"])
 
 
-def run_training(
-    settings: Settings,
-    params: TrainJobParams,
-    *,
-    tags: dict[str, str] | None = None,
-    on_progress: Callable[[str], None] | None = None,
-) -> TrainResult:
+def run_training(settings: Settings, params: TrainJobParams, *, tags: dict[str, str] | None = None, on_progress: Callable[[str], None] | None = None) -> TrainResult:
     """Fit the forecast model on a feature set, evaluate it, log everything to MLflow, register a
-    new model version and point ``params.alias`` at it."""
+    new model version (of ``params.model_name``, default ``settings.control.model_name``) and point
+    ``params.alias`` at it."""
     from app.preprocess import load_feature_set, read_feature_set_ray
     from app.tracking import Tracking
-    from app.tracking.pyfunc import log_and_register
-    from app.train.evaluate import evaluate, plot_forecast_vs_actual
+    from app.train.evaluate import evaluate
     from app.train.trainer import fit_forecast_model
 
     say = on_progress or (lambda msg: None)
     started = time.monotonic()
+    model_name = params.model_name or settings.control.model_name
     fs_id = params.feature_set_id or latest_feature_set_id(settings)
     say(f"loading feature set {fs_id}")
     train_df, validation_df, doc = load_feature_set(settings, fs_id)
@@ -101,21 +104,22 @@ def run_training(
     with tracking.run(params.experiment, f"train-{fs_id}", tags={"feature_set_id": fs_id, **(tags or {})}) as run_id:
         tracking.log_params(
             run_id,
-            {**params.booster.model_dump(), "feature_set_id": fs_id, "horizons_min": horizons, "num_workers": params.num_workers,
-             "train_rows": len(train_df), "validation_rows": len(validation_df), "features": len(features)},
+            {
+                **params.booster.model_dump(),
+                "feature_set_id": fs_id,
+                "horizons_min": horizons,
+                "num_workers": params.num_workers,
+                "train_rows": len(train_df),
+                "validation_rows": len(validation_df),
+                "features": len(features),
+            },
         )
         tracking.log_metrics(run_id, metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            plot = plot_forecast_vs_actual(model, validation_df, Path(tmp) / "forecast_vs_actual_15min.png", horizon_min=15 if 15 in horizons else horizons[0])
-            tracking.log_artifact(run_id, plot, "plots")
-            model_dir = model.save(Path(tmp) / "forecast_model")
-            example = validation_df[model.input_columns()].head(5).reset_index(drop=True)
-            say("logging the model to MLflow and registering it")
-            version = log_and_register(settings.tracking_url, run_id, model_dir, example, model.predict(example), params.model_name)
-    tracking.set_alias(params.model_name, params.alias, version)
+        version = _log_model_and_plot(tracking, run_id, model, validation_df, model_name, say)
+    tracking.set_alias(model_name, params.alias, version)
     return TrainResult(
         run_id=run_id,
-        model_name=params.model_name,
+        model_name=model_name,
         model_version=version,
         alias=params.alias,
         feature_set_id=fs_id,
@@ -126,8 +130,25 @@ def run_training(
     )
 
 
+def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, validation: pd.DataFrame, model_name: str, say: Callable[[str], None]) -> str:
+    """Log the forecast-vs-actual plot and the model to the run, register the model; return its version."""
+    from app.tracking import log_forecast_model
+    from app.train.evaluate import plot_forecast_vs_actual
+
+    horizon = 15 if 15 in model.horizons_min else model.horizons_min[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = plot_forecast_vs_actual(model, validation, Path(tmp) / "forecast_vs_actual_15min.png", horizon_min=horizon)
+        tracking.log_artifact(run_id, plot, "plots")
+        model_dir = model.save(Path(tmp) / "forecast_model")
+        example = validation[model.input_columns()].head(5).reset_index(drop=True)
+        say("logging the model to MLflow and registering it")
+        return log_forecast_model(tracking.url, run_id, model_dir, load=load_saved_model, input_example=example, output_example=model.predict(example), registered_name=model_name)
+
+
 @dataclass
 class PromotionDecision:
+    """Whether ``champion`` moved, why, and the versions and skills compared."""
+
     promoted: bool
     reason: str
     model_name: str
@@ -139,18 +160,19 @@ class PromotionDecision:
     feature_set_id: str = ""
 
     def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
         return asdict(self)
 
 
-def run_promotion(settings: Settings, model_name: str = "greenhouse-forecaster", *, metric: str = PRIMARY_METRIC, min_improvement: float = 0.0) -> PromotionDecision:
+def run_promotion(settings: Settings, model_name: str | None = None, *, metric: str = PRIMARY_METRIC, min_improvement: float = 0.0) -> PromotionDecision:
     """Move ``champion`` to ``challenger`` only when the challenger's skill beats the champion's on
-    the same validation window (the challenger's feature set, both models evaluated now)."""
+    the same validation window (the challenger's feature set, both models evaluated now).
+    ``model_name`` defaults to ``settings.control.model_name``."""
     from app.preprocess import load_feature_set
-    from app.tracking import Tracking
-    from app.tracking.pyfunc import load_model
+    from app.tracking import Tracking, load_forecast_model
     from app.train.evaluate import evaluate
-    from app.train.model import ForecastModel
 
+    model_name = model_name or settings.control.model_name
     tracking = Tracking(settings.tracking_url)
     challenger = tracking.version_by_alias(model_name, "challenger")
     champion = tracking.version_by_alias(model_name, "champion")
@@ -160,7 +182,7 @@ def run_promotion(settings: Settings, model_name: str = "greenhouse-forecaster",
         return PromotionDecision(False, "the challenger already is the champion", model_name, challenger, champion, champion)
 
     def registered(version: str) -> ForecastModel:
-        return load_model(settings.tracking_url, f"models:/{model_name}/{version}").unwrap_python_model().model
+        return load_forecast_model(settings.tracking_url, f"models:/{model_name}/{version}")
 
     challenger_model = registered(challenger)
     _, validation, _doc = load_feature_set(settings, challenger_model.feature_set_id)
@@ -171,5 +193,25 @@ def run_promotion(settings: Settings, model_name: str = "greenhouse-forecaster",
     champion_skill = evaluate(registered(champion), validation)[metric]
     if challenger_skill > champion_skill + min_improvement:
         tracking.set_alias(model_name, "champion", challenger)
-        return PromotionDecision(True, f"challenger {metric} {challenger_skill:.4f} beats champion {champion_skill:.4f}", model_name, challenger, champion, challenger, challenger_skill, champion_skill, challenger_model.feature_set_id)
-    return PromotionDecision(False, f"challenger {metric} {challenger_skill:.4f} does not beat champion {champion_skill:.4f} (+{min_improvement})", model_name, challenger, champion, champion, challenger_skill, champion_skill, challenger_model.feature_set_id)
+        return PromotionDecision(
+            True,
+            f"challenger {metric} {challenger_skill:.4f} beats champion {champion_skill:.4f}",
+            model_name,
+            challenger,
+            champion,
+            challenger,
+            challenger_skill,
+            champion_skill,
+            challenger_model.feature_set_id,
+        )
+    return PromotionDecision(
+        False,
+        f"challenger {metric} {challenger_skill:.4f} does not beat champion {champion_skill:.4f} (+{min_improvement})",
+        model_name,
+        challenger,
+        champion,
+        champion,
+        challenger_skill,
+        champion_skill,
+        challenger_model.feature_set_id,
+    )

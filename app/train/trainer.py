@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.train.model import TARGET_VARIABLES, ForecastModel, key_for, monotone_constraints, plan_columns
+from app.contracts.vocabulary import TARGET_VARIABLES, forecast_key, plan_columns, target_column
+from app.train.model import ForecastModel, monotone_constraints
 
 
 class BoosterParams(BaseModel):
@@ -28,6 +29,7 @@ class BoosterParams(BaseModel):
     reg_lambda: float = Field(default=1.0, ge=0)
 
     def xgb_params(self) -> dict[str, Any]:
+        """The parameters ``xgboost.train`` takes (one thread: Ray schedules the CPUs)."""
         return {
             "objective": "reg:squarederror",
             "tree_method": "hist",
@@ -47,10 +49,10 @@ def target_specs(feature_columns: list[str], horizons_min: list[int], variables:
     specs = {}
     for variable in variables or list(TARGET_VARIABLES):
         for h in horizons_min:
-            features = list(feature_columns) + plan_columns(h)
-            specs[key_for(variable, h)] = {
+            features = list(feature_columns) + plan_columns([h])
+            specs[forecast_key(variable, h)] = {
                 "features": features,
-                "label": f"target_{variable}_{h}min",
+                "label": target_column(variable, h),
                 "base": variable,
                 "monotone": "(" + ",".join(str(c) for c in monotone_constraints(variable, features, h)) + ")",
             }
@@ -82,15 +84,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def fit_forecast_model(
-    train_dataset,
-    feature_columns: list[str],
-    horizons_min: list[int],
-    params: BoosterParams,
-    *,
-    num_workers: int = 1,
-    storage_path: str | Path,
-    run_name: str,
-    feature_set_id: str = "",
+    train_dataset, feature_columns: list[str], horizons_min: list[int], params: BoosterParams, *, num_workers: int = 1, storage_path: str | Path, run_name: str, feature_set_id: str = ""
 ) -> ForecastModel:
     """Fit all boosters with Ray Train on ``train_dataset`` (a Ray Dataset); return the model."""
     import xgboost

@@ -18,12 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.contracts.vocabulary import forecast_key
 from app.train.trainer import BoosterParams, target_specs
 
 PRIMARY_VARIABLE = "air_temp_c"
 
 
 class TuneParams(BaseModel):
+    """The search: trials, boosting rounds, ASHA's grace period and report interval, concurrency."""
+
     num_samples: int = Field(default=8, ge=1, le=500)
     max_rounds: int = Field(default=300, ge=10)
     grace_rounds: int = Field(default=30, ge=1)
@@ -49,25 +52,10 @@ def _trial(config: dict[str, Any], spec: dict[str, Any], train: Any, valid: Any,
             return False
 
     booster = BoosterParams(**{**config, "num_boost_round": max_rounds})
-    xgboost.train(
-        {**booster.xgb_params(), "monotone_constraints": spec["monotone"]},
-        dmatrix(train),
-        num_boost_round=max_rounds,
-        evals=[(dmatrix(valid), "validation")],
-        callbacks=[Report()],
-    )
+    xgboost.train({**booster.xgb_params(), "monotone_constraints": spec["monotone"]}, dmatrix(train), num_boost_round=max_rounds, evals=[(dmatrix(valid), "validation")], callbacks=[Report()])
 
 
-def tune_boosters(
-    train_dataset,
-    validation_dataset,
-    feature_columns: list[str],
-    params: TuneParams,
-    *,
-    storage_path: str | Path,
-    name: str,
-    verbose: int = 1,
-) -> tuple[BoosterParams, dict[str, Any]]:
+def tune_boosters(train_dataset, validation_dataset, feature_columns: list[str], params: TuneParams, *, storage_path: str | Path, name: str, verbose: int = 1) -> tuple[BoosterParams, dict[str, Any]]:
     """Search booster parameters; return the best ``BoosterParams`` and a summary of the search.
 
     ``train_dataset`` / ``validation_dataset`` are Ray Datasets of the feature set's splits."""
@@ -75,7 +63,7 @@ def tune_boosters(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    spec = target_specs(feature_columns, [params.horizon_min], [PRIMARY_VARIABLE])[f"{PRIMARY_VARIABLE}_{params.horizon_min}min"]
+    spec = target_specs(feature_columns, [params.horizon_min], [PRIMARY_VARIABLE])[forecast_key(PRIMARY_VARIABLE, params.horizon_min)]
     from app.train.model import fill_plans
 
     def frame(ds):
@@ -87,10 +75,7 @@ def tune_boosters(
     # One CPU per trial; never more trials at once than the free CPUs hold.
     free = float(ray.available_resources().get("CPU", 1.0))
     concurrent = max(1, min(params.max_concurrent_trials, int(free)))
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, spec=spec, train=train_df, valid=valid_df, max_rounds=params.max_rounds, report_every=params.report_every_rounds),
-        {"CPU": 1},
-    )
+    trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, train=train_df, valid=valid_df, max_rounds=params.max_rounds, report_every=params.report_every_rounds), {"CPU": 1})
     space = {
         "max_depth": tune.randint(3, 9),
         "eta": tune.loguniform(0.02, 0.3),
@@ -118,9 +103,11 @@ def tune_boosters(
     grid = tuner.fit()
     best = grid.get_best_result(metric="val_rmse", mode="min")
     trials = [
-        {"config": {k: round(v, 5) if isinstance(v, float) else v for k, v in r.config.items()},
-         "val_rmse": round(float(r.metrics.get("val_rmse", float("nan"))), 5),
-         "iterations": int(r.metrics.get("training_iteration", 0))}
+        {
+            "config": {k: round(v, 5) if isinstance(v, float) else v for k, v in r.config.items()},
+            "val_rmse": round(float(r.metrics.get("val_rmse", float("nan"))), 5),
+            "iterations": int(r.metrics.get("training_iteration", 0)),
+        }
         for r in grid
     ]
     stopped_early = sum(1 for t in trials if t["iterations"] < max_t)

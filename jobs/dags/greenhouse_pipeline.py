@@ -25,9 +25,13 @@ The step ``evaluate`` runs no Ray job: evaluation happens inside the train/tune 
 metrics against persistence) and the promote job (challenger against champion on one window);
 ``evaluate`` only gates promotion on the metric the train/tune job reported.
 
+The jobs are the registry's (``app.orchestration.registry``); each task picks the run's job runner
+(``app.orchestration.ray_jobs.RayJobsRunner`` or ``app.kuberay.runner.KubeRayRunner``) and calls it:
+no submission logic lives here.
+
 Environment: Airflow runs in its own venv (``stack/airflow-env``); the project must be importable
 there (``PYTHONPATH=<checkout>`` or ``pip install --no-deps`` of the project): the tasks use
-``app.orchestration.ray_jobs`` and ``app.kuberay``, which need only ``ray`` and ``kubernetes``.
+``app.orchestration`` and ``app.kuberay``, which need only ``ray``, ``kubernetes`` and ``pyyaml``.
 """
 
 from __future__ import annotations
@@ -35,32 +39,38 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import (
-    Asset,
-    AssetOrTimeSchedule,
-    BaseOperator,
-    CronTriggerTimetable,
-    Param,
-    TriggerRule,
-    dag,
-    task,
-)
+from airflow.sdk import Asset, AssetOrTimeSchedule, BaseOperator, CronTriggerTimetable, Param, TriggerRule, dag, task
 
 DAG_ID = "greenhouse_pipeline"
 DRIFT_ASSET = Asset(name="greenhouse_feature_drift", uri="greenhouse://drift/features")
 CHAMPION_ASSET = Asset(name="greenhouse_champion_model", uri="greenhouse://models/champion")
-JOBS_WITH_MODEL = ("train", "tune", "promote")
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def pick_runner(params: dict[str, Any]) -> Any:
+    """The job runner of the run's ``mode``: the Ray Jobs API (a retry re-runs a failed job once)
+    or KubeRay RayJobs from the rendered overlay ``kuberay_manifests``."""
+    if params.get("mode") == "kuberay":
+        from app.kuberay.client import KubeTarget
+        from app.kuberay.runner import KubeRayRunner
+
+        if not params.get("kuberay_manifests"):
+            raise ValueError("mode=kuberay needs kuberay_manifests: a file with `kubectl kustomize kuberay/overlays/<env>` output")
+        target = KubeTarget(namespace=str(params["kuberay_namespace"]))
+        return KubeRayRunner.from_manifests(str(params["kuberay_manifests"]), target, stop_on_interrupt=True)
+    from app.orchestration.ray_jobs import RayJobsRunner, ray_auth_headers
+
+    return RayJobsRunner(str(params["ray_address"]), working_dir=params.get("working_dir") or None, headers=ray_auth_headers(), rerun_failed=True, poll_s=2.0)
+
+
 class RayJobOperator(BaseOperator):
-    """Submit ``python -m jobs.<job> <args>`` as a Ray job (Jobs API or KubeRay RayJob) and wait.
+    """Run the registered job ``job`` through the run's job runner and wait for it.
 
     Returns (XCom) ``{"submission_id", "status", "submitted", "summary"}``, where ``summary`` is the
     job's one-line JSON summary. Fails the task when the job does not succeed.
@@ -71,16 +81,12 @@ class RayJobOperator(BaseOperator):
     def __init__(self, *, job: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.job = job
-        self._running: tuple[str, str, dict[str, Any]] | None = None
-
-    def _job_args(self, params: dict[str, Any]) -> list[str]:
-        args = shlex.split(str(params.get(f"{self.job}_args") or ""))
-        if self.job in JOBS_WITH_MODEL and params.get("model_name"):
-            args += ["--model-name", str(params["model_name"])]
-        return args
+        self._running: tuple[Any, str] | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from app.orchestration.ray_jobs import deterministic_id
+        from app.orchestration.registry import job_spec
+        from app.orchestration.runner import JobRequest
 
         params = context["params"]
         if self.job == "sink" and not params.get("run_sink", True):
@@ -88,112 +94,43 @@ class RayJobOperator(BaseOperator):
 
             raise AirflowSkipException("run_sink is false: the lake is fed elsewhere")
         run_id = str(context["run_id"])
-        submission_id = deterministic_id(self.task_id, run_id, self.dag_id)
-        args = self._job_args(params)
-        env_vars = {str(k): str(v) for k, v in (params.get("job_env") or {}).items()}
-        if params.get("mode") == "kuberay":
-            return self._run_rayjob(params, submission_id, args, env_vars)
-        return self._run_jobs_api(params, submission_id, args, env_vars, run_id)
-
-    def _run_jobs_api(self, params: dict[str, Any], sid: str, args: list[str], env_vars: dict[str, str], run_id: str) -> dict[str, Any]:
-        from app.orchestration.ray_jobs import job_runtime_env, ray_auth_headers, submit_and_wait
-
-        address = str(params["ray_address"])
-        headers = ray_auth_headers()
-        entrypoint = " ".join(["python", "-m", f"jobs.{self.job}", *(shlex.quote(a) for a in args)])
-        runtime_env = job_runtime_env(params.get("working_dir") or None, env_vars)
-        self._running = ("jobs-api", sid, {"address": address, "headers": headers})
-        self.log.info("Ray job %s on %s: %s", sid, address, entrypoint)
-        seen: list[str] = []
-
-        def on_status(status: str) -> None:
-            if not seen or seen[-1] != status:
-                seen.append(status)
-                self.log.info("%s: %s", sid, status)
-
-        def on_logs(text: str) -> None:
-            for line in text.rstrip("\n").splitlines():
-                self.log.info("[%s] %s", self.job, line)
-
-        result = submit_and_wait(
-            address, entrypoint, submission_id=sid, runtime_env=runtime_env, headers=headers,
-            timeout_s=float(params["timeout_s"]), poll_s=2.0, on_status=on_status, on_logs=on_logs,
-            rerun_failed=True, metadata={"airflow_dag_id": self.dag_id, "airflow_run_id": run_id[:200], "airflow_task_id": self.task_id},
+        args = shlex.split(str(params.get(f"{self.job}_args") or ""))
+        if job_spec(self.job).takes_model_name and params.get("model_name"):
+            args += ["--model-name", str(params["model_name"])]
+        request = JobRequest(
+            self.job,
+            deterministic_id(self.task_id, run_id, self.dag_id),
+            tuple(args),
+            env_vars={str(k): str(v) for k, v in (params.get("job_env") or {}).items()},
+            metadata={"airflow_dag_id": self.dag_id, "airflow_run_id": run_id[:200], "airflow_task_id": self.task_id},
         )
+        runner = pick_runner(params)
+        submission = runner.submit(request)
+        self._running = (runner, submission.submission_id)
+        self.log.info("%s %s: %s", submission.submission_id, "submitted" if submission.submitted else "already existed", submission.entrypoint)
+        result = runner.wait(submission, timeout_s=float(params["timeout_s"]), on_status=lambda s: self.log.info("%s: %s", submission.submission_id, s), on_logs=self._log_lines)
         self._running = None
-        self.log.info("%s %s (%s)", result.submission_id, result.status, "submitted" if result.submitted else "already existed")
         if not result.ok:
-            raise RuntimeError(f"Ray job {result.submission_id} {result.status}; last lines:\n" + "\n".join(result.logs.splitlines()[-30:]))
-        return {"submission_id": result.submission_id, "status": result.status, "submitted": result.submitted, "summary": result.summary}
+            why = result.detail.get("description") or result.status
+            raise RuntimeError(f"job {result.submission_id} ended {why}; last lines:\n{result.tail(30)}")
+        return result.as_dict()
 
-    def _run_rayjob(self, params: dict[str, Any], sid: str, args: list[str], env_vars: dict[str, str]) -> dict[str, Any]:
-        from pathlib import Path
-
-        from app.kuberay.client import KubeRayClient, KubeTarget
-        from app.kuberay.manifests import load_documents, rayjob_run, rayjob_template
-
-        manifests = str(params.get("kuberay_manifests") or "")
-        if not manifests:
-            raise ValueError("mode=kuberay needs kuberay_manifests: a file with `kubectl kustomize kuberay/overlays/<env>` output")
-        namespace = str(params["kuberay_namespace"])
-        template = rayjob_template(load_documents(Path(manifests).read_text()), self.job)
-        run = rayjob_run(template, sid, extra_args=args, env_vars=env_vars, namespace=namespace)
-        client = KubeRayClient.connect(KubeTarget(namespace=namespace))
-        self._running = ("kuberay", sid, {"namespace": namespace})
-        created = client.create(run)
-        self.log.info("RayJob %s/%s %s: %s", namespace, sid, "created" if created.created else "already existed", run["spec"]["entrypoint"])
-        status = client.wait_rayjob(sid, timeout_s=float(params["timeout_s"]), on_status=lambda s: self.log.info("%s: %s", sid, s.describe()))
-        self._running = None
-        logs = self._rayjob_logs(status)
-        from app.orchestration.ray_jobs import last_json_line
-
-        if not status.succeeded:
-            raise RuntimeError(f"RayJob {sid} ended {status.describe()}\n" + "\n".join(logs.splitlines()[-30:]))
-        return {"submission_id": sid, "status": status.job_status, "submitted": created.created, "summary": last_json_line(logs)}
-
-    def _rayjob_logs(self, status: Any) -> str:
-        """The job's log from its cluster's dashboard, when this worker can reach it (best effort:
-        the cluster may already be gone; `kubectl logs job/<name>` has the submitter's copy)."""
-        if not (status.dashboard_url and status.job_id):
-            return ""
-        try:
-            from ray.job_submission import JobSubmissionClient
-
-            from app.orchestration.ray_jobs import ray_auth_headers
-
-            url = status.dashboard_url if "://" in status.dashboard_url else f"http://{status.dashboard_url}"
-            logs = JobSubmissionClient(url, headers=ray_auth_headers()).get_job_logs(status.job_id)
-        except Exception as exc:  # noqa: BLE001 - logs are a convenience, the status is what counts
-            self.log.info("job logs not available from %s (%s)", status.dashboard_url, exc)
-            return ""
-        for line in logs.splitlines():
+    def _log_lines(self, text: str) -> None:
+        for line in text.rstrip("\n").splitlines():
             self.log.info("[%s] %s", self.job, line)
-        return logs
 
     def on_kill(self) -> None:
         """Stop the Ray job (Jobs API) or delete the RayJob (KubeRay) this task is waiting for."""
-        if self._running is None:
-            return
-        mode, sid, where = self._running
-        try:
-            if mode == "jobs-api":
-                from app.orchestration.ray_jobs import stop_job
-
-                stop_job(where["address"], sid, headers=where["headers"])
-            else:
-                from app.kuberay.client import KubeRayClient, KubeTarget
-
-                KubeRayClient.connect(KubeTarget(namespace=where["namespace"])).delete("RayJob", sid)
-            self.log.info("stopped %s (%s)", sid, mode)
-        except Exception as exc:  # noqa: BLE001 - on_kill must not raise
-            self.log.warning("could not stop %s: %s", sid, exc)
+        if self._running is not None:
+            runner, sid = self._running
+            self.log.info("stopping %s: %s", sid, runner.stop(sid))
 
 
 @dag(
     dag_id=DAG_ID,
     description="Greenhouse learning pipeline: every step a Ray job (Jobs API or KubeRay RayJob).",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=DRIFT_ASSET),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["greenhouse", "ray"],
@@ -210,7 +147,7 @@ class RayJobOperator(BaseOperator):
         "train_args": Param("", type="string"),
         "tune_args": Param("--num-samples 8", type="string"),
         "promote_args": Param("", type="string"),
-        "model_name": Param("greenhouse-forecaster", type="string"),
+        "model_name": Param("", type="string", description="registered model (empty: the jobs' settings, control.model_name)"),
         "gate_metric": Param("skill_air_temp_c_15min", type="string", description="metric of the train/tune summary that gates promotion"),
         "min_skill": Param(0.0, type="number", description="promote only when gate_metric exceeds this (0: beats persistence)"),
         "timeout_s": Param(int(_env("GH_DAG_TIMEOUT_S", "3600")), type="integer", minimum=30, description="per job; the job is stopped after it"),

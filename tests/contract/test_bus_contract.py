@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from app.bus import Bus, OutgoingRecord, TopicPartition, UnknownTopicError, open_bus, partition_for_key
-from tests.engines import engine_url
+from tests.helpers.engines import engine_url
 
 
 @pytest.fixture(params=["embedded", "kafka"])

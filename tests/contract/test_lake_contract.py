@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from app.lake import STAGING, Lake
-from tests.engines import engine_url
+from tests.helpers.engines import engine_url
 
 
 @pytest.fixture(params=["local", "webhdfs"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 
 import pytest
 
-import uuid
-
 from app.metadata import DuplicateKeyError, MetadataStore, open_metadata
-from tests.engines import engine_url
+from tests.helpers.engines import engine_url
 
 
 @pytest.fixture(params=["embedded", "mongodb"])

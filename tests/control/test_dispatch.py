@@ -19,8 +19,13 @@ START = datetime(2026, 1, 10, tzinfo=timezone.utc)
 
 def command(cid: str, gh: str = "gh-01", minutes: float = 10, heat: float = 80, dry_run: bool = False) -> ControlCommand:
     return ControlCommand(
-        command_id=cid, greenhouse_id=gh, issued_at=START, valid_until=START + timedelta(minutes=minutes),
-        setpoints=Setpoints(vent_pct=0, heat_pct=heat, screen_pct=50), model=ModelRef(name="m", version="1"), dry_run=dry_run,
+        command_id=cid,
+        greenhouse_id=gh,
+        issued_at=START,
+        valid_until=START + timedelta(minutes=minutes),
+        setpoints=Setpoints(vent_pct=0, heat_pct=heat, screen_pct=50),
+        model=ModelRef(name="m", version="1"),
+        dry_run=dry_run,
     )
 
 
@@ -68,14 +73,9 @@ def test_actuator_side_ignores_expired_duplicate_forged_and_foreign(settings):
         bus.produce(settings.topics.control, [OutgoingRecord(orjson.dumps(c.model_dump(mode="json")), key=c.greenhouse_id.encode())])
     bus.produce(settings.topics.control, [OutgoingRecord(b"not json")])
     statuses = sorted((o.command_id, o.status) for o in endpoint.poll(1.0))  # partitions interleave
-    assert statuses == sorted([
-        ("cmd-expired1", "expired"),
-        ("cmd-good0001", "applied"),
-        ("cmd-good0001", "duplicate"),
-        ("cmd-forged01", "bad_signature"),
-        ("cmd-foreign1", "foreign"),
-        ("?", "invalid"),
-    ])
+    assert statuses == sorted(
+        [("cmd-expired1", "expired"), ("cmd-good0001", "applied"), ("cmd-good0001", "duplicate"), ("cmd-forged01", "bad_signature"), ("cmd-foreign1", "foreign"), ("?", "invalid")]
+    )
     fleet.step()
     assert fleet.commanded("gh-01")[0].heat_pct == 80  # the forged 100 % never reached the twin
     assert endpoint.poll(0.2) == []  # committed: nothing is redelivered

@@ -79,26 +79,26 @@ def test_on_reaching_fires_once_when_the_reading_arrives_and_can_be_cancelled():
     assert calls == ["now"]
     cancel()
     window.on_reaching(gh, target, lambda: 1 / 0)  # a failing waiter does not break add()
-    window.add(batch[len(batch) // 2:])
+    window.add(batch[len(batch) // 2 :])
     assert calls == ["now", "late"]
     window.add(readings(1, target + timedelta(minutes=1)))
     assert calls == ["now", "late"] and window.records == len(batch) + len(readings(1))
     assert reading_to_row(batch[0])["ts"] == batch[0].ts
 
 
-def test_cached_candidate_plans_are_candidate_grid():
-    from app.control.planner import cached_candidate_plans
-    from app.control.policy import ACTUATORS, Limits, candidate_grid
+def test_candidate_plans_are_remembered_read_only_and_follow_the_levels():
+    from app.config import Limits
+    from app.control.policy import candidate_plans
 
     limits = Limits()
     for current in ({"vent_pct": 0.0, "heat_pct": 35.0, "screen_pct": 100.0}, {"vent_pct": 12.5, "heat_pct": 0, "screen_pct": 0}):
         for fixed in (None, {"screen_pct": 60.0}):
-            expected = [[c[a] for a in ACTUATORS] for c in candidate_grid(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)]
-            first = cached_candidate_plans(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)
-            again = cached_candidate_plans(dict(reversed(list(current.items()))), limits, 300.0, levels=[0.0, 10.0, 50.0, 100.0], fixed=fixed)
-            assert first.tolist() == expected and again is first  # remembered
+            first = candidate_plans(current, limits, 300, levels=(0, 10, 50, 100), fixed=fixed)
+            again = candidate_plans(dict(reversed(list(current.items()))), limits, 300.0, levels=[0.0, 10.0, 50.0, 100.0], fixed=fixed)
+            assert again is first  # remembered
             assert not first.flags.writeable  # shared, so nobody may change it
-    per_actuator = cached_candidate_plans({"heat_pct": 0.0}, limits, 300, levels={"heat_pct": (0, 50), "vent_pct": (0,)}, fixed={"screen_pct": 0.0})
+            assert [current["vent_pct"], current["heat_pct"], fixed["screen_pct"] if fixed else current["screen_pct"]] in first.tolist()
+    per_actuator = candidate_plans({"heat_pct": 0.0}, limits, 300, levels={"heat_pct": (0, 50), "vent_pct": (0,)}, fixed={"screen_pct": 0.0})
     assert per_actuator.tolist() == [[0.0, 0.0, 0.0], [0.0, 50.0, 0.0]]
 
 

@@ -1,4 +1,4 @@
-"""Control policy: no command ever outside limits (property-based), MPC picks sensibly, fallback works."""
+"""Control policy: no setpoint ever outside limits (property-based), the cheapest candidate wins, the grid is what it says."""
 
 from __future__ import annotations
 
@@ -6,16 +6,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.control import Limits, Targets, candidate_grid, choose_mpc, clamp_setpoints, thermostat
+from app.config import Limits
+from app.contracts.vocabulary import ACTUATORS
+from app.control.policy import Targets, clamp_setpoints, thermostat
 
-ACTS = ("vent_pct", "heat_pct", "screen_pct")
+ACTS = ACTUATORS
 anything = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e6, 1e6))
 limits_st = st.builds(
     Limits,
-    vent_min_pct=st.floats(0, 40), vent_max_pct=st.floats(60, 100),
-    heat_min_pct=st.floats(0, 40), heat_max_pct=st.floats(60, 100),
-    screen_min_pct=st.floats(0, 40), screen_max_pct=st.floats(60, 100),
-    vent_rate_pct_per_min=st.floats(0, 50), heat_rate_pct_per_min=st.floats(0, 50), screen_rate_pct_per_min=st.floats(0, 50),
+    vent_min_pct=st.floats(0, 40),
+    vent_max_pct=st.floats(60, 100),
+    heat_min_pct=st.floats(0, 40),
+    heat_max_pct=st.floats(60, 100),
+    screen_min_pct=st.floats(0, 40),
+    screen_max_pct=st.floats(60, 100),
+    vent_rate_pct_per_min=st.floats(0, 50),
+    heat_rate_pct_per_min=st.floats(0, 50),
+    screen_rate_pct_per_min=st.floats(0, 50),
 )
 
 
@@ -39,90 +46,57 @@ def test_thermostat_commands_are_within_limits(temp, rh, current, limits):
         assert low - 1e-6 <= d.setpoints[a] <= high + 1e-6
 
 
-def toy_forecaster(air_temp_c, outside_c):
-    """A physical toy: heat warms, vents pull toward outside."""
-    def forecast(candidates):
-        return [{"air_temp_c_15min": air_temp_c + 0.06 * c["heat_pct"] + 0.01 * c["vent_pct"] * (outside_c - air_temp_c), "rh_pct_15min": 70.0} for c in candidates]
-    return forecast
-
-
-def test_mpc_heats_when_cold_and_vents_when_hot_and_idles_in_band():
-    current = {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}
-    lim = Limits(vent_rate_pct_per_min=100, heat_rate_pct_per_min=100, screen_rate_pct_per_min=100)
-    cold = choose_mpc(toy_forecaster(14.0, 5.0), current, limits=lim, targets=Targets())
-    assert cold.setpoints["heat_pct"] > 50 and cold.setpoints["vent_pct"] == 0
-    hot = choose_mpc(toy_forecaster(29.0, 20.0), current, limits=lim, targets=Targets())
-    assert hot.setpoints["vent_pct"] >= 50 and hot.setpoints["heat_pct"] == 0  # 50 % is just enough for the band
-    fine = choose_mpc(toy_forecaster(21.0, 10.0), current, limits=lim, targets=Targets())
-    assert fine.setpoints["heat_pct"] == 0 and fine.mode == "mpc" and fine.forecast
-
-
-def test_mpc_is_deterministic_and_respects_rate_limits():
-    current = {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}
-    lim = Limits(heat_rate_pct_per_min=2.0)
-    a = choose_mpc(toy_forecaster(10.0, 0.0), current, limits=lim, targets=Targets(), dt_s=300)
-    b = choose_mpc(toy_forecaster(10.0, 0.0), current, limits=lim, targets=Targets(), dt_s=300)
-    assert a == b
-    assert a.setpoints["heat_pct"] <= 10.0 + 1e-9
-
-
-def test_candidate_grid_includes_current_and_is_clamped():
-    current = {"vent_pct": 33.0, "heat_pct": 10.0, "screen_pct": 0.0}
-    grid = candidate_grid(current, Limits(vent_max_pct=80), dt_s=3600)
-    assert current in grid
-    assert max(c["vent_pct"] for c in grid) == 80
-
-
 def test_mpc_aims_inside_the_margin_and_ignores_horizons_beyond_the_cost_limit():
-    from app.control.policy import pick_best
+
+    import numpy as np
+
+    from app.control.policy import candidate_plans, pick_best
 
     current = {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}
     lim = Limits(heat_rate_pct_per_min=100)
-    cands = candidate_grid(current, lim, 300, levels={"heat_pct": range(0, 101, 5), "vent_pct": (0,)}, fixed={"screen_pct": 0.0})
-    assert sorted({c["heat_pct"] for c in cands}) == list(range(0, 101, 5)) and {c["vent_pct"] for c in cands} == {0.0}
+    plans = candidate_plans(current, lim, 300, levels={"heat_pct": range(0, 101, 5), "vent_pct": (0,)}, fixed={"screen_pct": 0.0})
+    assert sorted(set(plans[:, 1])) == list(range(0, 101, 5)) and set(plans[:, 0]) == {0.0}
 
     # 15-min forecast rises 0.02 K per heat-percent from 17.5 C; the 60-min one says "freezing"
-    def forecasts(cs):
-        return [{"air_temp_c_15min": 17.5 + 0.02 * c["heat_pct"], "air_temp_c_60min": 5.0 + 0.1 * c["heat_pct"]} for c in cs]
-
-    plain = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets(), max_horizon_min=15)
-    margin = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets(margin_c=0.3), max_horizon_min=15)
+    keys = ["air_temp_c_15min", "air_temp_c_60min"]
+    forecasts = np.column_stack([17.5 + 0.02 * plans[:, 1], 5.0 + 0.1 * plans[:, 1]])
+    plain = pick_best(plans, forecasts, keys, current, limits=lim, targets=Targets(), max_horizon_min=15)
+    margin = pick_best(plans, forecasts, keys, current, limits=lim, targets=Targets(margin_c=0.3), max_horizon_min=15)
     assert plain.setpoints["heat_pct"] == 25.0  # 17.5 + 0.5 = 18.0: just in band, least heat
     assert margin.setpoints["heat_pct"] == 40.0  # aims at 18.3
-    assert margin.candidate_index is not None and cands[margin.candidate_index] == margin.setpoints
-    every = pick_best(cands, forecasts(cands), current, limits=lim, targets=Targets())
+    assert margin.candidate_index is not None and plans[margin.candidate_index].tolist() == [margin.setpoints[a] for a in ACTUATORS]
+    every = pick_best(plans, forecasts, keys, current, limits=lim, targets=Targets())
     assert every.setpoints["heat_pct"] == 100.0  # the held-for-an-hour forecast dominates when it counts
 
 
-def test_arrays_and_dicts_choose_alike_and_non_finite_forecasts_never_win():
+def test_the_least_cost_candidate_wins_and_non_finite_forecasts_never_win():
     import math
 
     import numpy as np
 
-    from app.control.policy import ACTUATORS, Weights, cost_of, pick_best, pick_best_arrays
+    from app.control.policy import Weights, candidate_costs, candidate_plans, pick_best
 
     current = {"vent_pct": 10.0, "heat_pct": 20.0, "screen_pct": 0.0}
     lim = Limits(heat_rate_pct_per_min=100, vent_rate_pct_per_min=100)
-    cands = candidate_grid(current, lim, 300, levels={"heat_pct": range(0, 101, 10), "vent_pct": (0, 50)}, fixed={"screen_pct": 0.0})
+    plans = candidate_plans(current, lim, 300, levels={"heat_pct": range(0, 101, 10), "vent_pct": (0, 50)}, fixed={"screen_pct": 0.0})
     keys = ["air_temp_c_5min", "air_temp_c_15min", "rh_pct_5min", "rh_pct_15min", "air_temp_c_60min"]
-    rows = [[17.0 + 0.03 * c["heat_pct"] - 0.02 * c["vent_pct"], 16.8 + 0.04 * c["heat_pct"], 85 + 0.1 * c["heat_pct"] - 0.2 * c["vent_pct"], 90 - 0.1 * c["vent_pct"], 10.0] for c in cands]
-    plans, values = np.array([[c[a] for a in ACTUATORS] for c in cands]), np.array(rows)
+    vent, heat = plans[:, 0], plans[:, 1]
+    values = np.column_stack([17.0 + 0.03 * heat - 0.02 * vent, 16.8 + 0.04 * heat, 85 + 0.1 * heat - 0.2 * vent, 90 - 0.1 * vent, np.full(len(plans), 10.0)])
     targets = Targets(margin_c=0.2)
-    by_dicts = pick_best(cands, [dict(zip(keys, r)) for r in rows], current, limits=lim, targets=targets, max_horizon_min=15)
-    by_arrays = pick_best_arrays(plans, values, keys, current, limits=lim, targets=targets, max_horizon_min=15)
-    assert by_dicts == by_arrays and cands[by_arrays.candidate_index] == by_arrays.setpoints
+    best = pick_best(plans, values, keys, current, limits=lim, targets=targets, max_horizon_min=15)
+    assert plans[best.candidate_index].tolist() == [best.setpoints[a] for a in ACTUATORS]
     # the chosen cost is the least of the per-candidate costs, each computed alone
-    costs = [cost_of(dict(zip(keys, r)), c, current, targets, Weights(), 15) for c, r in zip(cands, rows)]
-    assert by_arrays.cost == round(min(costs), 4) and costs.index(min(costs)) == by_arrays.candidate_index
+    costs = [float(candidate_costs(plans[i : i + 1], values[i : i + 1], keys, current, targets, Weights(), 15)[0]) for i in range(len(plans))]
+    assert best.cost == round(min(costs), 4) and costs.index(min(costs)) == best.candidate_index
 
     broken = values.copy()
-    broken[by_arrays.candidate_index, 0] = math.nan  # the winner's forecast is broken: it must not win
-    second = pick_best_arrays(plans, broken, keys, current, limits=lim, targets=targets, max_horizon_min=15)
-    assert second.candidate_index != by_arrays.candidate_index and math.isfinite(second.cost)
+    broken[best.candidate_index, 0] = math.nan  # the winner's forecast is broken: it must not win
+    second = pick_best(plans, broken, keys, current, limits=lim, targets=targets, max_horizon_min=15)
+    assert second.candidate_index != best.candidate_index and math.isfinite(second.cost)
     with pytest.raises(ValueError, match="finite"):
-        pick_best_arrays(plans, np.full_like(values, math.inf), keys, current, limits=lim, targets=targets)
+        pick_best(plans, np.full_like(values, math.inf), keys, current, limits=lim, targets=targets)
     with pytest.raises(ValueError):
-        pick_best_arrays(plans[:3], values, keys, current, limits=lim, targets=targets)
+        pick_best(plans[:3], values, keys, current, limits=lim, targets=targets)
 
 
 @settings(max_examples=300, deadline=None)
@@ -136,12 +110,12 @@ def test_arrays_and_dicts_choose_alike_and_non_finite_forecasts_never_win():
     dt_s=st.sampled_from([0.0, 60.0, 300.0, 3600.0]),
     rates=st.tuples(st.floats(0.5, 50), st.floats(0.5, 50)),
 )
-def test_candidate_grid_is_the_clamped_deduplicated_product_in_first_seen_order(current, levels, fixed, dt_s, rates):
+def test_the_candidate_plans_are_the_clamped_deduplicated_product_in_first_seen_order(current, levels, fixed, dt_s, rates):
     """The grid is built per actuator (clamping acts on each alone); the whole product, clamped
     and deduplicated in order, is the definition."""
     import itertools
 
-    from app.control.policy import ACTUATORS
+    from app.control.policy import candidate_plans
 
     lim = Limits(vent_max_pct=80, heat_min_pct=5, vent_rate_pct_per_min=rates[0], heat_rate_pct_per_min=rates[1])
 
@@ -154,4 +128,5 @@ def test_candidate_grid_is_the_clamped_deduplicated_product_in_first_seen_order(
         clamped = clamp_setpoints(dict(zip(ACTUATORS, combo)), current, lim, dt_s)
         if clamped not in want:
             want.append(clamped)
-    assert candidate_grid(current, lim, dt_s, levels=levels, fixed=fixed) == want
+    grid = [dict(zip(ACTUATORS, row)) for row in candidate_plans(current, lim, dt_s, levels=levels, fixed=fixed).tolist()]
+    assert grid == want

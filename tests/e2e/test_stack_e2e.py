@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,32 +26,19 @@ from app.lake import Lake
 from app.metadata import LAKE_BATCHES, open_metadata
 from app.orchestration.ray_jobs import job_runtime_env, submit_and_wait
 from app.sim.fleet import FleetSimulator
-from tests.engines import engine_url
+from tests.helpers.engines import engine_url
+from tests.helpers.stack import RAY_CLIENT_ENV, stack_settings
 
 pytestmark = pytest.mark.stack
 REPO = Path(__file__).resolve().parents[2]
 SERVE_PORT = 8000
-# Clients of the stack's Ray head: it runs without token auth on loopback (see stack/env.sh).
-RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Settings pointing at every real engine, namespaced by a run id (engines keep data)."""
-    run = uuid.uuid4().hex[:8]
-    kafka, mongo, hdfs = engine_url("kafka"), engine_url("mongodb"), engine_url("webhdfs")
     ray_address, prometheus = engine_url("ray"), engine_url("prometheus")
-    sensors = f"greenhouse.sensors.e2e-{run}"
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("e2e"),
-        bus_url=kafka,
-        lake_url=f"{hdfs.replace('webhdfs://', 'webhdfs://greenhouse@')}/gh-e2e/{run}",
-        metadata_url=f"{mongo}/gh_e2e_{run}",
-        tracking_url=engine_url("mlflow"),
-        topics={"sensors": sensors, "control": f"greenhouse.control.e2e-{run}", "deadletter": f"greenhouse.deadletter.e2e-{run}", "partitions": 3},
-        ingest={"topics": [sensors]},
-        sink={"group_id": f"lake-sink-e2e-{run}", "max_batch_records": 500},
-    )
+    run, settings = stack_settings(tmp_path_factory.mktemp("e2e"), "e2e", partitions=3, sink_batch_records=500)
     old = {k: os.environ.get(k) for k in RAY_CLIENT_ENV}
     os.environ.update(RAY_CLIENT_ENV)
     yield {"run": run, "settings": settings, "ray": ray_address, "prometheus": prometheus}
@@ -127,13 +113,7 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
     }
     stack["env_vars"] = env_vars
     stack["readings"] = len(readings)
-    result = submit_and_wait(
-        stack["ray"],
-        "python -m jobs.sink --idle-polls 3",
-        submission_id=f"sink-e2e-{stack['run']}",
-        runtime_env=job_runtime_env(REPO, env_vars),
-        timeout_s=600,
-    )
+    result = submit_and_wait(stack["ray"], "python -m jobs.sink --idle-polls 3", submission_id=f"sink-e2e-{stack['run']}", runtime_env=job_runtime_env(REPO, env_vars), timeout_s=600)
     assert result.ok, result.logs[-3000:]
     assert result.summary and result.summary["ok"] and result.summary["rows_written"] == len(readings)
 
@@ -162,15 +142,13 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
     assert sorted(d["reason"].split(":")[0] for d in dead) == ["measurements.rh_pct", "ts"]
 
     # a second sink run finds nothing new: exactly once across runs too
-    again = submit_and_wait(
-        stack["ray"], "python -m jobs.sink --idle-polls 2", submission_id=f"sink-e2e-{stack['run']}-2",
-        runtime_env=job_runtime_env(REPO, env_vars), timeout_s=600,
-    )
+    again = submit_and_wait(stack["ray"], "python -m jobs.sink --idle-polls 2", submission_id=f"sink-e2e-{stack['run']}-2", runtime_env=job_runtime_env(REPO, env_vars), timeout_s=600)
     assert again.ok and again.summary["rows_written"] == 0
     assert lake.read_raw_sensors(columns=["device_id"]).num_rows == len(readings)
 
     # Prometheus scraped the gateway's counters from the Ray head
-    query = 'sum({__name__=~"ray_gh_ingest_records_accepted.*", application="%s"})' % f"ingest-e2e-{stack['run']}"
+    application = f"ingest-e2e-{stack['run']}"
+    query = 'sum({__name__=~"ray_gh_ingest_records_accepted.*", application="' + application + '"})'
     deadline = time.monotonic() + 90
     value = 0.0
     while time.monotonic() < deadline:

@@ -17,6 +17,7 @@ import pytest
 
 from app.bus import OutgoingRecord, open_bus
 from app.config import Settings
+from app.contracts.deadletter import DeadLetter
 from app.ingest.gateway import JSON_V2, IngestService
 from app.ingest.records import SCHEMA_FINGERPRINT
 from app.ingest.sink import FAILPOINT_EXIT_CODE, LakeSink
@@ -124,8 +125,12 @@ def test_invalid_bus_messages_go_to_dead_letter_without_stopping_the_sink(settin
     ingest(settings, make_readings(20)[10:])
     stats = LakeSink(settings, bus, Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url)).run()
     assert stats.rows_written == 20 and stats.invalid == 2
-    dead = [orjson.loads(m.value) for m in bus.consumer("check", [settings.topics.deadletter]).poll(100, 1)]
-    assert len(dead) == 2 and {d["source_topic"] for d in dead} == {settings.topics.sensors}
+    dead = sorted((DeadLetter.from_json(m.value) for m in bus.consumer("check", [settings.topics.deadletter]).poll(100, 1)), key=lambda d: d.error_code)
+    assert [(d.source, d.source_topic, d.error_code) for d in dead] == [("sink", settings.topics.sensors, 42203), ("sink", settings.topics.sensors, 42206)]
+    assert dead[0].payload == "garbage" and dead[0].reason.startswith("value: not JSON")
+    assert dead[1].payload == {"greenhouse_id": "gh-01"} and dead[1].reason.startswith("device_id")
+    assert all(d.source_partition is not None and d.source_offset is not None for d in dead)
+    assert stats.invalid_by_reason == {"value": 1, "device_id": 1}
 
 
 @pytest.mark.parametrize("phase", ["after_pending", "after_files", "after_checkpoint", "after_commit"])
@@ -154,7 +159,7 @@ def test_random_kills_mid_stream_lose_and_duplicate_nothing(tmp_path):
     ingest(settings, readings, batch=500)
     lake = Lake.from_url(settings.lake_url)
     rng = random.Random(7)
-    for attempt in range(5):
+    for _attempt in range(5):
         seen = len(lake.list_files("raw"))
         proc = run_sink_process(settings)
         deadline = time.monotonic() + 60

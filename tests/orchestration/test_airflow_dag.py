@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from app.lake import Lake
 from app.metadata import open_metadata
 from app.orchestration.ray_jobs import deterministic_id
 from app.sim.fleet import FleetSimulator
-from tests.engines import engine_url, engines_required
+from tests.helpers.engines import engine_url, missing
+from tests.helpers.stack import RAY_CLIENT_ENV, stack_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
@@ -35,13 +35,6 @@ DAG_ID = "greenhouse_pipeline"
 TRAINER = os.environ.get("GH_TEST_DAG_TRAINER", "train")
 OTHER = {"train": "tune", "tune": "train"}[TRAINER]
 JOB_TASKS = ("sink", "preprocess", TRAINER, "promote")
-RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-def _missing(message: str) -> None:
-    if engines_required():
-        pytest.fail(message + " [CI=true: a missing prerequisite is a failure]", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def airflow_python() -> Path:
     """The Airflow venv's python, created by the project's own script when missing."""
     done = subprocess.run([str(REPO / "stack" / "airflow-env")], capture_output=True, text=True, timeout=1500)
     if done.returncode != 0:
-        _missing(f"stack/airflow-env failed ({done.returncode}): {done.stderr[-2000:]}")
+        missing(f"stack/airflow-env failed ({done.returncode}): {done.stderr[-2000:]}")
     return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"
 
 
@@ -75,19 +68,9 @@ def airflow_home(airflow_python: Path, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipeline_stack(tmp_path_factory):
     """Settings on every real engine, namespaced by a run id, with twin readings on the Kafka topic."""
-    run = uuid.uuid4().hex[:8]
-    kafka, mongo, hdfs = engine_url("kafka"), engine_url("mongodb"), engine_url("webhdfs")
-    ray_address, mlflow = engine_url("ray"), engine_url("mlflow")
-    sensors = f"greenhouse.sensors.dag-{run}"
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("dag"),
-        bus_url=kafka,
-        lake_url=f"{hdfs.replace('webhdfs://', 'webhdfs://greenhouse@')}/gh-dag/{run}",
-        metadata_url=f"{mongo}/gh_dag_{run}",
-        tracking_url=mlflow,
-        topics={"sensors": sensors, "control": f"greenhouse.control.dag-{run}", "deadletter": f"greenhouse.deadletter.dag-{run}", "partitions": 2},
-        sink={"group_id": f"lake-sink-dag-{run}", "max_batch_records": 2000},
-    )
+    ray_address = engine_url("ray")
+    run, settings = stack_settings(tmp_path_factory.mktemp("dag"), "dag", partitions=2, sink_batch_records=2000)
+    sensors = settings.topics.sensors
     # 2 greenhouses x 30 h of one-minute readings: enough for 60-min lags and targets, small enough
     # for 2 CPUs.
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=36)
@@ -119,7 +102,11 @@ def pipeline_stack(tmp_path_factory):
 def run_dag(airflow_python: Path, env: dict[str, str], logical_date: datetime, conf: dict) -> dict:
     done = subprocess.run(
         [str(airflow_python), str(RUNNER), "--dag-file", str(DAG_FILE), "--logical-date", logical_date.isoformat(), "--conf", json.dumps(conf)],
-        capture_output=True, text=True, env=env, timeout=780, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=780,
+        cwd=REPO,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith('{"run_id"')]
     assert done.returncode == 0 and lines, f"dag.test failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"

@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli.main import app
-from tests.orchestration.fake_kube import FakeKubeAPI
-from tests.orchestration.test_kuberay_manifests import k8s_tools  # noqa: F401 - fixture (builds k8s-tools)
+from tests.helpers.fake_kube import FakeKubeAPI
 
 
 @pytest.fixture
@@ -34,7 +33,11 @@ def test_apply_status_submit_delete(fake, k8s_tools, monkeypatch):  # noqa: F811
     status = runner.invoke(app, ["kuberay", "status", *common])
     assert status.exit_code == 0 and "greenhouse-serve" in status.output and "Suspended" in status.output
 
-    fake.script("rayjobs", "greenhouse-train-cli", [{"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "jobId": "greenhouse-train-cli-x"}])
+    fake.script(
+        "rayjobs",
+        "greenhouse-train-cli",
+        [{"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "jobId": "greenhouse-train-cli-x"}],
+    )
     submitted = runner.invoke(app, ["kuberay", "submit", "train", "--overlay", "dev", "--name", "greenhouse-train-cli", *common, "--", "--num-boost-round", "50"])
     assert submitted.exit_code == 0, submitted.output
     assert json.loads(submitted.stdout.strip().splitlines()[-1]) == {"rayjob": "greenhouse-train-cli", "deployment_status": "Complete", "job_status": "SUCCEEDED", "job_id": "greenhouse-train-cli-x"}

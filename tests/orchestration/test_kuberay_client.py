@@ -11,7 +11,7 @@ import yaml
 
 from app.kuberay.client import KubeRayClient, KubeRayError, KubeTarget, RayJobStatus
 from app.kuberay.manifests import rayjob_run
-from tests.orchestration.fake_kube import FakeKubeAPI
+from tests.helpers.fake_kube import FakeKubeAPI
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "greenhouse-test"

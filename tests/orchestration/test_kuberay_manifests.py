@@ -15,34 +15,16 @@ import yaml
 
 from app.kuberay import manifests as m
 from app.kuberay.render import SERVE_CONFIG_MANIFEST, serve_config_manifest_text, serve_config_v2_text
-from tests.engines import engines_required
+from tests.helpers.engines import missing
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _missing(message: str) -> None:
-    if engines_required():
-        pytest.fail(message + " [CI=true: a missing prerequisite is a failure]", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def k8s_tools() -> Path:
-    """The k8s-tools binary, built by the project's script when missing (quick when built)."""
-    try:
-        done = subprocess.run([str(REPO / "stack" / "k8s-tools" / "build")], capture_output=True, text=True, timeout=900)
-    except FileNotFoundError as exc:
-        _missing(f"stack/k8s-tools/build could not run: {exc}")
-    if done.returncode != 0:
-        _missing(f"stack/k8s-tools/build failed (Go >= 1.24 and the Go module proxy are needed): {done.stderr[-2000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def crd_schemas() -> dict:
     crds = m.default_crds_dir()
     if not (crds / "ray.io_rayjobs.yaml").is_file():
-        _missing(f"KubeRay CRDs not found in {crds} (set {m.CRDS_DIR_ENV})")
+        missing(f"KubeRay CRDs not found in {crds} (set {m.CRDS_DIR_ENV})")
     schemas = m.load_crd_schemas(crds)
     assert set(schemas) == {"RayCluster", "RayJob", "RayService"}
     return schemas
@@ -98,7 +80,7 @@ def test_core_kind_checker_rejects_unknown_and_mistyped_fields(k8s_tools, tmp_pa
     (tmp_path / "kustomization.yaml").write_text("resources: [bad.yaml]\n")
     (tmp_path / "bad.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringDta: {a: b}\n---\n"
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\nautomountServiceAccountToken: \"no\"\n---\n"
+        'apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\nautomountServiceAccountToken: "no"\n---\n'
         "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"
     )
     done = subprocess.run([str(k8s_tools), "validate", str(tmp_path)], capture_output=True, text=True, timeout=120)

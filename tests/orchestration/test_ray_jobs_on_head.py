@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from app.orchestration.ray_jobs import ray_auth_headers, submit_and_wait
-from tests.engines import engine_url
+from tests.helpers.engines import engine_url
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -50,7 +50,7 @@ def test_interrupted_wait_stops_the_job(head):
 def test_failed_job_reruns_as_next_attempt(head):
     sid = f"fail-{uuid.uuid4().hex[:8]}"
     headers = ray_auth_headers("not-checked-by-a-head-without-auth")
-    failed = submit_and_wait(head, 'python -c "import sys; print(\'boom\'); sys.exit(3)"', submission_id=sid, poll_s=0.5, timeout_s=120, headers=headers)
+    failed = submit_and_wait(head, "python -c \"import sys; print('boom'); sys.exit(3)\"", submission_id=sid, poll_s=0.5, timeout_s=120, headers=headers)
     assert failed.status == "FAILED" and "boom" in failed.logs
     same = submit_and_wait(head, "python -c 'print(1)'", submission_id=sid, poll_s=0.5, timeout_s=120)
     assert same.status == "FAILED" and not same.submitted

@@ -7,15 +7,14 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
-import orjson
 import pytest
 
 from app.bus import open_bus
-from app.config import Settings
+from app.config import Limits, Settings
+from app.contracts.vocabulary import ACTUATORS
 from app.control.dispatch import ActuatorEndpoint
-from app.control.policy import ACTUATORS, Limits
 from app.metadata import CONTROL_AUDIT, open_metadata
-from tests.train.test_training_pipeline import ingest_and_sink
+from tests.helpers.lake import seed_two_greenhouses
 
 DAYS = 2
 START = datetime(2026, 3, 10, tzinfo=timezone.utc)
@@ -29,7 +28,7 @@ def models(ray_local, tmp_path_factory):
     from app.train.trainer import BoosterParams
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("serve"))
-    ingest_and_sink(settings, DAYS)
+    seed_two_greenhouses(settings, DAYS)
     run_preprocess(settings, PreprocessParams(horizons_min=(15, 60)))
     first = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=60)))
     run_promotion(settings, first.model_name)
@@ -41,10 +40,11 @@ def models(ray_local, tmp_path_factory):
 def app_url(models, ray_serve):
     from ray import serve
 
-    from app.serve.control import ControlAppArgs, build_app
+    from app.serve.args import AppArgs
+    from app.serve.control import build_app
 
     settings, _, _ = models
-    serve.run(build_app(ControlAppArgs(settings=settings.for_replicas())), name="control-test", route_prefix="/climate")
+    serve.run(build_app(AppArgs(settings=settings.for_replicas())), name="control-test", route_prefix="/climate")
     yield f"{ray_serve}/climate"
     serve.delete("control-test")
 

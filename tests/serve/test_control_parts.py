@@ -7,7 +7,8 @@ import threading
 
 import numpy as np
 
-from app.serve.control import DispatchThread, ForecastCoalescer
+from app.serve.coalescer import ForecastCoalescer
+from app.serve.dispatch_thread import DispatchThread
 
 
 class FakeHandle:

@@ -12,12 +12,8 @@ from app.sim.weather import OutdoorWeather
 UTC = timezone.utc
 TS = datetime(2026, 3, 1, 12, tzinfo=UTC)
 RULES_ONLY = ClimateComputerConfig(excitation=False)
-NIGHT_COLD = OutdoorWeather(
-    outside_temp_c=2.0, outside_rh_pct=80.0, solar_w_m2=0.0, wind_m_s=2.0, sun_elevation_deg=-20.0
-)
-DAY_MILD = OutdoorWeather(
-    outside_temp_c=15.0, outside_rh_pct=60.0, solar_w_m2=400.0, wind_m_s=2.0, sun_elevation_deg=40.0
-)
+NIGHT_COLD = OutdoorWeather(outside_temp_c=2.0, outside_rh_pct=80.0, solar_w_m2=0.0, wind_m_s=2.0, sun_elevation_deg=-20.0)
+DAY_MILD = OutdoorWeather(outside_temp_c=15.0, outside_rh_pct=60.0, solar_w_m2=400.0, wind_m_s=2.0, sun_elevation_deg=40.0)
 DAY_BRIGHT = DAY_MILD._replace(solar_w_m2=900.0, outside_temp_c=28.0)
 
 
@@ -64,7 +60,7 @@ def test_warmer_air_never_means_more_heat_or_less_ventilation(outdoor):
 
 
 def _decisions(cc: ClimateComputer, times: list[datetime]) -> list[tuple[float, float, float]]:
-    return [tuple(cc.decide(ts, 20.0, 75.0, DAY_MILD).as_dict().values()) for ts in times]
+    return [tuple(cc.decide(ts, 20.0, 75.0, DAY_MILD).model_dump().values()) for ts in times]
 
 
 def test_excitation_perturbs_some_windows_within_amplitude():
@@ -72,17 +68,13 @@ def test_excitation_perturbs_some_windows_within_amplitude():
     base = ClimateComputer(RULES_ONLY).decide(TS, 20.0, 75.0, DAY_MILD)
     windows = [TS + timedelta(seconds=i * config.excitation_window_s) for i in range(300)]
     excited = _decisions(ClimateComputer(config, seed=3), windows)
-    perturbed = [d for d in excited if d != tuple(base.as_dict().values())]
+    perturbed = [d for d in excited if d != tuple(base.model_dump().values())]
     assert 0.3 * len(windows) < len(perturbed) < 0.95 * len(windows)
     for vent, heat, screen in excited:
         assert 0.0 <= vent <= 100.0 and 0.0 <= heat <= 100.0 and 0.0 <= screen <= 100.0
         assert screen <= base.screen_pct + config.excitation_amplitude_pct
     # Each actuator is perturbed on its own sometimes (identifiable effects).
-    assert (
-        len({d[0] for d in excited}) > 10
-        and len({d[1] for d in excited}) > 10
-        and len({d[2] for d in excited}) > 10
-    )
+    assert len({d[0] for d in excited}) > 10 and len({d[1] for d in excited}) > 10 and len({d[2] for d in excited}) > 10
 
 
 def test_excitation_is_constant_within_a_window_and_pure():
@@ -92,9 +84,7 @@ def test_excitation_is_constant_within_a_window_and_pure():
     backward = _decisions(ClimateComputer(config, seed=11), list(reversed(times)))
     assert forward == list(reversed(backward))
     cc = ClimateComputer(config, seed=11)
-    window = [
-        cc.decide(TS + timedelta(seconds=s), 20.0, 75.0, DAY_MILD) for s in range(0, 1200, 60)
-    ]
+    window = [cc.decide(TS + timedelta(seconds=s), 20.0, 75.0, DAY_MILD) for s in range(0, 1200, 60)]
     assert len(set(window)) == 1
     assert _decisions(ClimateComputer(config, seed=12), times) != forward
 
@@ -106,9 +96,7 @@ def test_no_excitation_when_the_crop_is_at_risk():
     for minutes in range(0, 600, 20):
         ts = TS + timedelta(minutes=minutes)
         assert excited.decide(ts, 8.0, 75.0, NIGHT_COLD) == rules.decide(ts, 8.0, 75.0, NIGHT_COLD)
-        assert excited.decide(ts, 36.0, 75.0, DAY_BRIGHT) == rules.decide(
-            ts, 36.0, 75.0, DAY_BRIGHT
-        )
+        assert excited.decide(ts, 36.0, 75.0, DAY_BRIGHT) == rules.decide(ts, 36.0, 75.0, DAY_BRIGHT)
 
 
 def test_config_is_validated():

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from app.contracts.command import Setpoints
 from app.sim.climate_computer import ClimateComputerConfig
 from app.sim.fleet import FleetSimulator, SensorNoise
-from app.sim.twin import ActuatorSetpoints, GreenhouseParams
+from app.sim.twin import GreenhouseParams
 
 UTC = timezone.utc
 WINTER = datetime(2026, 1, 10, tzinfo=UTC)
@@ -51,11 +52,7 @@ def winter_week():
     fleet = FleetSimulator(2, WINTER, step_s=60.0, seed=0)
     readings = _collect(fleet, WEEK_S)
     wall_s, cpu_s = time.perf_counter() - began_wall, time.process_time() - began_cpu
-    print(
-        f"\n[sim speed] 2 greenhouses x 7 days at 60 s steps: {wall_s:.2f} s wall, "
-        f"{cpu_s:.2f} s CPU ({WEEK_S / wall_s:,.0f}x faster than real time, "
-        f"{len(readings)} readings)"
-    )
+    print(f"\n[sim speed] 2 greenhouses x 7 days at 60 s steps: {wall_s:.2f} s wall, {cpu_s:.2f} s CPU ({WEEK_S / wall_s:,.0f}x faster than real time, {len(readings)} readings)")
     return fleet, readings
 
 
@@ -71,19 +68,11 @@ def test_week_emits_three_contract_readings_per_greenhouse_per_step(winter_week)
     assert len(readings) == steps * 2 * 3
     assert fleet.greenhouse_ids == ("gh-01", "gh-02")
     assert fleet.now == WINTER + timedelta(days=7)
-    assert Counter(r["device_id"] for r in readings) == {
-        f"{gh}-{dev}": steps for gh in fleet.greenhouse_ids for dev in DEVICE_FIELDS
-    }
+    assert Counter(r["device_id"] for r in readings) == {f"{gh}-{dev}": steps for gh in fleet.greenhouse_ids for dev in DEVICE_FIELDS}
     first = readings[0]
     assert first["ts"] == "2026-01-10T00:01:00Z" and readings[-1]["ts"] == "2026-01-17T00:00:00Z"
     for reading in readings[::997]:
-        assert set(reading) == {
-            "schema_version",
-            "greenhouse_id",
-            "device_id",
-            "ts",
-            "measurements",
-        }
+        assert set(reading) == {"schema_version", "greenhouse_id", "device_id", "ts", "measurements"}
         assert reading["schema_version"] == 1
         assert reading["device_id"].startswith(reading["greenhouse_id"] + "-")
         device = reading["device_id"].rsplit("-", 1)[1]
@@ -108,9 +97,7 @@ def test_values_stay_physical(run, request):
 def test_local_climate_computer_keeps_a_winter_greenhouse_warm(winter_week):
     _, readings = winter_week
     temps = [r["measurements"]["air_temp_c"] for r in readings if r["device_id"] == "gh-01-climate"]
-    outside = [
-        r["measurements"]["outside_temp_c"] for r in readings if r["device_id"] == "gh-01-weather"
-    ]
+    outside = [r["measurements"]["outside_temp_c"] for r in readings if r["device_id"] == "gh-01-weather"]
     assert min(outside) < -5.0
     assert sum(temps) / len(temps) > 15.0
     assert sorted(temps)[len(temps) // 100] > 10.0  # 1st percentile: cold dips only briefly
@@ -127,9 +114,7 @@ def test_readings_validate_against_the_contract(winter_week):
 def test_heating_energy_is_counted_consistently(winter_week):
     fleet, readings = winter_week
     for gh in fleet.greenhouse_ids:
-        heat_pct = [
-            r["measurements"]["heat_pct"] for r in readings if r["device_id"] == f"{gh}-actuators"
-        ]
+        heat_pct = [r["measurements"]["heat_pct"] for r in readings if r["device_id"] == f"{gh}-actuators"]
         # Integrate the reported valve positions; the twin integrates the exact lagged position.
         estimate_kwh = sum(heat_pct) / 100 * fleet.params(gh).heating_capacity_w * 60 / 3.6e6
         assert fleet.heating_energy_kwh(gh) > 1000
@@ -159,14 +144,12 @@ def test_same_seed_same_readings_and_fleet_size_does_not_matter():
 
 
 def test_external_setpoints_override_the_climate_computer_and_expire():
-    fleet = FleetSimulator(
-        1, WINTER, seed=0, climate_config=ClimateComputerConfig(excitation=False)
-    )
+    fleet = FleetSimulator(1, WINTER, seed=0, climate_config=ClimateComputerConfig(excitation=False))
     _collect(fleet, 3600)  # a cold night: the local computer heats
     assert fleet.commanded("gh-01")[1] == "local"
     assert fleet.state("gh-01").heat_pct > 20
 
-    off = ActuatorSetpoints(vent_pct=0, heat_pct=0, screen_pct=0)
+    off = Setpoints.clamped(vent_pct=0, heat_pct=0, screen_pct=0)
     fleet.apply_setpoints("gh-01", off, valid_until=fleet.now + timedelta(minutes=45))
     _collect(fleet, 30 * 60)
     assert fleet.commanded("gh-01") == (off, "external")
@@ -177,7 +160,7 @@ def test_external_setpoints_override_the_climate_computer_and_expire():
     assert source == "local" and setpoints.heat_pct > 50
     assert fleet.state("gh-01").heat_pct > 50
 
-    fleet.apply_setpoints("gh-01", ActuatorSetpoints(vent_pct=55))  # no expiry
+    fleet.apply_setpoints("gh-01", Setpoints.clamped(vent_pct=55))  # no expiry
     _collect(fleet, 2 * 3600)
     assert fleet.commanded("gh-01")[1] == "external"
     assert fleet.state("gh-01").vent_pct == pytest.approx(55, abs=0.5)
@@ -188,7 +171,7 @@ def test_external_setpoints_override_the_climate_computer_and_expire():
 
 def test_already_expired_setpoints_are_ignored():
     fleet = FleetSimulator(1, WINTER, seed=0)
-    fleet.apply_setpoints("gh-01", ActuatorSetpoints(vent_pct=100), valid_until=WINTER)
+    fleet.apply_setpoints("gh-01", Setpoints.clamped(vent_pct=100), valid_until=WINTER)
     fleet.step()
     assert fleet.commanded("gh-01")[1] == "local"
 
@@ -196,9 +179,9 @@ def test_already_expired_setpoints_are_ignored():
 def test_bad_arguments_are_rejected():
     fleet = FleetSimulator(1, WINTER)
     with pytest.raises(KeyError):
-        fleet.apply_setpoints("gh-99", ActuatorSetpoints())
+        fleet.apply_setpoints("gh-99", Setpoints.clamped())
     with pytest.raises(ValueError):
-        fleet.apply_setpoints("gh-01", ActuatorSetpoints(), valid_until=datetime(2026, 1, 10))
+        fleet.apply_setpoints("gh-01", Setpoints.clamped(), valid_until=datetime(2026, 1, 10))
     with pytest.raises(ValueError):
         FleetSimulator(0, WINTER)
     with pytest.raises(ValueError):

@@ -10,15 +10,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from app.sim.weather import (
-    WEATHER_COLUMNS,
-    ConstantWeather,
-    Tmy3Weather,
-    WeatherSeries,
-    load_tmy3_weather,
-    tmy3_path,
-    tmy3_row_count,
-)
+from app.sim.weather import WEATHER_COLUMNS, ConstantWeather, Tmy3Weather, WeatherSeries, load_tmy3_weather, tmy3_path, tmy3_row_count
 
 UTC = timezone.utc
 EST = timedelta(hours=-5)  # the TMY3 file's local standard time
@@ -101,13 +93,9 @@ def test_year_end_wraps_and_leap_day_reuses_february_28(tmy_frame):
     jan1_noonish = datetime(2027, 1, 1, 16, tzinfo=UTC)
     jan1 = Tmy3Weather(datetime(2026, 12, 31, 20, tzinfo=UTC)).at(jan1_noonish)
     assert jan1.outside_temp_c == pytest.approx(_tmy_row(tmy_frame, 1, 1, 11)["temp_air"])
-    leap = load_tmy3_weather(datetime(2028, 2, 29, 17, tzinfo=UTC), 0, 60).at(
-        datetime(2028, 2, 29, 17, tzinfo=UTC)
-    )
+    leap = load_tmy3_weather(datetime(2028, 2, 29, 17, tzinfo=UTC), 0, 60).at(datetime(2028, 2, 29, 17, tzinfo=UTC))
     assert leap.outside_temp_c == pytest.approx(_tmy_row(tmy_frame, 2, 28, 12)["temp_air"])
-    march = load_tmy3_weather(datetime(2028, 3, 1, 17, tzinfo=UTC), 0, 60).at(
-        datetime(2028, 3, 1, 17, tzinfo=UTC)
-    )
+    march = load_tmy3_weather(datetime(2028, 3, 1, 17, tzinfo=UTC), 0, 60).at(datetime(2028, 3, 1, 17, tzinfo=UTC))
     assert march.outside_temp_c == pytest.approx(_tmy_row(tmy_frame, 3, 1, 12)["temp_air"])
 
 
@@ -157,7 +145,5 @@ def test_series_rejects_ragged_columns():
 
 def test_importing_the_package_does_no_work():
     code = "import sys, app.sim; print('pvlib' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import xgboost
 
+from app.contracts.vocabulary import plan_columns
 from app.train.evaluate import evaluate
-from app.train.model import ForecastModel, fill_plans, monotone_constraints, plan_columns
+from app.train.model import ForecastModel, fill_plans, load_saved_model, monotone_constraints
 from app.train.trainer import target_specs
 
 FEATURES = ["air_temp_c", "rh_pct", "outside_temp_c", "vent_pct", "heat_pct", "screen_pct"]
@@ -34,7 +35,7 @@ def fit_local(df: pd.DataFrame) -> ForecastModel:
 
 
 def test_fill_plans_holds_current_settings_and_recomputes_the_vent_term():
-    df = frame(3).drop(columns=plan_columns(15))
+    df = frame(3).drop(columns=plan_columns([15]))
     out = fill_plans(df, [15])
     assert (out["plan_heat_pct_15min"] == df["heat_pct"]).all()
     expected = out["plan_vent_pct_15min"] * (out["outside_temp_c"] - out["air_temp_c"]) / 100
@@ -44,8 +45,8 @@ def test_fill_plans_holds_current_settings_and_recomputes_the_vent_term():
 
 
 def test_constraints_only_on_temperature_and_in_the_physical_direction():
-    feats = FEATURES + plan_columns(15)
-    temp = dict(zip(feats, monotone_constraints("air_temp_c", feats, 15)))
+    feats = FEATURES + plan_columns([15])
+    temp = dict(zip(feats, monotone_constraints("air_temp_c", feats, 15), strict=True))
     assert temp["plan_heat_pct_15min"] == 1 and temp["heat_pct"] == 1
     assert temp["plan_vent_x_dtemp_15min"] == 1 and temp["plan_vent_pct_15min"] == -1
     assert set(monotone_constraints("rh_pct", feats, 15)) == {0}
@@ -57,6 +58,19 @@ def test_save_load_roundtrip_predicts_the_same(tmp_path):
     again = ForecastModel.load(model.save(tmp_path / "m"))
     pd.testing.assert_frame_equal(model.predict(df), again.predict(df))
     assert again.feature_set_id == "fs-test" and again.horizons_min == [15]
+    pd.testing.assert_frame_equal(load_saved_model(str(tmp_path / "m")).predict(df), model.predict(df))
+
+
+def test_column_names_are_the_contract_with_stored_models():
+    """Stored boosters read these names: the vocabulary must keep producing them."""
+    model = fit_local(frame(50))
+    assert plan_columns([15]) == ["plan_vent_pct_15min", "plan_heat_pct_15min", "plan_screen_pct_15min", "plan_vent_x_dtemp_15min"]
+    assert model.input_columns() == FEATURES + plan_columns([15])
+    assert model.output_keys() == ["air_temp_c_15min", "rh_pct_15min"]
+    specs = target_specs(FEATURES, [15, 60])
+    assert sorted(specs) == ["air_temp_c_15min", "air_temp_c_60min", "rh_pct_15min", "rh_pct_60min"]
+    assert specs["rh_pct_60min"]["label"] == "target_rh_pct_60min" and specs["rh_pct_60min"]["base"] == "rh_pct"
+    assert specs["air_temp_c_60min"]["features"][-4:] == ["plan_vent_pct_60min", "plan_heat_pct_60min", "plan_screen_pct_60min", "plan_vent_x_dtemp_60min"]
 
 
 def test_evaluate_reports_skill_against_persistence():
@@ -71,11 +85,11 @@ def test_monotone_physics_hold_for_every_row():
     df = frame(300)
     model = fit_local(df)
     rows = df.head(50)
-    heats = [model.predict(fill_plans(rows.drop(columns=plan_columns(15)), [15], {"heat_pct": h}))["air_temp_c_15min"].to_numpy() for h in (0, 25, 50, 75, 100)]
-    assert all((b >= a - 1e-9).all() for a, b in zip(heats, heats[1:]))
+    heats = [model.predict(fill_plans(rows.drop(columns=plan_columns([15])), [15], {"heat_pct": h}))["air_temp_c_15min"].to_numpy() for h in (0, 25, 50, 75, 100)]
+    assert all((b >= a - 1e-9).all() for a, b in zip(heats, heats[1:], strict=False))
     cold = rows[rows["outside_temp_c"] < rows["air_temp_c"]]
-    vents = [model.predict(fill_plans(cold.drop(columns=plan_columns(15)), [15], {"vent_pct": v}))["air_temp_c_15min"].to_numpy() for v in (0, 25, 50, 100)]
-    assert len(cold) > 5 and all((b <= a + 1e-9).all() for a, b in zip(vents, vents[1:]))
+    vents = [model.predict(fill_plans(cold.drop(columns=plan_columns([15])), [15], {"vent_pct": v}))["air_temp_c_15min"].to_numpy() for v in (0, 25, 50, 100)]
+    assert len(cold) > 5 and all((b <= a + 1e-9).all() for a, b in zip(vents, vents[1:], strict=False))
 
 
 def reference_predict(model: ForecastModel, frame: pd.DataFrame) -> pd.DataFrame:
@@ -104,10 +118,28 @@ def test_array_fast_path_gives_the_dmatrix_numbers():
     arr = model.predict_arrays(df[cols].to_numpy(), cols)
     np.testing.assert_allclose(arr, expected.to_numpy(), rtol=0, atol=1e-6)
     # plans missing: the current settings are held (as fill_plans does); a stale vent term is ignored
-    bare = df.drop(columns=plan_columns(15)[:3])
+    bare = df.drop(columns=plan_columns([15])[:3])
     np.testing.assert_allclose(model.predict(bare).to_numpy(), reference_predict(model, bare).to_numpy(), rtol=0, atol=1e-6)
     model.set_threads(1)
     np.testing.assert_allclose(model.predict_arrays(df[cols].to_numpy(), cols), expected.to_numpy(), rtol=0, atol=1e-6)
     assert model.predict_arrays(np.empty((0, len(cols))), cols).shape == (0, 2)
     with pytest.raises(KeyError):
         model.predict_arrays(df[["rh_pct"]].to_numpy(), ["rh_pct"])
+
+
+def test_registered_model_loads_back_and_older_pickles_too(tmp_path):
+    """Through tracking with train's loader; and a model logged before the loader travelled with
+    the pyfunc (its pickle is a bare wrapper) loads through the named legacy loader."""
+    from app.tracking import Tracking, load_forecast_model, log_forecast_model
+
+    df = frame()
+    model = fit_local(df)
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    example = df[model.input_columns()].head(3).reset_index(drop=True)
+    with tracking.run("unit", "log") as run_id:
+        for load in (load_saved_model, None):  # None: what older versions pickled
+            log_forecast_model(tracking.url, run_id, model.save(tmp_path / "m"), load=load, input_example=example, output_example=model.predict(example), registered_name="unit-forecaster")
+    for version in ("1", "2"):
+        loaded = load_forecast_model(tracking.url, f"models:/unit-forecaster/{version}")
+        assert isinstance(loaded, ForecastModel)
+        pd.testing.assert_frame_equal(loaded.predict(df), model.predict(df))

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import numpy as np
 import orjson
 import pytest
 
 from app.config import Settings
-from app.sim.seed import seed_lake
-from app.train.model import fill_plans, plan_columns
+from app.contracts.vocabulary import forecast_key, plan_columns
+from app.train.model import fill_plans
+from tests.helpers.lake import seed_two_greenhouses
 
 DAYS = 4
-
-
-def ingest_and_sink(settings: Settings, days: float, seed: int = 1) -> int:
-    return seed_lake(settings, greenhouses=2, days=days, start=datetime(2026, 3, 10, tzinfo=timezone.utc), seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +21,7 @@ def trained(ray_local, tmp_path_factory):
     from app.train.trainer import BoosterParams
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("learn"))
-    ingest_and_sink(settings, DAYS)
+    seed_two_greenhouses(settings, DAYS)
     info = run_preprocess(settings, PreprocessParams(horizons_min=(15, 60)))
     result = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=200)), tags={"test": "pipeline"})
     return settings, info, result
@@ -58,22 +53,27 @@ def test_mlflow_has_the_run_metrics_plot_and_registered_challenger(trained):
 
 def test_registered_pyfunc_loads_by_alias_and_predicts(trained):
     from app.preprocess import load_feature_set
-    from app.tracking.pyfunc import load_model
+    from app.tracking import load_forecast_model, load_pyfunc
+    from app.train.model import ForecastModel
 
     settings, info, result = trained
-    pyfunc = load_model(settings.tracking_url, f"models:/{result.model_name}@challenger")
+    assert result.model_name == settings.control.model_name  # the default comes from settings
+    model = load_forecast_model(settings.tracking_url, f"models:/{result.model_name}@challenger")
+    assert isinstance(model, ForecastModel) and model.feature_set_id == info.feature_set_id
+    pyfunc = load_pyfunc(settings.tracking_url, f"models:/{result.model_name}@challenger")
     _, validation, _ = load_feature_set(settings, info.feature_set_id)
     rows = validation.head(20)
-    out = pyfunc.predict(rows[pyfunc.unwrap_python_model().model.input_columns()])
+    out = pyfunc.predict(rows[model.input_columns()])
     assert list(out.columns) == ["air_temp_c_15min", "air_temp_c_60min", "rh_pct_15min", "rh_pct_60min"]
     assert np.isfinite(out.to_numpy()).all()
+    np.testing.assert_allclose(out.to_numpy(), model.predict(rows).to_numpy())
     assert pyfunc.metadata.signature is not None
 
 
 def _registered_model(settings, result):
-    from app.tracking.pyfunc import load_model
+    from app.tracking import load_forecast_model
 
-    return load_model(settings.tracking_url, f"models:/{result.model_name}/{result.model_version}").unwrap_python_model().model
+    return load_forecast_model(settings.tracking_url, f"models:/{result.model_name}/{result.model_version}")
 
 
 def test_behaviour_more_heating_never_lowers_the_forecast(trained):
@@ -82,10 +82,10 @@ def test_behaviour_more_heating_never_lowers_the_forecast(trained):
     settings, info, result = trained
     model = _registered_model(settings, result)
     _, validation, _ = load_feature_set(settings, info.feature_set_id)
-    rows = validation.sample(200, random_state=0).drop(columns=[c for h in model.horizons_min for c in plan_columns(h)])
+    rows = validation.sample(200, random_state=0).drop(columns=plan_columns(model.horizons_min))
     for h in model.horizons_min:
-        forecasts = [model.predict(fill_plans(rows, model.horizons_min, {"heat_pct": pct}))[f"air_temp_c_{h}min"].to_numpy() for pct in (0, 20, 50, 80, 100)]
-        for lower, higher in zip(forecasts, forecasts[1:]):
+        forecasts = [model.predict(fill_plans(rows, model.horizons_min, {"heat_pct": pct}))[forecast_key("air_temp_c", h)].to_numpy() for pct in (0, 20, 50, 80, 100)]
+        for lower, higher in zip(forecasts, forecasts[1:], strict=False):
             assert (higher >= lower - 1e-6).all()
     # and the effect is real, not just flat
     hot = model.predict(fill_plans(rows, model.horizons_min, {"heat_pct": 100}))["air_temp_c_60min"]
@@ -100,11 +100,11 @@ def test_behaviour_opening_vents_with_colder_outside_never_raises_it(trained):
     model = _registered_model(settings, result)
     _, validation, _ = load_feature_set(settings, info.feature_set_id)
     colder = validation[validation["outside_temp_c"] < validation["air_temp_c"] - 1.0]
-    rows = colder.sample(min(200, len(colder)), random_state=0).drop(columns=[c for h in model.horizons_min for c in plan_columns(h)])
+    rows = colder.sample(min(200, len(colder)), random_state=0).drop(columns=plan_columns(model.horizons_min))
     assert len(rows) >= 50
     for h in model.horizons_min:
-        forecasts = [model.predict(fill_plans(rows, model.horizons_min, {"vent_pct": pct}))[f"air_temp_c_{h}min"].to_numpy() for pct in (0, 10, 30, 60, 100)]
-        for closed, opened in zip(forecasts, forecasts[1:]):
+        forecasts = [model.predict(fill_plans(rows, model.horizons_min, {"vent_pct": pct}))[forecast_key("air_temp_c", h)].to_numpy() for pct in (0, 10, 30, 60, 100)]
+        for closed, opened in zip(forecasts, forecasts[1:], strict=False):
             assert (opened <= closed + 1e-6).all()
 
 
@@ -114,7 +114,7 @@ def test_promotion_needs_better_skill_on_the_same_window(trained):
     from app.train.trainer import BoosterParams
 
     settings, info, result = trained
-    first = run_promotion(settings, result.model_name)
+    first = run_promotion(settings)  # the model name from settings
     assert first.promoted and first.champion_version_after == result.model_version
     weak = run_training(settings, TrainJobParams(feature_set_id=info.feature_set_id, booster=BoosterParams(num_boost_round=2, max_depth=1, eta=0.05)))
     decision = run_promotion(settings, result.model_name)
@@ -122,7 +122,6 @@ def test_promotion_needs_better_skill_on_the_same_window(trained):
     assert "does not beat" in decision.reason and decision.challenger_version == weak.model_version
     assert decision.challenger_skill < decision.champion_skill
     assert Tracking(settings.tracking_url).version_by_alias(result.model_name, "champion") == result.model_version
-
 
 
 def test_tune_job_searches_with_early_stopping_and_registers_the_best(trained):

@@ -1,11 +1,20 @@
-"""What every job entrypoint shares: logging, one JSON summary line, non-zero exit on failure."""
+"""What every job entrypoint shares: logging, one JSON summary line, non-zero exit on failure, and
+joining the Ray cluster the job runs on."""
 
 from __future__ import annotations
 
+import argparse
 import logging
-from typing import Any, Callable
+import os
+from collections.abc import Callable
+from typing import Any
 
 import orjson
+
+from app.orchestration.registry import job_spec
+
+# Starting a Train worker group can take long on a loaded 2-core machine; 60 s is Ray's default.
+TRAIN_WORKER_GROUP_START_TIMEOUT_S = "600"
 
 
 def run_job(name: str, body: Callable[[], dict[str, Any]]) -> int:
@@ -28,13 +37,22 @@ def run_job(name: str, body: Callable[[], dict[str, Any]]) -> int:
 def init_ray() -> None:
     """Join the cluster the job runs on (``ray job submit`` sets RAY_ADDRESS), else start a local one
     (``RAY_ADDRESS=auto`` joins a head running on this machine)."""
-    import os
-
     import ray
 
-    # Starting a Train worker group can take long on a loaded 2-core machine; 60 s is Ray's default.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", TRAIN_WORKER_GROUP_START_TIMEOUT_S)
     if not ray.is_initialized():
         # RAY_ADDRESS is set by `ray job submit`; without it, a fresh local cluster (not whatever
         # head happens to run on this machine).
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
+
+
+def job_parser(job: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser for ``job`` (its ``--help`` shows ``python -m jobs.<job>``) with ``--config``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {job_spec(job).module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML settings file (env GH_* overrides it)")
+    return parser
+
+
+def add_model_name(parser: argparse.ArgumentParser) -> None:
+    """``--model-name``: the registered model; without it, the settings' ``control.model_name``."""
+    parser.add_argument("--model-name", default=None, help="registered model name (default: settings control.model_name)")

@@ -52,7 +52,7 @@ class FakeKubeAPI:
 
     # --- control ----------------------------------------------------------------------------
 
-    def start(self) -> "FakeKubeAPI":
+    def start(self) -> FakeKubeAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -45,7 +45,12 @@ def engine_url(name: str) -> str:
     url = os.environ.get(env_var, default)
     if _reachable(url):
         return url
-    message = f"{name} is not reachable at {url}; start it with `stack/stack up {service}` (or set {env_var})"
+    missing(f"{name} is not reachable at {url}; start it with `stack/stack up {service}` (or set {env_var})")
+    raise AssertionError("unreachable")  # missing() always leaves the test
+
+
+def missing(message: str) -> None:
+    """A prerequisite (engine, tool, file) is missing: skip the test, or fail it under CI."""
     if engines_required():
-        pytest.fail(message + " [CI=true: a missing engine is a failure]", pytrace=False)
+        pytest.fail(message + " [CI=true: a missing prerequisite is a failure]", pytrace=False)
     pytest.skip(message)

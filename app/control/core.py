@@ -1,0 +1,303 @@
+"""The controller core: one decision for one greenhouse, from its state, a forecaster and the time.
+
+Every caller decides through :class:`Controller`: the Serve control app, the closed-loop demo's
+thermostat fleet and any later scheduler or canary router. It runs the safety code in one order:
+
+1. staleness: readings older than ``stale_after_s`` (or no forecaster) mean the thermostat;
+2. the screen follows the climate computer's rule (:func:`~app.control.planner.screen_plan`);
+3. model-predictive control: a grid of candidate heating/ventilation settings around that screen,
+   one forecaster call for all of them, each horizon corrected by its recent error
+   (:class:`~app.control.correction.ForecastOffsets`), the cheapest candidate, clamped;
+4. any failure of the forecaster falls back to the thermostat, with the reason;
+5. the command: id, expiry, model version and the forecast behind it.
+
+No Ray, no I/O, no clock: the forecaster is any callable (the Serve handle, a loaded model, a
+fake), so the safety properties are tested here without a cluster or a trained model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from app.config import Limits, Settings
+from app.contracts.command import ControlCommand, ModelRef
+from app.contracts.vocabulary import TARGET_VARIABLES, forecast_key, horizon_of
+from app.control.correction import ForecastOffsets
+from app.control.planner import ScreenPlan, build_command, candidate_matrix, current_setpoints, screen_plan, targets_during
+from app.control.policy import Decision, Targets, Weights, candidate_plans, cost_horizons, pick_best, thermostat
+
+Predict = Callable[[np.ndarray, list[str], "list[int] | None"], "np.ndarray | Awaitable[np.ndarray]"]
+
+# Candidate settings, percent: heating finely (holding close to the band's edge needs it; the
+# forecaster is cheap per row), ventilation coarsely. The screen follows the screen rule.
+DEFAULT_CANDIDATE_LEVELS: Mapping[str, tuple[float, ...]] = {"heat_pct": tuple(float(x) for x in range(0, 101, 5)), "vent_pct": (0.0, 10.0, 25.0, 50.0, 100.0)}
+
+
+@dataclass(frozen=True)
+class ControlPolicy:
+    """Everything the controller's choices depend on besides the state and the model."""
+
+    limits: Limits = field(default_factory=Limits)
+    targets: Targets = field(default_factory=Targets)
+    weights: Weights = field(default_factory=Weights)
+    levels: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_CANDIDATE_LEVELS))
+    interval_s: float = 300.0
+    stale_after_s: float = 900.0
+    cost_horizon_max_min: int | None = 15
+    screen_opening_margin_c: float = 0.0
+    actuator_time_constants_s: Mapping[str, float] = field(default_factory=dict)
+    command_ttl_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ControlPolicy:
+        """The policy ``settings.control`` configures."""
+        c = settings.control
+        return cls(
+            limits=c.limits,
+            targets=Targets(band_low_c=c.band_low_c, band_high_c=c.band_high_c, rh_max_pct=c.rh_max_pct, margin_c=c.margin_c),
+            interval_s=c.interval_s,
+            stale_after_s=c.stale_after_s,
+            cost_horizon_max_min=c.cost_horizon_max_min,
+            screen_opening_margin_c=c.screen_opening_margin_c,
+            actuator_time_constants_s=dict(c.actuator_time_constants_s),
+            command_ttl_s=c.command_ttl_s,
+        )
+
+
+@dataclass(frozen=True)
+class ModelForecaster:
+    """A forecast model as the controller sees it: its inputs and outputs, and a function that
+    predicts (``predict(matrix, columns, horizons)`` -> one row per input row, columns in
+    ``output_keys`` order restricted to ``horizons`` when given; it may return an awaitable)."""
+
+    ref: ModelRef
+    feature_columns: tuple[str, ...]
+    horizons_min: tuple[int, ...]
+    output_keys: tuple[str, ...]
+    predict: Predict
+
+    @classmethod
+    def of_model(cls, model: Any, ref: ModelRef) -> ModelForecaster:
+        """A loaded forecast model (anything with ``feature_columns``, ``horizons_min`` and
+        ``predict_arrays``, like the training package's ``ForecastModel``) predicting in process."""
+        keys = tuple(model.output_keys()) if hasattr(model, "output_keys") else tuple(forecast_key(v, h) for v in TARGET_VARIABLES for h in model.horizons_min)
+
+        def predict(matrix: np.ndarray, columns: list[str], horizons: list[int] | None) -> np.ndarray:
+            out = model.predict_arrays(matrix, columns)
+            if not horizons:
+                return out
+            return out[:, [i for i, k in enumerate(keys) if horizon_of(k) in horizons]]
+
+        return cls(ref, tuple(model.feature_columns), tuple(model.horizons_min), keys, predict)
+
+
+@dataclass(frozen=True)
+class GreenhouseState:
+    """What the controller knows of one greenhouse: its newest feature row (training's names, with
+    ``ts``, the step's time)."""
+
+    greenhouse_id: str
+    features: Mapping[str, Any]
+
+    @property
+    def ts(self) -> datetime:
+        return self.features["ts"]
+
+
+@dataclass(frozen=True)
+class ControlDecision:
+    """One decision: what to set and why, the forecast and corrections behind it, the command."""
+
+    greenhouse_id: str
+    setpoints: dict[str, float]
+    mode: str
+    """``"mpc"`` or ``"thermostat"``."""
+    reason: str
+    cost: float | None
+    forecast: dict[str, float]
+    """The chosen candidate's forecast, corrected (empty for the thermostat)."""
+    corrections_c: dict[int, float]
+    """The per-horizon temperature corrections applied (minutes -> kelvin)."""
+    state_ts: datetime
+    age_s: float
+    command: ControlCommand
+    model_error: str | None = None
+    """Why the forecaster could not be used, when it was given and failed."""
+
+
+@dataclass
+class _Step:
+    """A decision in progress: what the forecaster is asked, and what comes of it."""
+
+    state: GreenhouseState
+    now: datetime
+    current: dict[str, float]
+    age_s: float
+    screen: ScreenPlan
+    why_fallback: str | None
+    forecaster: ModelForecaster | None = None
+    plans: np.ndarray | None = None
+    query: tuple[np.ndarray, list[str], list[int]] | None = None
+    keys: list[str] = field(default_factory=list)
+    model_error: str | None = None
+
+
+def _model_unavailable(exc: BaseException) -> str:
+    return f"model unavailable: {type(exc).__name__}: {exc}"
+
+
+class Controller:
+    """Decides for any number of greenhouses under one :class:`ControlPolicy`.
+
+    It remembers each greenhouse's recent forecast errors (offset-free MPC): keep one controller
+    per serving replica or loop, and pass it every decision of the greenhouses it serves.
+    """
+
+    def __init__(self, policy: ControlPolicy, offsets: ForecastOffsets | None = None) -> None:
+        self.policy = policy
+        self.offsets = offsets or ForecastOffsets()
+
+    async def decide(
+        self, state: GreenhouseState, forecaster: ModelForecaster | None, now: datetime, *, unavailable: str | None = None, dry_run: bool = False, request_id: str | None = None
+    ) -> ControlDecision:
+        """Decide for ``state`` at ``now``; ``forecaster`` ``None`` (``unavailable`` says why)
+        means the thermostat. ``predict`` may be a coroutine function."""
+        step = self._prepare(state, forecaster, now, unavailable)
+        forecasts = self._ask(step)
+        if inspect.isawaitable(forecasts):
+            try:
+                forecasts = await forecasts
+            except Exception as exc:
+                step.model_error, forecasts = _model_unavailable(exc), None
+        return self._conclude(step, forecasts, dry_run, request_id)
+
+    def decide_sync(
+        self, state: GreenhouseState, forecaster: ModelForecaster | None, now: datetime, *, unavailable: str | None = None, dry_run: bool = False, request_id: str | None = None
+    ) -> ControlDecision:
+        """:meth:`decide` for a forecaster whose ``predict`` answers at once (a loaded model, a fake)."""
+        step = self._prepare(state, forecaster, now, unavailable)
+        forecasts = self._ask(step)
+        if inspect.isawaitable(forecasts):
+            if inspect.iscoroutine(forecasts):
+                forecasts.close()
+            raise TypeError("decide_sync needs a forecaster that answers at once; use decide")
+        return self._conclude(step, forecasts, dry_run, request_id)
+
+    async def forecast(self, state: GreenhouseState, forecaster: ModelForecaster, setpoints: Mapping[str, float]) -> dict[str, float]:
+        """The forecast at every horizon of ``forecaster`` with ``setpoints`` held (reached with
+        the actuators' lags), uncorrected."""
+        matrix, columns = candidate_matrix(state.features, [dict(setpoints)], forecaster.feature_columns, forecaster.horizons_min, self.policy.actuator_time_constants_s)
+        out = forecaster.predict(matrix, columns, None)
+        if inspect.isawaitable(out):
+            out = await out
+        return dict(zip(forecaster.output_keys, np.asarray(out)[0].tolist()))
+
+    def _prepare(self, state: GreenhouseState, forecaster: ModelForecaster | None, now: datetime, unavailable: str | None) -> _Step:
+        p = self.policy
+        age_s = (now - state.ts).total_seconds()
+        why = unavailable if forecaster is None else None
+        if forecaster is None and why is None:
+            why = "no forecast model"
+        if why is None and age_s > p.stale_after_s:
+            why = f"data stale: newest step is {age_s:.0f} s old"
+        # The screen follows the climate computer's rule (insulate when dark and cold, shade in
+        # strong sun); the model chooses heating and ventilation around it, knowing when the rule
+        # will move the screen next.
+        step = _Step(state, now, current_setpoints(state.features), age_s, screen_plan(state.features, p.interval_s), why, forecaster)
+        if why is None:
+            assert forecaster is not None
+            try:
+                self._query(step, forecaster)
+            except Exception as exc:  # e.g. the model needs a feature the state lacks
+                step.why_fallback = step.model_error = _model_unavailable(exc)
+                step.query = None
+        return step
+
+    @staticmethod
+    def _ask(step: _Step) -> Any:
+        """The forecaster's answer to the step's query (``None`` when there is none or it failed;
+        an awaitable from an asynchronous forecaster)."""
+        if step.query is None or step.forecaster is None:
+            return None
+        try:
+            return step.forecaster.predict(*step.query)
+        except Exception as exc:
+            step.model_error = _model_unavailable(exc)
+            return None
+
+    def _query(self, step: _Step, forecaster: ModelForecaster) -> None:
+        """The candidates and the model inputs that forecast them (only the horizons the cost
+        counts: the shortest always counts)."""
+        p = self.policy
+        step.plans = candidate_plans(step.current, p.limits, p.interval_s, fixed={"screen_pct": step.screen.setpoint_pct}, levels=p.levels)
+        horizons = cost_horizons(list(forecaster.horizons_min), p.cost_horizon_max_min)
+        matrix, columns = candidate_matrix(step.state.features, step.plans, forecaster.feature_columns, horizons, p.actuator_time_constants_s, step.screen.scheduled)
+        step.query = (matrix, columns, horizons)
+        step.keys = [k for k in forecaster.output_keys if horizon_of(k) in horizons]
+
+    def _conclude(self, step: _Step, forecasts: Any, dry_run: bool, request_id: str | None) -> ControlDecision:
+        p = self.policy
+        decision: Decision | None = None
+        corrections: dict[int, float] = {}
+        if forecasts is not None and step.model_error is None:
+            try:
+                decision, corrections = self._choose(step, np.asarray(forecasts, dtype=np.float64))
+            except Exception as exc:
+                step.model_error = _model_unavailable(exc)
+        if decision is None:
+            why = step.model_error or step.why_fallback
+            rule = thermostat(
+                float(step.state.features["air_temp_c"]), float(step.state.features["rh_pct"]), step.current, limits=p.limits, targets=p.targets, dt_s=p.interval_s, screen_pct=step.screen.setpoint_pct
+            )
+            decision = Decision(rule.setpoints, rule.mode, f"{why}; {rule.reason}")
+        model = step.forecaster.ref if step.forecaster is not None else None
+        command = build_command(step.state.greenhouse_id, decision, decided_at=step.now, ttl_s=p.command_ttl_s, model=model, state_ts=step.state.ts, dry_run=dry_run, request_id=request_id)
+        return ControlDecision(
+            step.state.greenhouse_id, decision.setpoints, decision.mode, decision.reason, decision.cost, decision.forecast, corrections, step.state.ts, step.age_s, command, step.model_error
+        )
+
+    def _choose(self, step: _Step, forecasts: np.ndarray) -> tuple[Decision, dict[int, float]]:
+        """Offset-free MPC: settle the forecasts now due against the measurement, correct each
+        horizon by its recent error, pick the cheapest candidate, remember what the model said."""
+        p = self.policy
+        assert step.forecaster is not None and step.plans is not None
+        key = _offsets_key(step.forecaster.ref, step.state.greenhouse_id)
+        feats = step.state.features
+        self.offsets.observe(key, step.state.ts, float(feats["air_temp_c"]))
+        corrections = self.offsets.offsets(key)
+        targets = targets_during(p.targets, step.screen, p.screen_opening_margin_c)
+        decision = pick_best(
+            step.plans,
+            self.offsets.correct(key, forecasts, step.keys),
+            step.keys,
+            step.current,
+            limits=p.limits,
+            targets=targets,
+            weights=p.weights,
+            dt_s=p.interval_s,
+            max_horizon_min=p.cost_horizon_max_min,
+        )
+        if decision.candidate_index is not None:
+            self.offsets.record(key, step.state.ts, dict(zip(step.keys, forecasts[decision.candidate_index].tolist())))
+        return decision, {h: round(v, 4) for h, v in corrections.items() if math.isfinite(v)}
+
+
+def _offsets_key(ref: ModelRef, greenhouse_id: str) -> str:
+    # Errors are learned per model version and greenhouse: a new version starts from zero.
+    return f"{ref.name}/{ref.version}|{greenhouse_id}"
+
+
+def thermostat_state(greenhouse_id: str, ts: datetime, measured: Mapping[str, float], positions: Mapping[str, float]) -> GreenhouseState:
+    """A state from raw measurements and actuator positions alone (no features), enough for the
+    thermostat: what a climate computer sees."""
+    return GreenhouseState(greenhouse_id, {"ts": ts, **measured, **positions})
+
+
+__all__: Sequence[str] = ["ControlDecision", "ControlPolicy", "Controller", "GreenhouseState", "ModelForecaster", "thermostat_state"]

@@ -1,0 +1,115 @@
+"""Runs, metrics, artifacts and registered-model aliases on one MLflow tracking URL.
+
+:class:`Tracking` wraps an explicit ``MlflowClient`` (no global mlflow state):
+``sqlite:///<file>`` for the embedded default, ``http(s)://host:5000`` for a tracking server.
+Registry stages are deprecated in MLflow 3, so promotion is by alias (``champion``,
+``challenger``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class Tracking:
+    """Runs, metrics, artifacts and registered models on one MLflow tracking URL."""
+
+    def __init__(self, url: str, *, artifact_root: str | Path | None = None) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow.tracking import MlflowClient
+
+        self.url = url
+        self.client = MlflowClient(tracking_uri=url, registry_uri=url)
+        scheme = urlparse(url).scheme
+        # A server keeps artifacts itself (proxied mlflow-artifacts:/); a local store needs a
+        # directory next to the database instead of MLflow's cwd-relative ./mlruns default.
+        if artifact_root is None and scheme == "sqlite":
+            artifact_root = Path(urlparse(url).path).parent / "mlartifacts"
+        self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root else None
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=f"{self.artifact_root}/{name}" if self.artifact_root else None)
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """A run in ``experiment``; yields its id, ends FINISHED (or FAILED on an exception)."""
+        run = self.client.create_run(self.ensure_experiment(experiment), run_name=run_name, tags=dict(tags or {}))
+        run_id = run.info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log ``params`` (values as strings) to the run."""
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log ``metrics`` to the run at ``step``, stamped now."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms, step) for k, v in metrics.items()])
+
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a local file (or directory) into the run's artifacts, under ``artifact_path``."""
+        self.client.log_artifact(run_id, str(local_path), artifact_path)
+
+    def download_artifact(self, run_id: str, path: str, dst: str | Path) -> Path:
+        """Download the run's artifact ``path`` into ``dst``; return the local path."""
+        return Path(self.client.download_artifacts(run_id, path, str(dst)))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """Params, metrics, tags and status of a run as plain dicts."""
+        run = self.client.get_run(run_id)
+        return {"status": run.info.status, "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+    def ensure_registered_model(self, name: str) -> None:
+        """Create registered model ``name`` unless it exists."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+
+    def register(self, name: str, run_id: str, artifact_path: str) -> str:
+        """Register ``runs:/<run_id>/<artifact_path>`` as a new version of model ``name``."""
+        self.ensure_registered_model(name)
+        source = f"runs:/{run_id}/{artifact_path}"
+        return str(self.client.create_model_version(name, source=source, run_id=run_id).version)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` of model ``name`` at ``version``."""
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def version_by_alias(self, name: str, alias: str) -> str | None:
+        """The version an alias points at, or ``None`` when the model or alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+
+def resolve_alias(tracking_url: str, name: str, alias: str) -> str | None:
+    """The version of registered model ``name`` that ``alias`` points at on ``tracking_url``, or
+    ``None`` when the model or the alias does not exist (e.g. ``champion`` -> ``"3"``)."""
+    return Tracking(tracking_url).version_by_alias(name, alias)

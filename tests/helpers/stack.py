@@ -1,0 +1,32 @@
+"""Settings on the real engines that ``stack/stack up`` starts, namespaced by a run id (the engines
+keep data between runs, so each test module writes under its own names)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from app.config import Settings
+from tests.helpers.engines import engine_url
+
+# Clients of the stack's Ray head: it runs without token auth on loopback (see stack/env.sh).
+RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def stack_settings(data_dir: Path, name: str, *, partitions: int, sink_batch_records: int) -> tuple[str, Settings]:
+    """A new run id and settings on Kafka, MongoDB, HDFS and MLflow whose topics, lake folder,
+    database and sink group carry ``name`` and the run id (drop ``gh_<name>_<run>`` afterwards)."""
+    run = uuid.uuid4().hex[:8]
+    kafka, mongo, hdfs = engine_url("kafka"), engine_url("mongodb"), engine_url("webhdfs")
+    sensors = f"greenhouse.sensors.{name}-{run}"
+    settings = Settings(
+        data_dir=data_dir,
+        bus_url=kafka,
+        lake_url=f"{hdfs.replace('webhdfs://', 'webhdfs://greenhouse@')}/gh-{name}/{run}",
+        metadata_url=f"{mongo}/gh_{name}_{run}",
+        tracking_url=engine_url("mlflow"),
+        topics={"sensors": sensors, "control": f"greenhouse.control.{name}-{run}", "deadletter": f"greenhouse.deadletter.{name}-{run}", "partitions": partitions},
+        ingest={"topics": [sensors]},
+        sink={"group_id": f"lake-sink-{name}-{run}", "max_batch_records": sink_batch_records},
+    )
+    return run, settings
