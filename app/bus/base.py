@@ -126,3 +126,11 @@ def partition_for_key(key: bytes | None, partitions: int, fallback: int = 0) -> 
     if key is None:
         return fallback % partitions
     return zlib.crc32(key) % partitions
+
+
+def target_partition(record: OutgoingRecord, partitions: int, fallback: int) -> int | None:
+    """Where ``record`` goes: the partition it names (``None`` when out of range), else by its key
+    (records without a key use ``fallback``, the caller's round-robin counter)."""
+    if record.partition is not None:
+        return record.partition if 0 <= record.partition < partitions else None
+    return partition_for_key(record.key, partitions, fallback=fallback)

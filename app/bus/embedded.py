@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
+from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -102,12 +102,8 @@ class EmbeddedBus:
         rows = []
         targets: list[int | None] = []
         for rec in records:
-            if rec.partition is not None:
-                part = rec.partition if 0 <= rec.partition < partitions else None
-            else:
-                self._round_robin += 1
-                part = partition_for_key(rec.key, partitions, fallback=self._round_robin)
-            targets.append(part)
+            self._round_robin += rec.partition is None
+            targets.append(target_partition(rec, partitions, self._round_robin))
         now_ms = int(time.time() * 1000)
         with self._lock:
             try:

@@ -18,7 +18,7 @@ from kafka import TopicPartition as KafkaTP
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
+from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
 
 _PRODUCE_TIMEOUT_S = 30.0
 
@@ -117,11 +117,8 @@ class KafkaBus:
         producer = self.producer
         futures = []
         for rec in records:
-            if rec.partition is not None:
-                part = rec.partition if 0 <= rec.partition < partitions else None
-            else:
-                self._round_robin += 1
-                part = partition_for_key(rec.key, partitions, fallback=self._round_robin)
+            self._round_robin += rec.partition is None
+            part = target_partition(rec, partitions, self._round_robin)
             if part is None:
                 futures.append(None)
                 continue

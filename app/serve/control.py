@@ -24,15 +24,14 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from app.control.core import ControlDecision, Controller, ControlPolicy, ModelForecaster
+from app.control.core import ControlDecision, Controller, ControlPolicy
 from app.control.correction import ForecastOffsets
 from app.control.planner import current_setpoints
-from app.preprocess.features import FeatureParams
 from app.serve.args import AppArgs
 from app.serve.control_api import MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
 from app.serve.forecaster import Forecaster
 from app.serve.gcpause import GcPauses, freeze_startup_heap
-from app.serve.serving_models import ModelConfig, ServingModels, feature_params_of
+from app.serve.serving_models import ModelConfig, ServingModels
 from app.serve.tuning import ACCESS_LOG_OFF
 
 api = create_control_api()
@@ -60,7 +59,6 @@ class ControlApp:
         self.models = ServingModels(settings, forecaster)
         # per replica: with several replicas each learns from the decisions it made
         self.controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
-        self.model_error: str | None = None
         self.gc_pauses = GcPauses()
         self._warm = False  # set by the first model decision, which freezes the heap again
         warm_imports()  # at start, not on the first request
@@ -72,16 +70,6 @@ class ControlApp:
         """Apply a new ``user_config`` (model alias/version) without restarting the replica."""
         self.models.reconfigure(user_config)
 
-    async def _forecaster(self, greenhouse_id: str) -> tuple[ModelForecaster | None, FeatureParams]:
-        """The greenhouse's forecaster, or ``None`` with the reason kept in ``model_error``."""
-        try:
-            forecaster, params = await self.models.forecaster_for(greenhouse_id)
-        except Exception as exc:
-            self.model_error = f"model unavailable: {type(exc).__name__}: {exc}"
-            return None, feature_params_of(None)
-        self.model_error = None
-        return forecaster, params
-
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         """Liveness plus what the replica knows: models, greenhouses followed, follower errors."""
@@ -90,7 +78,7 @@ class ControlApp:
             "replica_pid": os.getpid(),
             "models": self.models.resolved(),
             "model_config": self.models.config.model_dump(),
-            "model_error": self.model_error,
+            "model_error": self.models.error,
             **self.online.health(),
             "gc": self.gc_pauses.summary(),
         }
@@ -99,9 +87,9 @@ class ControlApp:
     async def forecast(self, body: ForecastRequest) -> dict[str, Any]:
         """Indoor temperature and humidity at the model's horizons for one greenhouse."""
         started = time.perf_counter()
-        forecaster, params = await self._forecaster(body.greenhouse_id)
+        forecaster, params = await self.models.serving(body.greenhouse_id)
         if forecaster is None:
-            raise ServeError(503, MODEL_UNAVAILABLE, self.model_error or "model unavailable")
+            raise ServeError(503, MODEL_UNAVAILABLE, self.models.error or "model unavailable")
         state = await self.online.state(body.greenhouse_id, body.readings, body.as_of, params)
         plan = body.plan.model_dump() if body.plan else current_setpoints(state.features)
         forecast = await self.controller.forecast(state, forecaster, plan)
@@ -120,12 +108,11 @@ class ControlApp:
         """Decide, sign and dispatch one command for a greenhouse (returned; not sent if dry-run)."""
         started = time.perf_counter()
         now = (body.as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        forecaster, params = await self._forecaster(body.greenhouse_id)
+        forecaster, params = await self.models.serving(body.greenhouse_id)
         state = await self.online.state(body.greenhouse_id, body.readings, body.as_of, params)
         dry_run = body.dry_run or bool(self.models.config.dry_run) or self.settings.control.dry_run
-        decision = await self.controller.decide(state, forecaster, now, unavailable=self.model_error, dry_run=dry_run, request_id=body.request_id)
-        if forecaster is not None:
-            self.model_error = decision.model_error
+        decision = await self.controller.decide(state, forecaster, now, unavailable=self.models.error, dry_run=dry_run, request_id=body.request_id)
+        self.models.note(forecaster, decision.model_error)
         result = await self.dispatch_thread.dispatch(decision.command)
         self._decisions.inc(tags={"mode": decision.mode})
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "control"})

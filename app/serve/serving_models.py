@@ -53,6 +53,8 @@ class ServingModels:
         self._handle = forecaster
         self._resolved: dict[str, tuple[str, float]] = {}  # model name -> (version, resolved at)
         self._forecasters: dict[str, tuple[ModelForecaster, FeatureParams]] = {}  # model id -> ...
+        self.error: str | None = None
+        """Why the model could not be used last time (``None`` once it could)."""
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Follow a new ``user_config``; aliases are resolved again on the next request."""
@@ -62,6 +64,21 @@ class ServingModels:
     def resolved(self) -> dict[str, str]:
         """Model name -> the version it resolved to last."""
         return {name: version for name, (version, _) in self._resolved.items()}
+
+    async def serving(self, greenhouse_id: str) -> tuple[ModelForecaster | None, FeatureParams]:
+        """:meth:`forecaster_for`, or ``None`` (and the defaults) with the reason in :attr:`error`."""
+        try:
+            forecaster, params = await self.forecaster_for(greenhouse_id)
+        except Exception as exc:
+            self.error = f"model unavailable: {type(exc).__name__}: {exc}"
+            return None, feature_params_of(None)
+        self.error = None
+        return forecaster, params
+
+    def note(self, forecaster: ModelForecaster | None, model_error: str | None) -> None:
+        """Remember how a decision with ``forecaster`` went (its predictions may have failed)."""
+        if forecaster is not None:
+            self.error = model_error
 
     async def forecaster_for(self, greenhouse_id: str) -> tuple[ModelForecaster, FeatureParams]:
         """The forecaster serving ``greenhouse_id`` and the feature parameters its model needs;
