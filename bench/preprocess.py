@@ -4,7 +4,7 @@ Writes synthetic raw readings in the lake's layout and schema (``raw/sensors/gre
 three device rows per greenhouse-minute), then times, in one run, for each size:
 
 - ``pandas``: pyarrow reads the raw lake, then the pandas reference of the features
-  (``tests/preprocess/pandas_reference.py``, what the product ran before the numpy engine) per
+  (``tests/helpers/pandas_reference.py``, what the product ran before the numpy engine) per
   greenhouse, one process;
 - ``local``:  the same read, then the product's feature engine (``feature_table``) per greenhouse,
   one process;
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.contracts.reading import MEASUREMENT_NAMES  # noqa: E402
 from app.ingest.records import RAW_SCHEMA  # noqa: E402
 from app.preprocess.features import FeatureParams, feature_table  # noqa: E402
-from tests.preprocess.pandas_reference import greenhouse_features as pandas_features  # noqa: E402
+from tests.helpers.pandas_reference import greenhouse_features as pandas_features  # noqa: E402
 
 COLUMNS = ["greenhouse_id", "device_id", "ts", *MEASUREMENT_NAMES]
 

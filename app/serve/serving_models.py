@@ -102,10 +102,10 @@ class ServingModels:
         cached = self._resolved.get(name)
         if cached and time.monotonic() - cached[1] < config.alias_refresh_s:
             return ModelRef(name=name, version=cached[0])
-        from app.tracking import Tracking
+        from app.tracking import resolve_alias
 
         alias = config.model_alias or self.settings.control.model_alias
-        version = await asyncio.to_thread(lambda: Tracking(self.settings.tracking_url).version_by_alias(name, alias))
+        version = await asyncio.to_thread(resolve_alias, self.settings.tracking_url, name, alias)
         if version is None:
             raise LookupError(f"model {name!r} has no alias {alias!r}")
         self._resolved[name] = (str(version), time.monotonic())

@@ -1,4 +1,4 @@
-"""The feature engine equals the slow, obvious pandas reference (``pandas_reference.py``, the
+"""The feature engine equals the slow, obvious pandas reference (``tests/helpers/pandas_reference.py``, the
 functions the first feature sets and models were built with) on generated windows: gaps, spikes,
 duplicates, impossible values, absent optional sensors, unaligned timestamps, other feature
 parameters; serving's newest row and training's whole table alike, and each array step alone."""
@@ -18,7 +18,7 @@ from app.preprocess import solar, windows
 from app.preprocess.features import FeatureParams, feature_columns, greenhouse_features, latest_feature_row
 from app.preprocess.spec import OPTIONAL_SENSORS
 from app.sim.fleet import FleetSimulator
-from tests.preprocess import pandas_reference as ref
+from tests.helpers import pandas_reference as ref
 
 START = datetime(2026, 6, 1, 4, 0, tzinfo=timezone.utc)
 DEVICES = {
