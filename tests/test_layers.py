@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "app.tracking": 2,
     "app.orchestration": 2,
     "app.kuberay": 2,
+    "app.security": 2,
     "app.ingest": 3,
     "app.preprocess": 3,
     "app.control": 3,
