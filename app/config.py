@@ -75,6 +75,14 @@ class Limits(BaseModel):
     heat_rate_pct_per_min: float = Field(default=25.0, ge=0)
     screen_rate_pct_per_min: float = Field(default=20.0, ge=0)
 
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Limits:
+        for name in ("vent", "heat", "screen"):
+            low, high = getattr(self, f"{name}_min_pct"), getattr(self, f"{name}_max_pct")
+            if low > high:
+                raise ValueError(f"{name}_min_pct ({low}) is above {name}_max_pct ({high})")
+        return self
+
     def bounds(self, actuator: str) -> tuple[float, float]:
         """``(min, max)`` percent of ``actuator`` (a name such as ``heat_pct``)."""
         name = actuator.removesuffix("_pct")

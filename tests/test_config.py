@@ -77,3 +77,14 @@ def test_control_serve_config_validates_with_rays_schema():
     assert set(deployments) == {"ControlApp", "Forecaster"}
     assert ModelConfig.model_validate(deployments["ControlApp"].user_config).model_alias == "champion"
     assert all(d.ray_actor_options.num_cpus < 1 for d in deployments.values())
+
+
+def test_actuator_limits_are_settings_and_a_minimum_above_its_maximum_is_refused(monkeypatch):
+    import pytest
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("GH_CONTROL__LIMITS__HEAT_MAX_PCT", "80")
+    assert Settings().control.limits.bounds("heat_pct") == (0.0, 80.0)
+    monkeypatch.setenv("GH_CONTROL__LIMITS__HEAT_MIN_PCT", "90")
+    with pytest.raises(ValidationError, match="heat_min_pct"):
+        Settings()
