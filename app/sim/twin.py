@@ -252,16 +252,60 @@ class GreenhouseTwin:
         self._now = t0 + timedelta(seconds=dt_s)
         return self.state
 
-    def _substep(self, h_s: float, setpoints: Setpoints, outdoor: OutdoorWeather) -> None:
-        # Over 80 lines on purpose: one explicit integration step of the coupled heat, moisture,
-        # CO2 and light balances. Every flux reads the same state before any is applied; split
-        # into functions, the shared intermediate terms would travel through long argument lists
-        # and the order of updates (which the tests' physical checks rely on) would be hidden.
+    def _move_actuators(self, h_s: float, setpoints: Setpoints) -> None:
+        """First-order lag toward the setpoints (motors, valves and water in the pipes)."""
         p = self.params
-        # Actuators: first-order lag toward the setpoint (motors, valves and water in the pipes).
         self._vent_pct += (setpoints.vent_pct - self._vent_pct) * (1.0 - math.exp(-h_s / p.vent_time_constant_s))
         self._heat_pct += (setpoints.heat_pct - self._heat_pct) * (1.0 - math.exp(-h_s / p.heat_time_constant_s))
         self._screen_pct += (setpoints.screen_pct - self._screen_pct) * (1.0 - math.exp(-h_s / p.screen_time_constant_s))
+
+    def _step_disturbance(self, h_s: float) -> None:
+        """Slow random heat disturbance (Ornstein-Uhlenbeck, exact discretisation)."""
+        p = self.params
+        if p.disturbance_w_m2 > 0:
+            decay = math.exp(-h_s / p.disturbance_time_constant_s)
+            self._disturbance_w_m2 = self._disturbance_w_m2 * decay + p.disturbance_w_m2 * math.sqrt(1.0 - decay * decay) * self._rng.gauss(0.0, 1.0)
+
+    def _air_exchange_per_s(self, vent: float, wind_m_s: float) -> float:
+        """Air changes per second: wind pressure dominates; the stack effect keeps some exchange in
+        calm air."""
+        p = self.params
+        wind_factor = min(1.0, 0.35 + 0.65 * wind_m_s / 5.0)
+        air_changes_per_h = p.leakage_air_changes_per_h * (1.0 + 0.1 * wind_m_s) + vent * p.max_vent_air_changes_per_h * wind_factor
+        return air_changes_per_h / 3600.0
+
+    def _mass_after(self, h_s: float, t_mass: float, t_air_new: float, solar_in_w_m2: float) -> float:
+        """The thermal mass after ``h_s``, coupled to the updated air and the deep ground."""
+        p = self.params
+        g_mass_w_k = p.mass_air_conductance_w_k + p.ground_conductance_w_k
+        t_mass_eq = (p.solar_to_mass_fraction * solar_in_w_m2 * p.floor_area_m2 + p.mass_air_conductance_w_k * t_air_new + p.ground_conductance_w_k * p.ground_temp_c) / g_mass_w_k
+        return t_mass_eq + (t_mass - t_mass_eq) * math.exp(-g_mass_w_k * h_s / p.thermal_mass_j_k)
+
+    def _co2_after(self, h_s: float, t_air: float, vent_rate_per_s: float) -> float:
+        """CO2 after ``h_s``: net canopy uptake (explicit, slow) and ventilation toward outside air
+        (exact), from the state at the start of the step."""
+        p = self.params
+        co2_ppm = self._co2_ppm
+        co2_effective = max(co2_ppm - p.co2_compensation_ppm, 0.0)
+        gross_umol_m2_s = (
+            p.photosynthesis_max_umol_m2_s
+            * self._par_umol_m2_s
+            / (self._par_umol_m2_s + p.light_half_saturation_umol_m2_s)
+            * co2_effective
+            / (co2_effective + p.co2_half_saturation_ppm)
+            * _photosynthesis_temp_factor(t_air)
+        )
+        # Q10 = 2, levelling off above 35 degC where the crop is heat-stressed anyway.
+        respiration_umol_m2_s = p.respiration_umol_m2_s * 2.0 ** ((min(t_air, 35.0) - 20.0) / 10.0)
+        uptake_ppm_s = (gross_umol_m2_s - respiration_umol_m2_s) * p.floor_area_m2 / (AIR_MOLAR_DENSITY_MOL_M3 * p.volume_m3)
+        co2_eq = p.outside_co2_ppm - uptake_ppm_s / vent_rate_per_s
+        return co2_eq + (co2_ppm - co2_eq) * math.exp(-vent_rate_per_s * h_s)
+
+    def _substep(self, h_s: float, setpoints: Setpoints, outdoor: OutdoorWeather) -> None:
+        """One explicit integration step of the coupled heat, moisture, CO2 and light balances:
+        every flux reads the state at the start of the step before any is applied."""
+        p = self.params
+        self._move_actuators(h_s, setpoints)
         vent = self._vent_pct / 100.0
         heat = self._heat_pct / 100.0
         screen = self._screen_pct / 100.0
@@ -276,10 +320,7 @@ class GreenhouseTwin:
         solar_in_w_m2 = max(outdoor.solar_w_m2, 0.0) * p.cover_transmissivity * (1.0 - screen * p.screen_shading_fraction)
         self._par_umol_m2_s = solar_in_w_m2 * PAR_UMOL_PER_J_GLOBAL
 
-        # Ventilation: wind pressure dominates; the stack effect keeps some exchange in calm air.
-        wind_factor = min(1.0, 0.35 + 0.65 * wind_m_s / 5.0)
-        air_changes_per_h = p.leakage_air_changes_per_h * (1.0 + 0.1 * wind_m_s) + vent * p.max_vent_air_changes_per_h * wind_factor
-        vent_rate_per_s = air_changes_per_h / 3600.0
+        vent_rate_per_s = self._air_exchange_per_s(vent, wind_m_s)
         flow_m3_s = vent_rate_per_s * p.volume_m3
         g_vent_w_k = flow_m3_s * AIR_DENSITY_KG_M3 * AIR_HEAT_CAPACITY_J_KG_K
         g_cover_w_k = p.cover_u_w_m2_k * p.cover_area_m2 * (1.0 - screen * p.screen_insulation_fraction) * (1.0 + 0.03 * wind_m_s)
@@ -295,10 +336,7 @@ class GreenhouseTwin:
         below_saturation = es_air_pa > e_air_pa
         transpiration_kg_s = rad_transpiration_kg_s + (vpd_coeff_kg_s_per_pa * (es_air_pa - e_air_pa) if below_saturation else 0.0)
 
-        # Slow random heat disturbance (Ornstein-Uhlenbeck, exact discretisation).
-        if p.disturbance_w_m2 > 0:
-            decay = math.exp(-h_s / p.disturbance_time_constant_s)
-            self._disturbance_w_m2 = self._disturbance_w_m2 * decay + p.disturbance_w_m2 * math.sqrt(1.0 - decay * decay) * self._rng.gauss(0.0, 1.0)
+        self._step_disturbance(h_s)
 
         # Air node.
         heating_w = heat * p.heating_capacity_w
@@ -314,19 +352,14 @@ class GreenhouseTwin:
         t_air_eq = source_air_w / g_air_w_k
         t_air_new = t_air_eq + (t_air - t_air_eq) * math.exp(-g_air_w_k * h_s / p.air_heat_capacity_j_k)
 
-        # Mass node, coupled to the updated air and the deep ground.
-        g_mass_w_k = p.mass_air_conductance_w_k + p.ground_conductance_w_k
-        t_mass_eq = (p.solar_to_mass_fraction * solar_in_w_m2 * area + p.mass_air_conductance_w_k * t_air_new + p.ground_conductance_w_k * p.ground_temp_c) / g_mass_w_k
-        t_mass_new = t_mass_eq + (t_mass - t_mass_eq) * math.exp(-g_mass_w_k * h_s / p.thermal_mass_j_k)
+        t_mass_new = self._mass_after(h_s, t_mass, t_air_new, solar_in_w_m2)
 
         # Vapour: V dX/dt = E_rad + c (es - X Rv T) - F (X - X_out) - G_cond (X - X_sat(cover)).
         x_out = vapour_density_from_rh_kg_m3(t_out, outdoor.outside_rh_pct)
         # The cover sits between inside and outside temperature, closer to the outside.
         t_cover_c = t_out + 0.35 * (t_air - t_out)
         x_cover_sat = saturation_vapour_density_kg_m3(t_cover_c)
-        g_cond_m3_s = 0.0
-        if self._vapour_kg_m3 > x_cover_sat:
-            g_cond_m3_s = p.condensation_conductance_m_s * p.cover_area_m2 * (1.0 - screen * p.screen_condensation_fraction)
+        g_cond_m3_s = p.condensation_conductance_m_s * p.cover_area_m2 * (1.0 - screen * p.screen_condensation_fraction) if self._vapour_kg_m3 > x_cover_sat else 0.0
         # c (es - X Rv T) splits into a source c es and a sink c Rv T X, solved implicitly.
         if below_saturation:
             vpd_source_kg_s = vpd_coeff_kg_s_per_pa * es_air_pa
@@ -340,22 +373,7 @@ class GreenhouseTwin:
         # Fog/condensation: air cannot hold more than saturation at its new temperature.
         x_new = min(max(x_new, 0.0), saturation_vapour_density_kg_m3(t_air_new))
 
-        # CO2: net canopy uptake (explicit, slow) and ventilation toward outside air (exact).
-        co2_ppm = self._co2_ppm
-        co2_effective = max(co2_ppm - p.co2_compensation_ppm, 0.0)
-        gross_umol_m2_s = (
-            p.photosynthesis_max_umol_m2_s
-            * self._par_umol_m2_s
-            / (self._par_umol_m2_s + p.light_half_saturation_umol_m2_s)
-            * co2_effective
-            / (co2_effective + p.co2_half_saturation_ppm)
-            * _photosynthesis_temp_factor(t_air)
-        )
-        # Q10 = 2, levelling off above 35 degC where the crop is heat-stressed anyway.
-        respiration_umol_m2_s = p.respiration_umol_m2_s * 2.0 ** ((min(t_air, 35.0) - 20.0) / 10.0)
-        uptake_ppm_s = (gross_umol_m2_s - respiration_umol_m2_s) * area / (AIR_MOLAR_DENSITY_MOL_M3 * p.volume_m3)
-        co2_eq = p.outside_co2_ppm - uptake_ppm_s / vent_rate_per_s
-        co2_new = co2_eq + (co2_ppm - co2_eq) * math.exp(-vent_rate_per_s * h_s)
+        co2_new = self._co2_after(h_s, t_air, vent_rate_per_s)
 
         self._air_temp_c = t_air_new
         self._mass_temp_c = t_mass_new
