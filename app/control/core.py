@@ -28,7 +28,7 @@ import numpy as np
 
 from app.config import Limits, Settings
 from app.contracts.command import ControlCommand, ModelRef
-from app.contracts.vocabulary import TARGET_VARIABLES, forecast_key, horizon_of
+from app.contracts.vocabulary import horizon_of
 from app.control.correction import ForecastOffsets
 from app.control.planner import ScreenPlan, build_command, candidate_matrix, current_setpoints, screen_plan, targets_during
 from app.control.policy import Decision, Targets, Weights, candidate_plans, cost_horizons, pick_best, thermostat
@@ -82,20 +82,6 @@ class ModelForecaster:
     horizons_min: tuple[int, ...]
     output_keys: tuple[str, ...]
     predict: Predict
-
-    @classmethod
-    def of_model(cls, model: Any, ref: ModelRef) -> ModelForecaster:
-        """A loaded forecast model (anything with ``feature_columns``, ``horizons_min`` and
-        ``predict_arrays``, like the training package's ``ForecastModel``) predicting in process."""
-        keys = tuple(model.output_keys()) if hasattr(model, "output_keys") else tuple(forecast_key(v, h) for v in TARGET_VARIABLES for h in model.horizons_min)
-
-        def predict(matrix: np.ndarray, columns: list[str], horizons: list[int] | None) -> np.ndarray:
-            out = model.predict_arrays(matrix, columns)
-            if not horizons:
-                return out
-            return out[:, [i for i, k in enumerate(keys) if horizon_of(k) in horizons]]
-
-        return cls(ref, tuple(model.feature_columns), tuple(model.horizons_min), keys, predict)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 
+def quiet_telemetry() -> None:
+    """Turn MLflow's usage telemetry off unless the environment already chose (before mlflow loads)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 class Tracking:
     """Runs, metrics, artifacts and registered models on one MLflow tracking URL."""
 
     def __init__(self, url: str, *, artifact_root: str | Path | None = None) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        quiet_telemetry()
         from mlflow.tracking import MlflowClient
 
         self.url = url

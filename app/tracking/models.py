@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from app.tracking.client import quiet_telemetry
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -25,7 +27,7 @@ PIP_REQUIREMENTS = ["xgboost-cpu>=3,<4", "pandas", "numpy", "pydantic>=2"]
 def warm_imports() -> None:
     """Import mlflow's modules that loading a model and resolving an alias need (several seconds
     on a cold process), so the first request of a serving replica does not pay for them."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_telemetry()
     import mlflow.artifacts  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
     from mlflow.store.artifact.utils.models import get_model_name_and_version  # noqa: F401
@@ -112,7 +114,7 @@ def artifact_location(tracking_url: str, model_uri: str) -> str:
 def load_pyfunc(tracking_url: str, model_uri: str) -> Any:
     """The MLflow pyfunc at ``model_uri`` (``models:/<name>/<version>``, ``models:/<name>@<alias>``,
     ``runs:/...``) on ``tracking_url``: downloaded to a temporary directory and loaded from there."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_telemetry()
     import mlflow.artifacts
     import mlflow.pyfunc
 
