@@ -209,6 +209,10 @@ def online_rmse(series: dict[str, dict[str, list[Any]]], horizon_steps: int) -> 
     return round((sum(errs) / len(errs)) ** 0.5, 3), round((sum(pers) / len(pers)) ** 0.5, 3)
 
 
+def _bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def run_closed_loop(
     settings: Settings,
     base_url: str,
@@ -220,22 +224,33 @@ def run_closed_loop(
     seed: int = 0,
     forecast_horizon_min: int = 15,
     warmup_min: float = 60.0,
+    verify: str | bool = True,
+    operator_token: str | None = None,
     on_progress: Callable[[str, float, float], None] | None = None,
 ) -> ClosedLoopResult:
     """Run both controllers for ``days`` from ``start``; ``base_url`` serves ingest at ``/`` and
-    the control app at ``/climate``.
+    the control app at ``/climate`` (HTTPS verified with ``verify``, a CA file; the control app
+    asked with ``operator_token``, which needs ``control:simulate``: the twin's instants are past).
 
     Both twins start ``warmup_min`` before ``start``, cold, and run that long under the thermostat
     (not counted): the comparison then starts from a settled greenhouse, and the control app's
     window already holds that greenhouse's own recent readings rather than another run's."""
     from app.ingest.client import GatewayClient
+    from app.security.credentials import DeviceRegistry
+    from app.sim.credentials import FleetCredentials
 
     progress = on_progress or (lambda stage, done, total: None)
     interval_steps = max(1, int(round(settings.control.interval_s / step_s)))
     warmup_steps = max(0, int(round(warmup_min * 60 / step_s)))
     total_steps = int(days * 86_400 // step_s)
     run = _Run(settings, greenhouses, start - timedelta(seconds=warmup_steps * step_s), step_s, seed, forecast_horizon_min)
-    with GatewayClient(base_url, topic=settings.topics.sensors, batch_size=500) as gateway, httpx.Client(base_url=f"{base_url}/climate", timeout=30) as api:
+    registry = DeviceRegistry.from_settings(settings)  # each simulated device posts with its own token
+    credentials = FleetCredentials.for_fleet(registry, run.model_fleet)
+    registry.close()
+    with (
+        GatewayClient(base_url, topic=settings.topics.sensors, batch_size=500, token_for=credentials.token_for, verify=verify) as gateway,
+        httpx.Client(base_url=f"{base_url}/climate", timeout=30, verify=verify, headers=_bearer(operator_token)) as api,
+    ):
         for step in range(1 - warmup_steps, total_steps + 1):
             readings, thermo_readings = run.model_fleet.step(), run.thermo_fleet.step()
             gateway.post(readings)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_FILE_ENV = "GH_CONFIG_FILE"
@@ -43,8 +44,6 @@ class IngestSettings(BaseModel):
     max_records_per_request: int = Field(default=5000, ge=1)
     # Topics devices may produce to; everything else answers 40401.
     topics: list[str] = Field(default_factory=lambda: ["greenhouse.sensors"])
-    # Bearer tokens accepted from devices; empty means no auth (local demo only).
-    api_tokens: list[str] = Field(default_factory=list)
     # Readings stamped further than this into the future are rejected (clock skew guard).
     max_future_skew_s: float = Field(default=86_400.0, ge=0)
 
@@ -96,11 +95,22 @@ class Limits(BaseModel):
 class ControlSettings(BaseModel):
     """Control commands: signing, expiry and the dry-run switch."""
 
-    # HMAC key shared with the actuator side. The default is for the local demo only: set
-    # GH_CONTROL__SIGNING_KEY (from a secret) anywhere else.
-    signing_key: SecretStr = SecretStr("dev-only-greenhouse-signing-key")
+    # Ed25519 private key (PEM) the serving side signs commands with. Empty: a key made for this
+    # machine under data_dir/secrets (loopback only; elsewhere the services refuse to start).
+    signing_key_file: Path | None = None
+    # Public keys the actuator side accepts, one PEM per key id (``<key_id>.pub.pem``); several
+    # during a rotation. Empty: data_dir/secrets/command-keys.
+    public_keys_dir: Path | None = None
+    max_clock_skew_s: float = Field(default=30.0, ge=0, le=3600, description="commands issued further than this in the future are refused")
+    # Actuator side: highest applied sequence per greenhouse and recent command ids (SQLite), so
+    # replay protection survives a restart. Empty: data_dir/actuator/state.sqlite.
+    actuator_state_file: Path | None = None
     command_ttl_s: float = Field(default=600.0, gt=0, le=86_400)
     dry_run: bool = False
+    simulated_plant: bool = Field(
+        default=False,
+        description="this deployment drives a simulated plant (the demo, a digital twin): a caller's as_of sets the decision time and the command is still sent; otherwise a decision at a caller's as_of is never sent. Refused outside loopback",
+    )
     actuator_group_id: str = "actuators"
     # Serving: which registered model drives control, and how it decides.
     model_name: str = "greenhouse-forecaster"
@@ -130,10 +140,29 @@ class ControlSettings(BaseModel):
 
 
 class ServeSettings(BaseModel):
-    """Where the local Ray Serve HTTP proxy listens."""
+    """Where the local Ray Serve HTTP proxy listens (plain HTTP, loopback: the TLS edge fronts it)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+
+
+class SecuritySettings(BaseModel):
+    """Credentials and TLS (README, "Security"). Secrets are files: settings hold their paths."""
+
+    credential_cache_ttl_s: float = Field(
+        default=2.0, ge=0, le=60, description="a device or operator credential is checked against the registry again after this long: revocation takes effect within it"
+    )
+    https_host: str = "127.0.0.1"
+    https_port: int = Field(default=8443, ge=0, le=65535, description="the TLS edge (HTTPS, optional client certificates) in front of the Serve port")
+    tls_cert_file: Path | None = Field(default=None, description="server certificate (PEM) of the TLS edge; empty: issued by the local CA under data_dir/pki")
+    tls_key_file: Path | None = None
+    ca_file: Path | None = Field(default=None, description="CA bundle clients verify servers with, and the TLS edge verifies device client certificates with; empty: the local CA")
+
+
+class RaySettings(BaseModel):
+    """How jobs, the CLI and the DAG authenticate to the Ray cluster (``RAY_AUTH_MODE=token``)."""
+
+    auth_token_file: Path | None = Field(default=None, description="file holding the cluster's token; passed to Ray as RAY_AUTH_TOKEN_PATH")
 
 
 class Settings(BaseSettings):
@@ -156,6 +185,8 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -186,19 +217,65 @@ class Settings(BaseSettings):
             self.tracking_url = f"sqlite:///{root / 'mlflow.db'}"
         return self
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Where keys made for this machine live (mode 0700; never inside a checkout's config)."""
+        return self.data_dir / "secrets"
+
     def for_replicas(self) -> dict[str, Any]:
-        """Settings as plain data *with* secrets, to hand to Serve replicas and jobs this process
-        starts (``Settings.model_validate`` of it gives these settings back)."""
+        """Settings as plain data to hand to Serve replicas and jobs this process starts
+        (``Settings.model_validate`` of it gives these settings back). Secrets are files, so this
+        carries their paths, never their contents. A URL with a password in it is refused: Serve
+        app args are visible in the dashboard and the controller's checkpoints, so such a URL must
+        reach replicas through their environment (``GH_METADATA_URL`` from a secret)."""
         data = self.model_dump(mode="json")
-        data["control"]["signing_key"] = self.control.signing_key.get_secret_value()
+        for key in _URL_FIELDS:
+            if url_has_credentials(data[key]):
+                raise ValueError(f"{key} carries credentials: pass it to replicas through their environment (GH_{key.upper()}), not in Serve app args")
         return data
 
     def public_dict(self) -> dict[str, Any]:
-        """Settings as plain JSON-able data with secrets masked (for logs and summaries)."""
-        data = self.model_dump(mode="json")  # SecretStr dumps as "**********"
-        if data["ingest"]["api_tokens"]:
-            data["ingest"]["api_tokens"] = ["***"] * len(data["ingest"]["api_tokens"])
+        """Settings as plain JSON-able data with credentials inside URLs masked (for logs, summaries
+        and ``greenhouse config``)."""
+        data = self.model_dump(mode="json")
+        for key in _URL_FIELDS:
+            data[key] = mask_url_credentials(data[key])
         return data
+
+
+_URL_FIELDS = ("bus_url", "lake_url", "metadata_url", "tracking_url", "ray_address")
+
+
+def url_has_credentials(url: str) -> bool:
+    """Whether ``url`` carries a password (``user:password@``) or a credential-like query value."""
+    parts = urlsplit(url)
+    password = ":" in parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else False
+    return password or any(_masked_parameter(p) != p for p in parts.query.split("&") if p)
+
+
+def mask_url_credentials(url: str) -> str:
+    """``url`` with the password of its user-info (``scheme://user:password@host``; the user
+    stays) and the values of credential-like query parameters (not ``..._file`` paths) as ``***``."""
+    if not url_has_credentials(url):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:  # a bare user name (the WebHDFS user) is no secret
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = "&".join(_masked_parameter(p) for p in parts.query.split("&"))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _masked_parameter(parameter: str) -> str:
+    name, sep, _ = parameter.partition("=")
+    lowered = name.lower()
+    secret = any(word in lowered for word in _SECRET_QUERY_WORDS) and not lowered.endswith(("file", "path"))
+    return f"{name}=***" if secret and sep else parameter
+
+
+_SECRET_QUERY_WORDS = ("password", "secret", "token", "key")
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:

@@ -28,6 +28,9 @@ from typing import Any
 
 from app.closed_loop import percentile
 from app.config import Settings
+from app.security.credentials import CONTROL_SIMULATE, FORECAST_READ, CredentialError, OperatorRegistry
+from app.security.signing import CommandSigner
+from app.serve.tls_edge import TlsEdge
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class DemoSummary:
     elapsed_s: float = 0.0
     data_dir: str = ""
     gateway_url: str = ""
+    security: str = ""
     ok: bool = False
     # learning path
     feature_set_id: str = ""
@@ -171,18 +175,24 @@ class _SinkThread:
         self.thread.join(timeout=60)
 
 
-def _post_readings(url: str, settings: Settings, options: DemoOptions, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> datetime:
+def _post_readings(url: str, verify: str, settings: Settings, options: DemoOptions, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> datetime:
     """Simulate the fleet and post its readings (a few corrupted) over HTTP; the simulated end."""
     from app.ingest.client import GatewayClient
+    from app.security.credentials import DeviceRegistry
+    from app.sim.credentials import FleetCredentials
     from app.sim.fleet import FleetSimulator
 
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     start = options.start or midnight - timedelta(days=int(options.days + 0.999) + 1)
     fleet = FleetSimulator(options.greenhouses, start, step_s=options.step_s, seed=options.seed)
+    registry = DeviceRegistry.from_settings(settings)  # the demo makes its own device credentials
+    credentials = FleetCredentials.for_fleet(registry, fleet)
+    registry.close()
     duration_s = options.days * 86_400
     total_steps = int(duration_s // options.step_s)
     rng = random.Random(f"faults:{options.seed}")
-    with GatewayClient(url, topic=settings.topics.sensors, batch_size=options.batch_size) as client:
+    summary.security += f"; {len(credentials.tokens)} device tokens"
+    with GatewayClient(url, topic=settings.topics.sensors, batch_size=options.batch_size, token_for=credentials.token_for, verify=verify) as client:
         pending: list[dict[str, Any]] = []
         for step, readings in enumerate(fleet.iter_steps(duration_s), start=1):
             for reading in readings:
@@ -193,7 +203,7 @@ def _post_readings(url: str, settings: Settings, options: DemoOptions, summary: 
                 client.post(pending[:full])
                 pending = pending[full:]
             if step % 10 == 0 or step == total_steps:
-                progress("simulating and posting readings over HTTP", step, total_steps)
+                progress("simulating and posting readings over HTTPS", step, total_steps)
         client.post(pending)
         tally = client.tally
     summary.readings_accepted = tally.accepted
@@ -231,6 +241,8 @@ def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[
 
     progress = on_progress or (lambda stage, done, total: None)
     started = time.monotonic()
+    # the twin is a simulation: decisions at its instants are sent to its simulated actuators
+    settings = settings.model_copy(update={"control": settings.control.model_copy(update={"simulated_plant": True})})
     summary = DemoSummary(greenhouses=options.greenhouses, simulated_days=options.days, data_dir=str(settings.data_dir))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -241,20 +253,25 @@ def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[
     # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     sink: _SinkThread | None = None
+    edge: TlsEdge | None = None
     try:
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
         serve.run(build_app(AppArgs(settings=settings.for_replicas())), name="ingest", route_prefix="/")
-        url = summary.gateway_url = f"http://{settings.serve.host}:{settings.serve.port}"
+        edge = TlsEdge(settings, settings.serve.port).start()  # devices and the loop speak HTTPS only
+        url = summary.gateway_url = edge.url
+        summary.security = f"HTTPS via the TLS edge (CA {edge.tls.ca_path})"
         progress("starting Ray and the ingest gateway", 1, 1)
         before = _lake_counts(settings)  # real engines keep data between runs: compare what this run added
         sink = _SinkThread(settings)
-        end_of_data = _post_readings(url, settings, options, summary, progress)
+        end_of_data = _post_readings(url, str(edge.tls.ca_path), settings, options, summary, progress)
         summary.sink_duplicates = sink.drain(progress)
         _check_lake(summary, before, _lake_counts(settings))
         summary.stage_s["data path"] = round(time.monotonic() - started, 1)
         if summary.ok and not options.data_only:
-            _learn_and_control(settings, options, summary, url, end_of_data, progress)
+            _learn_and_control(settings, options, summary, url, str(edge.tls.ca_path), end_of_data, progress)
     finally:
+        if edge is not None:
+            edge.stop()
         if sink is not None:
             sink.close()
         try:
@@ -265,7 +282,7 @@ def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[
     return summary
 
 
-def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSummary, url: str, control_start: datetime, progress: Callable[[str, float, float], None]) -> None:
+def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSummary, url: str, verify: str, control_start: datetime, progress: Callable[[str, float, float], None]) -> None:
     """Steps 2 and 3 of the demo, on the running Ray and Serve."""
     from ray import serve
 
@@ -309,7 +326,20 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
     progress("deploying the forecast/control app", 0, 1)
     serve.run(application(AppArgs(settings=settings.for_replicas())), name="control", route_prefix="/climate")
     progress("deploying the forecast/control app", 1, 1)
-    loop = run_closed_loop(settings, url, greenhouses=options.greenhouses, start=control_start, days=options.control_days, step_s=options.step_s, seed=options.seed, on_progress=progress)
+    token = _demo_operator(settings)
+    summary.security += f"; operator {DEMO_OPERATOR!r} ({', '.join(DEMO_OPERATOR_SCOPES)}); commands signed (Ed25519, key {CommandSigner.from_settings(settings).key_id})"
+    loop = run_closed_loop(
+        settings,
+        url,
+        greenhouses=options.greenhouses,
+        start=control_start,
+        days=options.control_days,
+        step_s=options.step_s,
+        seed=options.seed,
+        verify=verify,
+        operator_token=token,
+        on_progress=progress,
+    )
     m, t = loop.model, loop.thermostat
     summary.control = {
         "model_in_band_pct": m.in_band_pct,
@@ -337,6 +367,24 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
     summary.report = str(write_report(loop, settings.data_dir / "report", summary_rows=rows, band=(settings.control.band_low_c, settings.control.band_high_c)))
 
 
+DEMO_OPERATOR = "demo-loop"
+# the loop decides at the twin's simulated instants (as_of): that is control:simulate, dispatched
+# only because the demo's plant is simulated (control.simulated_plant)
+DEMO_OPERATOR_SCOPES = (FORECAST_READ, CONTROL_SIMULATE)
+
+
+def _demo_operator(settings: Settings) -> str:
+    """A token for the demo's control loop (a new one when the operator exists from a former run)."""
+    operators = OperatorRegistry.from_settings(settings)
+    try:
+        try:
+            return operators.add(DEMO_OPERATOR, DEMO_OPERATOR_SCOPES, valid_days=1)
+        except CredentialError:
+            return operators.rotate(DEMO_OPERATOR, valid_days=1)
+    finally:
+        operators.close()
+
+
 def control_verdict(model_in_band: float, model_kwh: float, thermo_in_band: float, thermo_kwh: float) -> str:
     """Whether the model-based controller did better: as much time in band with less energy, or
     more time in band with no more energy."""
@@ -356,7 +404,8 @@ def summary_rows(s: DemoSummary) -> list[tuple[str, str]]:
         ("readings rejected", str(s.readings_rejected)),
         *[(f"  rejected: {reason}", str(n)) for reason, n in sorted(s.rejected_by_reason.items())],
         ("dead-lettered records", str(s.dead_letters)),
-        ("ingest HTTP requests (p50 / p99 ms)", f"{s.requests} ({s.request_p50_ms} / {s.request_p99_ms})"),
+        ("ingest HTTPS requests (p50 / p99 ms)", f"{s.requests} ({s.request_p50_ms} / {s.request_p99_ms})"),
+        ("security", s.security or "-"),
         ("rows added to the lake", str(s.lake_rows)),
         ("duplicates dropped by the sink", str(s.sink_duplicates)),
         ("Parquet files / batch documents", f"{s.lake_files} / {s.batch_documents}"),

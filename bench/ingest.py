@@ -8,7 +8,9 @@ For batches of 1 and 100 records per request it measures, in one run on one mach
 - ``serve``: the gateway on Ray Serve (proxy + replica), as deployed.
 
 and prints the ratios serve/direct and serve/uvicorn. Load comes from ``--concurrency`` client
-threads in this process with keep-alive connections.
+threads in this process with keep-alive connections. Like real devices, the requests carry device
+tokens: eight devices (one per greenhouse) are registered in each mode's metadata store, and every
+request holds one device's readings and its token.
 
     python bench/ingest.py [--requests-1 1500] [--requests-100 200] [--concurrency 8] [--bus-url URL]
 """
@@ -37,18 +39,49 @@ from app.contracts.reading import validate_reading  # noqa: E402
 from app.ingest.gateway import JSON_V2  # noqa: E402
 from app.serve.tuning import free_port  # noqa: E402
 
+DEVICES = 8
+
+
+def device(i: int) -> tuple[str, str]:
+    """``(device_id, greenhouse_id)`` of bench device ``i``."""
+    return f"gh-{i % DEVICES + 1:02d}-climate", f"gh-{i % DEVICES + 1:02d}"
+
+
+def make_groups(batch: int, count: int) -> list[tuple[int, list[dict]]]:
+    """``count`` request bodies' readings of ``batch`` readings each, as ``(device index, readings)``:
+    one device per request, the devices in turn, every reading at its own second."""
+    start = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    groups = []
+    for j in range(count):
+        device_id, greenhouse_id = device(j)
+        ts = [start + timedelta(seconds=j * batch + k) for k in range(batch)]
+        readings = [
+            {
+                "greenhouse_id": greenhouse_id,
+                "device_id": device_id,
+                "ts": t.isoformat().replace("+00:00", "Z"),
+                "measurements": {"air_temp_c": 21.4, "rh_pct": 71.0, "co2_ppm": 455.0, "par_umol_m2_s": 640.0},
+            }
+            for t in ts
+        ]
+        groups.append((j % DEVICES, readings))
+    return groups
+
+
+def register_devices(settings: Settings) -> list[str]:
+    """Register the bench devices in ``settings``' metadata store; their tokens by device index."""
+    from app.security.credentials import DeviceRegistry
+
+    registry = DeviceRegistry.from_settings(settings)
+    try:
+        return [registry.add(*device(i)) for i in range(DEVICES)]
+    finally:
+        registry.close()
+
 
 def make_readings(n: int) -> list[dict]:
-    start = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    return [
-        {
-            "greenhouse_id": f"gh-{i % 8 + 1:02d}",
-            "device_id": f"gh-{i % 8 + 1:02d}-climate",
-            "ts": (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
-            "measurements": {"air_temp_c": 21.4, "rh_pct": 71.0, "co2_ppm": 455.0, "par_umol_m2_s": 640.0},
-        }
-        for i in range(n)
-    ]
+    """``n`` readings of the bench devices (for the validation timing)."""
+    return [r for _, group in make_groups(1, n) for r in group]
 
 
 def summarise(name: str, batch: int, latencies: list[float], wall_s: float) -> dict:
@@ -79,18 +112,19 @@ def bench_direct(settings: Settings, bodies: list[list[dict]], batch: int) -> di
     return summarise("direct", batch, latencies, time.perf_counter() - started)
 
 
-def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
-    """POST every body with ``concurrency`` threads; return per-request latencies and wall time."""
+def load(url: str, bodies: list[tuple[str, bytes]], concurrency: int) -> tuple[list[float], float]:
+    """POST every ``(token, body)`` with ``concurrency`` threads; return per-request latencies and wall time."""
     local = threading.local()
     latencies: list[float] = []
     lock = threading.Lock()
 
-    def one(body: bytes) -> None:
+    def one(request: tuple[str, bytes]) -> None:
+        token, body = request
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = httpx.Client(timeout=60)
         t = time.perf_counter()
-        r = client.post(url, content=body, headers={"content-type": JSON_V2})
+        r = client.post(url, content=body, headers={"content-type": JSON_V2, "authorization": f"Bearer {token}"})
         elapsed = time.perf_counter() - t
         if r.status_code != 200:
             raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
@@ -112,9 +146,10 @@ def _uvicorn_main(settings_json: str, port: int) -> None:
 
     from app.ingest.api import create_api
     from app.ingest.gateway import IngestService
+    from app.security.credentials import DeviceRegistry
 
     settings = Settings.model_validate_json(settings_json)
-    api = create_api(IngestService(settings, open_bus(settings.bus_url)))
+    api = create_api(IngestService(settings, open_bus(settings.bus_url), DeviceRegistry.from_settings(settings)))
     uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -158,16 +193,20 @@ def main(argv: list[str] | None = None) -> int:
         validate_reading(sample)
     validate_us = (time.perf_counter() - t) / 2000 * 1e6
 
+    def requests_for(settings: Settings, groups: list[tuple[int, list[dict]]]) -> list[tuple[str, bytes]]:
+        tokens = register_devices(settings)
+        return [(tokens[d], orjson.dumps({"records": [{"value": r} for r in g]})) for d, g in groups]
+
     for batch, n in plan:
-        readings = make_readings(batch * (n + 20))
-        groups = [readings[i * batch : (i + 1) * batch] for i in range(n + 20)]
-        bodies = [orjson.dumps({"records": [{"value": r} for r in g]}) for g in groups]
-        results.append(bench_direct(settings_for(f"direct-{batch}"), groups[20:], batch))
+        groups = make_groups(batch, n + 20)
+        results.append(bench_direct(settings_for(f"direct-{batch}"), [g for _, g in groups[20:]], batch))
         print(f"  direct   batch={batch}: {results[-1]['records_per_s']} records/s", file=sys.stderr)
 
         port = free_port()
         ctx = multiprocessing.get_context("spawn")
-        proc = ctx.Process(target=_uvicorn_main, args=(orjson.dumps(settings_for(f"uvicorn-{batch}").for_replicas()).decode(), port), daemon=True)
+        uvicorn_settings = settings_for(f"uvicorn-{batch}")
+        bodies = requests_for(uvicorn_settings, groups)
+        proc = ctx.Process(target=_uvicorn_main, args=(orjson.dumps(uvicorn_settings.for_replicas()).decode(), port), daemon=True)
         proc.start()
         try:
             wait_ready(f"http://127.0.0.1:{port}/healthz")
@@ -189,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for batch, n in plan:
-            serve.run(build_app(AppArgs(settings=settings_for(f"serve-{batch}").for_replicas())), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
-            readings = make_readings(batch * (n + 20))
-            bodies = [orjson.dumps({"records": [{"value": r} for r in readings[i * batch : (i + 1) * batch]]}) for i in range(n + 20)]
+            serve_settings = settings_for(f"serve-{batch}")
+            bodies = requests_for(serve_settings, make_groups(batch, n + 20))
+            serve.run(build_app(AppArgs(settings=serve_settings.for_replicas())), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
             lat, wall = load(f"http://127.0.0.1:{port}/b{batch}/topics/{topic}.serve-{batch}", bodies, args.concurrency)
             results.append(summarise("serve", batch, lat, wall))
             print(f"  serve    batch={batch}: {results[-1]['records_per_s']} records/s", file=sys.stderr)

@@ -251,9 +251,13 @@ class ReadingFeeder:
     def __init__(self, settings: Settings, fleet, steps_per_s: float) -> None:
         from app.bus import open_bus
         from app.ingest.gateway import IngestService
+        from app.security.credentials import DeviceRegistry
+        from app.sim.credentials import FleetCredentials
 
         self._settings = settings
-        self._service = IngestService(settings, open_bus(settings.bus_url))
+        registry = DeviceRegistry.from_settings(settings)
+        self._credentials = FleetCredentials.for_fleet(registry, fleet)  # each device posts with its own token
+        self._service = IngestService(settings, open_bus(settings.bus_url), registry)
         self._fleet = fleet
         self._interval_s = 1.0 / steps_per_s
         self._stop = threading.Event()
@@ -272,9 +276,10 @@ class ReadingFeeder:
 
         due = time.monotonic()
         while not self._stop.is_set():
-            body = orjson.dumps({"records": [{"value": r} for r in self._fleet.step()]})
-            res = self._service.produce(self._settings.topics.sensors, body, content_type=JSON_V2)
-            self.rejected += sum(o["error_code"] is not None for o in res.body["offsets"])
+            for reading in self._fleet.step():
+                body = orjson.dumps({"records": [{"value": reading}]})
+                res = self._service.produce(self._settings.topics.sensors, body, content_type=JSON_V2, authorization=self._credentials.authorization_for(reading))
+                self.rejected += sum(o["error_code"] is not None for o in res.body["offsets"])
             self.steps += 1
             due += self._interval_s
             self._stop.wait(max(0.0, due - time.monotonic()))

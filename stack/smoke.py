@@ -3,7 +3,8 @@
 Usage: ``python stack/smoke.py [service ...]`` (services: prometheus mlflow ferretdb kafka hdfs ray;
 default: all). ``stack/stack smoke`` runs it with the venv's python and ``stack/env.sh`` sourced.
 
-Each check does a real round trip and cleans up after itself:
+Each check does a real round trip, with the product's own client settings (TLS, SASL, the Ray token
+from the URLs and variables ``stack/env.sh`` exports), and cleans up after itself:
 - kafka: create a topic, produce keyed records, consume them in a consumer group, commit, check the
   committed offset, delete the topic (kafka-python).
 - ferretdb: insert, find, create an index, list indexes, drop (pymongo).
@@ -39,20 +40,22 @@ def check_kafka() -> str:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    url = urlparse(_env("GH_BUS_URL", "kafka://127.0.0.1:9092"))
-    bootstrap = url.netloc or "127.0.0.1:9092"
+    from app.bus.kafka import bootstrap_servers, client_security
+
+    url = _env("GH_BUS_URL", "kafka://127.0.0.1:9092")
+    bootstrap, security = bootstrap_servers(url), client_security(url)
     topic = f"stack-smoke-{RUN_ID}"
     group = f"stack-smoke-{RUN_ID}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stack-smoke")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stack-smoke", **security)
     try:
         admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **security)
         for i in range(3):
             producer.send(topic, key=b"gh-1", value=f"reading-{i}".encode()).get(timeout=30)
         producer.flush()
         producer.close()
 
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, **security)
         consumer.subscribe([topic])
         values: list[bytes] = []
         deadline = time.monotonic() + 60
@@ -77,7 +80,7 @@ def check_kafka() -> str:
             admin.delete_topics([topic])
         finally:
             admin.close()
-    return f"{bootstrap}: topic, produce 3, group consume + commit (offset 3)"
+    return f"{','.join(bootstrap)} ({security.get('security_protocol', 'PLAINTEXT')}): topic, produce 3, group consume + commit (offset 3)"
 
 
 def check_ferretdb() -> str:
@@ -99,7 +102,8 @@ def check_ferretdb() -> str:
         coll.drop()
     finally:
         client.close()
-    return f"{url}: insert/find/index (server reports {version})"
+    tls = bool(pymongo.uri_parser.parse_uri(url)["options"].get("tls"))
+    return f"{url.split('?')[0]} (tls={tls}): insert/find/index (server reports {version})"
 
 
 def check_hdfs() -> str:
@@ -139,7 +143,11 @@ def check_mlflow() -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    url = _env("GH_TRACKING_URL", "http://127.0.0.1:5000")
+    from app.tracking.client import server_url, trust_server_ca
+
+    url, ca_file = server_url(_env("GH_TRACKING_URL", "http://127.0.0.1:5000"))
+    if ca_file is not None:
+        trust_server_ca(ca_file)
     client = MlflowClient(tracking_uri=url)
     exp_id = client.create_experiment(f"stack-smoke-{RUN_ID}")
     try:
@@ -192,8 +200,11 @@ def check_prometheus() -> str:
 def check_ray() -> str:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    from app.orchestration.ray_jobs import ray_auth_headers
+
     url = _env("GH_RAY_ADDRESS", "http://127.0.0.1:8265")
-    client = JobSubmissionClient(url)
+    headers = ray_auth_headers()  # RAY_AUTH_TOKEN_PATH from stack/env.sh
+    client = JobSubmissionClient(url, headers=headers)
     job_id = client.submit_job(entrypoint='python -c "print(1)"', submission_id=f"stack-smoke-{RUN_ID}")
     deadline = time.monotonic() + 180
     status = client.get_job_status(job_id)
@@ -206,7 +217,7 @@ def check_ray() -> str:
     if status != JobStatus.SUCCEEDED or "1" not in logs.split():
         raise AssertionError(f"job {job_id} {status}; logs: {logs[-500:]!r}")
     client.delete_job(job_id)
-    return f"{url}: job {job_id} SUCCEEDED, printed 1"
+    return f"{url} ({'token' if headers else 'no token'}): job {job_id} SUCCEEDED, printed 1"
 
 
 CHECKS: dict[str, Callable[[], str]] = {"prometheus": check_prometheus, "mlflow": check_mlflow, "ferretdb": check_ferretdb, "kafka": check_kafka, "hdfs": check_hdfs, "ray": check_ray}

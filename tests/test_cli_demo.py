@@ -38,17 +38,18 @@ def test_bad_input_gets_a_message_and_nonzero_exit(tmp_path):
     assert out.returncode == 2 and "invalid settings" in out.stderr
 
 
-def test_config_shows_effective_settings(tmp_path):
-    out = run(["config"], GH_DATA_DIR=str(tmp_path), GH_INGEST__API_TOKENS='["s3cret"]')
+def test_config_shows_effective_settings_with_url_credentials_masked(tmp_path):
+    out = run(["config"], GH_DATA_DIR=str(tmp_path), GH_METADATA_URL="mongodb://gh:s3cret@db:27017/gh?tls=true&tlsCertificateKeyFilePassword=p4ss")
     assert out.returncode == 0
     data = json.loads(out.stdout)
     assert data["bus_url"] == f"file://{tmp_path}/bus"
-    assert data["ingest"]["api_tokens"] == ["***"]
+    assert data["metadata_url"] == "mongodb://gh:***@db:27017/gh?tls=true&tlsCertificateKeyFilePassword=***"
+    assert "s3cret" not in out.stdout and "p4ss" not in out.stdout
 
 
 @pytest.mark.serve
 def test_short_demo_puts_exactly_the_accepted_readings_in_the_lake(tmp_path):
-    out = run(["demo", "--data-only", "--days", "0.1", "--fault-rate", "0.02", "--data-dir", str(tmp_path / "demo"), "--port", str(free_port())], timeout=300)
+    out = run(["demo", "--data-only", "--days", "0.1", "--fault-rate", "0.02", "--data-dir", str(tmp_path / "demo"), "--port", str(free_port())], timeout=300, GH_SECURITY__HTTPS_PORT=str(free_port()))
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
@@ -65,7 +66,7 @@ def test_full_demo_learns_serves_and_controls_in_a_closed_loop(tmp_path):
     """The whole demo at a small size: 2 days of data, a 2-trial search, 2 simulated hours of
     closed-loop control through Serve next to the thermostat, the table and the report."""
     data_dir = tmp_path / "full"
-    out = run(["demo", "--days", "2", "--tune-samples", "2", "--control-days", "0.1", "--data-dir", str(data_dir), "--port", str(free_port())], timeout=900)
+    out = run(["demo", "--days", "2", "--tune-samples", "2", "--control-days", "0.1", "--data-dir", str(data_dir), "--port", str(free_port())], timeout=900, GH_SECURITY__HTTPS_PORT=str(free_port()))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True and summary["promoted"] is True and summary["model_version"] == "1"

@@ -22,12 +22,11 @@ def test_environment_with_nesting(monkeypatch, tmp_path):
     monkeypatch.setenv("GH_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("GH_BUS_URL", "kafka://127.0.0.1:9092")
     monkeypatch.setenv("GH_SINK__MAX_BATCH_RECORDS", "123")
-    monkeypatch.setenv("GH_INGEST__API_TOKENS", '["a", "b"]')
+    monkeypatch.setenv("GH_INGEST__TOPICS", '["a", "b"]')
     s = Settings()
     assert s.bus_url == "kafka://127.0.0.1:9092"
     assert s.sink.max_batch_records == 123
-    assert s.ingest.api_tokens == ["a", "b"]
-    assert s.public_dict()["ingest"]["api_tokens"] == ["***", "***"]
+    assert s.ingest.topics == ["a", "b"]
 
 
 def test_yaml_file_and_priority(monkeypatch, tmp_path):
@@ -88,3 +87,25 @@ def test_actuator_limits_are_settings_and_a_minimum_above_its_maximum_is_refused
     monkeypatch.setenv("GH_CONTROL__LIMITS__HEAT_MIN_PCT", "90")
     with pytest.raises(ValidationError, match="heat_min_pct"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("mongodb://gh:pw@db:27017/gh?tls=true", "mongodb://gh:***@db:27017/gh?tls=true"),
+        ("webhdfs://greenhouse@127.0.0.1:9870/root", "webhdfs://greenhouse@127.0.0.1:9870/root"),
+        ("kafka://k:9093?security_protocol=SASL_SSL&sasl_password_file=/run/pw", "kafka://k:9093?security_protocol=SASL_SSL&sasl_password_file=/run/pw"),
+        ("https://mlflow:5000?token=abc&x=1", "https://mlflow:5000?token=***&x=1"),
+        ("file:///tmp/bus", "file:///tmp/bus"),
+    ],
+)
+def test_credentials_inside_urls_are_masked(url, masked):
+    from app.config import mask_url_credentials
+
+    assert mask_url_credentials(url) == masked
+
+
+def test_replicas_never_get_a_url_with_a_password(tmp_path):
+    with pytest.raises(ValueError, match="through their environment"):
+        Settings(data_dir=tmp_path, metadata_url="mongodb://gh:pw@db:27017/gh").for_replicas()
+    assert Settings(data_dir=tmp_path, lake_url="webhdfs://greenhouse@h:9870/x").for_replicas()["lake_url"] == "webhdfs://greenhouse@h:9870/x"

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,6 +94,55 @@ def test_dead_letter_round_trips_as_json():
         DeadLetter.model_validate({**data, "source": "elsewhere"})
 
 
+@pytest.mark.parametrize("ts", [1e20, 1e30, 10**40, -1, float("inf"), float("nan"), "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_absurd_timestamps_are_a_reason_not_a_crash(ts):
+    with pytest.raises(ReadingError) as exc:
+        validate_reading(reading(ts=ts), now=NOW)
+    assert exc.value.reason_code == "ts"
+
+
+def nested(levels: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_unknown_fields_may_nest_only_a_few_levels():
+    assert validate_reading(reading(firmware=nested(8)), now=NOW).model_extra["firmware"] == nested(8)
+    for levels in (9, 300, 1000):
+        with pytest.raises(ReadingError) as exc:
+            validate_reading(reading(firmware=nested(levels)), now=NOW)
+        assert exc.value.reason == "extra: unknown field 'firmware' is nested deeper than 8 levels"
+
+
+@pytest.mark.parametrize("bad_id", ["gh:01", "gh/01", "gh=01", "gh%01", "gh 01", "-gh", ".gh", "g" * 65, "gh-01\n", "gh#1", "gh?1", "gh*1", "gh\x7f"])
+def test_ids_hold_only_what_every_lake_backend_takes_in_a_path(bad_id):
+    with pytest.raises(ReadingError) as exc:
+        validate_reading(reading(greenhouse_id=bad_id), now=NOW)
+    assert exc.value.reason_code == "greenhouse_id"
+    for good_id in ("gh-01", "GH_01.a", "0"):
+        assert validate_reading(reading(greenhouse_id=good_id), now=NOW).greenhouse_id == good_id
+
+
+def test_reasons_name_schema_fields_only_and_stay_short():
+    """The part before ':' is a metrics label: it must not echo what a sender made up."""
+    for value in (reading(**{"x" * 10_000: nested(20)}), reading(measurements={"k" * 10_000: [1]}), reading(device_id=[[[[1]]]]), reading(ts="t" * 100_000)):
+        with pytest.raises(ReadingError) as exc:
+            validate_reading(value, now=NOW)
+        assert exc.value.reason_code in {"extra", "measurements", "device_id", "ts"} and len(exc.value.reason) < 300
+
+
+def test_a_dead_letter_can_always_be_written():
+    deep: object = 1
+    for _ in range(1000):
+        deep = [deep]
+    letter = DeadLetter(source="gateway", source_topic="t", error_code=42206, reason="r", received_at=NOW, payload={"v": deep, "s": "\ud800", "f": float("nan"), "b": b"\xff"})
+    data = orjson.loads(letter.to_json())
+    assert data["payload"]["s"] == "?" and data["payload"]["f"] == "nan" and data["payload"]["b"] == "\ufffd"
+    assert DeadLetter.from_json(letter.to_json()) == letter
+
+
 def command(**changes):
     base = dict(
         command_id="cmd-0000001",
@@ -108,13 +158,15 @@ def command(**changes):
 
 
 def test_command_signature_verifies_and_detects_tampering():
-    key = b"k" * 32
-    signed = command().signed(key)
-    assert signed.verify(key)
-    assert not signed.verify(b"other-key")
-    tampered = signed.model_copy(update={"setpoints": Setpoints(vent_pct=100, heat_pct=100, screen_pct=0)})
-    assert not tampered.verify(key)
-    assert not command().verify(key)  # unsigned
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    signed = command(sequence=7, requested_by="operator:ana").signed(key, "0123456789abcdef")
+    assert signed.key_id == "0123456789abcdef" and signed.verify(key.public_key())
+    assert ControlCommand.model_validate(orjson.loads(orjson.dumps(signed.model_dump(mode="json")))).verify(key.public_key())  # survives the wire
+    assert not signed.verify(other.public_key())
+    for change in ({"setpoints": Setpoints(vent_pct=100, heat_pct=100, screen_pct=0)}, {"sequence": 8}, {"key_id": "fedcba9876543210"}, {"requested_by": "mallory"}):
+        assert not signed.model_copy(update=change).verify(key.public_key()), change  # every field is signed
+    assert not signed.model_copy(update={"signature": "not base64!"}).verify(key.public_key())
+    assert not command().verify(key.public_key())  # unsigned
 
 
 def test_command_expiry_and_window():

@@ -5,13 +5,29 @@ retries never duplicate it. Partitions are chosen with the same key hash as the 
 (CRC32), so one greenhouse lands in the same partition on either engine.
 Consumers: manual assignment of every partition of their topics inside a consumer group (the sink
 is one member per group), auto-commit off, offsets committed explicitly after durable writes.
+
+Client security is part of the URL, as query parameters named after kafka-python's settings, so
+that every place that opens the bus (``open_bus(settings.bus_url)``) speaks TLS and authenticates
+the same way::
+
+    kafka://host:9092?security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512
+        &sasl_username=greenhouse&sasl_password_file=/run/secrets/kafka-password&ssl_cafile=/tls/ca.crt
+
+``security_protocol`` (``PLAINTEXT`` default, ``SSL``, ``SASL_SSL``, ``SASL_PLAINTEXT``);
+``sasl_mechanism`` (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``), ``sasl_username`` and
+``sasl_password_file`` (the password is read from that file, never written in the URL) for SASL;
+``ssl_cafile`` (the CA the broker is verified with; the system's CAs without it) and, for mutual TLS,
+``ssl_certfile`` + ``ssl_keyfile``. Hostname verification is always on. Any other parameter is an
+error, so a misspelt option never silently falls back to plaintext.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from urllib.parse import urlparse
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTP
@@ -21,6 +37,10 @@ from kafka.structs import OffsetAndMetadata
 from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
 
 _PRODUCE_TIMEOUT_S = 30.0
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+URL_PARAMETERS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 
 def bootstrap_servers(url: str) -> list[str]:
@@ -33,12 +53,73 @@ def bootstrap_servers(url: str) -> list[str]:
     return servers
 
 
+def client_security(url: str) -> dict[str, Any]:
+    """kafka-python's security settings for the bus URL ``url`` (see the module docstring): ``{}``
+    for a URL without query, otherwise ``security_protocol`` and what it needs, with the SASL
+    password read from ``sasl_password_file``. Raises ``ValueError`` for an unknown, repeated or
+    inconsistent parameter and for a file that cannot be read (its content never in the message)."""
+    pairs = parse_qsl(urlparse(url).query, keep_blank_values=True, strict_parsing=False)
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in URL_PARAMETERS:
+            raise ValueError(f"unknown Kafka URL parameter {name!r}; known: {', '.join(URL_PARAMETERS)}")
+        if name in params:
+            raise ValueError(f"Kafka URL parameter {name!r} is given twice")
+        if not value:
+            raise ValueError(f"Kafka URL parameter {name!r} is empty")
+        params[name] = value
+    if not params:
+        return {}
+    protocol = params.pop("security_protocol", "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ValueError(f"security_protocol {protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+    config: dict[str, Any] = {"security_protocol": protocol}
+    sasl = {k: params.pop(k) for k in ("sasl_mechanism", "sasl_username", "sasl_password_file") if k in params}
+    if protocol.startswith("SASL_"):
+        missing = [k for k in ("sasl_mechanism", "sasl_username", "sasl_password_file") if k not in sasl]
+        if missing:
+            raise ValueError(f"security_protocol {protocol} needs {', '.join(missing)}")
+        mechanism = sasl["sasl_mechanism"].upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl_mechanism {mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}")
+        config.update(sasl_mechanism=mechanism, sasl_plain_username=sasl["sasl_username"], sasl_plain_password=_read_secret(sasl["sasl_password_file"]))
+    elif sasl:
+        raise ValueError(f"{', '.join(sasl)} need security_protocol=SASL_SSL (or SASL_PLAINTEXT), not {protocol}")
+    if protocol in ("SSL", "SASL_SSL"):
+        if ("ssl_certfile" in params) != ("ssl_keyfile" in params):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (a client certificate and its key)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if name in params:
+                config[name] = _readable_file(name, params.pop(name))
+        config["ssl_check_hostname"] = True
+    elif params:
+        raise ValueError(f"{', '.join(params)} need security_protocol=SSL or SASL_SSL, not {protocol}")
+    return config
+
+
+def _readable_file(name: str, path: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"Kafka URL parameter {name}: no such file {path}")
+    return path
+
+
+def _read_secret(path: str) -> str:
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read sasl_password_file {path}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError(f"sasl_password_file {path} is empty")
+    return secret
+
+
 class KafkaBus:
     """A :class:`~app.bus.base.Bus` on Apache Kafka."""
 
     def __init__(self, url: str, *, client_id: str = "greenhouse") -> None:
         self.url = url
         self._servers = bootstrap_servers(url)
+        self._security = client_security(url)  # holds the SASL password: never log it
         self._client_id = client_id
         self._admin: KafkaAdminClient | None = None
         self._producer: KafkaProducer | None = None
@@ -55,7 +136,7 @@ class KafkaBus:
         with self._lock:
             if self._admin is None:
                 try:
-                    self._admin = KafkaAdminClient(bootstrap_servers=self._servers, client_id=f"{self._client_id}-admin")
+                    self._admin = KafkaAdminClient(bootstrap_servers=self._servers, client_id=f"{self._client_id}-admin", **self._security)
                 except KafkaError as exc:
                     raise BusError(f"cannot reach Kafka at {self._servers}: {exc}", retriable=True) from exc
             return self._admin
@@ -65,7 +146,9 @@ class KafkaBus:
         with self._lock:
             if self._producer is None:
                 try:
-                    self._producer = KafkaProducer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-producer", acks="all", enable_idempotence=True, linger_ms=2, retries=5)
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self._servers, client_id=f"{self._client_id}-producer", acks="all", enable_idempotence=True, linger_ms=2, retries=5, **self._security
+                    )
                 except KafkaError as exc:
                     raise BusError(f"cannot reach Kafka at {self._servers}: {exc}", retriable=True) from exc
             return self._producer
@@ -104,7 +187,7 @@ class KafkaBus:
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         count = self.partitions_for(topic)
-        consumer = KafkaConsumer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-offsets", enable_auto_commit=False)
+        consumer = KafkaConsumer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-offsets", enable_auto_commit=False, **self._security)
         try:
             ends = consumer.end_offsets([KafkaTP(topic, p) for p in range(count)])
         finally:
@@ -147,7 +230,7 @@ class KafkaBus:
     # -- consume ----------------------------------------------------------------------------
     def consumer(self, group_id: str, topics: Sequence[str]) -> KafkaBusConsumer:
         assignment = [TopicPartition(t, p) for t in topics for p in range(self.partitions_for(t))]
-        return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id)
+        return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id, security=self._security)
 
     def close(self) -> None:
         with self._lock:
@@ -162,10 +245,16 @@ class KafkaBus:
 class KafkaBusConsumer:
     """A consumer group member with every partition of its topics assigned to it."""
 
-    def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str) -> None:
+    def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str, security: dict[str, Any] | None = None) -> None:
         self.group_id = group_id
         self._consumer = KafkaConsumer(
-            bootstrap_servers=servers, group_id=group_id, client_id=f"{client_id}-{group_id}", enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed"
+            bootstrap_servers=servers,
+            group_id=group_id,
+            client_id=f"{client_id}-{group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **(security or {}),
         )
         self._tps = {tp: KafkaTP(tp.topic, tp.partition) for tp in assignment}
         self._consumer.assign(list(self._tps.values()))

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.orchestration.registry import JOBS, JobSpec
+from app.security.redact import redact
 
 app = typer.Typer(
     name="greenhouse",
@@ -160,11 +161,11 @@ def submit(
     request = JobRequest(job, submission_id or f"{job}-{uuid.uuid4().hex[:8]}", tuple(ctx.args), env_vars)
     console.print(f"submitting [bold]{escape(spec.entrypoint(request.args))}[/bold] to {address} as {request.submission_id}")
     try:
-        runner = RayJobsRunner(address, working_dir=Path.cwd(), headers=ray_auth_headers())
+        runner = RayJobsRunner(address, working_dir=Path.cwd(), headers=ray_auth_headers(token_file=_settings(None).ray.auth_token_file))
         submission = runner.submit(request)
         result = runner.wait(submission, timeout_s=timeout_s, on_status=lambda s: console.print(f"  {submission.submission_id}: {s}", highlight=False))
     except Exception as exc:
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(redact(str(exc)))}")
         raise typer.Exit(1) from None
     print(json.dumps(result.summary or {"job": job, "status": result.status}))
     if not result.ok:
@@ -174,31 +175,77 @@ def submit(
 
 @app.command()
 def simulate(
-    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of a running ingest gateway."),
+    url: str = typer.Option("https://localhost:8443", help="Base URL of a running ingest gateway (the TLS edge in front of `serve run`)."),
     greenhouses: int = typer.Option(2, min=1, max=50),
     hours: float = typer.Option(24.0, min=0.01, help="Simulated hours to post."),
     step_s: float = typer.Option(60.0, min=1),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(100, min=1, max=5000),
-    token: str | None = typer.Option(None, envvar="GH_DEVICE_TOKEN", help="Bearer token for the gateway."),
+    ca_file: Path | None = typer.Option(None, help="CA the gateway's certificate is verified with (default: security.ca_file, else the local CA under GH_DATA_DIR/pki)."),
+    token: str | None = typer.Option(
+        None,
+        envvar="GH_DEVICE_TOKEN",
+        help="One device's token for every reading (readings of other devices are refused, 40303). Default: register the simulated devices in the settings' registry, each with its own token.",
+    ),
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Post simulated fleet readings to a running gateway (e.g. one started by ``serve run``)."""
     from datetime import datetime, timedelta
 
     from app.ingest.client import GatewayClient
+    from app.security.credentials import DeviceRegistry
+    from app.sim.credentials import FleetCredentials
     from app.sim.fleet import FleetSimulator
 
+    settings = _settings(config)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours + 1)
     fleet = FleetSimulator(greenhouses, start, step_s=step_s, seed=seed)
-    with GatewayClient(url, token=token, batch_size=batch_size) as client:
+    verify = str(ca_file or settings.security.ca_file or settings.data_dir / "pki" / "ca.crt") if url.startswith("https") else True
+    if token is None:
+        registry = DeviceRegistry.from_settings(settings)
+        token_for = FleetCredentials.for_fleet(registry, fleet).token_for
+        registry.close()
+    else:
+        token_for = lambda reading: token  # noqa: E731
+    with GatewayClient(url, token_for=token_for, batch_size=batch_size, verify=verify) as client:
         try:
             for readings in fleet.iter_steps(hours * 3600):
                 client.post(readings)
         except Exception as exc:
-            console.print(f"[red]error:[/red] posting to {url} failed: {escape(str(exc))}")
+            console.print(f"[red]error:[/red] posting to {url} failed: {escape(redact(str(exc)))}")
             raise typer.Exit(1) from None
         tally = client.tally
     print(json.dumps({"job": "simulate", "accepted": tally.accepted, "rejected": tally.rejected, "requests": tally.requests, "rejected_by_reason": dict(tally.rejected_by_reason)}))
+
+
+@app.command()
+def edge(upstream_port: int | None = typer.Option(None, min=1, max=65535, help="The Serve HTTP port on loopback (default: GH_SERVE__PORT or 8000)."), config: Path | None = ConfigOpt) -> None:
+    """Run the TLS edge (HTTPS, optional device certificates) in front of the Serve port until Ctrl-C.
+
+    Listens on security.https_host:https_port (default 127.0.0.1:8443) with security.tls_cert_file,
+    or with a certificate from the local CA under GH_DATA_DIR/pki (loopback only). Clients verify it
+    with the CA file printed here."""
+    import signal
+    import threading
+
+    from app.security.startup import UnsafeDeployment
+    from app.serve.tls_edge import TlsEdge
+
+    settings = _settings(config)
+    try:
+        running = TlsEdge(settings, upstream_port or settings.serve.port).start()
+    except (UnsafeDeployment, RuntimeError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"TLS edge on {running.url} -> http://127.0.0.1:{running.upstream_port} (clients verify with {running.tls.ca_path}); Ctrl-C stops it")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
 
 
 @app.command("config")
@@ -230,6 +277,9 @@ def lake(config: Path | None = ConfigOpt) -> None:
 
 
 app.add_typer(__import__("app.kuberay.cli", fromlist=["app"]).app, name="kuberay")
+app.add_typer(__import__("app.cli.credentials", fromlist=["devices_app"]).devices_app, name="devices")
+app.add_typer(__import__("app.cli.credentials", fromlist=["operators_app"]).operators_app, name="operators")
+app.add_typer(__import__("app.cli.keys", fromlist=["app"]).app, name="keys")
 
 
 def main() -> None:

@@ -7,8 +7,9 @@ A reading is what one device reports at one instant::
 
 ``ts`` is RFC 3339 (any offset, normalised to UTC) or epoch milliseconds. Known measurements carry
 their unit in the name and physical bounds; impossible values are rejected with a reason. Unknown
-measurements and unknown top-level fields are kept (numbers, strings, booleans) so that newer
-devices do not lose data on an older gateway.
+measurements (numbers, strings, booleans) and unknown top-level fields (any JSON nested at most
+:data:`MAX_UNKNOWN_FIELD_DEPTH` levels) are kept so that newer devices do not lose data on an older
+gateway.
 
 Every check a reading goes through lives here and nowhere else: :func:`validate_reading` (a
 decoded value: the gateway, a caller's window) and :func:`reading_from_bus` (a bus message value:
@@ -19,14 +20,26 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 READING_SCHEMA_VERSION: Final = 1
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Greenhouse and device ids: 1-64 letters, digits, ``_``, ``.``, ``-``, starting with a letter or
+digit. A greenhouse id is a hive partition value in lake paths (``greenhouse_id=<id>``), so it may
+hold nothing a lake backend refuses or escapes in a path name (HDFS refuses ``:``; Hive escapes
+``:``, ``=``, ``%``, ``/``, ``#``, ``?``, ``*``, quotes, brackets and control characters)."""
+
+MAX_EPOCH_MS = 253_402_300_799_999
+"""The largest epoch-milliseconds ``ts`` that is a date at all (9999-12-31T23:59:59.999Z)."""
+
+MAX_UNKNOWN_FIELD_DEPTH = 8
+"""How deeply an unknown top-level field may nest objects and arrays. Deeper ones are rejected:
+they are no sensor data, and JSON encoders (orjson, pydantic) refuse nesting past ~255 levels."""
 
 DEFAULT_MAX_FUTURE_SKEW_S = 86_400.0
 """How far past the receiver's clock a reading's ``ts`` may be at the edge (one day)."""
@@ -61,7 +74,7 @@ def _bounded(name: str) -> Any:
 class Measurements(BaseModel):
     """Known measurements with physical bounds; unknown scalar measurements are kept."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra={"additionalProperties": {"type": ["number", "string", "boolean", "null"]}, "minProperties": 1})
 
     air_temp_c: float | None = _bounded("air_temp_c")
     rh_pct: float | None = _bounded("rh_pct")
@@ -82,9 +95,9 @@ class Measurements(BaseModel):
                 continue
             if isinstance(value, (int, float)):
                 if isinstance(value, float) and not math.isfinite(value):
-                    raise ValueError(f"measurement {key!r} must be finite")
+                    raise ValueError(f"measurement {short_repr(key)} must be finite")
                 continue
-            raise ValueError(f"measurement {key!r} must be a number, string or boolean")
+            raise ValueError(f"measurement {short_repr(key)} must be a number, string or boolean")
         if not any(v is not None for v in self.model_dump().values()):
             raise ValueError("measurements must hold at least one value")
 
@@ -97,6 +110,9 @@ class Measurements(BaseModel):
         return dict(self.model_extra or {})
 
 
+_TS_JSON_SCHEMA = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS}], "description": "RFC 3339 with an offset, or epoch milliseconds"}
+
+
 class Reading(BaseModel):
     """One device's report at one instant (contract version 1)."""
 
@@ -105,7 +121,7 @@ class Reading(BaseModel):
     schema_version: Literal[1] = READING_SCHEMA_VERSION
     greenhouse_id: str = Field(pattern=ID_PATTERN)
     device_id: str = Field(pattern=ID_PATTERN)
-    ts: datetime
+    ts: Annotated[datetime, WithJsonSchema(_TS_JSON_SCHEMA)]
     measurements: Measurements
 
     @field_validator("ts", mode="before")
@@ -114,8 +130,9 @@ class Reading(BaseModel):
         if isinstance(value, bool):
             raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
         if isinstance(value, (int, float)):
-            if not math.isfinite(value):
-                raise ValueError("ts must be finite")
+            # bounded before converting: 1e20 would overflow the platform's time_t (a crash, not a reason)
+            if not 0 <= value <= MAX_EPOCH_MS:  # also refuses NaN and +-Inf
+                raise ValueError(f"ts must be finite epoch milliseconds from 0 to {MAX_EPOCH_MS}")
             return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
         return value
 
@@ -124,15 +141,55 @@ class Reading(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("ts must carry a UTC offset (e.g. 'Z')")
-        value = value.astimezone(timezone.utc)
+        try:
+            value = value.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+            raise ValueError("ts is out of range") from None
         if value < EARLIEST_TS:
             raise ValueError(f"ts {value.isoformat()} is before {EARLIEST_TS.date()}")
         return value
+
+    @model_validator(mode="after")
+    def _bounded_unknown_fields(self) -> Reading:
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, (dict, list)) and json_depth(value, MAX_UNKNOWN_FIELD_DEPTH) > MAX_UNKNOWN_FIELD_DEPTH:
+                raise PydanticCustomError(_TOO_DEEP, "unknown field {name} is nested deeper than {limit} levels", {"name": short_repr(key), "limit": MAX_UNKNOWN_FIELD_DEPTH})
+        return self
 
     @property
     def ts_ms(self) -> int:
         """Timestamp as epoch milliseconds."""
         return int(self.ts.timestamp() * 1000)
+
+
+_TOO_DEEP = "unknown_field_too_deep"
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` (decoded JSON) nests objects and arrays (a scalar is 0, ``{"a": 1}`` is
+    1), counted level by level without recursion and only up to ``limit + 1``."""
+    depth = 0
+    level = [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr`` of a scalar cut to ``limit`` characters; a container only by its type (its repr
+    could be huge or nested too deeply to print)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a huge integer"  # repr of a 4300-digit int raises ValueError
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_reading(value: Any, *, now: datetime | None = None, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> Reading:
@@ -199,15 +256,15 @@ class UndecodableReading(ReadingError):
 
 
 def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``field.path: message (got value)``; joined with ``; ``."""
+    """One line per problem: ``field.path: message (got value)``; joined with ``; ``.
+
+    The field path names schema fields only (an unknown field's problem is under ``extra``), so
+    that the part before the first ``:`` is a bounded set of keys (:func:`reason_code`)."""
     parts = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
+        loc = "extra" if err["type"] == _TOO_DEEP else ".".join(str(p) for p in err["loc"]) or "value"
         msg = err["msg"]
-        if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
-            got = repr(err["input"])
-            if len(got) > 40:
-                got = got[:37] + "..."
-            msg = f"{msg} (got {got})"
+        if err["type"] not in ("missing", _TOO_DEEP) and "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {short_repr(err['input'])})"
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)

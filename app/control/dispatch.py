@@ -1,52 +1,100 @@
-"""Dispatch of control commands: signed onto the control topic, every decision audited.
+"""Dispatch of control commands: sequenced, signed onto the control topic, every decision audited.
 
 The serving side calls :meth:`CommandDispatcher.dispatch`; the greenhouse side runs an
-:class:`ActuatorEndpoint` that consumes the control topic, verifies signatures, ignores expired,
-duplicate and foreign commands, and applies the rest.
+:class:`ActuatorEndpoint` that consumes the control topic and applies a command only when it is
+signed by an accepted key, unmodified, not expired, not issued ahead of its clock, not applied
+before and newer (by sequence) than the last one it applied. Anything else is refused, written to
+the dead-letter topic with its reason, and committed: never retried.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
-from app.bus import Bus, OutgoingRecord, ProduceResult
+from app.bus import Bus, Message, OutgoingRecord, ProduceResult, TopicPartition
 from app.config import Settings
 from app.contracts.command import ControlCommand
+from app.contracts.deadletter import DeadLetter
+from app.control.actuator_state import ActuatorState
+from app.control.sequence import SequenceAllocator
 from app.metadata import CONTROL_AUDIT, DuplicateKeyError, MetadataStore
+from app.security.signing import CommandSigner, CommandVerifier
 
 log = logging.getLogger(__name__)
+
+# A "pending" audit younger than this is a dispatch in progress elsewhere; an older one was left by
+# a dispatcher that crashed between the audit and the bus write, and the next dispatch retries it.
+PENDING_LEASE_S = 30.0
+
+# Dead-letter error codes of the actuator's refusals (HTTP status * 100 + n, as the gateway's).
+REFUSAL_CODES: Mapping[str, int] = {
+    "unsigned": 40101,  # no signature or no key id
+    "unknown_key": 40102,  # signed by a key this site does not hold (or no longer holds)
+    "bad_signature": 40103,  # forged, or changed after signing
+    "duplicate": 40901,  # this command id was applied already (a replay or a redelivery)
+    "stale_sequence": 40902,  # not newer than the last command applied for the greenhouse
+    "expired": 41001,  # past valid_until
+    "invalid": 42206,  # not JSON, or not a valid command
+    "future": 42501,  # issued_at further ahead than control.max_clock_skew_s (425 Too Early)
+}
 
 
 @dataclass(frozen=True)
 class DispatchResult:
+    """What a dispatch did with one command, and where it went on the control topic."""
+
     command_id: str
-    status: str  # "dispatched", "dry_run" or "duplicate"
+    status: str  # "dispatched", "dry_run", "duplicate", or "in_flight" (another dispatch is publishing it)
     partition: int | None = None
     offset: int | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True)
+class _Publish:
+    """A signed command to write to the control topic."""
+
+    payload: bytes
+    sequence: int | None
+
+
+def dry_run_audit_id(command_id: str) -> str:
+    """The audit ``_id`` of a dry run: never the real command's, so a dry run does not block it."""
+    return f"dry-run:{command_id}"
 
 
 class CommandDispatcher:
-    """Sign, publish (unless dry-run) and audit commands; idempotent by ``command_id``."""
+    """Sequence, sign, publish (unless dry-run) and audit commands; idempotent by ``command_id``.
 
-    def __init__(self, settings: Settings, bus: Bus, store: MetadataStore) -> None:
+    Args:
+        signer: the key commands are signed with (default: ``control.signing_key_file``, or this
+            machine's key).
+        pending_lease_s: how long a "pending" audit is taken to be a dispatch still in progress.
+    """
+
+    def __init__(self, settings: Settings, bus: Bus, store: MetadataStore, *, signer: CommandSigner | None = None, pending_lease_s: float = PENDING_LEASE_S) -> None:
         self.settings = settings
         self.bus = bus
         self.audit = store.collection(CONTROL_AUDIT)
-        self._key = settings.control.signing_key.get_secret_value().encode()
+        self.sequences = SequenceAllocator(store)
+        self.signer = signer or CommandSigner.from_settings(settings)
+        self.pending_lease_s = pending_lease_s
         bus.create_topic(settings.topics.control, settings.topics.partitions)
 
     def dispatch(self, command: ControlCommand) -> DispatchResult:
         """Audit (``pending``), publish, then mark ``dispatched`` with the record's position.
 
-        The audit insert is the idempotency check: a command id that is already audited (a retry,
-        or a concurrent dispatch of the same id) is not published again and answers "duplicate"
-        with the first dispatch's partition and offset (``None`` while that one is in flight)."""
+        The audit is the idempotency check: a command id already dispatched is not published
+        again and answers "duplicate" with the first dispatch's partition and offset. One whose
+        publish failed (``failed``, or ``pending`` past its lease after a crash) is published
+        again, exactly as audited, and ends ``dispatched``; one being published right now by
+        another dispatcher answers "in_flight"."""
         (result,) = self.dispatch_many([command])
         if isinstance(result, BaseException):
             raise result
@@ -59,63 +107,116 @@ class CommandDispatcher:
         after it, exactly as :meth:`dispatch` does; each gets its own result, or the exception
         :meth:`dispatch` would have raised for it."""
         results: list[DispatchResult | Exception | None] = [None] * len(commands)
-        to_publish: list[tuple[int, ControlCommand, bytes]] = []
+        to_publish: list[tuple[int, ControlCommand, _Publish]] = []
         for i, command in enumerate(commands):
             try:
-                early, payload = self._audit(command)
+                prepared = self._prepare(command)
             except Exception as exc:
                 results[i] = exc
                 continue
-            if early is not None:
-                results[i] = early
+            if isinstance(prepared, DispatchResult):
+                results[i] = prepared
             else:
-                to_publish.append((i, command, payload))
+                to_publish.append((i, command, prepared))
         if to_publish:
-            records = [OutgoingRecord(value=payload, key=command.greenhouse_id.encode()) for _, command, payload in to_publish]
+            records = [OutgoingRecord(value=publish.payload, key=command.greenhouse_id.encode()) for _, command, publish in to_publish]
             try:
                 produced = self.bus.produce(self.settings.topics.control, records)
-            except Exception as exc:  # nothing known to be published: the audit stays "pending"
-                for i, _, _ in to_publish:
+            except Exception as exc:  # nothing known to be published: "failed", retried by the next dispatch
+                for i, command, _ in to_publish:
                     results[i] = exc
+                    self._mark_failed(command.command_id, str(exc))
                 produced = []
-            for (i, command, _), result in zip(to_publish, produced):
+            for (i, command, publish), result in zip(to_publish, produced):
                 try:
-                    results[i] = self._settle(command, result)
+                    results[i] = self._settle(command, publish.sequence, result)
                 except Exception as exc:
                     results[i] = exc
         return results  # type: ignore[return-value]
 
-    def _audit(self, command: ControlCommand) -> tuple[DispatchResult | None, bytes]:
-        """Insert the audit record; a result when the command is not to be published (duplicate,
-        dry run), else the signed payload to publish."""
-        signed = command.signed(self._key)
-        dry_run = command.dry_run or self.settings.control.dry_run
-        doc = {
-            "_id": command.command_id,
-            "greenhouse_id": command.greenhouse_id,
-            "issued_at": command.issued_at,
-            "valid_until": command.valid_until,
-            "setpoints": command.setpoints.model_dump(),
-            "model": command.model.model_dump(),
-            "reason": command.reason,
-            "dry_run": dry_run,
-            "status": "dry_run" if dry_run else "pending",
-        }
+    def _prepare(self, command: ControlCommand) -> DispatchResult | _Publish:
+        """A result when the command is not to be published (duplicate, in flight, dry run),
+        else the signed payload to publish (its audit now says ``pending``)."""
+        if command.dry_run or self.settings.control.dry_run:
+            return self._audit_dry_run(command)
+        existing = self.audit.find_one({"_id": command.command_id})
+        if existing is None:
+            fields = self._signed_fields(command)
+            doc = {"_id": command.command_id, **_audit_fields(command), "dry_run": False, "status": "pending", "attempts": 1, "attempt_at": _now(), **fields}
+            try:
+                self.audit.insert_one(doc)
+                return _Publish(fields["payload"].encode(), fields["sequence"])
+            except DuplicateKeyError:  # a concurrent dispatch of the same id audited it first
+                existing = self.audit.find_one({"_id": command.command_id}) or {"_id": command.command_id, "status": "pending", "attempt_at": _now()}
+        return self._resume(command, existing)
+
+    def _resume(self, command: ControlCommand, existing: dict[str, Any]) -> DispatchResult | _Publish:
+        """The answer for a command id audited before, or its audited payload to publish again."""
+        cid, sequence = command.command_id, existing.get("sequence")
+        status = existing.get("status")
+        if status == "dispatched":
+            return DispatchResult(cid, "duplicate", existing.get("partition"), existing.get("offset"), sequence)
+        if status == "pending" and _age_s(existing.get("attempt_at")) < self.pending_lease_s:
+            return DispatchResult(cid, "in_flight", sequence=sequence)
+        # failed, or left pending by a crash: claim it (the attempts counter makes one claimant win)
+        update: dict[str, Any] = {"status": "pending", "attempt_at": _now()}
+        if "payload" not in existing:  # audited before commands were signed this way: sign it now
+            update |= {**_audit_fields(command), **self._signed_fields(command)}
+        attempts = existing.get("attempts")
+        claim = {"_id": cid, "attempts": attempts if attempts is not None else {"$exists": False}}
+        if self.audit.update_one(claim, {"$set": update, "$inc": {"attempts": 1}, "$unset": {"error": ""}}) != 1:
+            return DispatchResult(cid, "in_flight", sequence=sequence)
+        log.info("command %s: publishing again (audit said %s)", cid, status)
+        payload = update["payload"] if "payload" in update else existing["payload"]
+        return _Publish(str(payload).encode(), update.get("sequence", sequence))
+
+    def _signed_fields(self, command: ControlCommand) -> dict[str, Any]:
+        """A new sequence number, and the command signed with it, for the audit."""
+        sequence = self.sequences.next(command.greenhouse_id, command.command_id)
+        signed = self.signer.sign(command.model_copy(update={"sequence": sequence}))
+        return {"sequence": sequence, "key_id": signed.key_id, "payload": orjson.dumps(signed.model_dump(mode="json")).decode()}
+
+    def _audit_dry_run(self, command: ControlCommand) -> DispatchResult:
+        doc = {"_id": dry_run_audit_id(command.command_id), **_audit_fields(command), "dry_run": True, "status": "dry_run"}
         try:
             self.audit.insert_one(doc)
-        except DuplicateKeyError:  # dispatched before (or concurrently): never published twice
-            existing = self.audit.find_one({"_id": command.command_id}) or {}
-            return DispatchResult(command.command_id, "duplicate", existing.get("partition"), existing.get("offset")), b""
-        if dry_run:
-            return DispatchResult(command.command_id, "dry_run"), b""
-        return None, orjson.dumps(signed.model_dump(mode="json"))
+        except DuplicateKeyError:  # the same dry run again: nothing was or will be published
+            return DispatchResult(command.command_id, "duplicate")
+        return DispatchResult(command.command_id, "dry_run")
 
-    def _settle(self, command: ControlCommand, result: ProduceResult) -> DispatchResult:
+    def _settle(self, command: ControlCommand, sequence: int | None, result: ProduceResult) -> DispatchResult:
         if not result.ok:
-            self.audit.update_one({"_id": command.command_id}, {"$set": {"status": "failed", "error": result.error}})
+            self._mark_failed(command.command_id, result.error or "not published")
             raise RuntimeError(f"command {command.command_id} was not published: {result.error}")
         self.audit.update_one({"_id": command.command_id}, {"$set": {"status": "dispatched", "partition": result.partition, "offset": result.offset}})
-        return DispatchResult(command.command_id, "dispatched", result.partition, result.offset)
+        return DispatchResult(command.command_id, "dispatched", result.partition, result.offset, sequence)
+
+    def _mark_failed(self, command_id: str, error: str) -> None:
+        try:
+            self.audit.update_one({"_id": command_id}, {"$set": {"status": "failed", "error": error[:500]}})
+        except Exception:  # the store is down too: the audit stays "pending" and its lease runs out
+            log.exception("command %s: could not mark the audit failed", command_id)
+
+
+def _audit_fields(command: ControlCommand) -> dict[str, Any]:
+    return {
+        "command_id": command.command_id,
+        "greenhouse_id": command.greenhouse_id,
+        "issued_at": command.issued_at,
+        "valid_until": command.valid_until,
+        "setpoints": command.setpoints.model_dump(),
+        "model": command.model.model_dump(),
+        "reason": command.reason,
+        "requested_by": command.requested_by,
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _age_s(when: Any) -> float:
+    return (_now() - when).total_seconds() if isinstance(when, datetime) else float("inf")
 
 
 class SetpointSink(Protocol):
@@ -126,10 +227,17 @@ class SetpointSink(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
+    """What an actuator site did with one message of the control topic."""
+
     command_id: str
     greenhouse_id: str
-    status: str  # "applied", "expired", "duplicate", "bad_signature", "invalid", "foreign"
+    status: str  # "applied", "foreign" (another site's), or a refusal: a key of REFUSAL_CODES
     detail: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """True when the command was refused (and dead-lettered)."""
+        return self.status in REFUSAL_CODES
 
 
 class ActuatorEndpoint:
@@ -137,51 +245,120 @@ class ActuatorEndpoint:
 
     Args:
         greenhouses: the greenhouse ids this endpoint drives (others are ignored as "foreign").
-        clock: "now" for expiry (the twin's simulated clock in the demo).
+        clock: "now" for expiry and the not-before (the twin's simulated clock in the demo).
+        verifier: the accepted public keys (default: ``control.public_keys_dir``).
+        state: what was applied, kept across restarts (default: ``control.actuator_state_file``).
     """
 
-    def __init__(self, settings: Settings, bus: Bus, sink: SetpointSink, greenhouses: set[str], clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        sink: SetpointSink,
+        greenhouses: set[str],
+        clock: Callable[[], datetime] | None = None,
+        *,
+        verifier: CommandVerifier | None = None,
+        state: ActuatorState | None = None,
+    ) -> None:
         self.settings = settings
+        self._bus = bus
+        for topic in (settings.topics.control, settings.topics.deadletter):  # a site may start first
+            bus.create_topic(topic, settings.topics.partitions)
         self._consumer = bus.consumer(settings.control.actuator_group_id, [settings.topics.control])
         self._sink = sink
         self._greenhouses = greenhouses
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._key = settings.control.signing_key.get_secret_value().encode()
-        self._seen: set[str] = set()
+        self._verifier = verifier or CommandVerifier.from_settings(settings)
+        self._state = state or ActuatorState.from_settings(settings)
 
     def poll(self, timeout_s: float = 0.2) -> list[Outcome]:
-        """Consume what is there, apply what is valid, commit, and say what happened to each."""
-        from app.bus import TopicPartition
-
+        """Consume what is there, apply what is valid, dead-letter what is refused, commit, and
+        say what happened to each. If the sink raises, what came before it is still committed and
+        the exception propagates (that command is delivered again)."""
         outcomes: list[Outcome] = []
-        messages = self._consumer.poll(500, timeout_s)
-        for msg in messages:
-            outcomes.append(self._handle(msg.value))
-        if messages:
-            last: dict[TopicPartition, int] = {}
-            for msg in messages:
-                last[TopicPartition(msg.topic, msg.partition)] = msg.offset + 1
-            self._consumer.commit(last)
+        letters: list[tuple[Message, Outcome]] = []
+        handled: dict[TopicPartition, int] = {}
+        try:
+            for msg in self._consumer.poll(500, timeout_s):
+                outcome = self._handle(msg.value)
+                outcomes.append(outcome)
+                if outcome.refused:
+                    letters.append((msg, outcome))
+                handled[TopicPartition(msg.topic, msg.partition)] = msg.offset + 1
+        finally:
+            self._dead_letter(letters)
+            if handled:
+                self._consumer.commit(handled)
         return outcomes
 
     def _handle(self, value: bytes) -> Outcome:
         try:
             command = ControlCommand.model_validate(orjson.loads(value))
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            return Outcome("?", "?", "invalid", str(exc)[:200])
+        except ValueError as exc:  # orjson.JSONDecodeError and pydantic's ValidationError are ValueErrors
+            return Outcome("?", "?", "invalid", " ".join(str(exc).split())[:300])
         if command.greenhouse_id not in self._greenhouses:
             return Outcome(command.command_id, command.greenhouse_id, "foreign")
-        if not command.verify(self._key):
-            log.warning("command %s has a bad signature: ignored", command.command_id)
-            return Outcome(command.command_id, command.greenhouse_id, "bad_signature")
-        if command.command_id in self._seen:
-            return Outcome(command.command_id, command.greenhouse_id, "duplicate")
-        self._seen.add(command.command_id)
-        now = self._clock()
-        if command.is_expired(now):
-            return Outcome(command.command_id, command.greenhouse_id, "expired", f"valid until {command.valid_until.isoformat()}, now {now.isoformat()}")
+        refusal = self._refusal(command)
+        if refusal is not None:
+            log.warning("command %s refused (%s): %s", command.command_id, *refusal)
+            return Outcome(command.command_id, command.greenhouse_id, *refusal)
+        # applied, then remembered: a crash between the two applies it once more on redelivery,
+        # which absolute setpoints make harmless; the other order would lose it
         self._sink.apply(command)
+        self._state.record_applied(command, self._clock())
         return Outcome(command.command_id, command.greenhouse_id, "applied")
 
+    def _refusal(self, command: ControlCommand) -> tuple[str, str] | None:
+        """(status, detail) of why ``command`` must not be applied, or None."""
+        verdict = self._verifier.check(command)
+        if verdict != "valid":
+            return verdict, f"key id {command.key_id!r}"
+        if command.sequence is None:
+            return "invalid", "signed but without a sequence"
+        if self._state.was_applied(command.command_id):
+            return "duplicate", "applied before"
+        highest = self._state.highest_sequence(command.greenhouse_id)
+        if highest is not None and command.sequence <= highest:
+            return "stale_sequence", f"sequence {command.sequence} <= {highest}, the last applied"
+        now = self._clock()
+        if command.is_expired(now):
+            return "expired", f"valid until {command.valid_until.isoformat()}, now {now.isoformat()}"
+        if command.is_future(now, self.settings.control.max_clock_skew_s):
+            return "future", f"issued at {command.issued_at.isoformat()}, now {now.isoformat()} (max skew {self.settings.control.max_clock_skew_s:g} s)"
+        return None
+
+    def _dead_letter(self, letters: list[tuple[Message, Outcome]]) -> None:
+        """Write the refused commands to the dead-letter topic. A failed write is logged, not
+        retried: the refusal stands either way, and a stuck topic must not stop the actuators."""
+        if not letters:
+            return
+        records = [OutgoingRecord(value=_letter(msg, outcome).to_json(), key=msg.key) for msg, outcome in letters]
+        try:
+            errors = [r.error for r in self._bus.produce(self.settings.topics.deadletter, records) if not r.ok]
+        except Exception as exc:
+            errors = [str(exc)]
+        if errors:
+            log.error("%d refused command(s) not dead-lettered: %s", len(errors), errors[0])
+
     def close(self) -> None:
+        """Close the consumer and the state file."""
         self._consumer.close()
+        self._state.close()
+
+
+def _letter(msg: Message, outcome: Outcome) -> DeadLetter:
+    try:
+        payload: Any = orjson.loads(msg.value)
+    except orjson.JSONDecodeError:
+        payload = msg.value.decode("utf-8", "replace")
+    return DeadLetter(
+        source="actuator",
+        source_topic=msg.topic,
+        source_partition=msg.partition,
+        source_offset=msg.offset,
+        error_code=REFUSAL_CODES[outcome.status],
+        reason=f"{outcome.status}: {outcome.detail}" if outcome.detail else outcome.status,
+        received_at=datetime.fromtimestamp(msg.timestamp_ms / 1000.0, tz=timezone.utc),
+        payload=payload,
+    )

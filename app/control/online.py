@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
+
 from app.contracts.reading import MEASUREMENT_NAMES, Reading, ReadingError, reading_from_bus, validate_reading
 from app.preprocess.features import FeatureParams, RawColumns, from_micros, latest_feature_row, micros
 
@@ -41,11 +43,34 @@ def parse_readings(values: Iterable[Any], greenhouse_id: str | None = None) -> l
     return out
 
 
-class OnlineWindow:
-    """Thread-safe recent readings per greenhouse (the last ``window_min`` minutes of each)."""
+MAX_GREENHOUSES = 1024
+MAX_ROWS_PER_GREENHOUSE = 50_000
+MAX_DEVICE_CODES = 20_000
 
-    def __init__(self, window_min: int = 120) -> None:
+
+class OnlineWindow:
+    """Thread-safe recent readings per greenhouse (the last ``window_min`` minutes of each).
+
+    Memory is bounded whatever arrives (a flood of made-up greenhouse or device ids, a device
+    posting far faster than once a second):
+
+    - time: each greenhouse keeps the ``window_min`` minutes before its newest reading;
+    - ``max_rows_per_greenhouse`` (default 50,000: 2 h of 6 devices at one reading a second): past
+      it, the rows that arrived first are dropped;
+    - ``max_greenhouses`` (default 1,024): past it, the greenhouse whose newest reading is oldest
+      is dropped whole;
+    - ``max_device_codes`` (default 20,000): past it, the device-id codes are rebuilt from the
+      devices still in some window.
+    """
+
+    def __init__(self, window_min: int = 120, *, max_greenhouses: int = MAX_GREENHOUSES, max_rows_per_greenhouse: int = MAX_ROWS_PER_GREENHOUSE, max_device_codes: int = MAX_DEVICE_CODES) -> None:
+        if min(max_greenhouses, max_rows_per_greenhouse, max_device_codes) < 1:
+            raise ValueError("the window's bounds must be at least 1")
         self.window = timedelta(minutes=window_min)
+        self.max_greenhouses = max_greenhouses
+        self.max_rows_per_greenhouse = max_rows_per_greenhouse
+        self.max_device_codes = max_device_codes
+        self._compact_codes_at = max_device_codes
         # each greenhouse's rows as arrays, appended as they arrive: a feature rebuild reads these
         self._cols: dict[str, RawColumns] = {}
         self._device_codes: dict[str, int] = {}
@@ -71,20 +96,61 @@ class OnlineWindow:
                 self._version[gh] += 1
                 cols = RawColumns.from_rows(added, self._device_codes)
                 self._cols[gh] = self._cols[gh].append(cols) if gh in self._cols else cols
-                times_us = self._cols[gh].times_us
-                cutoff_us = micros(self._latest[gh] - self.window)
-                if times_us.min() < cutoff_us:
-                    self._cols[gh] = self._cols[gh].select(times_us >= cutoff_us)
+                self._cut(gh)
                 waiters = self._waiters.get(gh)
                 if waiters:
                     latest = self._latest[gh]
                     due += [callback for ts, callback in waiters if ts <= latest]
-                    self._waiters[gh] = [w for w in waiters if w[0] > latest]
+                    self._set_waiters(gh, [w for w in waiters if w[0] > latest])
+            self._bound_greenhouses(keep=new.keys())
+            if len(self._device_codes) > self._compact_codes_at:
+                self._compact_device_codes()
         for callback in due:  # outside the lock: a callback may read the window
             try:
                 callback()
             except Exception:  # a waiter that went away (e.g. its event loop closed)
                 log.debug("online window: a waiter's callback failed", exc_info=True)
+
+    def _cut(self, gh: str) -> None:
+        """Bound one greenhouse's rows by time, then by count (the earliest arrivals go)."""
+        cols = self._cols[gh]
+        cutoff_us = micros(self._latest[gh] - self.window)
+        if cols.times_us.min() < cutoff_us:
+            cols = cols.select(cols.times_us >= cutoff_us)
+        if len(cols) > self.max_rows_per_greenhouse:
+            cols = cols.select(np.arange(len(cols) - self.max_rows_per_greenhouse, len(cols)))
+        self._cols[gh] = cols
+
+    def _bound_greenhouses(self, keep: Iterable[str]) -> None:
+        """Drop the greenhouses whose newest reading is oldest while there are too many (never
+        one of ``keep``, those just added to, unless they alone are too many)."""
+        excess = len(self._latest) - self.max_greenhouses
+        if excess <= 0:
+            return
+        kept = set(keep)
+        order = sorted(self._latest, key=lambda g: (g in kept, self._latest[g]))
+        for gh in order[:excess]:
+            for table in (self._cols, self._latest, self._version, self._cache):
+                table.pop(gh, None)
+
+    def _compact_device_codes(self) -> None:
+        """Rebuild the device-id codes from the devices still in some window (codes only name
+        devices, so renumbering changes no feature; cached features are dropped all the same)."""
+        used = sorted({int(code) for cols in self._cols.values() for code in np.unique(cols.devices)})
+        names = {code: device for device, code in self._device_codes.items()}
+        remap = np.zeros(max(self._device_codes.values(), default=0) + 1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        self._device_codes = {names[code]: new for new, code in enumerate(used)}
+        for gh, cols in self._cols.items():
+            self._cols[gh] = RawColumns(cols.times_us, remap[cols.devices], cols.values)
+            self._version[gh] += 1
+        self._compact_codes_at = max(self.max_device_codes, 2 * len(used))
+
+    def _set_waiters(self, greenhouse_id: str, waiters: list[tuple[datetime, Callable[[], None]]]) -> None:
+        if waiters:
+            self._waiters[greenhouse_id] = waiters
+        else:  # no empty lists left behind for every greenhouse id a caller ever named
+            self._waiters.pop(greenhouse_id, None)
 
     def add_raw(self, values: Iterable[bytes]) -> None:
         """Bus message values (JSON readings); invalid ones are counted and skipped (the gateway
@@ -120,7 +186,7 @@ class OnlineWindow:
                     with self._lock:
                         waiters = self._waiters.get(greenhouse_id)
                         if waiters:
-                            self._waiters[greenhouse_id] = [w for w in waiters if w is not entry]
+                            self._set_waiters(greenhouse_id, [w for w in waiters if w is not entry])
 
                 return cancel
         callback()

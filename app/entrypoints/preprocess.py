@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         params = PreprocessParams(
             horizons_min=horizons, step_s=args.step_s, max_fill_steps=args.max_fill_steps, validation_fraction=args.validation_fraction, start_date=args.start_date, end_date=args.end_date
         )
-        init_ray()
+        init_ray(settings.ray.auth_token_file)
         return run_preprocess(settings, params).summary()
 
     return run_job("preprocess", body)

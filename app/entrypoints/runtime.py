@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,9 +35,19 @@ def run_job(name: str, body: Callable[[], dict[str, Any]]) -> int:
     return 0 if ok else 1
 
 
-def init_ray() -> None:
+def init_ray(auth_token_file: Path | None = None) -> None:
     """Join the cluster the job runs on (``ray job submit`` sets RAY_ADDRESS), else start a local one
-    (``RAY_ADDRESS=auto`` joins a head running on this machine)."""
+    (``RAY_ADDRESS=auto`` joins a head running on this machine).
+
+    A job submitted to a cluster with token auth inherits the token from the cluster's processes.
+    A job started elsewhere that joins such a cluster names the token file: ``auth_token_file``
+    (settings ``ray.auth_token_file``) switches this process to ``RAY_AUTH_MODE=token`` with
+    ``RAY_AUTH_TOKEN_PATH`` set, before Ray reads its configuration."""
+    if auth_token_file is not None:
+        if not Path(auth_token_file).is_file():
+            raise FileNotFoundError(f"ray.auth_token_file {auth_token_file} does not exist")
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(auth_token_file)
     import ray
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", TRAIN_WORKER_GROUP_START_TIMEOUT_S)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.train.pipeline import run_training
 
         settings = load_settings(args.config)
-        init_ray()
+        init_ray(settings.ray.auth_token_file)
         return run_training(settings, training_params(args, settings, booster_from_args(args))).summary()
 
     return run_job("train", body)

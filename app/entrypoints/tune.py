@@ -34,7 +34,7 @@ def _tune_and_train(args: argparse.Namespace) -> dict:
     from app.train.tune import TuneParams, tune_boosters
 
     settings = load_settings(args.config)
-    init_ray()
+    init_ray(settings.ray.auth_token_file)
     fs_id = args.feature_set_id or latest_feature_set_id(settings)
     _, _, doc = load_feature_set(settings, fs_id)
     tune_params = TuneParams(**{name: getattr(args, name) for name in ("num_samples", "max_rounds", "grace_rounds", "num_workers", "max_concurrent_trials", "seed")})

@@ -5,31 +5,35 @@ headers and body bytes and answers a status and a JSON-able payload. The FastAPI
 (:mod:`app.ingest.api`) and the Ray Serve deployment (:mod:`app.serve.ingest`) are thin shells
 around it, which is also what lets the benchmark run the same code behind plain uvicorn.
 
-Per request: content type, size and auth are checked first (cheap), the body is parsed once with
-orjson, each record is validated against the reading contract, valid ones go to the bus in one
-write (key = greenhouse id, so a greenhouse stays ordered) and invalid ones go to the dead-letter
-topic as :class:`~app.contracts.deadletter.DeadLetter` records. Nothing is answered 200 before the bus has it durably.
+Per request: the device's credential is checked first (a bearer token, or a client certificate the
+TLS edge verified), then content type and size (cheap); the body is parsed once with orjson, each
+record is validated against the reading contract and against the credential (its greenhouse, its
+device, its greenhouse's partition). Rejected records are turned into
+:class:`~app.contracts.deadletter.DeadLetter` bytes *before* anything is written, so that nothing
+after the bus write can fail the request (a retry would duplicate what was accepted); then valid
+ones go to the bus in one write (key = greenhouse id, so a greenhouse stays ordered) and the dead
+letters to the dead-letter topic. Nothing is answered 200 before the bus has it durably.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from app.bus import Bus, BusError, OutgoingRecord, UnknownTopicError
+from app.bus import Bus, BusError, OutgoingRecord, UnknownTopicError, partition_for_key
 from app.config import Settings
 from app.contracts.deadletter import DeadLetter
-from app.contracts.reading import ReadingError, reason_code, validate_reading
+from app.contracts.reading import Reading, ReadingError, reason_code, validate_reading
 from app.ingest import errors
+from app.security.credentials import DeviceIdentity, bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +41,27 @@ JSON_V2 = "application/vnd.kafka.json.v2+json"
 BINARY_V2 = "application/vnd.kafka.binary.v2+json"
 RESPONSE_MEDIA_TYPE = "application/vnd.kafka.v2+json"
 _ACCEPTABLE = ("application/vnd.kafka.v2+json", "application/vnd.kafka+json", "application/json", "*/*", "application/*")
+# One reason for every refused credential: which of missing/unknown/wrong/revoked it was is no
+# business of whoever holds it.
+UNAUTHORIZED_MESSAGE = "missing or invalid credentials"
+WWW_AUTHENTICATE = 'Bearer realm="greenhouse-ingest"'
+
+
+class DeviceAuthenticator(Protocol):
+    """What the gateway needs of the device registry (:class:`app.security.credentials.DeviceRegistry`)."""
+
+    def authenticate(self, token: str | None) -> DeviceIdentity | None: ...
+
+    def by_certificate(self, device_id: str) -> DeviceIdentity | None: ...
 
 
 @dataclass(frozen=True)
 class IngestResponse:
-    """What to answer: HTTP status and a JSON-able body."""
+    """What to answer: HTTP status, a JSON-able body and extra response headers."""
 
     status: int
-    body: dict[str, Any]
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,11 @@ class IngestStats:
 def request_error(status: int, code: int, message: str) -> IngestResponse:
     """A request-level error in the REST Proxy envelope."""
     return IngestResponse(status, {"error_code": code, "message": message})
+
+
+def unauthorized() -> IngestResponse:
+    """The 401 answer to a request without a valid credential (the same for every cause)."""
+    return IngestResponse(401, {"error_code": errors.UNAUTHORIZED, "message": UNAUTHORIZED_MESSAGE}, {"www-authenticate": WWW_AUTHENTICATE})
 
 
 def _media_type(content_type: str | None) -> str:
@@ -95,11 +117,27 @@ def parse_produce_body(body: bytes, max_records: int) -> list[Any] | IngestRespo
     return records
 
 
-def convert_record(record: Any, *, binary: bool, now: datetime, max_future_skew_s: float) -> OutgoingRecord | Rejection:
+def authorize_reading(reading: Reading, partition: int | None, identity: DeviceIdentity, partitions: int) -> Rejection | None:
+    """``None`` when ``identity`` may write ``reading`` (to ``partition``, when the record names
+    one), else why not: another greenhouse (40302), another device (40303), or a partition that is
+    not the greenhouse's own (40304; the key is always the greenhouse id)."""
+    if reading.greenhouse_id != identity.greenhouse_id:
+        return Rejection(errors.GREENHOUSE_FORBIDDEN, f"greenhouse_id: not authorized for greenhouse {reading.greenhouse_id!r}")
+    if reading.device_id != identity.device_id:
+        return Rejection(errors.DEVICE_FORBIDDEN, f"device_id: not authorized for device {reading.device_id!r}")
+    if partition is not None:
+        own = partition_for_key(reading.greenhouse_id.encode(), partitions)
+        if partition != own:
+            return Rejection(errors.PARTITION_FORBIDDEN, f"partition: greenhouse {reading.greenhouse_id!r} writes to partition {own} only (got {partition})")
+    return None
+
+
+def convert_record(record: Any, *, binary: bool, now: datetime, max_future_skew_s: float, identity: DeviceIdentity, partitions: int) -> OutgoingRecord | Rejection:
     """One REST Proxy record -> the bus record to write (key = greenhouse id), or why not.
 
     ``binary`` records carry base64 of the reading's JSON (else the reading itself); the reading
-    is checked by :func:`~app.contracts.reading.validate_reading` against ``now``.
+    is checked by :func:`~app.contracts.reading.validate_reading` against ``now``, then by
+    :func:`authorize_reading` against the sender's ``identity`` (``partitions``: the topic's count).
     """
     if not isinstance(record, dict):
         return Rejection(errors.INVALID_RECORD, "record: must be an object with a 'value'")
@@ -120,47 +158,63 @@ def convert_record(record: Any, *, binary: bool, now: datetime, max_future_skew_
         reading = validate_reading(value, now=now, max_future_skew_s=max_future_skew_s)
     except ReadingError as exc:
         return Rejection(errors.INVALID_RECORD, exc.reason)
+    denied = authorize_reading(reading, partition, identity, partitions)
+    if denied:
+        return denied
     data = orjson.dumps(reading.model_dump(mode="json", exclude_none=True))
     return OutgoingRecord(value=data, key=reading.greenhouse_id.encode(), partition=partition)
 
 
+def dead_letter_bytes(topic: str, raw: Any, rejection: Rejection, now: datetime) -> bytes:
+    """The dead-letter message of one rejected gateway record; never raises (a payload that cannot
+    be encoded is replaced by a note, so the reason is kept)."""
+    try:
+        return DeadLetter(source="gateway", source_topic=topic, error_code=rejection.code, reason=rejection.reason, received_at=now, payload=raw).to_json()
+    except Exception:  # json_safe makes this unreachable in practice; the request must not fail here
+        log.exception("dead letter of a %d rejection could not be encoded; keeping its reason only", rejection.code)
+        note = f"<payload of type {type(raw).__name__} could not be encoded>"
+        return DeadLetter(source="gateway", source_topic=topic, error_code=rejection.code, reason=rejection.reason, received_at=now, payload=note).to_json()
+
+
 class IngestService:
-    """Validate and produce REST-Proxy-v2 requests to the bus.
+    """Validate and produce REST-Proxy-v2 requests to the bus, for authenticated devices only.
 
     Args:
-        settings: product settings (topics, ingest limits, tokens).
+        settings: product settings (topics, ingest limits).
         bus: where accepted records go.
+        devices: who may post (the device registry; tests inject it on an embedded store).
         clock: returns "now" in UTC (injected for tests).
         on_result: optional hook called with ``(accepted, rejected_reasons)`` per request, used
             for metrics.
     """
 
-    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], datetime] | None = None, on_result: Callable[[int, list[str]], None] | None = None) -> None:
+    def __init__(self, settings: Settings, bus: Bus, devices: DeviceAuthenticator, *, clock: Callable[[], datetime] | None = None, on_result: Callable[[int, list[str]], None] | None = None) -> None:
         self.settings = settings
         self.bus = bus
+        self.devices = devices
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._on_result = on_result
+        self._partitions: dict[str, int] = {}
         self.stats = IngestStats()
         topics = settings.topics
         for topic in {topics.sensors, topics.control, topics.deadletter, *settings.ingest.topics}:
             bus.create_topic(topic, topics.partitions)
-        self._tokens = [t.encode() for t in settings.ingest.api_tokens]
 
     # -- request level ----------------------------------------------------------------------
-    def check_auth(self, authorization: str | None) -> IngestResponse | None:
-        """``None`` when allowed, else a 401 response."""
-        if not self._tokens:
-            return None
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in self._tokens):
-            return None
-        return request_error(401, errors.UNAUTHORIZED, "missing or invalid bearer token")
+    def authenticate(self, authorization: str | None, client_device: str | None = None) -> DeviceIdentity | None:
+        """The device a request speaks for, or ``None``. A bearer token, when sent, decides (a
+        wrong one is refused even with a certificate); else ``client_device``, the device id of a
+        client certificate the TLS edge verified (:func:`app.security.edge.client_device`)."""
+        token = bearer_token(authorization)
+        if token is not None or authorization:
+            return self.devices.authenticate(token)
+        if client_device:
+            return self.devices.by_certificate(client_device)
+        return None
 
-    def check_headers(self, topic: str, content_type: str | None, content_length: int | None, accept: str | None, authorization: str | None) -> IngestResponse | None:
-        """Checks that need no body; ``None`` when the request may proceed."""
-        denied = self.check_auth(authorization)
-        if denied:
-            return denied
+    def check_request(self, topic: str, content_type: str | None, content_length: int | None, accept: str | None) -> IngestResponse | None:
+        """Checks that need neither credential nor body (406, 404, 415, 413, in this order);
+        ``None`` when the request may proceed."""
         if accept and not any(a.split(";", 1)[0].strip().lower() in _ACCEPTABLE for a in accept.split(",")):
             return request_error(406, errors.NOT_ACCEPTABLE, f"cannot produce any of Accept: {accept}; use {RESPONSE_MEDIA_TYPE}")
         if topic not in self.settings.ingest.topics:
@@ -174,10 +228,20 @@ class IngestService:
         return None
 
     # -- the produce call -------------------------------------------------------------------
-    def produce(self, topic: str, body: bytes, *, content_type: str | None, accept: str | None = None, authorization: str | None = None) -> IngestResponse:
-        """Handle ``POST /topics/{topic}`` with ``body``; never raises for bad input."""
+    def produce(self, topic: str, body: bytes, *, content_type: str | None, accept: str | None = None, authorization: str | None = None, client_device: str | None = None) -> IngestResponse:
+        """Handle ``POST /topics/{topic}`` with ``body``: 401 without a valid credential (checked
+        first), else :meth:`produce_as`. Never raises for bad input."""
+        identity = self.authenticate(authorization, client_device)
+        if identity is None:
+            self.stats.requests += 1
+            return unauthorized()
+        return self.produce_as(identity, topic, body, content_type=content_type, accept=accept)
+
+    def produce_as(self, identity: DeviceIdentity, topic: str, body: bytes, *, content_type: str | None, accept: str | None = None) -> IngestResponse:
+        """Produce for a device already authenticated by :meth:`authenticate` (the HTTP layer
+        does that before it reads the body)."""
         self.stats.requests += 1
-        early = self.check_headers(topic, content_type, len(body), accept, authorization)
+        early = self.check_request(topic, content_type, len(body), accept)
         if early:
             return early
         records = parse_produce_body(body, self.settings.ingest.max_records_per_request)
@@ -186,24 +250,31 @@ class IngestService:
         now = self._clock()
         binary = _media_type(content_type) == BINARY_V2
         skew_s = self.settings.ingest.max_future_skew_s
-        converted = [convert_record(r, binary=binary, now=now, max_future_skew_s=skew_s) for r in records]
+        try:
+            partitions = self._partition_count(topic)
+        except UnknownTopicError:
+            return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
+        converted = [convert_record(r, binary=binary, now=now, max_future_skew_s=skew_s, identity=identity, partitions=partitions) for r in records]
         rejected = [(raw, c) for raw, c in zip(records, converted) if isinstance(c, Rejection)]
+        letters = [OutgoingRecord(value=dead_letter_bytes(topic, raw, r, now)) for raw, r in rejected]  # before any write: see the module docstring
         try:
             offsets, accepted = self._write(topic, converted)
         except UnknownTopicError:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
         except BusError as exc:
             log.warning("bus write failed for %d records: %s", len(records) - len(rejected), exc)
-            self._dead_letter(topic, rejected, now)
-            return request_error(503, errors.BUS_UNAVAILABLE, f"the bus is unavailable, nothing was written: {exc}")
-        self._dead_letter(topic, rejected, now)
+            self._dead_letter(letters)
+            return request_error(503, errors.BUS_UNAVAILABLE, "the bus is unavailable, nothing was written; retry")
+        # from here on nothing may fail the request: the bus has the accepted records
+        self._dead_letter(letters)
         self._count(len(records), accepted, [reason_code(r.reason) for _, r in rejected])
-        body_out: dict[str, Any] = {"key_schema_id": None, "value_schema_id": None, "offsets": offsets}
-        if accepted == 0:
-            body_out["error_code"] = errors.NO_RECORD_ACCEPTED
-            body_out["message"] = f"no record was accepted: {len(records)} rejected (see offsets[].error)"
-            return IngestResponse(422, body_out)
-        return IngestResponse(200, body_out)
+        return _produce_answer(offsets, accepted, [r for _, r in rejected])
+
+    def _partition_count(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            count = self._partitions[topic] = self.bus.partitions_for(topic)
+        return count
 
     def _write(self, topic: str, converted: list[OutgoingRecord | Rejection]) -> tuple[list[dict[str, Any]], int]:
         """Write the accepted records in one bus call; the per-record offsets and how many the bus
@@ -234,21 +305,44 @@ class IngestService:
         self.stats.rejected += records - accepted
         self.stats.rejected_by_reason.update(rejected_reasons)
         if self._on_result:
-            self._on_result(accepted, rejected_reasons)
+            try:
+                self._on_result(accepted, rejected_reasons)
+            except Exception:  # metrics must not fail a request whose records are already written
+                log.exception("ingest on_result hook failed")
 
-    def _dead_letter(self, topic: str, rejected: list[tuple[Any, Rejection]], now: datetime) -> None:
-        """Keep rejected records, with their reason, on the dead-letter topic (best effort)."""
-        if not rejected:
+    def _dead_letter(self, letters: list[OutgoingRecord]) -> None:
+        """Keep rejected records, with their reason, on the dead-letter topic (best effort: the
+        sender already has each record's reason)."""
+        if not letters:
             return
-        letters = [DeadLetter(source="gateway", source_topic=topic, error_code=r.code, reason=r.reason, received_at=now, payload=raw) for raw, r in rejected]
         try:
-            self.bus.produce(self.settings.topics.deadletter, [OutgoingRecord(value=d.to_json()) for d in letters])
-        except BusError as exc:  # the sender already has the per-record reason; do not fail the request
+            results = self.bus.produce(self.settings.topics.deadletter, letters)
+        except BusError as exc:
             log.error("dead-letter write failed for %d records: %s", len(letters), exc)
+            return
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            log.error("dead-letter write refused %d of %d records: %s", len(failed), len(letters), failed[0])
 
     def topic_info(self, topic: str) -> IngestResponse:
         """``GET /topics/{topic}``: name and partitions, as REST Proxy v2 shapes it."""
         if topic not in self.settings.ingest.topics:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
-        count = self.bus.partitions_for(topic)
+        count = self._partition_count(topic)
         return IngestResponse(200, {"name": topic, "configs": {}, "partitions": [{"partition": p, "leader": 0, "replicas": []} for p in range(count)]})
+
+
+def _produce_answer(offsets: list[dict[str, Any]], accepted: int, rejections: list[Rejection]) -> IngestResponse:
+    """200 when a record was accepted; else 403 when a record was refused for the credential
+    (the first such code), else 422. Per-record results are in ``offsets`` either way."""
+    body: dict[str, Any] = {"key_schema_id": None, "value_schema_id": None, "offsets": offsets}
+    if accepted:
+        return IngestResponse(200, body)
+    forbidden = [r for r in rejections if r.code in errors.FORBIDDEN_RECORD_CODES]
+    if forbidden:
+        body["error_code"] = forbidden[0].code
+        body["message"] = f"no record was accepted: {len(forbidden)} not authorized for this credential (see offsets[].error)"
+        return IngestResponse(403, body)
+    body["error_code"] = errors.NO_RECORD_ACCEPTED
+    body["message"] = f"no record was accepted: {len(offsets)} rejected (see offsets[].error)"
+    return IngestResponse(422, body)

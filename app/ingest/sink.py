@@ -13,7 +13,12 @@ HDFS have none). A *chunk* is what one poll returned for one bus partition, offs
 On start, pending documents at or past the checkpoint are rolled back (files deleted, documents
 removed) and earlier ones rolled forward; reading resumes at the checkpoint. Duplicate readings
 (same ``device_id`` and ``ts``, e.g. a device retrying a POST whose answer it lost) are dropped
-against what the lake already holds for that greenhouse-day.
+against what the lake already holds for that greenhouse-day (:class:`~app.ingest.dedupe.SeenKeys`
+keeps those keys in bounded memory).
+
+A message the sink cannot take (not a reading, or a reading it cannot place in the lake) goes to
+the dead-letter topic with its reason and is passed over: one bad message never stops the sink,
+which would otherwise fail on it again after every restart.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import pyarrow.compute as pc
 from app.bus import Bus, Message, OutgoingRecord, TopicPartition
 from app.config import Settings
 from app.contracts.deadletter import DeadLetter
-from app.contracts.reading import Reading, ReadingError, UndecodableReading, reading_from_bus
+from app.contracts.reading import ReadingError, UndecodableReading, reading_from_bus
 from app.ingest import errors
+from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, SeenKey, SeenKeys
 from app.ingest.records import SCHEMA_FINGERPRINT, reading_row, rows_to_table
 from app.lake import STAGING, Lake
 from app.metadata import LAKE_BATCHES, MetadataStore
@@ -69,9 +75,13 @@ def _checkpoint_id(group: str, tp: TopicPartition) -> str:
 
 
 class LakeSink:
-    """Consumes ``settings.topics.sensors`` and writes the lake, exactly once in effect."""
+    """Consumes ``settings.topics.sensors`` and writes the lake, exactly once in effect.
 
-    def __init__(self, settings: Settings, bus: Bus, lake: Lake, store: MetadataStore) -> None:
+    ``seen_max_days`` and ``seen_max_keys`` bound the memory of readings already in the lake
+    (:mod:`app.ingest.dedupe`: 64 greenhouse-days and 500,000 keys by default).
+    """
+
+    def __init__(self, settings: Settings, bus: Bus, lake: Lake, store: MetadataStore, *, seen_max_days: int = MAX_DAYS, seen_max_keys: int = MAX_KEYS) -> None:
         self.settings = settings
         self.bus = bus
         self.lake = lake
@@ -81,7 +91,7 @@ class LakeSink:
         self.checkpoints = store.collection(SINK_CHECKPOINTS)
         self.batches.create_index([("path", 1)], unique=True)
         self.batches.create_index([("status", 1), ("sink_group", 1)])
-        self._seen: dict[tuple[str, date], set[tuple[str, int]]] = {}
+        self.seen = SeenKeys(self._lake_keys, max_days=seen_max_days, max_keys=seen_max_keys)
         self._failpoint = self._parse_failpoint(settings.sink.failpoint)
         self.stats = SinkStats()
         bus.create_topic(self.topic, settings.topics.partitions)
@@ -115,50 +125,55 @@ class LakeSink:
         if pending:
             log.info("recovered: %d files rolled back, %d rolled forward", self.stats.rolled_back_files, self.stats.rolled_forward_files)
 
-    # -- dedupe -----------------------------------------------------------------------------
-    def _seen_keys(self, greenhouse_id: str, day: date) -> set[tuple[str, int]]:
-        key = (greenhouse_id, day)
-        seen = self._seen.get(key)
-        if seen is None:
-            seen = set()
-            paths = self.lake.list_files(Lake.raw_partition(greenhouse_id, day))
-            if paths:
-                table = self.lake.read_table(paths, columns=["device_id", "ts"])
-                ts_ms = pc.cast(table["ts"], pa.int64()).to_pylist()
-                seen.update(zip(table["device_id"].to_pylist(), ts_ms))
-            self._seen[key] = seen
-        return seen
+    # -- dedupe ----------------------------------------------------------------------------
+    def _lake_keys(self, greenhouse_id: str, day: date) -> list[SeenKey]:
+        """``(device_id, ts_ms)`` of every reading the lake holds for one greenhouse-day."""
+        paths = self.lake.list_files(Lake.raw_partition(greenhouse_id, day))
+        if not paths:
+            return []
+        table = self.lake.read_table(paths, columns=["device_id", "ts"])
+        return list(zip(table["device_id"].to_pylist(), pc.cast(table["ts"], pa.int64()).to_pylist()))
 
     # -- one chunk --------------------------------------------------------------------------
-    def _validate(self, tp: TopicPartition, messages: list[Message]) -> list[tuple[Message, Reading]]:
-        """The chunk's valid readings; invalid messages are counted and dead-lettered."""
-        good: list[tuple[Message, Reading]] = []
+    def _rows(self, tp: TopicPartition, messages: list[Message]) -> list[tuple[str, date, SeenKey, dict]]:
+        """The chunk's lake rows as ``(greenhouse_id, day, dedupe key, row)``; messages that are no
+        valid reading, or that cannot be made a row, are counted and dead-lettered."""
+        good: list[tuple[str, date, SeenKey, dict]] = []
         dead: list[OutgoingRecord] = []
         for msg in messages:
             try:
-                good.append((msg, reading_from_bus(msg.value)))
+                reading = reading_from_bus(msg.value)
+                row = reading_row(reading, tp.topic, tp.partition, msg.offset, msg.timestamp_ms)
+                good.append((reading.greenhouse_id, reading.ts.date(), (reading.device_id, reading.ts_ms), row))
             except ReadingError as exc:
-                self.stats.invalid += 1
-                code = exc.reason_code
-                self.stats.invalid_by_reason[code] = self.stats.invalid_by_reason.get(code, 0) + 1
-                dead.append(OutgoingRecord(value=sink_dead_letter(tp, msg, exc).to_json()))
+                dead.append(self._reject(tp, msg, exc))
+            except Exception as exc:  # a record the lake cannot take must not stop the sink for good
+                log.exception("sink: message %s/%d@%d cannot be placed in the lake", tp.topic, tp.partition, msg.offset)
+                dead.append(self._reject(tp, msg, ReadingError(f"value: cannot be placed in the lake ({type(exc).__name__})")))
         if dead:
             self.bus.produce(self.settings.topics.deadletter, dead)
         return good
 
+    def _reject(self, tp: TopicPartition, msg: Message, exc: ReadingError) -> OutgoingRecord:
+        self.stats.invalid += 1
+        code = exc.reason_code
+        self.stats.invalid_by_reason[code] = self.stats.invalid_by_reason.get(code, 0) + 1
+        return OutgoingRecord(value=sink_dead_letter(tp, msg, exc).to_json())
+
     def _process_chunk(self, tp: TopicPartition, messages: list[Message]) -> None:
         first, last = messages[0].offset, messages[-1].offset
         groups: dict[tuple[str, date], list[dict]] = defaultdict(list)
-        keys: dict[tuple[str, date], set[tuple[str, int]]] = defaultdict(set)
-        for msg, reading in self._validate(tp, messages):
-            day = reading.ts.date()
-            gkey = (reading.greenhouse_id, day)
-            dedupe_key = (reading.device_id, reading.ts_ms)
-            if dedupe_key in keys[gkey] or dedupe_key in self._seen_keys(*gkey):
+        keys: dict[tuple[str, date], set[SeenKey]] = defaultdict(set)
+        in_lake: dict[tuple[str, date], set[SeenKey]] = {}  # each greenhouse-day read once per chunk
+        for greenhouse_id, day, dedupe_key, row in self._rows(tp, messages):
+            gkey = (greenhouse_id, day)
+            if gkey not in in_lake:
+                in_lake[gkey] = self.seen.get(greenhouse_id, day)
+            if dedupe_key in keys[gkey] or dedupe_key in in_lake[gkey]:
                 self.stats.duplicates += 1
                 continue
             keys[gkey].add(dedupe_key)
-            groups[gkey].append(reading_row(reading, tp.topic, tp.partition, msg.offset, msg.timestamp_ms))
+            groups[gkey].append(row)
 
         # 1. pending documents (so that a crash after any file write can find and undo it)
         planned: list[tuple[dict, pa.Table]] = []
@@ -182,8 +197,8 @@ class LakeSink:
             upsert=True,
         )
         self._maybe_fail("after_checkpoint")
-        for gkey, new_keys in keys.items():
-            self._seen_keys(*gkey).update(new_keys)
+        for (greenhouse_id, day), new_keys in keys.items():
+            self.seen.add(greenhouse_id, day, new_keys)
 
         # 4. + 5. cosmetic after the commit point
         for doc, _ in planned:
@@ -285,8 +300,18 @@ def sink_dead_letter(tp: TopicPartition, msg: Message, exc: ReadingError) -> Dea
         error_code=errors.VALUE_CONVERSION_FAILED if undecodable else errors.INVALID_RECORD,
         reason=exc.reason,
         received_at=datetime.fromtimestamp(msg.timestamp_ms / 1000.0, tz=timezone.utc),
-        payload=msg.value.decode("utf-8", "replace") if undecodable else orjson.loads(msg.value),
+        payload=_message_payload(msg.value, undecodable),
     )
+
+
+def _message_payload(value: bytes, undecodable: bool) -> object:
+    """A bus message value as a dead letter keeps it: its JSON, or its text when it is not JSON."""
+    if not undecodable:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return value.decode("utf-8", "replace")
 
 
 def _by_partition(messages: Iterable[Message]) -> list[tuple[TopicPartition, list[Message]]]:

@@ -2,8 +2,8 @@
 
 :class:`KubeRayClient` is what the ``greenhouse kuberay`` CLI and the Airflow DAG (mode
 ``kuberay``) use: RayJob / RayService / RayCluster through ``CustomObjectsApi`` (group ``ray.io``,
-version ``v1``), plus the few core kinds the manifests carry (ConfigMap, Secret, ServiceAccount,
-Namespace) through ``CoreV1Api``.
+version ``v1``), plus the few built-in kinds the manifests carry (ConfigMap, Secret, ServiceAccount,
+Service, Namespace through ``CoreV1Api``; NetworkPolicy through ``NetworkingV1Api``).
 
 - ``create`` is idempotent: a 409 AlreadyExists answer returns the existing object (so a retried
   DAG task attaches to the RayJob it created before instead of failing or running twice).
@@ -34,14 +34,17 @@ RAY_KINDS: dict[str, str] = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "
 # included so that waiting on a template (suspend: true) returns instead of hanging.
 DEPLOYMENT_TERMINAL = frozenset({"Complete", "Failed", "ValidationFailed", "Suspended"})
 JOB_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
-# Core kinds the manifests may carry: kind -> (namespaced, CoreV1Api method suffix)
+# Built-in kinds the manifests may carry: kind -> (namespaced, API method suffix); the API is
+# CoreV1Api unless NON_CORE_APIS names another.
 CORE_KINDS: dict[str, tuple[bool, str]] = {
     "ConfigMap": (True, "config_map"),
     "Secret": (True, "secret"),
     "ServiceAccount": (True, "service_account"),
     "Service": (True, "service"),
     "Namespace": (False, "namespace"),
+    "NetworkPolicy": (True, "network_policy"),
 }
+NON_CORE_APIS: dict[str, str] = {"NetworkPolicy": "networking"}
 
 
 class KubeRayError(RuntimeError):
@@ -152,6 +155,7 @@ class KubeRayClient:
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     @classmethod
     def connect(cls, target: KubeTarget) -> KubeRayClient:
@@ -258,7 +262,8 @@ class KubeRayClient:
         if kind not in CORE_KINDS:
             raise KubeRayError(f"kind {kind} is not handled here: apply it with kubectl")
         namespaced, suffix = CORE_KINDS[kind]
-        method = getattr(self.core, f"{verb}_{'namespaced_' if namespaced else ''}{suffix}")
+        api = getattr(self, NON_CORE_APIS.get(kind, "core"))
+        method = getattr(api, f"{verb}_{'namespaced_' if namespaced else ''}{suffix}")
         args: list[Any] = []
         if verb in ("read", "delete", "replace"):
             args.append(name)

@@ -1,4 +1,4 @@
-"""Metadata store (lake batches, feature sets, devices, control audit, deployments), chosen by URL.
+"""Metadata store (lake batches, feature sets, devices, operators, control audit, deployments), chosen by URL.
 
 ``file:///dir`` opens the embedded SQLite document store; ``mongodb://host:port/db`` opens MongoDB
 (or any MongoDB-wire server such as FerretDB).
@@ -15,6 +15,7 @@ FEATURE_SETS = "feature_sets"
 DEVICES = "devices"
 CONTROL_AUDIT = "control_audit"
 DEPLOYMENTS = "deployments"
+OPERATORS = "operators"
 
 
 def open_metadata(url: str) -> MetadataStore:
@@ -31,4 +32,4 @@ def open_metadata(url: str) -> MetadataStore:
     raise ValueError(f"unsupported metadata URL {url!r}: use file:///dir or mongodb://host:port/db")
 
 
-__all__ = ["CONTROL_AUDIT", "DEPLOYMENTS", "DEVICES", "FEATURE_SETS", "LAKE_BATCHES", "Collection", "DuplicateKeyError", "MetadataStore", "open_metadata"]
+__all__ = ["CONTROL_AUDIT", "DEPLOYMENTS", "DEVICES", "FEATURE_SETS", "LAKE_BATCHES", "OPERATORS", "Collection", "DuplicateKeyError", "MetadataStore", "open_metadata"]

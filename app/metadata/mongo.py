@@ -2,6 +2,11 @@
 
 Works against MongoDB and MongoDB-wire servers such as FerretDB (no transactions, no change
 streams used). Datetimes come back timezone-aware UTC (BSON keeps milliseconds).
+
+TLS and credentials are pymongo's own URL options, e.g.
+``mongodb://host:27017/greenhouse?tls=true&tlsCAFile=/ca.crt&tlsCertificateKeyFile=/client.pem``
+(a client certificate, as the stack's FerretDB requires) or ``mongodb://user:pass@host/db?tls=true``.
+Options that switch certificate or hostname verification off are refused.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import pymongo
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError as MongoDuplicateKeyError
 from pymongo.errors import OperationFailure
+from pymongo.uri_parser import parse_uri
 
 from app.metadata.base import DuplicateKeyError, Filter, SortSpec
 
 DEFAULT_DATABASE = "greenhouse"
+# pymongo options that turn verification off (parse_uri reports them in this spelling)
+_UNVERIFIED_TLS_OPTIONS = ("tlsInsecure", "tlsAllowInvalidCertificates", "tlsAllowInvalidHostnames")
 
 
 class MongoStore:
@@ -25,8 +33,13 @@ class MongoStore:
 
     def __init__(self, url: str, *, server_selection_timeout_ms: int = 10_000) -> None:
         self.url = url
+        parsed = parse_uri(url)
+        options = {k.lower(): v for k, v in parsed["options"].items()}
+        off = [k for k in _UNVERIFIED_TLS_OPTIONS if options.get(k.lower())]
+        if off:
+            raise ValueError(f"metadata URL switches TLS verification off ({', '.join(off)}): refused")
         self.client: MongoClient = MongoClient(url, tz_aware=True, serverSelectionTimeoutMS=server_selection_timeout_ms)
-        name = pymongo.uri_parser.parse_uri(url).get("database") or DEFAULT_DATABASE
+        name = parsed.get("database") or DEFAULT_DATABASE
         self.db = self.client[name]
 
     def __reduce__(self):

@@ -26,8 +26,10 @@ from app.orchestration.runner import TERMINAL, JobRequest, JobResult, JobRunner,
 __all__ = ["JobResult", "RayJobsRunner", "deterministic_id", "job_runtime_env", "last_json_line", "ray_auth_headers", "submit_and_wait"]
 
 DEFAULT_EXCLUDES = [".venv", ".git", ".greenhouse", "**/__pycache__", ".pytest_cache", ".hypothesis", "bench/results"]
-# Ray's own variable for the cluster token (RAY_AUTH_MODE=token); clients send it as a bearer token.
+# Ray's own variables for the cluster token (RAY_AUTH_MODE=token): the token itself, or the file
+# holding it. Clients send it as a bearer token.
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 # KubeRay caps RayJob names at 47 characters (53 for the cluster minus the suffix it appends).
 MAX_ID_LENGTH = 47
 
@@ -43,15 +45,33 @@ def job_runtime_env(working_dir: str | Path | None = None, env_vars: Mapping[str
     return env
 
 
-def ray_auth_headers(token: str | None = None) -> dict[str, str]:
+def ray_auth_headers(token: str | None = None, *, token_file: str | Path | None = None) -> dict[str, str]:
     """HTTP headers for a Ray cluster with token auth (``RAY_AUTH_MODE=token``).
 
-    ``token`` defaults to ``$RAY_AUTH_TOKEN``; without a token the result is empty (a cluster
-    without auth, or Ray's own token loader, which reads ``~/.ray/auth_token``, does the rest).
+    The token is, in this order: ``token``; the content of ``token_file`` (settings
+    ``ray.auth_token_file``); ``$RAY_AUTH_TOKEN``; the content of the file ``$RAY_AUTH_TOKEN_PATH``
+    (Ray's own variables, as its CLI reads them). Without any, the result is empty: a cluster
+    without auth. A token file that cannot be read is an error (``ValueError``), never a silent
+    unauthenticated request. The token is never logged.
     """
-    token = os.environ.get(RAY_AUTH_TOKEN_ENV, "") if token is None else token
-    token = token.strip()
+    if token is None and token_file is not None:
+        token = _read_token(Path(token_file))
+    if token is None:
+        token = os.environ.get(RAY_AUTH_TOKEN_ENV)
+    if token is None and os.environ.get(RAY_AUTH_TOKEN_PATH_ENV):
+        token = _read_token(Path(os.environ[RAY_AUTH_TOKEN_PATH_ENV]))
+    token = (token or "").strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the Ray auth token file {path}: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"the Ray auth token file {path} is empty")
+    return token
 
 
 def deterministic_id(*parts: str, max_length: int = MAX_ID_LENGTH) -> str:
@@ -73,10 +93,14 @@ def deterministic_id(*parts: str, max_length: int = MAX_ID_LENGTH) -> str:
 
 
 def make_client(address: str, headers: Mapping[str, str] | None = None) -> Any:
-    """A ``ray.job_submission.JobSubmissionClient`` for ``address`` sending ``headers``."""
+    """A ``ray.job_submission.JobSubmissionClient`` for ``address`` sending ``headers`` (None:
+    :func:`ray_auth_headers` from Ray's environment variables; ``{}``: none).
+
+    The token goes as an explicit header rather than through Ray's own loader, which decides once
+    per process (from ``RAY_AUTH_MODE`` when Ray's config first loads) whether to send any."""
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address, headers=dict(headers or {}))
+    return JobSubmissionClient(address, headers=dict(ray_auth_headers() if headers is None else headers))
 
 
 class RayJobsRunner(JobRunner):
@@ -89,8 +113,8 @@ class RayJobsRunner(JobRunner):
       failed job once, and a retry of that retry re-attaches to it).
     - ``wait`` stops the job on timeout and, with ``stop_on_interrupt``, when the wait is
       interrupted by any exception (KeyboardInterrupt, Airflow's task timeout, ...).
-    - ``headers`` go to every request (e.g. :func:`ray_auth_headers`); ``client`` injects a
-      ``JobSubmissionClient``-like object instead of building one.
+    - ``headers`` go to every request (None: :func:`ray_auth_headers` from Ray's environment
+      variables); ``client`` injects a ``JobSubmissionClient``-like object instead of building one.
     """
 
     def __init__(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALID_DAYS = 3650
@@ -41,7 +41,8 @@ class IssuedCert:
     key_path: Path
 
 
-def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM to ``path``, mode 0600 from the first byte."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never world-readable, not even briefly
     with os.fdopen(fd, "wb") as out:
@@ -94,7 +95,7 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private_key(key_path, key)
+        write_private_key(key_path, key)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(directory, cert, key)
 
@@ -124,7 +125,7 @@ class LocalCA:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         issued = IssuedCert(self.directory / f"{name}.crt", self.directory / f"{name}.key")
-        _write_private_key(issued.key_path, key)
+        write_private_key(issued.key_path, key)
         issued.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return issued
 

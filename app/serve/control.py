@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from fastapi import Header
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -29,6 +30,7 @@ from app.control.correction import ForecastOffsets
 from app.control.planner import current_setpoints
 from app.serve.args import AppArgs
 from app.serve.control_api import MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
+from app.serve.control_auth import OperatorGate, never_sent
 from app.serve.forecaster import Forecaster
 from app.serve.gcpause import GcPauses, freeze_startup_heap
 from app.serve.serving_models import ModelConfig, ServingModels
@@ -48,15 +50,19 @@ class ControlApp:
         from app.bus import open_bus
         from app.control.dispatch import CommandDispatcher
         from app.metadata import open_metadata
+        from app.security.credentials import OperatorRegistry
+        from app.security.startup import refuse_unsafe
         from app.serve.dispatch_thread import DispatchThread
         from app.serve.online_state import OnlineState
         from app.tracking import warm_imports
 
         self.settings = settings = args.load()
+        refuse_unsafe(settings)
         bus = open_bus(settings.bus_url)
         self.online = OnlineState(settings, bus, serve.get_replica_context().replica_id.unique_id)
         self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, open_metadata(settings.metadata_url)))
         self.models = ServingModels(settings, forecaster)
+        self.gate = OperatorGate(OperatorRegistry.from_settings(settings))
         # per replica: with several replicas each learns from the decisions it made
         self.controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
         self.gc_pauses = GcPauses()
@@ -84,9 +90,10 @@ class ControlApp:
         }
 
     @api.post("/forecast")
-    async def forecast(self, body: ForecastRequest) -> dict[str, Any]:
+    async def forecast(self, body: ForecastRequest, authorization: str | None = Header(default=None)) -> dict[str, Any]:
         """Indoor temperature and humidity at the model's horizons for one greenhouse."""
         started = time.perf_counter()
+        self.gate.admit(authorization, "forecast", caller_state=body.readings is not None or body.as_of is not None)
         forecaster, params = await self.models.serving(body.greenhouse_id)
         if forecaster is None:
             raise ServeError(503, MODEL_UNAVAILABLE, self.models.error or "model unavailable")
@@ -104,22 +111,26 @@ class ControlApp:
         }
 
     @api.post("/control")
-    async def control(self, body: ControlRequest) -> dict[str, Any]:
-        """Decide, sign and dispatch one command for a greenhouse (returned; not sent if dry-run)."""
+    async def control(self, body: ControlRequest, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        """Decide, sign and dispatch one command for a greenhouse (returned; not sent if dry-run,
+        nor when the caller sent its own readings or ``as_of``)."""
         started = time.perf_counter()
+        who = self.gate.admit(authorization, "control", caller_state=body.readings is not None or body.as_of is not None, dry_run=body.dry_run)
+        simulated = never_sent(caller_readings=body.readings is not None, caller_as_of=body.as_of is not None, simulated_plant=self.settings.control.simulated_plant)
         now = (body.as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
         forecaster, params = await self.models.serving(body.greenhouse_id)
         state = await self.online.state(body.greenhouse_id, body.readings, body.as_of, params)
-        dry_run = body.dry_run or bool(self.models.config.dry_run) or self.settings.control.dry_run
+        dry_run = simulated or body.dry_run or bool(self.models.config.dry_run) or self.settings.control.dry_run
         decision = await self.controller.decide(state, forecaster, now, unavailable=self.models.error, dry_run=dry_run, request_id=body.request_id)
         self.models.note(forecaster, decision.model_error)
-        result = await self.dispatch_thread.dispatch(decision.command)
+        result = await self.dispatch_thread.dispatch(decision.command.model_copy(update={"requested_by": who.name}))
         self._decisions.inc(tags={"mode": decision.mode})
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "control"})
         self._freeze_once_warm(decision)
         return {
             "command": decision.command.model_dump(mode="json"),
             "dispatch": {"status": result.status, "partition": result.partition, "offset": result.offset},
+            "requested_by": who.name,
             "decision": {"mode": decision.mode, "reason": decision.reason, "cost": decision.cost, "forecast": decision.forecast, "corrections_c": decision.corrections_c},
             "state": {"latest_step": decision.state_ts.isoformat(), "age_s": round(decision.age_s, 1)},
         }

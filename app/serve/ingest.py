@@ -3,11 +3,14 @@
 ``serve run serve_configs/ingest.yaml`` (or ``serve deploy``) imports :func:`build_app`; the
 ``args`` of the config file become :class:`~app.serve.args.AppArgs`. Tests and the demo call
 ``build_app(AppArgs(settings=settings.for_replicas()))`` so replicas see exactly
-the caller's settings.
+the caller's settings. Devices authenticate against the device registry in the settings' metadata
+store (:class:`~app.security.credentials.DeviceRegistry`).
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -20,18 +23,43 @@ from app.ingest.gateway import IngestService
 from app.serve.args import AppArgs
 
 
+class EdgeSecret:
+    """The TLS edge's secret, read from ``secrets_dir`` once it exists (the edge may start after
+    the gateway): while it is missing, the file is looked for at most every ``recheck_s``."""
+
+    def __init__(self, secrets_dir: Path, *, recheck_s: float = 5.0) -> None:
+        self._dir = secrets_dir
+        self._recheck_s = recheck_s
+        self._secret: bytes | None = None
+        self._checked_at = float("-inf")
+
+    def __call__(self) -> bytes | None:
+        from app.security.edge import read_edge_secret
+
+        if self._secret is None and time.monotonic() - self._checked_at >= self._recheck_s:
+            self._checked_at = time.monotonic()
+            self._secret = read_edge_secret(self._dir)
+        return self._secret
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, health_check_period_s=10)
 @serve.ingress()
 class IngestGateway:
-    """Serve replica: one :class:`IngestService` on its own bus connection."""
+    """Serve replica: one :class:`IngestService` on its own bus connection and device registry."""
 
     def __init__(self, args: AppArgs) -> None:
         from ray.serve.metrics import Counter
 
+        from app.security.credentials import DeviceRegistry
+        from app.security.startup import exposed, refuse_unsafe
+
         settings: Settings = args.load()
+        devices = DeviceRegistry.from_settings(settings)
+        refuse_unsafe(settings, devices_registered=bool(devices.list()) if exposed(settings) else None)
         self._accepted = Counter("gh_ingest_records_accepted", description="records accepted by the gateway")
         self._rejected = Counter("gh_ingest_records_rejected", description="records rejected by the gateway", tag_keys=("reason",))
-        self.service = IngestService(settings, open_bus(settings.bus_url), on_result=self._record)
+        self.service = IngestService(settings, open_bus(settings.bus_url), devices, on_result=self._record)
+        self._edge_secret = EdgeSecret(settings.secrets_dir)
 
     def _record(self, accepted: int, rejected_reasons: list[str]) -> None:
         if accepted:
@@ -40,7 +68,7 @@ class IngestGateway:
             self._rejected.inc(1, tags={"reason": reason})
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.service)
+        return create_api(self.service, edge_secret=self._edge_secret)
 
 
 def build_app(args: AppArgs | dict[str, Any]) -> Application:

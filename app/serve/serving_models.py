@@ -20,6 +20,7 @@ from app.config import Settings
 from app.contracts.command import ModelRef
 from app.control.core import ModelForecaster
 from app.preprocess.features import FeatureParams
+from app.security.redact import redact
 from app.serve.coalescer import ForecastCoalescer
 
 
@@ -70,7 +71,7 @@ class ServingModels:
         try:
             forecaster, params = await self.forecaster_for(greenhouse_id)
         except Exception as exc:
-            self.error = f"model unavailable: {type(exc).__name__}: {exc}"
+            self.error = redact(f"model unavailable: {type(exc).__name__}: {exc}")
             return None, feature_params_of(None)
         self.error = None
         return forecaster, params

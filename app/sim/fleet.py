@@ -105,6 +105,10 @@ class _Greenhouse:
         self.last_source: ControlSource = "local"
 
 
+DEVICE_KINDS: tuple[str, ...] = ("climate", "weather", "actuators")
+"""The devices of every simulated greenhouse; a reading's ``device_id`` is ``<greenhouse_id>-<kind>``."""
+
+
 class FleetSimulator:
     """``n_greenhouses`` simulated greenhouses stepping together from ``start`` every ``step_s``.
 
@@ -155,6 +159,11 @@ class FleetSimulator:
     def greenhouse_ids(self) -> tuple[str, ...]:
         """Ids of the greenhouses, ``("gh-01", "gh-02", ...)``."""
         return tuple(self._greenhouses)
+
+    def device_ids(self, greenhouse_id: str) -> tuple[str, ...]:
+        """Ids of one greenhouse's devices (each posts its readings with its own credential)."""
+        self._get(greenhouse_id)
+        return tuple(f"{greenhouse_id}-{kind}" for kind in DEVICE_KINDS)
 
     @property
     def now(self) -> datetime:

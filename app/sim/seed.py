@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 
 import orjson
@@ -11,23 +12,34 @@ from app.config import Settings
 
 def seed_lake(settings: Settings, *, greenhouses: int = 2, days: float = 2.0, start: datetime, seed: int = 1, sink: bool = True) -> int:
     """Simulate ``greenhouses`` for ``days`` from ``start``, produce the readings through the
-    gateway's service code (validation included) and, with ``sink``, sink them into the lake.
+    gateway's service code (validation and device credentials included: each simulated device is
+    registered and posts with its own token) and, with ``sink``, sink them into the lake.
     Returns how many readings were accepted."""
     from app.bus import open_bus
     from app.ingest.gateway import JSON_V2, IngestService
     from app.ingest.sink import LakeSink
     from app.lake import Lake
     from app.metadata import open_metadata
+    from app.security.credentials import DeviceRegistry
+    from app.sim.credentials import FleetCredentials
     from app.sim.fleet import FleetSimulator
 
     fleet = FleetSimulator(greenhouses, start, step_s=60, seed=seed)
-    service = IngestService(settings, open_bus(settings.bus_url))
+    registry = DeviceRegistry(open_metadata(settings.metadata_url))
+    credentials = FleetCredentials.for_fleet(registry, fleet)
+    service = IngestService(settings, open_bus(settings.bus_url), registry)
     accepted = 0
     batch: list[dict] = []
 
     def flush() -> int:
-        res = service.produce(settings.topics.sensors, orjson.dumps({"records": [{"value": r} for r in batch]}), content_type=JSON_V2)
-        return sum(o["error_code"] is None for o in res.body["offsets"])
+        by_device: dict[str | None, list[dict]] = defaultdict(list)
+        for reading in batch:
+            by_device[credentials.authorization_for(reading)].append(reading)
+        done = 0
+        for authorization, readings in by_device.items():
+            res = service.produce(settings.topics.sensors, orjson.dumps({"records": [{"value": r} for r in readings]}), content_type=JSON_V2, authorization=authorization)
+            done += sum(o["error_code"] is None for o in res.body["offsets"])
+        return done
 
     for step in fleet.iter_steps(days * 86_400):
         batch.extend(step)

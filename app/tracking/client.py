@@ -4,6 +4,13 @@
 ``sqlite:///<file>`` for the embedded default, ``http(s)://host:5000`` for a tracking server.
 Registry stages are deprecated in MLflow 3, so promotion is by alias (``champion``,
 ``challenger``).
+
+A server behind TLS signed by a private CA names that CA in its URL, so that it travels with the
+settings to every job and replica: ``https://host:5000?ca_file=/path/ca.crt``. MLflow's client
+takes a CA only from the process environment (``MLFLOW_TRACKING_SERVER_CERT_PATH``, read on every
+request by its REST stores and artifact repositories alike), so :class:`Tracking` sets that variable
+when it is unset and refuses a URL naming another CA than the one already set: one process trusts
+one CA bundle for MLflow, and never silently the wrong one.
 """
 
 from __future__ import annotations
@@ -13,12 +20,43 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse, urlunparse
+
+SERVER_CERT_ENV = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 
 
 def quiet_telemetry() -> None:
     """Turn MLflow's usage telemetry off unless the environment already chose (before mlflow loads)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def server_url(url: str) -> tuple[str, Path | None]:
+    """``https://host:5000?ca_file=/ca.crt`` -> ``("https://host:5000", Path("/ca.crt"))``: the URL
+    MLflow is given and the CA its server is verified with (None: the system's CAs). Other URLs
+    (``sqlite:///...``) come back as they are. ``ValueError`` for another query parameter, a CA
+    on a plain ``http://`` URL, or a CA file that does not exist."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.query:
+        return url, None
+    params = dict(parse_qsl(parsed.query, keep_blank_values=True))
+    unknown = sorted(set(params) - {"ca_file"})
+    if unknown or len(parse_qsl(parsed.query, keep_blank_values=True)) != len(params):
+        raise ValueError(f"tracking URL parameters: only ca_file (once) is understood, got {parsed.query!r}")
+    if parsed.scheme != "https":
+        raise ValueError("ca_file in a tracking URL needs https://")
+    ca_file = Path(params["ca_file"])
+    if not ca_file.is_file():
+        raise ValueError(f"tracking URL ca_file: no such file {ca_file}")
+    return urlunparse(parsed._replace(query="")), ca_file
+
+
+def trust_server_ca(ca_file: Path) -> None:
+    """Make MLflow's client verify tracking servers with ``ca_file`` (see the module docstring)."""
+    current = os.environ.get(SERVER_CERT_ENV)
+    if current is None:
+        os.environ[SERVER_CERT_ENV] = str(ca_file)
+    elif Path(current).resolve() != ca_file.resolve():
+        raise ValueError(f"this process already verifies MLflow servers with {SERVER_CERT_ENV}={current}; the tracking URL names another CA ({ca_file})")
 
 
 class Tracking:
@@ -28,8 +66,10 @@ class Tracking:
         quiet_telemetry()
         from mlflow.tracking import MlflowClient
 
-        self.url = url
-        self.client = MlflowClient(tracking_uri=url, registry_uri=url)
+        self.url, ca_file = server_url(url)  # what MLflow is given (without ca_file)
+        if ca_file is not None:
+            trust_server_ca(ca_file)
+        self.client = MlflowClient(tracking_uri=self.url, registry_uri=self.url)
         scheme = urlparse(url).scheme
         # A server keeps artifacts itself (proxied mlflow-artifacts:/); a local store needs a
         # directory next to the database instead of MLflow's cwd-relative ./mlruns default.

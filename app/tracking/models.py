@@ -118,9 +118,12 @@ def load_pyfunc(tracking_url: str, model_uri: str) -> Any:
     import mlflow.artifacts
     import mlflow.pyfunc
 
+    from app.tracking.client import Tracking
+
+    server = Tracking(tracking_url).url  # without ca_file (Tracking made the CA trusted)
     source = artifact_location(tracking_url, model_uri)
     with tempfile.TemporaryDirectory(prefix="gh-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_url, registry_uri=tracking_url)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=server, registry_uri=server)
         try:
             return mlflow.pyfunc.load_model(local)
         finally:

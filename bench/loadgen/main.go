@@ -82,6 +82,7 @@ type poster struct {
 	client *http.Client
 	url    string
 	bodies [][]byte
+	bearer string // sent as "Authorization: Bearer ..." when set
 }
 
 // post sends body i (round-robin) and reads the whole answer, so the connection is reused.
@@ -92,6 +93,9 @@ func (p *poster) post(i int) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if p.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+p.bearer)
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return err
@@ -217,6 +221,10 @@ func summarise(res *Result, rec *recorder, wall time.Duration) {
 	res.MaxMs, res.MeanMs = ms(lat[n-1]), ms(sum/time.Duration(n))
 }
 
+// bearerEnv names the variable holding the token to send: an environment variable, not a flag,
+// so that the token is not in the process list.
+const bearerEnv = "GH_LOADGEN_BEARER_TOKEN"
+
 func main() {
 	var extra bodyList
 	url := flag.String("url", "", "URL to POST to (required)")
@@ -258,7 +266,7 @@ func main() {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	p := &poster{client: &http.Client{Transport: transport, Timeout: time.Duration(*timeout * float64(time.Second))}, url: *url, bodies: bodies}
+	p := &poster{client: &http.Client{Transport: transport, Timeout: time.Duration(*timeout * float64(time.Second))}, url: *url, bodies: bodies, bearer: os.Getenv(bearerEnv)}
 
 	if *warmup > 0 {
 		workers := *concurrency

@@ -4,8 +4,10 @@ Airflow only orchestrates: every job step submits one Ray job and waits for it, 
 
 - ``mode=jobs-api`` (default): through the Ray Jobs API of a running cluster (``ray_address``, e.g.
   the shared KubeRay RayCluster's ``http://greenhouse-head-svc.greenhouse:8265``, or a local
-  ``ray start --head``) with ``JobSubmissionClient``; ``Authorization: Bearer $RAY_AUTH_TOKEN`` is
-  sent when the worker has that variable (clusters with token auth); or
+  ``ray start --head``) with ``JobSubmissionClient``. For a cluster with token auth
+  (``RAY_AUTH_MODE=token``) the worker names the token: ``GH_RAY__AUTH_TOKEN_FILE`` (the product's
+  setting), or Ray's own ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``; it is sent as
+  ``Authorization: Bearer ...`` (a secret of the Airflow deployment, never a DAG parameter); or
 - ``mode=kuberay``: by creating a RayJob from the job's template in the rendered ``kuberay/``
   overlay (``kuberay_manifests``: the output of ``kubectl kustomize kuberay/overlays/prod``), which
   brings up its own Ray cluster and deletes it afterwards.
@@ -66,7 +68,8 @@ def pick_runner(params: dict[str, Any]) -> Any:
         return KubeRayRunner.from_manifests(str(params["kuberay_manifests"]), target, stop_on_interrupt=True)
     from app.orchestration.ray_jobs import RayJobsRunner, ray_auth_headers
 
-    return RayJobsRunner(str(params["ray_address"]), working_dir=params.get("working_dir") or None, headers=ray_auth_headers(), rerun_failed=True, poll_s=2.0)
+    headers = ray_auth_headers(token_file=os.environ.get("GH_RAY__AUTH_TOKEN_FILE") or None)
+    return RayJobsRunner(str(params["ray_address"]), working_dir=params.get("working_dir") or None, headers=headers, rerun_failed=True, poll_s=2.0)
 
 
 class RayJobOperator(BaseOperator):

@@ -4,7 +4,11 @@
 // panics at start (it wants generated version files, FerretDB#2982); the embeddable package
 // github.com/FerretDB/FerretDB/ferretdb does not.
 //
-// Usage: ferretdb-sqlite -listen 127.0.0.1:27017 -data /abs/dir
+// Usage: ferretdb-sqlite -listen 127.0.0.1:27017 -data /abs/dir [-tls-cert F -tls-key F [-tls-ca F]]
+//
+// With -tls-cert and -tls-key the address speaks TLS only (no plain listener); with -tls-ca too,
+// every client must present a certificate signed by that CA (FerretDB's SQLite backend checks no
+// passwords, so the client certificate is the credential).
 package main
 
 import (
@@ -24,6 +28,9 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("data", "", "directory for the SQLite databases (created if missing)")
 	debug := flag.Bool("debug", false, "log at debug level")
+	tlsCert := flag.String("tls-cert", "", "server certificate (PEM); with -tls-key: TLS only")
+	tlsKey := flag.String("tls-key", "", "server private key (PEM)")
+	tlsCA := flag.String("tls-ca", "", "CA (PEM) that client certificates must be signed by; required client certificates")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -47,8 +54,17 @@ func main() {
 		os.Exit(1)
 	}
 
+	if (*tlsCert == "") != (*tlsKey == "") || (*tlsCA != "" && *tlsCert == "") {
+		fmt.Fprintln(os.Stderr, "ferretdb-sqlite: -tls-cert and -tls-key go together; -tls-ca needs them")
+		os.Exit(2)
+	}
+	listener := ferretdb.ListenerConfig{TCP: *listen}
+	if *tlsCert != "" {
+		listener = ferretdb.ListenerConfig{TLS: *listen, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, TLSCAFile: *tlsCA}
+	}
+
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener:  listener,
 		Logger:    logger,
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + dir + "/", // the trailing slash is required: it names a directory

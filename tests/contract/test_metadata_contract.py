@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from app.metadata import DuplicateKeyError, MetadataStore, open_metadata
-from tests.helpers.engines import engine_url
+from tests.helpers.engines import engine_url, with_database
 
 
 @pytest.fixture(params=["embedded", "mongodb"])
@@ -18,8 +18,8 @@ def store_url(request, tmp_path) -> str:
         return
     base = engine_url("mongodb")
     database = f"gh_test_{uuid.uuid4().hex[:10]}"  # one database per test: real servers keep data
-    yield f"{base}/{database}"
-    store = open_metadata(f"{base}/{database}")
+    yield with_database(base, database)
+    store = open_metadata(with_database(base, database))
     store.client.drop_database(database)
     store.close()
 

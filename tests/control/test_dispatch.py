@@ -1,15 +1,19 @@
-"""Dispatch and the actuator side: signed, audited, idempotent; expired/duplicate/forged ignored."""
+"""Dispatch and the actuator side: signed, audited, idempotent; expired/duplicate/forged refused.
+
+The security cases (keys, replay across restarts, sequences, dead letters) are in
+tests/security/test_commands.py."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.bus import OutgoingRecord, open_bus
 from app.config import Settings
 from app.contracts import ControlCommand, ModelRef, Setpoints
-from app.control.dispatch import ActuatorEndpoint, CommandDispatcher
+from app.control.dispatch import ActuatorEndpoint, CommandDispatcher, dry_run_audit_id
 from app.metadata import CONTROL_AUDIT, open_metadata
 from app.sim.actuators import FleetActuators
 from app.sim.fleet import FleetSimulator
@@ -56,19 +60,22 @@ def test_dispatch_is_idempotent_and_dry_run_is_not_published(settings):
     assert dispatcher.dispatch(command("cmd-00000002")).status == "duplicate"
     assert dispatcher.dispatch(command("cmd-00000003", dry_run=True)).status == "dry_run"
     assert sum(bus.end_offsets(settings.topics.control).values()) == 1
-    assert store.collection(CONTROL_AUDIT).find_one({"_id": "cmd-00000003"})["status"] == "dry_run"
+    assert store.collection(CONTROL_AUDIT).find_one({"_id": dry_run_audit_id("cmd-00000003")})["status"] == "dry_run"
 
 
-def test_actuator_side_ignores_expired_duplicate_forged_and_foreign(settings):
+def test_actuator_side_refuses_expired_duplicate_forged_and_ignores_foreign(settings):
     bus, store, fleet, dispatcher, endpoint = setup(settings)
-    key = settings.control.signing_key.get_secret_value().encode()
     expired = command("cmd-expired1", minutes=1)
     for _ in range(3):  # the twin's clock passes valid_until
         fleet.step()
     dispatcher.dispatch(expired)
-    good = command("cmd-good0001").signed(key)
-    forged = command("cmd-forged01", heat=100).signed(b"attacker-key")
-    foreign = command("cmd-foreign1", gh="gh-99").signed(key)
+
+    def signed(c, key=dispatcher.signer.private_key):
+        return c.model_copy(update={"sequence": dispatcher.sequences.next(c.greenhouse_id, c.command_id)}).signed(key, dispatcher.signer.key_id)
+
+    good = signed(command("cmd-good0001"))
+    forged = signed(command("cmd-forged01", heat=100), key=Ed25519PrivateKey.generate())  # claims our key id
+    foreign = signed(command("cmd-foreign1", gh="gh-99"))
     for c in (good, good, forged, foreign):  # the same good command twice: a redelivery
         bus.produce(settings.topics.control, [OutgoingRecord(orjson.dumps(c.model_dump(mode="json")), key=c.greenhouse_id.encode())])
     bus.produce(settings.topics.control, [OutgoingRecord(b"not json")])
@@ -79,6 +86,7 @@ def test_actuator_side_ignores_expired_duplicate_forged_and_foreign(settings):
     fleet.step()
     assert fleet.commanded("gh-01")[0].heat_pct == 80  # the forged 100 % never reached the twin
     assert endpoint.poll(0.2) == []  # committed: nothing is redelivered
+    assert sum(bus.end_offsets(settings.topics.deadletter).values()) == 4  # every refusal, not the foreign one
 
 
 def test_duplicate_answers_with_the_first_dispatch_position_and_publishes_once(settings):
@@ -115,6 +123,6 @@ def test_dispatch_many_writes_once_and_answers_each_command_as_dispatch_would(se
     assert isinstance(results[1], RuntimeError) and "partition gone" in str(results[1])
     assert results[2].offset is not None  # the first dispatch's position
     audit = store.collection(CONTROL_AUDIT)
-    statuses = {c.command_id: audit.find_one({"_id": c.command_id})["status"] for c in batch}
+    statuses = {c.command_id: audit.find_one({"_id": dry_run_audit_id(c.command_id) if c.dry_run else c.command_id})["status"] for c in batch}
     assert statuses == {"cmd-00000011": "dispatched", "cmd-00000012": "failed", "cmd-00000010": "dispatched", "cmd-00000013": "dry_run", "cmd-00000014": "dispatched"}
     assert results[4].offset == audit.find_one({"_id": "cmd-00000014"})["offset"]

@@ -185,3 +185,30 @@ def test_the_window_trimmed_and_with_resent_readings_gives_trainings_features():
         checked += 1
     rows = window.rows(gh)
     assert checked >= 15 and rows[0]["ts"] >= window.latest_ts(gh) - timedelta(minutes=70) > stream[0].ts  # trimmed
+
+
+def made_up(greenhouse_id: str, device_id: str, ts: datetime):
+    return validate_reading({"greenhouse_id": greenhouse_id, "device_id": device_id, "ts": ts.isoformat(), "measurements": {"air_temp_c": 20.0}}, now=ts)
+
+
+def test_the_window_is_bounded_in_greenhouses_rows_and_device_codes():
+    """A flood of made-up ids or a device posting far too fast cannot grow the window without end."""
+    window = OnlineWindow(120, max_greenhouses=3, max_rows_per_greenhouse=50, max_device_codes=10)
+    for i in range(10):  # ten greenhouses, the later ones newer
+        window.add([made_up(f"gh-{i:02d}", f"dev-{i}", START + timedelta(minutes=i))])
+    assert window.greenhouses() == ["gh-07", "gh-08", "gh-09"]  # the three newest kept
+    assert window.features("gh-00", FeatureParams(horizons_min=(15,))) is None
+    fast = [made_up("gh-09", f"fast-{k % 40}", START + timedelta(minutes=10, seconds=k)) for k in range(500)]  # 500 readings in 8 min
+    for k in range(0, len(fast), 25):
+        window.add(fast[k : k + 25])
+    rows = window.rows("gh-09")
+    assert len(rows) == 50 and rows[-1]["ts"] == fast[-1].ts and {r["device_id"] for r in rows} <= {f"fast-{k}" for k in range(40)}
+    assert len(window._device_codes) <= 2 * 50  # rebuilt from the devices still in some window
+    assert {r["device_id"] for r in window.rows("gh-08")} == {"dev-8"}  # renumbering kept every device's name
+
+
+def test_waiting_for_unknown_greenhouses_leaves_nothing_behind():
+    window = OnlineWindow(120)
+    for i in range(100):
+        window.on_reaching(f"nobody-{i}", START, lambda: None)()  # asked, then given up
+    assert window._waiters == {}

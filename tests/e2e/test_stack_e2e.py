@@ -25,6 +25,8 @@ from app.ingest.client import GatewayClient
 from app.lake import Lake
 from app.metadata import LAKE_BATCHES, open_metadata
 from app.orchestration.ray_jobs import job_runtime_env, submit_and_wait
+from app.security.credentials import CONTROL_SIMULATE, FORECAST_READ, OperatorRegistry
+from app.serve.tls_edge import TlsEdge
 from app.sim.fleet import FleetSimulator
 from tests.helpers.engines import engine_url
 from tests.helpers.stack import RAY_CLIENT_ENV, stack_settings
@@ -39,9 +41,16 @@ def stack(tmp_path_factory):
     """Settings pointing at every real engine, namespaced by a run id (engines keep data)."""
     ray_address, prometheus = engine_url("ray"), engine_url("prometheus")
     run, settings = stack_settings(tmp_path_factory.mktemp("e2e"), "e2e", partitions=3, sink_batch_records=500)
+    # the readings lie in the past: the control app decides at their instants (as_of), which only a
+    # simulated plant accepts for dispatch; the TLS edge takes a free port
+    settings = settings.model_copy(update={"control": settings.control.model_copy(update={"simulated_plant": True}), "security": settings.security.model_copy(update={"https_port": 0})})
     old = {k: os.environ.get(k) for k in RAY_CLIENT_ENV}
     os.environ.update(RAY_CLIENT_ENV)
-    yield {"run": run, "settings": settings, "ray": ray_address, "prometheus": prometheus}
+    operators = OperatorRegistry.from_settings(settings)
+    tokens = {"loop": operators.add("e2e-loop", [FORECAST_READ, CONTROL_SIMULATE]), "reader": operators.add("e2e-reader", [FORECAST_READ])}
+    operators.close()
+    with TlsEdge(settings, SERVE_PORT) as edge:  # every request of this module is HTTPS through it
+        yield {"run": run, "settings": settings, "ray": ray_address, "prometheus": prometheus, "edge": edge, "tokens": tokens}
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
@@ -50,6 +59,14 @@ def stack(tmp_path_factory):
     store = open_metadata(settings.metadata_url)
     store.client.drop_database(f"gh_e2e_{run}")
     store.close()
+
+
+def ca_of(stack: dict) -> str:
+    return str(stack["edge"].tls.ca_path)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def serve_cli(args: list[str], ray_address: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -72,11 +89,11 @@ def gateway_on_head(stack, tmp_path_factory):
     path.write_text(yaml.safe_dump(config))
     deployed = serve_cli(["deploy", str(path)], stack["ray"])
     assert deployed.returncode == 0, deployed.stderr[-3000:]
-    url = f"http://127.0.0.1:{SERVE_PORT}{app_cfg['route_prefix']}"
+    url = f"{stack['edge'].url}{app_cfg['route_prefix']}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2, verify=ca_of(stack)).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -95,7 +112,11 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
     readings = [r for step in fleet.iter_steps(30 * 3600) for r in step]  # enough for 60-min lags and targets
     stack["last_reading_at"] = fleet.now
     broken = [{**readings[0], "measurements": {"rh_pct": 140.0}}, {**readings[1], "ts": "not-a-time"}]
-    with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100) as client:
+    from app.security.credentials import DeviceRegistry
+    from app.sim.credentials import FleetCredentials
+
+    credentials = FleetCredentials.for_fleet(DeviceRegistry.from_settings(settings), fleet)  # each device posts with its own token
+    with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100, token_for=credentials.token_for, verify=ca_of(stack)) as client:
         tally = client.post(readings + broken)
     assert tally.accepted == len(readings) and tally.rejected == 2
 
@@ -219,12 +240,12 @@ def test_control_app_on_the_head_dispatches_commands_through_kafka(stack, gatewa
         assert deployed.returncode == 0, deployed.stderr[-3000:]
 
     deploy({"model_alias": "champion"})
-    url = f"http://127.0.0.1:{SERVE_PORT}{control_cfg['route_prefix']}"
+    url = f"{stack['edge'].url}{control_cfg['route_prefix']}"
     deadline = time.monotonic() + 240
     health = None
     while time.monotonic() < deadline:
         try:
-            res = httpx.get(f"{url}/healthz", timeout=2)
+            res = httpx.get(f"{url}/healthz", timeout=2, verify=ca_of(stack))
             if res.status_code == 200 and res.json()["greenhouses"] == ["gh-01", "gh-02"]:
                 health = res.json()
                 break
@@ -233,7 +254,13 @@ def test_control_app_on_the_head_dispatches_commands_through_kafka(stack, gatewa
         time.sleep(1)
     assert health is not None, serve_cli(["status"], stack["ray"]).stdout[-3000:]
     as_of = stack["last_reading_at"].isoformat()
-    with httpx.Client(base_url=url, timeout=60) as c:
+    # the auth matrix on the real stack: no token, a token without the scope, plain HTTP
+    assert httpx.post(f"{url}/forecast", json={"greenhouse_id": "gh-01"}, verify=ca_of(stack)).json()["error_code"] == 40101
+    refused = httpx.post(f"{url}/control", json={"greenhouse_id": "gh-01", "dry_run": True}, verify=ca_of(stack), headers=bearer(stack["tokens"]["reader"]))
+    assert refused.status_code == 403 and refused.json()["error_code"] == 40311
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(f"http://127.0.0.1:{stack['edge'].port}{control_cfg['route_prefix']}/forecast", json={"greenhouse_id": "gh-01"})
+    with httpx.Client(base_url=url, timeout=60, verify=ca_of(stack), headers=bearer(stack["tokens"]["loop"])) as c:
         forecast = c.post("/forecast", json={"greenhouse_id": "gh-01", "as_of": as_of})
         assert forecast.status_code == 200, forecast.text
         assert forecast.json()["model"] == {"name": stack["model_name"], "version": "1"}
@@ -243,7 +270,7 @@ def test_control_app_on_the_head_dispatches_commands_through_kafka(stack, gatewa
     assert body["decision"]["mode"] == "mpc" and body["dispatch"]["status"] == "dispatched", body
     command_id = body["command"]["command_id"]
     audit = open_metadata(settings.metadata_url).collection(CONTROL_AUDIT).find_one({"_id": command_id})
-    assert audit["status"] == "dispatched"
+    assert audit["status"] == "dispatched" and audit["requested_by"] == "e2e-loop"
 
     bus = open_bus(settings.bus_url)
     consumer = bus.consumer(f"e2e-actuators-{stack['run']}", [settings.topics.control])
@@ -255,12 +282,14 @@ def test_control_app_on_the_head_dispatches_commands_through_kafka(stack, gatewa
     bus.close()
     assert found, "the command never reached the Kafka control topic"
     command = ControlCommand.model_validate(orjson.loads(found[0].value))
-    assert command.verify(settings.control.signing_key.get_secret_value().encode())
+    from app.security.signing import CommandVerifier
+
+    assert CommandVerifier.from_settings(settings).check(command) == "valid"  # the serving side's key, as an actuator site holds it
 
     deploy({"model_version": "999"})  # a swap to a version that does not exist: fallback, no outage
     deadline = time.monotonic() + 60
     mode = None
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, verify=ca_of(stack), headers=bearer(stack["tokens"]["loop"])) as c:
         while time.monotonic() < deadline and mode != "thermostat":
             res = c.post("/control", json={"greenhouse_id": "gh-02", "as_of": as_of, "dry_run": True})
             assert res.status_code == 200, res.text

@@ -1,8 +1,11 @@
 """The ingest gateway over real HTTP through Ray Serve: what needs HTTP (headers in and out, the
-bounded body read, routes, OpenAPI, the Serve app's settings). The validation logic, every error
-code and the dead-letter records are tested as plain Python in ``test_gateway_logic.py``."""
+bounded body read, routes, OpenAPI, the Serve app's settings and device registry). The validation
+logic, every error code and the dead-letter records are tested as plain Python in
+``test_gateway_logic.py``, the credential rules in ``test_gateway_auth.py``."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import orjson
@@ -10,13 +13,13 @@ import pytest
 
 from app.bus import open_bus
 from app.config import Settings
+from tests.ingest.conftest import make_devices
 
 pytestmark = pytest.mark.serve
 
 JSON_V2 = "application/vnd.kafka.json.v2+json"
 BINARY_V2 = "application/vnd.kafka.binary.v2+json"
 TOPIC = "greenhouse.sensors"
-TOKEN = "device-secret-1"
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +31,15 @@ def gateway(ray_serve, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("gateway")
     settings = Settings(data_dir=root, ingest={"max_body_bytes": 64 * 1024, "max_records_per_request": 50})
+    devices = make_devices(settings.metadata_url)  # the replica reads the same registry
     serve.run(build_app(AppArgs(settings=settings.for_replicas())), name="ingest-test", route_prefix="/")
-    secure = Settings(data_dir=root, ingest={"api_tokens": [TOKEN]})
-    serve.run(build_app(AppArgs(settings=secure.for_replicas())), name="ingest-secure", route_prefix="/secure")
-    with httpx.Client(base_url=ray_serve, timeout=30) as client:
+    with httpx.Client(base_url=ray_serve, timeout=30, headers={"authorization": devices.auth()}) as client:
         yield client, settings
     serve.delete("ingest-test")
-    serve.delete("ingest-secure")
 
 
 def post(client, body, content_type=JSON_V2, topic=TOPIC, **headers):
+    """POST as gh-01's device (the client's default Authorization)."""
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return client.post(f"/topics/{topic}", content=data, headers={"content-type": content_type, **headers})
 
@@ -79,7 +81,7 @@ def test_oversized_chunked_body_without_content_length(gateway):
             yield b'{"value": "' + b"x" * 1000 + b'"},'
         yield b'{"value": 1}]}'
 
-    r = client.post(f"/topics/{TOPIC}", content=chunks(), headers={"content-type": JSON_V2})
+    r = client.post(f"/topics/{TOPIC}", content=chunks(), headers={"content-type": JSON_V2})  # Authorization from the client
     assert r.status_code == 413 and r.json()["error_code"] == 41301
 
 
@@ -102,19 +104,17 @@ def test_per_record_results_and_422_over_http(gateway, reading):
     assert r.status_code == 400 and r.json()["error_code"] == 40001
 
 
-def test_bearer_token_auth(gateway, reading):
+def test_device_credentials_over_http(gateway, reading):
     client, _ = gateway
-    body = {"records": [{"value": reading(0)}]}
-    r = client.post(f"/secure/topics/{TOPIC}", content=orjson.dumps(body), headers={"content-type": JSON_V2})
-    assert r.status_code == 401 and r.json()["error_code"] == 40101
-    r = client.post(f"/secure/topics/{TOPIC}", content=orjson.dumps(body), headers={"content-type": JSON_V2, "authorization": "Bearer wrong"})
-    assert r.status_code == 401
-    r = client.post(f"/secure/topics/{TOPIC}", content=orjson.dumps(body), headers={"content-type": JSON_V2, "authorization": f"Bearer {TOKEN}"})
-    assert r.status_code == 200 and r.json()["offsets"][0]["error_code"] is None
-    # the read routes are guarded too
-    assert client.get("/secure/topics").json()["error_code"] == 40101
-    assert client.get(f"/secure/topics/{TOPIC}").status_code == 401
-    assert client.get("/secure/topics", headers={"authorization": f"Bearer {TOKEN}"}).json() == [TOPIC]
+    body = orjson.dumps({"records": [{"value": reading(0)}]})
+    for authorization in ("", "Bearer wrong"):
+        r = client.post(f"/topics/{TOPIC}", content=body, headers={"content-type": JSON_V2, "authorization": authorization})
+        assert r.status_code == 401 and r.json() == {"error_code": 40101, "message": "missing or invalid credentials"}
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    r = post(client, {"records": [{"value": reading(1, "gh-02")}]})
+    assert r.status_code == 403 and r.json()["error_code"] == 40302
+    assert client.get("/topics", headers={"authorization": ""}).json()["error_code"] == 40101
+    assert client.get(f"/topics/{TOPIC}", headers={"authorization": "Bearer wrong"}).status_code == 401
 
 
 def test_topic_listing_health_and_openapi(gateway):
@@ -127,6 +127,11 @@ def test_topic_listing_health_and_openapi(gateway):
     spec = client.get("/openapi.json").json()
     produce = spec["paths"]["/topics/{topic}"]["post"]
     assert set(produce["requestBody"]["content"]) == {JSON_V2, BINARY_V2}
-    assert {"200", "400", "404", "413", "415", "422"} <= set(produce["responses"])
+    assert {"200", "400", "401", "403", "404", "406", "413", "415", "422", "503"} == set(produce["responses"])
+    assert all(set(r["content"]) == {"application/vnd.kafka.v2+json"} for r in produce["responses"].values())
+    refs = {m.group(1) for m in re.finditer(r'"#/components/schemas/([^"]+)"', orjson.dumps(spec).decode())}
+    assert refs and refs <= set(spec["components"]["schemas"]), "every referenced schema is defined"
+    r = client.put(f"/topics/{TOPIC}")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST" and r.json()["error_code"] == 40501
     stats = client.get("/stats").json()
     assert stats["accepted"] > 0 and stats["rejected"] > 0

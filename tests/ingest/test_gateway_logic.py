@@ -1,7 +1,9 @@
 """The ingest gateway's logic as plain Python: no Ray, no HTTP, an embedded bus in tmp_path.
 
 Every REST Proxy v2 answer the README's table lists (status, error code, message shape), the
-per-record results and the dead-letter records. ``test_gateway_http.py`` keeps what needs HTTP.
+per-record results and the dead-letter records. Requests carry real device tokens (the device
+registry on an embedded store); the credential rules themselves are in ``test_gateway_auth.py``,
+what needs HTTP in ``test_gateway_http.py``.
 """
 
 from __future__ import annotations
@@ -12,19 +14,26 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from app.bus import BusError, OutgoingRecord, ProduceResult, open_bus
+from app.bus import BusError, OutgoingRecord, ProduceResult, open_bus, partition_for_key
 from app.config import Settings
 from app.contracts.deadletter import DeadLetter
 from app.ingest.gateway import BINARY_V2, JSON_V2, IngestResponse, IngestService, Rejection, convert_record, parse_produce_body
+from app.security.credentials import DeviceIdentity
+from tests.ingest.conftest import make_devices
 
 TOPIC = "greenhouse.sensors"
-TOKEN = "device-secret-1"
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+GH01 = DeviceIdentity("gh-01-climate", "gh-01")
 
 
-def make_service(tmp_path, bus=None, **ingest) -> IngestService:
+def make_service(tmp_path, bus=None, *, on_result=None, **ingest) -> IngestService:
+    """A service on an embedded bus whose registry knows gh-01-climate and gh-02-climate;
+    ``service.auth(gh)`` is the Authorization header of the greenhouse's device."""
     settings = Settings(data_dir=tmp_path / "gh", ingest={"max_body_bytes": 64 * 1024, "max_records_per_request": 50, **ingest})
-    return IngestService(settings, bus or open_bus(settings.bus_url), clock=lambda: NOW)
+    devices = make_devices(settings.metadata_url)
+    service = IngestService(settings, bus or open_bus(settings.bus_url), devices.registry, clock=lambda: NOW, on_result=on_result)
+    service.auth = devices.auth  # type: ignore[attr-defined]
+    return service
 
 
 @pytest.fixture
@@ -32,8 +41,10 @@ def service(tmp_path) -> IngestService:
     return make_service(tmp_path)
 
 
-def post(service: IngestService, body, content_type: str | None = JSON_V2, topic: str = TOPIC, **headers) -> IngestResponse:
+def post(service: IngestService, body, content_type: str | None = JSON_V2, topic: str = TOPIC, greenhouse_id: str = "gh-01", **headers) -> IngestResponse:
+    """POST as the greenhouse's device (``authorization=`` overrides)."""
     data = body if isinstance(body, bytes) else orjson.dumps(body)
+    headers.setdefault("authorization", service.auth(greenhouse_id))  # type: ignore[attr-defined]
     return service.produce(topic, data, content_type=content_type, **headers)
 
 
@@ -75,8 +86,7 @@ def test_binary_embedded_format(service, reading):
 
 def test_mixed_batch_accepts_valid_rejects_invalid_and_dead_letters_them(tmp_path, reading):
     seen = []
-    settings = Settings(data_dir=tmp_path / "gh")
-    service = IngestService(settings, open_bus(settings.bus_url), clock=lambda: NOW, on_result=lambda a, r: seen.append((a, r)))
+    service = make_service(tmp_path, on_result=lambda a, r: seen.append((a, r)))
     records = [
         {"value": reading(0)},
         {"value": reading(1, rh_pct=140.0)},
@@ -192,42 +202,34 @@ def test_accept_header(service, reading, accept, status):
         assert r.body["error_code"] == 40601 and accept in r.body["message"]
 
 
-def test_request_checks_run_in_order_auth_accept_topic_content_type_size(tmp_path, reading):
-    service = make_service(tmp_path, api_tokens=[TOKEN])
+def test_request_checks_run_in_order_auth_accept_topic_content_type_size(service):
     huge = b"x" * (64 * 1024 + 1)
-    assert post(service, huge, content_type="text/plain", topic="nope", accept="text/html").body["error_code"] == 40101
-    auth = {"authorization": f"Bearer {TOKEN}"}
-    assert post(service, huge, content_type="text/plain", topic="nope", accept="text/html", **auth).body["error_code"] == 40601
-    assert post(service, huge, content_type="text/plain", topic="nope", **auth).body["error_code"] == 40401
-    assert post(service, huge, content_type="text/plain", **auth).body["error_code"] == 41501
-    assert post(service, huge, **auth).body["error_code"] == 41301
+    assert post(service, huge, content_type="text/plain", topic="nope", accept="text/html", authorization=None).body["error_code"] == 40101
+    assert post(service, huge, content_type="text/plain", topic="nope", accept="text/html").body["error_code"] == 40601
+    assert post(service, huge, content_type="text/plain", topic="nope").body["error_code"] == 40401
+    assert post(service, huge, content_type="text/plain").body["error_code"] == 41501
+    assert post(service, huge).body["error_code"] == 41301
 
 
-def test_explicit_partitions(service, reading):
+def test_explicit_partitions_only_the_greenhouses_own(service, reading):
+    own = partition_for_key(b"gh-01", service.settings.topics.partitions)
+    other = (own + 1) % service.settings.topics.partitions
     records = [
         {"value": reading(0), "partition": 99},
-        {"value": reading(1), "partition": 1},
-        {"value": reading(2), "partition": -1},
-        {"value": reading(3), "partition": True},
-        {"value": reading(4), "partition": "0"},
+        {"value": reading(1), "partition": own},
+        {"value": reading(2), "partition": other},
+        {"value": reading(3), "partition": -1},
+        {"value": reading(4), "partition": True},
+        {"value": reading(5), "partition": "0"},
     ]
     r = post(service, {"records": records})
     assert r.status == 200
-    first, second, *bad = r.body["offsets"]
-    assert first["error_code"] == 40402 and first["partition"] is None
-    assert second["partition"] == 1 and second["error_code"] is None
+    far, mine, foreign, *bad = r.body["offsets"]
+    assert (far["error_code"], far["error"]) == (40304, f"partition: greenhouse 'gh-01' writes to partition {own} only (got 99)")
+    assert mine["partition"] == own and mine["error_code"] is None
+    assert foreign["error_code"] == 40304 and foreign["partition"] is None
     assert [(b["error_code"], b["error"]) for b in bad] == [(42206, "partition: must be a non-negative integer")] * 3
-
-
-def test_bearer_token_auth(tmp_path, reading):
-    service = make_service(tmp_path, api_tokens=[TOKEN, "other"])
-    body = records_of(reading(0))
-    for authorization in (None, "Bearer wrong", f"Basic {TOKEN}", TOKEN, f"Bearer {TOKEN}x"):
-        r = post(service, body, authorization=authorization)
-        assert r.status == 401 and r.body == {"error_code": 40101, "message": "missing or invalid bearer token"}
-    for authorization in (f"Bearer {TOKEN}", f"bearer {TOKEN}", "Bearer other"):
-        assert post(service, body, authorization=authorization).status == 200
-    assert service.check_auth(None) is not None and service.check_auth("Bearer other") is None
+    assert service.bus.end_offsets(TOPIC)[other] == 0
 
 
 def test_topic_info(service):
@@ -256,7 +258,7 @@ class FlakyBus:
 
 def test_bus_refusing_the_write_is_503_and_rejected_records_are_still_dead_lettered(tmp_path, reading):
     settings = Settings(data_dir=tmp_path / "gh")
-    service = IngestService(settings, FlakyBus(open_bus(settings.bus_url), refuse=True), clock=lambda: NOW)
+    service = make_service(tmp_path, FlakyBus(open_bus(settings.bus_url), refuse=True))
     r = post(service, records_of(reading(0), reading(1, rh_pct=-1.0)))
     assert r.status == 503 and r.body["error_code"] == 50301 and "nothing was written" in r.body["message"]
     assert [d.reason.split(":")[0] for d in dead_letters(service)] == ["measurements.rh_pct"]
@@ -265,7 +267,7 @@ def test_bus_refusing_the_write_is_503_and_rejected_records_are_still_dead_lette
 def test_per_record_bus_failures_map_to_broker_codes(tmp_path, reading):
     settings = Settings(data_dir=tmp_path / "gh")
     results = [ProduceResult(None, None, "timed out", retriable=True), ProduceResult(None, None, "unknown partition 7"), ProduceResult(None, None, "message too large"), ProduceResult(0, 5)]
-    service = IngestService(settings, FlakyBus(open_bus(settings.bus_url), results=results), clock=lambda: NOW)
+    service = make_service(tmp_path, FlakyBus(open_bus(settings.bus_url), results=results))
     r = post(service, records_of(*(reading(i) for i in range(4))))
     assert r.status == 200
     assert [(o["error_code"], o["error"]) for o in r.body["offsets"]] == [(50003, "timed out"), (40402, "unknown partition 7"), (50002, "message too large"), (None, None)]
@@ -274,9 +276,10 @@ def test_per_record_bus_failures_map_to_broker_codes(tmp_path, reading):
 
 
 def test_convert_record_normalises_the_reading_it_writes(reading):
-    out = convert_record({"value": {**reading(0), "ts": 1780315200000, "firmware": "2.1"}, "partition": 2}, binary=False, now=NOW, max_future_skew_s=86_400.0)
-    assert isinstance(out, OutgoingRecord) and out.partition == 2 and out.key == b"gh-01"
+    own = partition_for_key(b"gh-01", 4)
+    out = convert_record({"value": {**reading(0), "ts": 1780315200000, "firmware": "2.1"}, "partition": own}, binary=False, now=NOW, max_future_skew_s=86_400.0, identity=GH01, partitions=4)
+    assert isinstance(out, OutgoingRecord) and out.partition == own and out.key == b"gh-01"
     value = orjson.loads(out.value)
     assert value["ts"] == "2026-06-01T12:00:00Z" and value["firmware"] == "2.1" and value["schema_version"] == 1
-    rejected = convert_record({"value": {**reading(0), "ts": 1780315200000}}, binary=False, now=NOW - timedelta(days=2), max_future_skew_s=86_400.0)
+    rejected = convert_record({"value": {**reading(0), "ts": 1780315200000}}, binary=False, now=NOW - timedelta(days=2), max_future_skew_s=86_400.0, identity=GH01, partitions=4)
     assert isinstance(rejected, Rejection) and rejected.code == 42206 and "in the future" in rejected.reason

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from app.ingest.records import SCHEMA_FINGERPRINT
 from app.ingest.sink import FAILPOINT_EXIT_CODE, LakeSink
 from app.lake import Lake
 from app.metadata import LAKE_BATCHES, open_metadata
+from app.security.credentials import DeviceRegistry
+from app.sim.credentials import FleetCredentials
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 6, 1, 23, 40, tzinfo=timezone.utc)  # crosses midnight: two date partitions
@@ -46,14 +49,21 @@ def make_readings(n: int, greenhouses: int = 3, devices: int = 2) -> list[dict]:
 
 
 def ingest(settings: Settings, readings: list[dict], batch: int = 200) -> int:
-    """Produce through the gateway's own code path (no HTTP needed here)."""
-    service = IngestService(settings, open_bus(settings.bus_url))
+    """Produce through the gateway's own code path (no HTTP needed here), each device's readings
+    with its own token (the devices are registered, or their tokens rotated, first)."""
+    registry = DeviceRegistry(open_metadata(settings.metadata_url))
+    credentials = FleetCredentials.register(registry, sorted({(r["device_id"], r["greenhouse_id"]) for r in readings}))
+    service = IngestService(settings, open_bus(settings.bus_url), registry)
+    by_device: dict[str, list[dict]] = defaultdict(list)
+    for r in readings:
+        by_device[r["device_id"]].append(r)
     accepted = 0
-    for i in range(0, len(readings), batch):
-        body = orjson.dumps({"records": [{"value": r} for r in readings[i : i + batch]]})
-        res = service.produce(settings.topics.sensors, body, content_type=JSON_V2)
-        assert res.status == 200
-        accepted += sum(1 for o in res.body["offsets"] if o["error_code"] is None)
+    for device, mine in by_device.items():
+        for i in range(0, len(mine), batch):
+            body = orjson.dumps({"records": [{"value": r} for r in mine[i : i + batch]]})
+            res = service.produce(settings.topics.sensors, body, content_type=JSON_V2, authorization=f"Bearer {credentials.tokens[device]}")
+            assert res.status == 200
+            accepted += sum(1 for o in res.body["offsets"] if o["error_code"] is None)
     return accepted
 
 
@@ -174,4 +184,45 @@ def test_random_kills_mid_stream_lose_and_duplicate_nothing(tmp_path):
     final = run_sink_process(settings)
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err.decode()[-2000:]
+    assert_exactly_once(settings, readings)
+
+
+def deep_json(levels: int) -> bytes:
+    """An object nested ``levels`` deep, as JSON (orjson will not encode past 254 levels)."""
+    return b'{"a":' * levels + b"1" + b"}" * levels
+
+
+def with_field(reading: dict, name: str, raw_json: bytes) -> bytes:
+    return orjson.dumps(reading)[:-1] + b',"' + name.encode() + b'":' + raw_json + b"}"
+
+
+def test_messages_it_cannot_place_are_dead_lettered_and_the_sink_goes_on(settings):
+    """Written straight to the bus (as an older gateway or another producer could): a greenhouse id
+    HDFS refuses in a path, an unknown field nested 300 levels deep, an epoch ts of 1e20, JSON
+    nested past what encoders take. None may stop the sink; each leaves a dead letter."""
+    readings = make_readings(12)
+    ingest(settings, readings[:6])
+    bus = open_bus(settings.bus_url)
+    bad = [orjson.dumps({**readings[6], "greenhouse_id": "gh:01"}), with_field(readings[7], "firmware", deep_json(300)), orjson.dumps({**readings[8], "ts": 1e20}), deep_json(1000)]
+    bus.produce(settings.topics.sensors, [OutgoingRecord(v, key=b"gh-01") for v in bad])
+    ingest(settings, readings[9:])
+    stats = LakeSink(settings, bus, Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url)).run()
+    assert stats.rows_written == 9 and stats.invalid == 4
+    assert_exactly_once(settings, readings[:6] + readings[9:])
+    dead = [DeadLetter.from_json(m.value) for m in bus.consumer("check", [settings.topics.deadletter]).poll(100, 1)]
+    assert sorted(d.reason.split(":")[0] for d in dead) == ["extra", "greenhouse_id", "greenhouse_id", "ts"]
+    assert all(len(d.to_json()) < 20_000 for d in dead)  # deep payloads are cut, not copied whole
+
+
+def test_the_duplicate_cache_is_bounded_and_reloads_what_it_forgot(settings):
+    readings = make_readings(60, greenhouses=3)  # 3 greenhouse-days, 20 keys each... then 3 more (after midnight)
+    ingest(settings, readings)
+    sink = LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url), seen_max_days=2, seen_max_keys=25)
+    sink.run()
+    assert sink.seen.days <= 2 and (len(sink.seen) <= 25 or sink.seen.days == 1)
+    ingest(settings, readings)  # every reading again: all are duplicates, found via reloads from the lake
+    again = LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url), seen_max_days=1, seen_max_keys=1)
+    stats = again.run()
+    assert stats.rows_written == 0 and stats.duplicates == 60
+    assert again.seen.days == 1 and again.seen.loads >= 3
     assert_exactly_once(settings, readings)

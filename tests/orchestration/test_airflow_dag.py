@@ -50,9 +50,13 @@ def airflow_python() -> Path:
 def airflow_home(airflow_python: Path, tmp_path_factory) -> dict[str, str]:
     """A fresh AIRFLOW_HOME with a migrated sqlite database; the environment to run Airflow in."""
     home = tmp_path_factory.mktemp("airflow-home")
+    # The worker names the head's token the product's way (the DAG reads GH_RAY__AUTH_TOKEN_FILE);
+    # Ray's own RAY_AUTH_TOKEN_PATH is left out, so a DAG that ignored the setting would get 401s.
+    ray_env = {k: v for k, v in RAY_CLIENT_ENV.items() if k != "RAY_AUTH_TOKEN_PATH"}
     env = {
-        **os.environ,
-        **RAY_CLIENT_ENV,
+        **{k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")},
+        **ray_env,
+        "GH_RAY__AUTH_TOKEN_FILE": RAY_CLIENT_ENV["RAY_AUTH_TOKEN_PATH"],
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FILE.parent),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -114,9 +118,10 @@ def run_dag(airflow_python: Path, env: dict[str, str], logical_date: datetime, c
 
 
 def ray_jobs_by_id(address: str) -> dict[str, object]:
-    from ray.job_submission import JobSubmissionClient
+    from app.orchestration.ray_jobs import make_client, ray_auth_headers
+    from tests.helpers.engines import ray_token_file
 
-    return {j.submission_id: j for j in JobSubmissionClient(address).list_jobs() if j.submission_id}
+    return {j.submission_id: j for j in make_client(address, ray_auth_headers(token_file=ray_token_file())).list_jobs() if j.submission_id}
 
 
 def test_dag_runs_the_pipeline_as_ray_jobs_and_a_rerun_submits_nothing(airflow_home, airflow_python, pipeline_stack):

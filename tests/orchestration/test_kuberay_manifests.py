@@ -113,12 +113,12 @@ def test_entrypoints_env_vars_and_ray_version(rendered):
         assert m.entrypoint_errors(objects) == [], name
         assert set(m.entrypoint_modules(objects).values()) == {"jobs.sink", "jobs.preprocess", "jobs.train", "jobs.tune", "jobs.promote"}
         env = m.env_var_names(objects)
-        assert {"GH_CONTROL__SIGNING_KEY", "GH_INGEST__API_TOKENS", "GH_BUS_URL", "GH_LAKE_URL"} <= set(env)
+        assert {"GH_CONTROL__SIGNING_KEY_FILE", "GH_METADATA_URL", "GH_BUS_URL", "GH_LAKE_URL"} <= set(env)
         assert m.env_var_errors(objects) == [], name
         assert m.ray_version_errors(objects, version) == [], name
         for c in m.containers(objects):
             secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
-            assert set(secret_refs) == {"GH_CONTROL__SIGNING_KEY", "GH_INGEST__API_TOKENS"}
+            assert set(secret_refs) <= {"GH_METADATA_URL"}  # other secrets are files: tests/orchestration/test_kuberay_security.py
 
 
 def test_checks_catch_mistakes(rendered, crd_schemas):

@@ -1,5 +1,6 @@
 """submit_and_wait against the stack's real Ray head: an interrupted wait stops the job; a failed
-job is re-run as the next attempt only with rerun_failed; auth headers go along."""
+job is re-run as the next attempt only with rerun_failed; the head's token goes along (explicitly,
+or from RAY_AUTH_TOKEN_PATH)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import uuid
 
 import pytest
 
-from app.orchestration.ray_jobs import ray_auth_headers, submit_and_wait
-from tests.helpers.engines import engine_url
+from app.orchestration.ray_jobs import make_client, ray_auth_headers, submit_and_wait
+from tests.helpers.engines import engine_url, ray_token_file
+from tests.helpers.stack import RAY_CLIENT_ENV
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
 def head():
-    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    old = {k: os.environ.get(k) for k in RAY_CLIENT_ENV}
+    os.environ.update(RAY_CLIENT_ENV)
     yield engine_url("ray")
     for k, v in old.items():
         if v is None:
@@ -28,8 +30,6 @@ def head():
 
 
 def test_interrupted_wait_stops_the_job(head):
-    from ray.job_submission import JobSubmissionClient
-
     sid = f"sleep-{uuid.uuid4().hex[:8]}"
     seen: list[str] = []
 
@@ -40,7 +40,7 @@ def test_interrupted_wait_stops_the_job(head):
 
     with pytest.raises(KeyboardInterrupt):
         submit_and_wait(head, 'python -c "import time; time.sleep(300)"', submission_id=sid, poll_s=0.5, timeout_s=120, on_status=interrupt_when_running)
-    client = JobSubmissionClient(head)
+    client = make_client(head)  # the token from RAY_AUTH_TOKEN_PATH
     deadline = time.monotonic() + 60
     while str(client.get_job_status(sid).value) != "STOPPED" and time.monotonic() < deadline:
         time.sleep(1)
@@ -49,7 +49,7 @@ def test_interrupted_wait_stops_the_job(head):
 
 def test_failed_job_reruns_as_next_attempt(head):
     sid = f"fail-{uuid.uuid4().hex[:8]}"
-    headers = ray_auth_headers("not-checked-by-a-head-without-auth")
+    headers = ray_auth_headers(token_file=ray_token_file())
     failed = submit_and_wait(head, "python -c \"import sys; print('boom'); sys.exit(3)\"", submission_id=sid, poll_s=0.5, timeout_s=120, headers=headers)
     assert failed.status == "FAILED" and "boom" in failed.logs
     same = submit_and_wait(head, "python -c 'print(1)'", submission_id=sid, poll_s=0.5, timeout_s=120)

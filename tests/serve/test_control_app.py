@@ -14,6 +14,8 @@ from app.config import Limits, Settings
 from app.contracts.vocabulary import ACTUATORS
 from app.control.dispatch import ActuatorEndpoint
 from app.metadata import CONTROL_AUDIT, open_metadata
+from app.security.credentials import CONTROL_SIMULATE, CONTROL_WRITE, FORECAST_READ, SCOPES, OperatorRegistry
+from app.serve.tls_edge import TlsEdge
 from tests.helpers.lake import seed_two_greenhouses
 
 DAYS = 2
@@ -27,7 +29,8 @@ def models(ray_local, tmp_path_factory):
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.trainer import BoosterParams
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("serve"))
+    # the seeded data lies in the past: decisions at its instants (as_of) are sent only to a simulated plant
+    settings = Settings(data_dir=tmp_path_factory.mktemp("serve"), control={"simulated_plant": True}, security={"https_port": 0})
     seed_two_greenhouses(settings, DAYS)
     run_preprocess(settings, PreprocessParams(horizons_min=(15, 60)))
     first = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=60)))
@@ -50,8 +53,40 @@ def app_url(models, ray_serve):
 
 
 @pytest.fixture(scope="module")
-def client(app_url):
-    with httpx.Client(base_url=app_url, timeout=60) as c:
+def tokens(models) -> dict[str, str]:
+    """Operator tokens: one per scope, one with all, one expired, one revoked."""
+    settings, _, _ = models
+    operators = OperatorRegistry.from_settings(settings)
+    made = {
+        "admin": operators.add("admin", SCOPES),
+        "reader": operators.add("reader", [FORECAST_READ]),
+        "writer": operators.add("writer", [CONTROL_WRITE]),
+        "simulator": operators.add("simulator", [CONTROL_SIMULATE]),
+        "expired": operators.add("expired", SCOPES, valid_days=-1),
+        "revoked": operators.add("revoked", SCOPES),
+        "made-up": "gho_0123456789abcdef_" + "A" * 43,
+    }
+    operators.revoke("revoked")
+    operators.close()
+    return made
+
+
+@pytest.fixture(scope="module")
+def edge(models, app_url, ray_serve):
+    """The TLS edge in front of the session's Serve port: every request of this module is HTTPS."""
+    settings, _, _ = models
+    with TlsEdge(settings, int(ray_serve.rsplit(":", 1)[1])) as running:
+        yield running
+
+
+def https_client(edge: TlsEdge, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"{edge.url}/climate", verify=str(edge.tls.ca_path), headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(edge, tokens):
+    with https_client(edge, tokens["admin"]) as c:
         wait_for_greenhouses(c)
         yield c
 
@@ -140,7 +175,7 @@ def test_control_dispatches_a_signed_command_within_limits_and_is_idempotent(cli
     again = client.post("/control", json={"greenhouse_id": "gh-02", "as_of": as_of, "request_id": "t1"}).json()
     assert again["command"]["command_id"] == cmd["command_id"] and again["dispatch"]["status"] == "duplicate"
     audit = open_metadata(settings.metadata_url).collection(CONTROL_AUDIT).find_one({"_id": cmd["command_id"]})
-    assert audit["status"] == "dispatched" and audit["model"]["version"] == first.model_version
+    assert audit["status"] == "dispatched" and audit["model"]["version"] == first.model_version and audit["requested_by"] == "admin"
 
     # the greenhouse side receives it once, with a valid signature, and applies it
     applied = []
@@ -192,7 +227,7 @@ def deploy_config(settings: Settings, user_config: dict) -> None:
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
 
 
-def test_model_swap_by_user_config_without_failed_requests_then_fallback(models, client, app_url):
+def test_model_swap_by_user_config_without_failed_requests_then_fallback(models, client, edge, tokens):
     """`serve deploy` of a new user_config swaps the model in place (same replica process) while
     requests keep succeeding. A version that does not exist makes /control fall back to the
     thermostat and /forecast answer 503; back on the alias, the champion serves again."""
@@ -207,7 +242,7 @@ def test_model_swap_by_user_config_without_failed_requests_then_fallback(models,
     stop = threading.Event()
 
     def hammer():
-        with httpx.Client(base_url=app_url, timeout=60) as c:
+        with https_client(edge, tokens["reader"]) as c:
             while not stop.is_set():
                 r = c.post("/forecast", json={"greenhouse_id": "gh-01"})
                 statuses.append(r.status_code)
@@ -239,3 +274,57 @@ def test_model_swap_by_user_config_without_failed_requests_then_fallback(models,
 
     deploy_config(settings, {})
     assert client.post("/forecast", json={"greenhouse_id": "gh-01"}).json()["model"]["version"] == first.model_version
+
+
+LAST = (START + timedelta(days=DAYS)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "payload", "status", "code"),
+    [
+        (None, "/forecast", {"greenhouse_id": "gh-01"}, 401, 40101),
+        ("made-up", "/forecast", {"greenhouse_id": "gh-01"}, 401, 40101),
+        ("expired", "/forecast", {"greenhouse_id": "gh-01"}, 401, 40101),
+        ("revoked", "/control", {"greenhouse_id": "gh-01", "dry_run": True}, 401, 40101),
+        ("reader", "/forecast", {"greenhouse_id": "gh-01"}, 200, None),
+        ("writer", "/forecast", {"greenhouse_id": "gh-01"}, 403, 40311),
+        ("reader", "/forecast", {"greenhouse_id": "gh-01", "as_of": LAST}, 403, 40311),
+        ("reader", "/control", {"greenhouse_id": "gh-01", "dry_run": True}, 403, 40311),
+        ("writer", "/control", {"greenhouse_id": "gh-01", "dry_run": True}, 200, None),
+        ("writer", "/control", {"greenhouse_id": "gh-01", "as_of": LAST, "dry_run": True}, 403, 40311),
+        ("simulator", "/control", {"greenhouse_id": "gh-01", "dry_run": True}, 200, None),
+        ("simulator", "/control", {"greenhouse_id": "gh-01"}, 403, 40311),
+    ],
+)
+def test_auth_matrix_over_https(edge, tokens, who, path, payload, status, code):
+    with https_client(edge, tokens[who] if who else None) as c:
+        res = c.post(path, json=payload)
+    assert res.status_code == status, res.text
+    if code:
+        assert res.json()["error_code"] == code and res.json()["message"]
+        assert "Traceback" not in res.text and (tokens[who] if who else "Bearer") not in res.text
+
+
+def test_plain_http_to_the_https_endpoint_is_refused(edge):
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError)):
+        httpx.post(f"http://127.0.0.1:{edge.port}/climate/forecast", json={"greenhouse_id": "gh-01"})
+
+
+def test_caller_readings_are_never_dispatched_and_the_asker_is_recorded(edge, tokens, models):
+    from app.sim.fleet import FleetSimulator
+
+    settings, _, _ = models
+    fleet = FleetSimulator(1, START, step_s=60, seed=3)
+    readings = [r | {"greenhouse_id": "gh-01"} for step in fleet.iter_steps(2 * 3600) for r in step]
+    with https_client(edge, tokens["simulator"]) as c:
+        body = c.post("/control", json={"greenhouse_id": "gh-01", "readings": readings, "dry_run": False}).json()
+    assert body["dispatch"]["status"] == "dry_run" and body["requested_by"] == "simulator"
+    audit = open_metadata(settings.metadata_url).collection(CONTROL_AUDIT).find_one({"requested_by": "simulator"})
+    assert audit is not None and audit["dry_run"] is True
+
+
+def test_naive_as_of_and_oversized_bodies_get_a_4xx(client):
+    naive = client.post("/control", json={"greenhouse_id": "gh-01", "as_of": "2026-03-12T00:00:00", "dry_run": True})
+    assert naive.status_code == 422 and naive.json()["error_code"] == 42201
+    huge = client.post("/forecast", content=b'{"greenhouse_id": "gh-01", "pad": "' + b"x" * (9 * 1024 * 1024) + b'"}', headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error_code"] == 41301
