@@ -157,6 +157,11 @@ class SecuritySettings(BaseModel):
     tls_cert_file: Path | None = Field(default=None, description="server certificate (PEM) of the TLS edge; empty: issued by the local CA under data_dir/pki")
     tls_key_file: Path | None = None
     ca_file: Path | None = Field(default=None, description="CA bundle clients verify servers with, and the TLS edge verifies device client certificates with; empty: the local CA")
+    client_ca_file: Path | None = Field(default=None, description="CA the TLS edge verifies device client certificates with, when it is not ca_file (a device PKI of its own)")
+    edge_secret_file: Path | None = Field(
+        default=None,
+        description="file holding the secret the TLS edge proves its client-certificate header with (the edge and the gateway share it); empty: data_dir/secrets/edge-secret, made by the edge",
+    )
 
 
 class RaySettings(BaseModel):

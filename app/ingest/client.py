@@ -40,6 +40,16 @@ class GatewayError(RuntimeError):
     """The gateway refused a whole request in a way retrying cannot fix."""
 
 
+_INFRASTRUCTURE_RETRIABLE = (404, 502, 504)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 class GatewayClient:
     """Post readings to ``{base_url}/topics/{topic}``.
 
@@ -111,10 +121,16 @@ class GatewayClient:
             with self._lock:
                 self.tally.latencies_s.append(time.perf_counter() - started)
                 self.tally.requests += 1
-            if response.status_code == 503:
+            payload = _json_or_none(response)
+            if response.status_code == 503 or (payload is None and response.status_code in _INFRASTRUCTURE_RETRIABLE):
+                # 503: the bus refused, nothing written. A non-JSON 404/502/504 comes from a proxy in
+                # front (a route not yet known on every proxy, a replica restarting): not the gateway
+                if attempt == self.max_attempts:
+                    raise GatewayError(f"gateway answered {response.status_code} {attempt} times: {response.text[:200]}")
                 self._backoff(attempt)
                 continue
-            payload = response.json()
+            if payload is None:
+                raise GatewayError(f"gateway answered {response.status_code} without JSON: {response.text[:200]}")
             if response.status_code not in (200, 403, 422) or "offsets" not in payload:
                 raise GatewayError(f"gateway answered {response.status_code}: {payload}")
             retry = [reading for reading, entry in zip(pending, payload["offsets"]) if entry["error_code"] == 50003]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,20 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _while_locked(statement: Callable[[], object], attempts: int = 200) -> None:
+    """Run a set-up ``statement`` again while SQLite says "database is locked": switching a new
+    file to WAL mode while another connection opens it fails at once, without the busy timeout
+    (measured: 2 of 200 stores opened by three threads at once)."""
+    for attempt in range(attempts):
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01)
+
+
 class EmbeddedStore:
     """A :class:`~app.metadata.base.MetadataStore` in ``<directory>/metadata.sqlite3``."""
 
@@ -48,10 +63,10 @@ class EmbeddedStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.directory / "metadata.sqlite3", timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        _while_locked(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=60000")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS _indexes (collection TEXT, name TEXT, keys TEXT, uniq INTEGER, PRIMARY KEY (collection, name))")
+        _while_locked(lambda: self._conn.execute("CREATE TABLE IF NOT EXISTS _indexes (collection TEXT, name TEXT, keys TEXT, uniq INTEGER, PRIMARY KEY (collection, name))"))
         self._lock = threading.RLock()
 
     def __reduce__(self):

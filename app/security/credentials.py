@@ -197,6 +197,8 @@ class DeviceRegistry:
     def __init__(self, store: MetadataStore, *, cache_ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self.credentials = CredentialStore(store.collection(DEVICES), "d", cache_ttl_s=cache_ttl_s, clock=clock)
+        self._ttl_s, self._clock = cache_ttl_s, clock
+        self._certified: OrderedDict[str, tuple[DeviceIdentity | None, float]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeviceRegistry:
@@ -227,9 +229,19 @@ class DeviceRegistry:
         return DeviceIdentity(doc["_id"], doc["greenhouse_id"]) if doc else None
 
     def by_certificate(self, device_id: str) -> DeviceIdentity | None:
-        """An active device named by a client certificate the TLS edge verified (mTLS)."""
+        """An active device named by a client certificate the TLS edge verified (mTLS); cached
+        like tokens, so a revocation takes effect within the cache TTL."""
+        now_s = self._clock()
+        cached = self._certified.get(device_id)
+        if cached is not None and now_s - cached[1] <= self._ttl_s:
+            return cached[0]
         doc = self.credentials.get(device_id)
-        return DeviceIdentity(doc["_id"], doc["greenhouse_id"]) if doc and doc.get("status") == ACTIVE else None
+        identity = DeviceIdentity(doc["_id"], doc["greenhouse_id"]) if doc and doc.get("status") == ACTIVE else None
+        self._certified[device_id] = (identity, now_s)
+        self._certified.move_to_end(device_id)
+        while len(self._certified) > _CACHE_MAX_ENTRIES:
+            self._certified.popitem(last=False)
+        return identity
 
     def close(self) -> None:
         self._store.close()

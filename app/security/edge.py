@@ -16,6 +16,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from app.config import Settings
+
 CLIENT_DEVICE_HEADER = "x-greenhouse-client-device"
 EDGE_SECRET_HEADER = "x-greenhouse-edge-secret"
 EDGE_SECRET_FILE = "edge-secret"
@@ -31,18 +33,22 @@ def client_device(headers: Mapping[str, str], edge_secret: bytes | None) -> str 
     return device if hmac.compare_digest(presented, edge_secret) else None
 
 
-def ensure_edge_secret(secrets_dir: Path) -> bytes:
-    """The edge secret of this installation (made once, in a 0600 file in ``secrets_dir``)."""
-    path = secrets_dir / EDGE_SECRET_FILE
+def edge_secret_path(settings: Settings) -> Path:
+    """Where the edge secret lives: ``security.edge_secret_file`` (a mounted secret), else a file
+    the edge makes under ``data_dir/secrets``."""
+    return settings.security.edge_secret_file or settings.secrets_dir / EDGE_SECRET_FILE
+
+
+def ensure_edge_secret(path: Path) -> bytes:
+    """The edge secret in ``path``, made first (a 0600 file) when there is none."""
     if not path.exists():
-        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(32))
     return path.read_text().strip().encode()
 
 
-def read_edge_secret(secrets_dir: Path) -> bytes | None:
-    """The edge secret when this installation has one (apps read it; only the edge makes it)."""
-    path = secrets_dir / EDGE_SECRET_FILE
+def read_edge_secret(path: Path) -> bytes | None:
+    """The edge secret in ``path`` when there is one (apps read it; only the edge makes it)."""
     return path.read_text().strip().encode() if path.exists() else None

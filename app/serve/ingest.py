@@ -24,11 +24,11 @@ from app.serve.args import AppArgs
 
 
 class EdgeSecret:
-    """The TLS edge's secret, read from ``secrets_dir`` once it exists (the edge may start after
-    the gateway): while it is missing, the file is looked for at most every ``recheck_s``."""
+    """The TLS edge's secret, read from ``path`` once it exists (the edge may start after the
+    gateway): while it is missing, the file is looked for at most every ``recheck_s``."""
 
-    def __init__(self, secrets_dir: Path, *, recheck_s: float = 5.0) -> None:
-        self._dir = secrets_dir
+    def __init__(self, path: Path, *, recheck_s: float = 5.0) -> None:
+        self._path = path
         self._recheck_s = recheck_s
         self._secret: bytes | None = None
         self._checked_at = float("-inf")
@@ -38,7 +38,7 @@ class EdgeSecret:
 
         if self._secret is None and time.monotonic() - self._checked_at >= self._recheck_s:
             self._checked_at = time.monotonic()
-            self._secret = read_edge_secret(self._dir)
+            self._secret = read_edge_secret(self._path)
         return self._secret
 
 
@@ -51,6 +51,7 @@ class IngestGateway:
         from ray.serve.metrics import Counter
 
         from app.security.credentials import DeviceRegistry
+        from app.security.edge import edge_secret_path
         from app.security.startup import exposed, refuse_unsafe
 
         settings: Settings = args.load()
@@ -59,7 +60,7 @@ class IngestGateway:
         self._accepted = Counter("gh_ingest_records_accepted", description="records accepted by the gateway")
         self._rejected = Counter("gh_ingest_records_rejected", description="records rejected by the gateway", tag_keys=("reason",))
         self.service = IngestService(settings, open_bus(settings.bus_url), devices, on_result=self._record)
-        self._edge_secret = EdgeSecret(settings.secrets_dir)
+        self._edge_secret = EdgeSecret(edge_secret_path(settings))
 
     def _record(self, accepted: int, rejected_reasons: list[str]) -> None:
         if accepted:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.security.edge import CLIENT_DEVICE_HEADER, EDGE_SECRET_HEADER, ensure_edge_secret
+from app.security.edge import CLIENT_DEVICE_HEADER, EDGE_SECRET_HEADER, edge_secret_path, ensure_edge_secret
 from app.security.pki import ensure_local_server_cert
 from app.security.startup import refuse_unsafe
 
@@ -40,7 +40,8 @@ class EdgeTls:
     """The edge's certificate with its key (one PEM, as HAProxy wants it) and the CA it trusts."""
 
     bundle_path: Path
-    ca_path: Path
+    ca_path: Path  # what clients verify the edge with
+    client_ca_path: Path  # what device certificates are verified with
 
 
 def edge_tls(settings: Settings) -> EdgeTls:
@@ -53,9 +54,10 @@ def edge_tls(settings: Settings) -> EdgeTls:
     else:
         ca_path, issued = ensure_local_server_cert(settings.data_dir / "pki")
         cert_path, key_path = issued.cert_path, issued.key_path
+    client_ca_path = sec.client_ca_file or ca_path
     bundle = _private_dir(settings) / "edge.pem"
     _write_private(bundle, cert_path.read_bytes() + b"\n" + key_path.read_bytes())
-    return EdgeTls(bundle, Path(ca_path))
+    return EdgeTls(bundle, Path(ca_path), Path(client_ca_path))
 
 
 def render_edge_config(tls: EdgeTls, *, host: str, port: int, upstream_port: int) -> str:
@@ -73,7 +75,7 @@ defaults
     timeout server 120s
     timeout http-request 15s
 frontend https
-    bind {host}:{port} ssl crt {tls.bundle_path} ca-file {tls.ca_path} verify optional alpn http/1.1
+    bind {host}:{port} ssl crt {tls.bundle_path} ca-file {tls.client_ca_path} verify optional alpn http/1.1
     http-request del-header {CLIENT_DEVICE_HEADER}
     http-request del-header {EDGE_SECRET_HEADER}
     http-request set-header {CLIENT_DEVICE_HEADER} %[ssl_c_s_dn(cn)] if {{ ssl_c_used }} {{ ssl_c_verify 0 }}
@@ -113,7 +115,7 @@ class TlsEdge:
         refuse_unsafe(self.settings)
         config = _private_dir(self.settings) / "haproxy.cfg"
         _write_private(config, render_edge_config(self.tls, host=self.host, port=self.port, upstream_port=self.upstream_port).encode())
-        secret = ensure_edge_secret(self.settings.secrets_dir).decode()
+        secret = ensure_edge_secret(edge_secret_path(self.settings)).decode()
         log_path = _private_dir(self.settings) / "haproxy.log"
         with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
             self._process = subprocess.Popen([get_haproxy_binary(), "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GH_EDGE_SECRET": secret})

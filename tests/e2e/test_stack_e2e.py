@@ -116,7 +116,7 @@ def test_readings_flow_through_the_real_stack_exactly_once(stack, gateway_on_hea
     from app.sim.credentials import FleetCredentials
 
     credentials = FleetCredentials.for_fleet(DeviceRegistry.from_settings(settings), fleet)  # each device posts with its own token
-    with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100, token_for=credentials.token_for, verify=ca_of(stack)) as client:
+    with GatewayClient(gateway_on_head, topic=settings.topics.sensors, batch_size=100, token_for=credentials.token_for, verify=ca_of(stack), max_attempts=8) as client:
         tally = client.post(readings + broken)
     assert tally.accepted == len(readings) and tally.rejected == 2
 

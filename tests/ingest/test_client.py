@@ -63,3 +63,24 @@ def test_registering_again_rotates_and_a_refused_credential_is_an_error(gateway)
             client.post([reading])
     with GatewayClient("http://gateway", token=again.tokens["gh-01-climate"], transport=transport) as client:
         assert client.post([reading]).accepted == 1
+
+
+def test_a_proxy_answer_without_json_is_retried_and_a_lasting_one_is_a_clear_error(gateway):
+    """A plain-text 404/502 comes from a proxy in front (a route not yet known everywhere), not
+    from the gateway: nothing was written, so the batch is sent again; the gateway's own JSON
+    answers are never retried that way."""
+    service, registry, transport = gateway
+    token = registry.add("dev-1", "gh-01")
+    answers = iter([httpx.Response(404, text="Path '/topics/x' not found."), httpx.Response(502, text="bad gateway")])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or transport.handle_request(request)
+
+    reading = {"greenhouse_id": "gh-01", "device_id": "dev-1", "ts": "2026-03-11T12:00:00Z", "measurements": {"air_temp_c": 20.0}}
+    with GatewayClient("http://gw", token=token, transport=httpx.MockTransport(flaky)) as client:
+        tally = client.post([reading])
+    assert tally.accepted == 1 and tally.retries == 2 and service.stats.accepted == 1
+
+    always = httpx.MockTransport(lambda request: httpx.Response(404, text="Path not found."))
+    with GatewayClient("http://gw", token=token, transport=always, max_attempts=2) as client, pytest.raises(GatewayError, match="404 2 times"):
+        client.post([reading])

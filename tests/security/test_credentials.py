@@ -84,10 +84,13 @@ def test_registry_refuses_duplicates_unknown_ids_and_bad_names(store):
 
 
 def test_a_certificate_names_an_active_device_only(store):
-    devices = DeviceRegistry(store)
+    clock = FakeClock()
+    devices = DeviceRegistry(store, cache_ttl_s=2.0, clock=clock)
     devices.add("dev-1", "gh-1")
     assert devices.by_certificate("dev-1") == DeviceIdentity("dev-1", "gh-1")
-    devices.revoke("dev-1")
+    DeviceRegistry(store).revoke("dev-1")  # the CLI, elsewhere
+    assert devices.by_certificate("dev-1") is not None  # cached within the TTL
+    clock.now_s = 2.5
     assert devices.by_certificate("dev-1") is None
     assert devices.by_certificate("dev-2") is None
 
@@ -119,9 +122,10 @@ def test_bearer_header_parsing(header, token):
 
 
 def test_the_client_device_header_is_trusted_only_with_the_edge_secret(tmp_path):
-    assert read_edge_secret(tmp_path / "secrets") is None
-    secret = ensure_edge_secret(tmp_path / "secrets")
-    assert ensure_edge_secret(tmp_path / "secrets") == secret == read_edge_secret(tmp_path / "secrets")
+    path = tmp_path / "secrets" / "edge-secret"
+    assert read_edge_secret(path) is None
+    secret = ensure_edge_secret(path)
+    assert ensure_edge_secret(path) == secret == read_edge_secret(path)
     assert (tmp_path / "secrets" / "edge-secret").stat().st_mode & 0o077 == 0
     via_edge = {CLIENT_DEVICE_HEADER: "dev-1", EDGE_SECRET_HEADER: secret.decode()}
     assert client_device(via_edge, secret) == "dev-1"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.security.edge import CLIENT_DEVICE_HEADER, EDGE_SECRET_HEADER, client_device, read_edge_secret
+from app.security.edge import CLIENT_DEVICE_HEADER, EDGE_SECRET_HEADER, client_device, edge_secret_path, read_edge_secret
 from app.security.pki import LocalCA
 from app.serve.tls_edge import TlsEdge
 
@@ -53,7 +53,7 @@ def test_https_is_verified_against_the_local_ca_and_no_device_is_claimed_without
     seen = res.json()
     assert res.status_code == 200 and seen["x-forwarded-proto"] == "https"
     assert CLIENT_DEVICE_HEADER not in seen  # the forged header is dropped
-    assert client_device(seen, read_edge_secret(settings.secrets_dir)) is None
+    assert client_device(seen, read_edge_secret(edge_secret_path(settings))) is None
 
 
 def test_a_device_certificate_names_the_device_with_the_edge_secret(edge):
@@ -61,7 +61,7 @@ def test_a_device_certificate_names_the_device_with_the_edge_secret(edge):
     cert = LocalCA.ensure(settings.data_dir / "pki").issue("dev-7", client=True)
     seen = httpx.get(f"{running.url}/x", verify=client_context(running.tls.ca_path, cert)).json()
     assert seen[CLIENT_DEVICE_HEADER] == "dev-7"
-    assert client_device(seen, read_edge_secret(settings.secrets_dir)) == "dev-7"
+    assert client_device(seen, read_edge_secret(edge_secret_path(settings))) == "dev-7"
 
 
 def test_a_certificate_from_another_ca_is_refused(edge, tmp_path):
