@@ -284,12 +284,13 @@ def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[
 
 def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSummary, url: str, verify: str, control_start: datetime, progress: Callable[[str, float, float], None]) -> None:
     """Steps 2 and 3 of the demo, on the running Ray and Serve."""
-    from ray import serve
+    _learn(settings, options, summary, progress)
+    _control(settings, options, summary, url, verify, control_start, progress)
 
-    from app.closed_loop import run_closed_loop, write_report
+
+def _learn(settings: Settings, options: DemoOptions, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> None:
+    """Step 2: features, a Tune search, training the best, promotion."""
     from app.preprocess import PreprocessParams, read_feature_set_ray, run_preprocess
-    from app.serve.args import AppArgs
-    from app.serve.control import application
     from app.train.pipeline import TrainJobParams, run_promotion, run_training
     from app.train.tune import TuneParams, tune_boosters
 
@@ -321,6 +322,15 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
     summary.promoted = run_promotion(settings, trained.model_name).promoted
     progress("training the best with Ray Train, MLflow, promotion", 1, 1)
     summary.stage_s["learning path"] = round(time.monotonic() - t0, 1)
+
+
+def _control(settings: Settings, options: DemoOptions, summary: DemoSummary, url: str, verify: str, control_start: datetime, progress: Callable[[str, float, float], None]) -> None:
+    """Step 3: the control app deployed, a closed loop next to the thermostat, the report."""
+    from ray import serve
+
+    from app.closed_loop import run_closed_loop, write_report
+    from app.serve.args import AppArgs
+    from app.serve.control import application
 
     t0 = time.monotonic()
     progress("deploying the forecast/control app", 0, 1)
