@@ -139,6 +139,38 @@ class ControlSettings(BaseModel):
     limits: Limits = Field(default_factory=Limits, description="safety bounds and rate limits of every setpoint")
 
 
+class LoopSettings(BaseModel):
+    """The control loop service: every active greenhouse decided once per ``control.interval_s``."""
+
+    lease_s: float = Field(default=0.0, ge=0, description="a scheduler replica that has not renewed its lease for this long is gone; 0: a third of control.interval_s")
+    sweep_after_s: float = Field(default=0.0, ge=0, description="after this long into an interval a replica decides every greenhouse nobody has claimed; 0: half of control.interval_s")
+    batch_size: int = Field(default=256, ge=1, le=10_000, description="greenhouses decided with one forecaster call")
+    poll_s: float = Field(default=0.25, gt=0, le=10, description="how often a replica looks at the clock and its claims")
+    event_time: bool = Field(default=False, description="intervals follow the newest reading's time instead of the wall clock (a simulated plant); only with control.simulated_plant")
+
+
+class RolloutSettings(BaseModel):
+    """Defaults of a model rollout (``greenhouse rollout start``); each rollout may override them."""
+
+    steps: list[float] = Field(default_factory=lambda: [0.1, 0.5, 1.0], description="fractions of greenhouses on the candidate, in order")
+    min_errors_per_step: int = Field(default=30, ge=1, description="settled 15-min forecasts of each version needed before a step is judged")
+    min_decisions_per_step: int = Field(default=12, ge=1, description="decisions on the candidate needed before a step is judged")
+    error_margin_c: float = Field(default=0.15, ge=0, description="roll back when the candidate's online forecast RMSE exceeds the champion's by more than this")
+    in_band_margin_pct: float = Field(default=5.0, ge=0, le=100, description="roll back when the candidate's time in band is this many points below the champion's")
+    horizon_min: int = Field(default=15, ge=1, description="the forecast horizon whose online error is judged")
+    refresh_s: float = Field(default=2.0, gt=0, le=300, description="how often serving replicas read the active rollout")
+
+
+class DriftSettings(BaseModel):
+    """The drift check: recent lake partitions against the feature set's stored baseline."""
+
+    recent_days: int = Field(default=1, ge=1, le=60, description="the newest days of the raw lake that are compared")
+    psi_threshold: float = Field(default=0.25, gt=0, description="a feature whose PSI exceeds this has drifted (0.1 slight, 0.25 significant)")
+    min_drifted_features: int = Field(default=2, ge=1, description="drift is reported when at least this many features drifted")
+    forecast_rmse_threshold_c: float = Field(default=1.0, gt=0, description="or when the online 15-min forecast RMSE exceeds this")
+    airflow_url: str = Field(default="", description="Airflow's API base URL for the asset event (empty: the drift DAG's task emits it)")
+
+
 class ServeSettings(BaseModel):
     """Where the local Ray Serve HTTP proxy listens (plain HTTP, loopback: the TLS edge fronts it)."""
 
@@ -190,6 +222,9 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     ray: RaySettings = Field(default_factory=RaySettings)
 

@@ -16,6 +16,11 @@ DEVICES = "devices"
 CONTROL_AUDIT = "control_audit"
 DEPLOYMENTS = "deployments"
 OPERATORS = "operators"
+DECISIONS = "decisions"  # one per control decision: the lineage record and the rollout's figures
+ROLLOUTS = "rollouts"  # the current state of each model's rollout (deployments holds every step)
+CONTROL_LOOP_MEMBERS = "control_loop_members"  # scheduler replicas and their leases
+CONTROL_CLAIMS = "control_claims"  # which replica decides which greenhouse in which interval
+DRIFT_REPORTS = "drift_reports"
 
 
 def open_metadata(url: str) -> MetadataStore:
@@ -32,4 +37,20 @@ def open_metadata(url: str) -> MetadataStore:
     raise ValueError(f"unsupported metadata URL {url!r}: use file:///dir or mongodb://host:port/db")
 
 
-__all__ = ["CONTROL_AUDIT", "DEPLOYMENTS", "DEVICES", "FEATURE_SETS", "LAKE_BATCHES", "OPERATORS", "Collection", "DuplicateKeyError", "MetadataStore", "open_metadata"]
+__all__ = [
+    "CONTROL_AUDIT",
+    "CONTROL_CLAIMS",
+    "CONTROL_LOOP_MEMBERS",
+    "DECISIONS",
+    "DEPLOYMENTS",
+    "DRIFT_REPORTS",
+    "ROLLOUTS",
+    "DEVICES",
+    "FEATURE_SETS",
+    "LAKE_BATCHES",
+    "OPERATORS",
+    "Collection",
+    "DuplicateKeyError",
+    "MetadataStore",
+    "open_metadata",
+]
