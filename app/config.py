@@ -142,6 +142,7 @@ class ControlSettings(BaseModel):
 class LoopSettings(BaseModel):
     """The control loop service: every active greenhouse decided once per ``control.interval_s``."""
 
+    enabled: bool = Field(default=True, description="deploy the ControlLoop deployment with the control app")
     lease_s: float = Field(default=0.0, ge=0, description="a scheduler replica that has not renewed its lease for this long is gone; 0: a third of control.interval_s")
     sweep_after_s: float = Field(default=0.0, ge=0, description="after this long into an interval a replica decides every greenhouse nobody has claimed; 0: half of control.interval_s")
     batch_size: int = Field(default=256, ge=1, le=10_000, description="greenhouses decided with one forecaster call")

@@ -73,8 +73,9 @@ def test_control_serve_config_validates_with_rays_schema():
     assert app_cfg.import_path == "app.serve.control:build_app" and app_cfg.route_prefix == "/climate"
     AppArgs.model_validate(app_cfg.args)
     deployments = {d.name: d for d in app_cfg.deployments}
-    assert set(deployments) == {"ControlApp", "Forecaster"}
+    assert set(deployments) == {"ControlApp", "ControlLoop", "Forecaster"}
     assert ModelConfig.model_validate(deployments["ControlApp"].user_config).model_alias == "champion"
+    assert deployments["ControlLoop"].user_config == deployments["ControlApp"].user_config
     assert all(d.ray_actor_options.num_cpus < 1 for d in deployments.values())
 
 

@@ -116,6 +116,9 @@ class ControlDecision:
     command: ControlCommand
     model_error: str | None = None
     """Why the forecaster could not be used, when it was given and failed."""
+    settled_errors_c: dict[int, float] = field(default_factory=dict)
+    """The serving model's forecasts that fell due at this state: horizon minutes -> measured minus
+    forecast (kelvin, uncorrected), its online forecast error."""
 
 
 @dataclass
@@ -133,6 +136,7 @@ class _Step:
     query: tuple[np.ndarray, list[str], list[int]] | None = None
     keys: list[str] = field(default_factory=list)
     model_error: str | None = None
+    settled: dict[int, float] = field(default_factory=dict)
 
 
 def _model_unavailable(exc: BaseException) -> str:
@@ -163,6 +167,34 @@ class Controller:
             except Exception as exc:
                 step.model_error, forecasts = _model_unavailable(exc), None
         return self._conclude(step, forecasts, dry_run, request_id)
+
+    async def decide_many(
+        self,
+        states: Sequence[GreenhouseState],
+        forecaster: ModelForecaster | None,
+        now: datetime,
+        *,
+        unavailable: str | None = None,
+        dry_run: bool = False,
+        request_ids: Sequence[str | None] | None = None,
+    ) -> list[ControlDecision]:
+        """:meth:`decide` for many greenhouses served by one ``forecaster``, with one forecaster
+        call for all their candidates (the batch path of the control loop). A failed call sends
+        every greenhouse of the batch to the thermostat, each with the reason."""
+        steps = [self._prepare(state, forecaster, now, unavailable) for state in states]
+        asked = [s for s in steps if s.query is not None]
+        answers: dict[int, Any] = {}
+        if asked and forecaster is not None:
+            stacked = np.concatenate([s.query[0] for s in asked if s.query is not None])
+            try:
+                out = forecaster.predict(stacked, asked[0].query[1], asked[0].query[2])  # type: ignore[index]
+                out = await out if inspect.isawaitable(out) else out
+                answers = _split_rows(np.asarray(out), asked)
+            except Exception as exc:
+                for s in asked:
+                    s.model_error = _model_unavailable(exc)
+        ids = list(request_ids) if request_ids is not None else [None] * len(steps)
+        return [self._conclude(s, answers.get(id(s)), dry_run, rid) for s, rid in zip(steps, ids)]
 
     def decide_sync(
         self, state: GreenhouseState, forecaster: ModelForecaster | None, now: datetime, *, unavailable: str | None = None, dry_run: bool = False, request_id: str | None = None
@@ -246,7 +278,18 @@ class Controller:
         model = step.forecaster.ref if step.forecaster is not None else None
         command = build_command(step.state.greenhouse_id, decision, decided_at=step.now, ttl_s=p.command_ttl_s, model=model, state_ts=step.state.ts, dry_run=dry_run, request_id=request_id)
         return ControlDecision(
-            step.state.greenhouse_id, decision.setpoints, decision.mode, decision.reason, decision.cost, decision.forecast, corrections, step.state.ts, step.age_s, command, step.model_error
+            step.state.greenhouse_id,
+            decision.setpoints,
+            decision.mode,
+            decision.reason,
+            decision.cost,
+            decision.forecast,
+            corrections,
+            step.state.ts,
+            step.age_s,
+            command,
+            step.model_error,
+            {h: round(e, 4) for h, e in step.settled.items()},
         )
 
     def _choose(self, step: _Step, forecasts: np.ndarray) -> tuple[Decision, dict[int, float]]:
@@ -254,9 +297,9 @@ class Controller:
         horizon by its recent error, pick the cheapest candidate, remember what the model said."""
         p = self.policy
         assert step.forecaster is not None and step.plans is not None
-        key = _offsets_key(step.forecaster.ref, step.state.greenhouse_id)
+        key = offsets_key(step.forecaster.ref, step.state.greenhouse_id)
         feats = step.state.features
-        self.offsets.observe(key, step.state.ts, float(feats["air_temp_c"]))
+        step.settled = self.offsets.observe(key, step.state.ts, float(feats["air_temp_c"]))
         corrections = self.offsets.offsets(key)
         targets = targets_during(p.targets, step.screen, p.screen_opening_margin_c)
         decision = pick_best(
@@ -275,7 +318,21 @@ class Controller:
         return decision, {h: round(v, 4) for h, v in corrections.items() if math.isfinite(v)}
 
 
-def _offsets_key(ref: ModelRef, greenhouse_id: str) -> str:
+def _split_rows(out: np.ndarray, steps: Sequence[_Step]) -> dict[int, np.ndarray]:
+    """The rows of one stacked forecast answer, back to the steps that asked (by ``id(step)``)."""
+    answers, start = {}, 0
+    for s in steps:
+        assert s.query is not None
+        n = len(s.query[0])
+        answers[id(s)] = out[start : start + n]
+        start += n
+    if start != len(out):
+        raise ValueError(f"the forecaster answered {len(out)} rows for {start}")
+    return answers
+
+
+def offsets_key(ref: ModelRef, greenhouse_id: str) -> str:
+    """The key under which a model version's forecasts of a greenhouse are settled and corrected."""
     # Errors are learned per model version and greenhouse: a new version starts from zero.
     return f"{ref.name}/{ref.version}|{greenhouse_id}"
 
@@ -286,4 +343,4 @@ def thermostat_state(greenhouse_id: str, ts: datetime, measured: Mapping[str, fl
     return GreenhouseState(greenhouse_id, {"ts": ts, **measured, **positions})
 
 
-__all__: Sequence[str] = ["ControlDecision", "ControlPolicy", "Controller", "GreenhouseState", "ModelForecaster", "thermostat_state"]
+__all__: Sequence[str] = ["ControlDecision", "ControlPolicy", "Controller", "GreenhouseState", "ModelForecaster", "offsets_key", "thermostat_state"]

@@ -50,12 +50,14 @@ class ForecastOffsets:
         self._pending: dict[str, dict[tuple[datetime, int], _Pending]] = defaultdict(dict)
         self._offsets: dict[str, dict[int, float]] = defaultdict(dict)
 
-    def observe(self, greenhouse_id: str, ts: datetime, air_temp_c: float) -> None:
+    def observe(self, greenhouse_id: str, ts: datetime, air_temp_c: float) -> dict[int, float]:
         """Settle the forecasts of ``greenhouse_id`` due at or before ``ts`` against the
-        measurement ``air_temp_c`` at ``ts``."""
+        measurement ``air_temp_c`` at ``ts``; the errors settled now (horizon minutes -> measured
+        minus forecast, kelvin): the online forecast error, per horizon."""
+        settled: dict[int, float] = {}
         pending = self._pending.get(greenhouse_id)
         if not pending:
-            return
+            return settled
         offsets = self._offsets[greenhouse_id]
         for key, p in sorted(pending.items(), key=lambda kv: kv[1].due):
             if p.due > ts:
@@ -63,10 +65,11 @@ class ForecastOffsets:
             del pending[key]
             if ts - p.due > self.max_late:
                 continue
-            error = air_temp_c - p.forecast_c
+            error = settled[p.horizon_min] = air_temp_c - p.forecast_c
             previous = offsets.get(p.horizon_min, 0.0)
             updated = (1.0 - self.alpha) * previous + self.alpha * error
             offsets[p.horizon_min] = max(-self.max_abs_c, min(self.max_abs_c, updated))
+        return settled
 
     def record(self, greenhouse_id: str, ts: datetime, forecast: Mapping[str, float]) -> None:
         """Remember the *uncorrected* temperature forecasts made from the state at ``ts`` (a

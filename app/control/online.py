@@ -79,6 +79,7 @@ class OnlineWindow:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
         self._waiters: dict[str, list[tuple[datetime, Callable[[], None]]]] = defaultdict(list)
+        self._positions: dict[str, dict[int, int]] = defaultdict(dict)  # greenhouse -> partition -> newest offset
         self.records = 0
         self.rejected = 0
         self.builds = 0  # feature rebuilds (cache misses), for /healthz and the bench
@@ -130,7 +131,7 @@ class OnlineWindow:
         kept = set(keep)
         order = sorted(self._latest, key=lambda g: (g in kept, self._latest[g]))
         for gh in order[:excess]:
-            for table in (self._cols, self._latest, self._version, self._cache):
+            for table in (self._cols, self._latest, self._version, self._cache, self._positions):
                 table.pop(gh, None)
 
     def _compact_device_codes(self) -> None:
@@ -162,6 +163,38 @@ class OnlineWindow:
             except ReadingError:  # not JSON (UndecodableReading) or not a valid reading
                 self.rejected += 1
         self.add(good)
+
+    def add_messages(self, messages: Iterable[Any]) -> None:
+        """Bus messages (``value``, ``partition``, ``offset``): :meth:`add_raw`, and each
+        greenhouse's newest offset per partition remembered for its decisions' lineage."""
+        good = []
+        positions: list[tuple[str, int, int]] = []
+        for m in messages:
+            try:
+                reading = reading_from_bus(m.value)
+            except ReadingError:
+                self.rejected += 1
+                continue
+            good.append(reading)
+            positions.append((reading.greenhouse_id, m.partition, m.offset))
+        self.add(good)
+        with self._lock:
+            for gh, partition, offset in positions:
+                known = self._positions[gh]
+                known[partition] = max(offset, known.get(partition, -1))
+
+    def provenance(self, greenhouse_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+        """Which readings a decision of ``greenhouse_id`` rests on: the window's first and last
+        reading time and count (up to ``as_of``), and the newest bus offset per partition that
+        fed the window."""
+        with self._lock:
+            cols = self._cols.get(greenhouse_id)
+            offsets = {str(p): o for p, o in self._positions.get(greenhouse_id, {}).items()}
+        if cols is not None and as_of is not None:
+            cols = cols.select(cols.times_us <= micros(as_of))
+        if cols is None or not len(cols):
+            return {"count": 0, "bus_offsets": offsets}
+        return {"first_ts": from_micros(int(cols.times_us.min())), "last_ts": from_micros(int(cols.times_us.max())), "count": len(cols), "bus_offsets": offsets}
 
     def greenhouses(self) -> list[str]:
         with self._lock:
@@ -270,7 +303,7 @@ class SensorTopicFollower:
                 messages = self._consumer.poll(2000, self._poll_timeout_s)
                 self.last_poll_at = datetime.now(timezone.utc)
                 if messages:
-                    self.window.add_raw(m.value for m in messages)
+                    self.window.add_messages(messages)
                 self.error = None
             except Exception as exc:  # keep following; report in /healthz
                 self.error = f"{type(exc).__name__}: {exc}"

@@ -27,10 +27,13 @@ from ray.serve.handle import DeploymentHandle
 
 from app.control.core import ControlDecision, Controller, ControlPolicy
 from app.control.correction import ForecastOffsets
+from app.control.decision_record import DecisionContext
+from app.control.fleet_decisions import Assignment
 from app.control.planner import current_setpoints
 from app.serve.args import AppArgs
 from app.serve.control_api import MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
 from app.serve.control_auth import OperatorGate, never_sent
+from app.serve.control_loop import ControlLoop
 from app.serve.forecaster import Forecaster
 from app.serve.gcpause import GcPauses, freeze_startup_heap
 from app.serve.serving_models import ModelConfig, ServingModels
@@ -44,32 +47,39 @@ api = create_control_api()
 class ControlApp:
     """HTTP ingress: online state, the controller core, dispatch."""
 
-    def __init__(self, forecaster: DeploymentHandle, args: AppArgs) -> None:
-        from ray.serve.metrics import Counter, Histogram
+    def __init__(self, forecaster: DeploymentHandle, args: AppArgs, loop: DeploymentHandle | None = None) -> None:
+        from ray.serve.metrics import Histogram
 
         from app.bus import open_bus
         from app.control.dispatch import CommandDispatcher
-        from app.metadata import open_metadata
+        from app.control.fleet_decisions import FleetDecider
+        from app.control.loop_ledger import LoopLedger
+        from app.metadata import DECISIONS, open_metadata
         from app.security.credentials import OperatorRegistry
         from app.security.startup import refuse_unsafe
+        from app.serve.decision_metrics import DecisionMetrics
         from app.serve.dispatch_thread import DispatchThread
         from app.serve.online_state import OnlineState
         from app.tracking import warm_imports
 
         self.settings = settings = args.load()
         refuse_unsafe(settings)
-        bus = open_bus(settings.bus_url)
-        self.online = OnlineState(settings, bus, serve.get_replica_context().replica_id.unique_id)
-        self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, open_metadata(settings.metadata_url)))
+        bus, store = open_bus(settings.bus_url), open_metadata(settings.metadata_url)
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        self.online = OnlineState(settings, bus, replica_id)
+        self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, store))
         self.models = ServingModels(settings, forecaster)
         self.gate = OperatorGate(OperatorRegistry.from_settings(settings))
         # per replica: with several replicas each learns from the decisions it made
         self.controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
+        self.decider = FleetDecider(self.controller)
+        self.records = store.collection(DECISIONS)
+        self.loop_ledger = LoopLedger(store, replica_id, 0.0) if loop is not None else None
+        self.metrics = DecisionMetrics()
         self.gc_pauses = GcPauses()
         self._warm = False  # set by the first model decision, which freezes the heap again
         warm_imports()  # at start, not on the first request
         freeze_startup_heap()
-        self._decisions = Counter("gh_control_decisions", description="control decisions by mode", tag_keys=("mode",))
         self._latency = Histogram("gh_serve_latency_ms", description="forecast/control latency", boundaries=[5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("route",))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -85,6 +95,7 @@ class ControlApp:
             "models": self.models.resolved(),
             "model_config": self.models.config.model_dump(),
             "model_error": self.models.error,
+            "rollouts": self.models.rollouts(),
             **self.online.health(),
             "gc": self.gc_pauses.summary(),
         }
@@ -118,13 +129,17 @@ class ControlApp:
         who = self.gate.admit(authorization, "control", caller_state=body.readings is not None or body.as_of is not None, dry_run=body.dry_run)
         simulated = never_sent(caller_readings=body.readings is not None, caller_as_of=body.as_of is not None, simulated_plant=self.settings.control.simulated_plant)
         now = (body.as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        forecaster, params = await self.models.serving(body.greenhouse_id)
-        state = await self.online.state(body.greenhouse_id, body.readings, body.as_of, params)
+        served = await self.models.route(body.greenhouse_id)
+        state = await self.online.state(body.greenhouse_id, body.readings, body.as_of, served.params)
         dry_run = simulated or body.dry_run or bool(self.models.config.dry_run) or self.settings.control.dry_run
-        decision = await self.controller.decide(state, forecaster, now, unavailable=self.models.error, dry_run=dry_run, request_id=body.request_id)
-        self.models.note(forecaster, decision.model_error)
+        provenance = self.online.window.provenance(body.greenhouse_id, body.as_of) if body.readings is None else {"count": len(body.readings), "sent_by_caller": True}
+        item = Assignment(state, served.forecaster, served.route, served.shadows, served.unavailable, provenance, body.request_id)
+        decided = (await self.decider.decide([item], now, DecisionContext("on_demand", who.name), dry_run=dry_run))[0]
+        decision = decided.decision
+        self.models.note(served.forecaster, decision.model_error)
         result = await self.dispatch_thread.dispatch(decision.command.model_copy(update={"requested_by": who.name}))
-        self._decisions.inc(tags={"mode": decision.mode})
+        await asyncio.to_thread(_insert_once, self.records, decided.record)
+        self.metrics.observe([decided])
         self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "control"})
         self._freeze_once_warm(decision)
         return {
@@ -132,8 +147,18 @@ class ControlApp:
             "dispatch": {"status": result.status, "partition": result.partition, "offset": result.offset},
             "requested_by": who.name,
             "decision": {"mode": decision.mode, "reason": decision.reason, "cost": decision.cost, "forecast": decision.forecast, "corrections_c": decision.corrections_c},
+            "model_role": served.route.role,
             "state": {"latest_step": decision.state_ts.isoformat(), "age_s": round(decision.age_s, 1)},
         }
+
+    @api.get("/loop")
+    async def loop_status(self, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        """The control loop's replicas: their leases and the progress of recent intervals."""
+        self.gate.admit(authorization, "forecast", caller_state=False)
+        if self.loop_ledger is None:
+            return {"enabled": False, "replicas": []}
+        members = await asyncio.to_thread(self.loop_ledger.members)
+        return {"enabled": True, "interval_s": self.settings.control.interval_s, "replicas": [_public_member(m) for m in members]}
 
     def _freeze_once_warm(self, decision: ControlDecision) -> None:
         if decision.mode == "mpc" and not self._warm:
@@ -156,11 +181,32 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
     return application(args)
 
 
-def application(args: AppArgs | dict[str, Any], user_config: dict[str, Any] | None = None) -> Application:
-    """The application for Python callers, with a :class:`ModelConfig` as ``user_config``."""
+def application(args: AppArgs | dict[str, Any], user_config: dict[str, Any] | None = None, *, with_loop: bool | None = None) -> Application:
+    """The application for Python callers, with a :class:`ModelConfig` as ``user_config``; the
+    control loop (:class:`~app.serve.control_loop.ControlLoop`) is part of it unless
+    ``with_loop`` (default: ``settings.loop.enabled``) says otherwise."""
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args)
     # Always a user_config (the defaults when none is given): a later deploy that only changes it
     # then reconfigures the replicas in place instead of replacing them.
     config = ModelConfig.model_validate(user_config or {}).model_dump()
-    return ControlApp.options(user_config=config).bind(Forecaster.bind(args), args)
+    forecaster = Forecaster.bind(args)
+    if with_loop is None:
+        with_loop = args.load().loop.enabled
+    loop = ControlLoop.options(user_config=config).bind(forecaster, args) if with_loop else None
+    return ControlApp.options(user_config=config).bind(forecaster, args, loop)
+
+
+def _insert_once(records: Any, document: dict[str, Any]) -> None:
+    """Insert a decision record (a retried request for the same command keeps the first)."""
+    from app.metadata import DuplicateKeyError
+
+    try:
+        records.insert_one(document)
+    except DuplicateKeyError:
+        pass
+
+
+def _public_member(doc: dict[str, Any]) -> dict[str, Any]:
+    progress = doc.get("progress") or {}
+    return {"replica": doc["_id"], "renewed_at": doc.get("renewed_at"), "joined_at": doc.get("joined_at"), "last_interval": progress}

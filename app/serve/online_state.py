@@ -36,7 +36,7 @@ class OnlineState:
             feats = await asyncio.to_thread(latest_feature_row, self._rows(greenhouse_id, readings, as_of), params)
         else:
             if as_of is not None:
-                await self._wait_for(greenhouse_id, as_of, AS_OF_WAIT_S)
+                await self.wait_for(greenhouse_id, as_of, AS_OF_WAIT_S)
             feats = self.window.features(greenhouse_id, params, as_of)
         if feats is None:
             raise ServeError(404, NO_READINGS, f"no recent readings for greenhouse {greenhouse_id!r} (send 'readings', or wait for its devices)")
@@ -51,7 +51,7 @@ class OnlineState:
         rows = [reading_to_row(r) for r in parsed]
         return rows if as_of is None else [r for r in rows if r["ts"] <= as_of]
 
-    async def _wait_for(self, greenhouse_id: str, as_of: datetime, timeout_s: float) -> None:
+    async def wait_for(self, greenhouse_id: str, as_of: datetime, timeout_s: float) -> None:
         """Until the window holds a reading of ``greenhouse_id`` at or after ``as_of`` (woken by the
         follower thread, no polling), or ``timeout_s``."""
         latest = self.window.latest_ts(greenhouse_id)
