@@ -3,10 +3,12 @@
 Two fleets with the same greenhouses, weather and start run side by side for the same simulated
 day:
 
-- the *model* fleet posts its readings to the ingest gateway over HTTP; every control interval the
-  loop asks ``POST /climate/control`` for each greenhouse (state comes from the sensor topic the
-  Serve replica follows), the command goes out on the control topic, and an
-  :class:`~app.control.dispatch.ActuatorEndpoint` applies it to the twin;
+- the *model* fleet posts its readings to the ingest gateway over HTTPS; the control loop service
+  (:class:`~app.serve.control_loop.ControlLoop`, on the readings' clock: the plant is simulated)
+  decides every greenhouse once per control interval from the sensor topic it follows, the signed
+  command goes out on the control topic, and an :class:`~app.control.dispatch.ActuatorEndpoint`
+  applies it to the twin; this loop only waits for each interval's commands (and asks
+  ``POST /climate/forecast`` for each greenhouse, to measure its latency);
 - the *thermostat* fleet is driven by the same controller core
   (:class:`~app.control.core.Controller`) without a forecaster, i.e. by its thermostat, at the
   same interval and under the same limits.
@@ -22,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ import httpx
 from app.config import Settings
 from app.contracts.vocabulary import forecast_key
 from app.control.core import Controller, ControlPolicy, thermostat_state
+from app.control.loop_ledger import interval_start
 
 
 @dataclass
@@ -49,9 +53,15 @@ class ClosedLoopResult:
     model: ControllerResult
     thermostat: ControllerResult
     control_requests: int = 0
+    """Decisions of the control loop that reached the twins in their interval."""
+    control_missed: int = 0
+    """Greenhouse-intervals whose command did not arrive within the wait."""
     control_modes: dict[str, int] = field(default_factory=dict)
+    versions_serving: dict[str, int] = field(default_factory=dict)
+    """Model version -> decisions it made."""
     commands_applied: int = 0
     control_p50_ms: float = 0.0
+    """From the interval's readings posted to every greenhouse's command applied (p50, p99)."""
     control_p99_ms: float = 0.0
     forecast_p50_ms: float = 0.0
     forecast_p99_ms: float = 0.0
@@ -98,7 +108,6 @@ class _Run:
         self.in_band = {"model": 0, "thermo": 0}
         self.humid = {"model": 0, "thermo": 0}
         self.samples = 0
-        self.pending_ids: set[str] = set()
         self.start_counting()
 
     def start_counting(self) -> None:
@@ -138,38 +147,47 @@ class _Run:
             d = self.baseline.decide_sync(state, None, now, unavailable="thermostat baseline", dry_run=True)
             fleet.apply_setpoints(gh, d.command.setpoints, valid_until=d.command.valid_until)
 
-    def model_step(self, api: httpx.Client, now: datetime) -> None:
-        """The model fleet through Serve: a forecast and a decision per greenhouse."""
+    def loop_step(self, api: httpx.Client, now: datetime, interval_s: float, *, counted: bool) -> None:
+        """The model fleet under the control loop service: a forecast per greenhouse (its latency
+        is measured), then the interval's command applied to every greenhouse (10 s at most)."""
+        posted = time.perf_counter()
         for gh in self.ids:
             t0 = time.perf_counter()
             res = api.post("/forecast", json={"greenhouse_id": gh, "as_of": now.isoformat()})
             self.forecast_ms.append((time.perf_counter() - t0) * 1000)
             res.raise_for_status()
-            t0 = time.perf_counter()
-            res = api.post("/control", json={"greenhouse_id": gh, "as_of": now.isoformat()})
-            self.control_ms.append((time.perf_counter() - t0) * 1000)
-            res.raise_for_status()
-            self._count(gh, now, res.json())
+        waiting = self._await_commands(interval_start(now, interval_s), timeout_s=10.0)
+        if not counted:
+            return
+        self.control_ms.append((time.perf_counter() - posted) * 1000)
+        self.result.control_missed += len(waiting)
+        for gh in self.ids:
+            if gh not in waiting:
+                self._count(gh, now, self.actuators.last[gh])
 
-    def _count(self, gh: str, now: datetime, body: dict[str, Any]) -> None:
-        self.result.control_requests += 1
-        mode = body["decision"]["mode"]
+    def _await_commands(self, start: datetime, timeout_s: float) -> set[str]:
+        """Poll the control topic until every greenhouse has applied a command issued in the
+        interval starting at ``start``; the greenhouses still waiting at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        waiting = set(self.ids)
+        while True:
+            waiting = {gh for gh in waiting if (last := self.actuators.last.get(gh)) is None or last.issued_at < start}
+            if not waiting or time.monotonic() > deadline:
+                return waiting
+            self.endpoint.poll(0.05)
+
+    def _count(self, gh: str, now: datetime, command: Any) -> None:
+        r = self.result
+        r.control_requests += 1
+        mode = command.reason.get("mode", "?")
         # the forecast under the settings actually applied (the chosen candidate)
-        chosen = body["decision"]["forecast"].get(forecast_key("air_temp_c", self.horizon_min))
+        chosen = (command.reason.get("forecast") or {}).get(forecast_key("air_temp_c", self.horizon_min))
         if chosen is not None:
             self.series[gh]["forecast_ts"].append(now + timedelta(minutes=self.horizon_min))
             self.series[gh]["forecast_c"].append(chosen)
-        self.result.control_modes[mode] = self.result.control_modes.get(mode, 0) + 1
-        if body["dispatch"]["status"] == "dispatched":
-            self.pending_ids.add(body["command"]["command_id"])
-
-    def apply_commands(self) -> None:
-        """Apply what the greenhouses received before the next step (10 s at most)."""
-        deadline = time.monotonic() + 10
-        while self.pending_ids and time.monotonic() < deadline:
-            for outcome in self.endpoint.poll(0.05):
-                self.pending_ids.discard(outcome.command_id)
-        self.pending_ids.clear()
+        r.control_modes[mode] = r.control_modes.get(mode, 0) + 1
+        if mode == "mpc":
+            r.versions_serving[command.model.version] = r.versions_serving.get(command.model.version, 0) + 1
 
     def finish(self, step_s: float) -> ClosedLoopResult:
         """The figures of the run."""
@@ -227,14 +245,17 @@ def run_closed_loop(
     verify: str | bool = True,
     operator_token: str | None = None,
     on_progress: Callable[[str, float, float], None] | None = None,
+    on_interval: Callable[[datetime], None] | None = None,
 ) -> ClosedLoopResult:
     """Run both controllers for ``days`` from ``start``; ``base_url`` serves ingest at ``/`` and
-    the control app at ``/climate`` (HTTPS verified with ``verify``, a CA file; the control app
-    asked with ``operator_token``, which needs ``control:simulate``: the twin's instants are past).
+    the control app (with its control loop, on event time) at ``/climate`` (HTTPS verified with
+    ``verify``, a CA file; ``/forecast`` asked with ``operator_token``, which needs
+    ``control:simulate``: the twin's instants are past). ``on_interval(now)`` is called after each
+    counted interval's commands are applied (the demo starts rollouts from it).
 
-    Both twins start ``warmup_min`` before ``start``, cold, and run that long under the thermostat
-    (not counted): the comparison then starts from a settled greenhouse, and the control app's
-    window already holds that greenhouse's own recent readings rather than another run's."""
+    Both twins start ``warmup_min`` before ``start``, cold, and run that long (not counted): the
+    thermostat twin under its thermostat, the model twin already under the control loop, so the
+    comparison starts from settled greenhouses and the loop's window holds their own readings."""
     from app.ingest.client import GatewayClient
     from app.security.credentials import DeviceRegistry
     from app.sim.credentials import FleetCredentials
@@ -261,18 +282,25 @@ def run_closed_loop(
                 run.record(now)
             if step % interval_steps == 0:
                 run.thermostat_step(run.thermo_fleet, thermo_readings, now)
-                if step <= 0:  # warming up: the model fleet under its own thermostat
-                    run.thermostat_step(run.model_fleet, readings, now)
-                else:
-                    run.model_step(api, now)
-                run.apply_commands()
+                run.loop_step(api, now, settings.control.interval_s, counted=step > 0)
+                if step > 0 and on_interval is not None:
+                    on_interval(now)
             if step > 0 and (step % 30 == 0 or step == total_steps):
                 progress("closed-loop control, model vs thermostat", step, total_steps)
     return run.finish(step_s)
 
 
-def write_report(result: ClosedLoopResult, directory: Path, *, summary_rows: list[tuple[str, str]], band: tuple[float, float]) -> Path:
-    """PNG plots (forecast vs actual; indoor temperature under both controllers) and an HTML page."""
+def write_report(
+    result: ClosedLoopResult,
+    directory: Path,
+    *,
+    summary_rows: list[tuple[str, str]],
+    band: tuple[float, float],
+    rollouts: list[dict[str, Any]] | None = None,
+    version_errors: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """PNG plots (forecast vs actual; indoor temperature under both controllers; each model
+    version's online error) and an HTML page with the rollouts' steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,13 +334,46 @@ def write_report(result: ClosedLoopResult, directory: Path, *, summary_rows: lis
     forecast_png = per_greenhouse(directory / "forecast_vs_actual.png", "indoor air temperature, forecast vs actual", forecast_vs_actual)
     control_png = per_greenhouse(directory / "controllers.png", "indoor temperature under both controllers", controllers)
 
-    rows = "".join(f"<tr><td>{k}</td><td style='text-align:right'>{v}</td></tr>" for k, v in summary_rows)
+    rows = "".join(f"<tr><td>{escape(k)}</td><td style='text-align:right'>{escape(v)}</td></tr>" for k, v in summary_rows)
+    rollout_html = _rollouts_html(rollouts or [], version_errors or {}, directory, plt)
     html = directory / "report.html"
     html.write_text(
         "<!doctype html><meta charset='utf-8'><title>Greenhouse demo report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td{padding:2px 12px;border-bottom:1px solid #ddd}</style>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 12px;border-bottom:1px solid #ddd}</style>"
         f"<h1>Greenhouse demo report</h1><table>{rows}</table>"
         f"<h2>Indoor temperature: model-predictive control vs thermostat</h2><img src='{control_png.name}' width='100%'>"
         f"<h2>Forecast vs actual</h2><img src='{forecast_png.name}' width='100%'>"
+        f"{rollout_html}"
     )
     return html
+
+
+def _rollouts_html(rollouts: list[dict[str, Any]], version_errors: dict[str, dict[str, Any]], directory: Path, plt: Any) -> str:
+    """The rollouts' steps (from their ``deployments`` documents) and each version's online error."""
+    if not rollouts and not version_errors:
+        return ""
+    parts = ["<h2>Model rollouts</h2>"]
+    for r in rollouts:
+        parts.append(f"<h3>{escape(r['rollout_id'])}: {escape(r['label'])} version {escape(r['candidate'])}: {escape(r['status'])}</h3>")
+        head = "<tr><th>event</th><th>at (simulated)</th><th>fraction</th><th>champion RMSE °C</th><th>candidate RMSE °C</th><th>reason</th></tr>"
+        body = "".join(
+            f"<tr><td>{escape(str(step['event']))}</td><td>{escape(str(step['at']))}</td><td>{step['fraction']}</td>"
+            f"<td>{_fmt(step['champion_rmse_c'])}</td><td>{_fmt(step['candidate_rmse_c'])}</td><td>{escape(str(step['reason'] or ''))}</td></tr>"
+            for step in r["steps"]
+        )
+        parts.append(f"<table>{head}{body}</table>")
+    if version_errors:
+        versions = list(version_errors)
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.bar([f"v{v}" for v in versions], [version_errors[v].get("forecast_rmse_c") or 0.0 for v in versions], color="tab:blue")
+        ax.set_ylabel("online 15-min RMSE °C")
+        ax.set_title("online forecast error by model version (serving and shadow)")
+        fig.tight_layout()
+        fig.savefig(directory / "version_errors.png", dpi=110)
+        plt.close(fig)
+        parts.append("<h3>Online forecast error by model version</h3><img src='version_errors.png' width='60%'>")
+    return "".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"

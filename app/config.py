@@ -159,6 +159,9 @@ class RolloutSettings(BaseModel):
     error_margin_c: float = Field(default=0.15, ge=0, description="roll back when the candidate's online forecast RMSE exceeds the champion's by more than this")
     in_band_margin_pct: float = Field(default=5.0, ge=0, le=100, description="roll back when the candidate's time in band is this many points below the champion's")
     horizon_min: int = Field(default=15, ge=1, description="the forecast horizon whose online error is judged")
+    settle_min: float = Field(
+        default=30.0, ge=0, description="decisions in a step's first minutes do not count toward time in band (a greenhouse inherits its climate from the version that served it before)"
+    )
     refresh_s: float = Field(default=2.0, gt=0, le=300, description="how often serving replicas read the active rollout")
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class DemoOptions:
     """What the demo simulates."""
 
-    greenhouses: int = 2
+    greenhouses: int = 4
     days: float = 1.0
     step_s: float = 60.0
     seed: int = 0
@@ -53,6 +53,9 @@ class DemoOptions:
     tune_samples: int = 4
     tune_rounds: int = 120
     control_days: float = 1.0
+    # the rollout drill: after the first champion, a degraded and a good version rolled out in turn
+    rollouts: bool = True
+    rollout_steps: tuple[float, ...] = (0.5, 1.0)
 
 
 @dataclass
@@ -86,6 +89,11 @@ class DemoSummary:
     model_version: str = ""
     forecast_skill_15min: float | None = None
     promoted: bool = False
+    candidates: dict[str, str] = field(default_factory=dict)
+    """Versions trained for the rollout drill: label (good, degraded) -> version."""
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    version_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    champion_after: str = ""
     # control
     control: dict[str, Any] = field(default_factory=dict)
     control_verdict: str = ""
@@ -321,35 +329,95 @@ def _learn(settings: Settings, options: DemoOptions, summary: DemoSummary, progr
     summary.forecast_skill_15min = trained.metrics.get("skill_air_temp_c_15min")
     summary.promoted = run_promotion(settings, trained.model_name).promoted
     progress("training the best with Ray Train, MLflow, promotion", 1, 1)
+    if options.rollouts:
+        _train_candidates(settings, info.feature_set_id, best, summary, progress)
     summary.stage_s["learning path"] = round(time.monotonic() - t0, 1)
 
 
+def _train_candidates(settings: Settings, feature_set_id: str, best: Any, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> None:
+    """Two more versions for the rollout drill: one trained on shuffled targets (it must be rolled
+    back) and one with more boosting rounds (it should be promoted)."""
+    from app.train.pipeline import TrainJobParams, run_training
+
+    stage = "training rollout candidates (a degraded and a good version)"
+    progress(stage, 0, 2)
+    degraded = run_training(settings, TrainJobParams(feature_set_id=feature_set_id, booster=best, shuffle_targets=True), tags={"demo": "true", "drill": "degraded"})
+    progress(stage, 1, 2)
+    better = best.model_copy(update={"num_boost_round": int(best.num_boost_round * 1.25) + 10})
+    good = run_training(settings, TrainJobParams(feature_set_id=feature_set_id, booster=better), tags={"demo": "true", "drill": "good"})
+    progress(stage, 2, 2)
+    summary.candidates = {"degraded": degraded.model_version, "good": good.model_version}
+
+
 def _control(settings: Settings, options: DemoOptions, summary: DemoSummary, url: str, verify: str, control_start: datetime, progress: Callable[[str, float, float], None]) -> None:
-    """Step 3: the control app deployed, a closed loop next to the thermostat, the report."""
+    """Step 3: the control app with its control loop deployed, a closed loop next to the
+    thermostat (with the rollout drill), the report."""
     from ray import serve
 
-    from app.closed_loop import run_closed_loop, write_report
+    from app.closed_loop import run_closed_loop
     from app.serve.args import AppArgs
     from app.serve.control import application
 
     t0 = time.monotonic()
-    progress("deploying the forecast/control app", 0, 1)
-    serve.run(application(AppArgs(settings=settings.for_replicas())), name="control", route_prefix="/climate")
-    progress("deploying the forecast/control app", 1, 1)
+    settings = _loop_settings(settings, options)
+    progress("deploying the forecast/control app and its control loop", 0, 1)
+    serve.run(application(AppArgs(settings=settings.for_replicas()), with_loop=True), name="control", route_prefix="/climate")
+    progress("deploying the forecast/control app and its control loop", 1, 1)
     token = _demo_operator(settings)
     summary.security += f"; operator {DEMO_OPERATOR!r} ({', '.join(DEMO_OPERATOR_SCOPES)}); commands signed (Ed25519, key {CommandSigner.from_settings(settings).key_id})"
-    loop = run_closed_loop(
-        settings,
-        url,
-        greenhouses=options.greenhouses,
-        start=control_start,
-        days=options.control_days,
-        step_s=options.step_s,
-        seed=options.seed,
-        verify=verify,
-        operator_token=token,
-        on_progress=progress,
-    )
+    drill = _drill(settings, summary)
+    counting_from = control_start + timedelta(minutes=WARMUP_MIN)
+    try:
+        loop = run_closed_loop(
+            settings,
+            url,
+            greenhouses=options.greenhouses,
+            start=counting_from,
+            days=options.control_days,
+            step_s=options.step_s,
+            seed=options.seed,
+            warmup_min=WARMUP_MIN,
+            verify=verify,
+            operator_token=token,
+            on_progress=progress,
+            on_interval=drill.on_interval if drill else None,
+        )
+        if drill is not None:
+            summary.rollouts = drill.result().rollouts
+    finally:
+        if drill is not None:
+            drill.close()
+    _control_figures(settings, summary, loop, counting_from)
+    summary.stage_s["control"] = round(time.monotonic() - t0, 1)
+    _write_report(settings, summary, loop)
+
+
+WARMUP_MIN = 60.0  # both twins settle this long before the comparison counts
+
+
+def _loop_settings(settings: Settings, options: DemoOptions) -> Settings:
+    """The demo's plant is a simulation: its control loop runs on the readings' clock, and its
+    rollouts are judged over a few intervals of a small fleet."""
+    n = options.greenhouses
+    loop = settings.loop.model_copy(update={"event_time": True, "poll_s": 0.02})
+    rollout = settings.rollout.model_copy(update={"refresh_s": 0.2, "steps": list(options.rollout_steps), "min_errors_per_step": 3 * n, "min_decisions_per_step": 6, "settle_min": 20.0})
+    return settings.model_copy(update={"loop": loop, "rollout": rollout})
+
+
+def _drill(settings: Settings, summary: DemoSummary) -> Any:
+    """The rollout drill over the candidates trained in step 2 (None when there are none)."""
+    from app.rollout_drill import Candidate, RolloutDrill
+
+    if not summary.candidates:
+        return None
+    candidates = [Candidate(summary.candidates["degraded"], "degraded", "rolled_back"), Candidate(summary.candidates["good"], "good", "promoted")]
+    return RolloutDrill(settings, settings.control.model_name, candidates, steps=settings.rollout.steps, start_after_min=20.0)
+
+
+def _control_figures(settings: Settings, summary: DemoSummary, loop: Any, counting_from: datetime) -> None:
+    from app.rollout_drill import online_errors_by_version
+    from app.tracking import resolve_alias
+
     m, t = loop.model, loop.thermostat
     summary.control = {
         "model_in_band_pct": m.in_band_pct,
@@ -361,7 +429,9 @@ def _control(settings: Settings, options: DemoOptions, summary: DemoSummary, url
         "model_rh_above_max_pct": m.rh_above_max_pct,
         "thermostat_rh_above_max_pct": t.rh_above_max_pct,
         "control_requests": loop.control_requests,
+        "control_missed": loop.control_missed,
         "control_modes": loop.control_modes,
+        "versions_serving": loop.versions_serving,
         "commands_applied": loop.commands_applied,
         "control_p50_ms": loop.control_p50_ms,
         "control_p99_ms": loop.control_p99_ms,
@@ -372,9 +442,16 @@ def _control(settings: Settings, options: DemoOptions, summary: DemoSummary, url
         "online_skill": None if loop.online_skill is None else round(loop.online_skill, 3),
     }
     summary.control_verdict = control_verdict(m.in_band_pct, m.heating_kwh, t.in_band_pct, t.heating_kwh)
-    summary.stage_s["control"] = round(time.monotonic() - t0, 1)
+    summary.version_errors = online_errors_by_version(settings, settings.control.model_name, counting_from)
+    summary.champion_after = str(resolve_alias(settings.tracking_url, settings.control.model_name, settings.control.model_alias) or "")
+
+
+def _write_report(settings: Settings, summary: DemoSummary, loop: Any) -> None:
+    from app.closed_loop import write_report
+
     rows = summary_rows(summary)
-    summary.report = str(write_report(loop, settings.data_dir / "report", summary_rows=rows, band=(settings.control.band_low_c, settings.control.band_high_c)))
+    band = (settings.control.band_low_c, settings.control.band_high_c)
+    summary.report = str(write_report(loop, settings.data_dir / "report", summary_rows=rows, band=band, rollouts=summary.rollouts, version_errors=summary.version_errors))
 
 
 DEMO_OPERATOR = "demo-loop"
@@ -403,6 +480,22 @@ def control_verdict(model_in_band: float, model_kwh: float, thermo_in_band: floa
     if model_in_band > thermo_in_band and model_kwh <= thermo_kwh:
         return f"better: more time in band ({model_in_band:.1f}% vs {thermo_in_band:.1f}%) with no more heating"
     return f"not better: {model_in_band:.1f}% in band with {model_kwh:.1f} kWh vs thermostat {thermo_in_band:.1f}% with {thermo_kwh:.1f} kWh"
+
+
+def _rollout_rows(s: DemoSummary) -> list[tuple[str, str]]:
+    rows = []
+    for r in s.rollouts:
+        events = " -> ".join(f"{step['event']}" + (f" {step['fraction']:g}" if step["event"] in ("start", "advance") else "") for step in r["steps"])
+        rows.append((f"rollout {r['rollout_id']} ({r['label']} v{r['candidate']})", f"{r['status']}: {events}"))
+    for version, f in s.version_errors.items():
+        rmse = "-" if f.get("forecast_rmse_c") is None else f"{f['forecast_rmse_c']:.3f}"
+        rows.append((f"v{version}: online 15-min RMSE °C (errors) / decisions", f"{rmse} ({f.get('errors_n', 0)}) / {f.get('decisions', 0)}"))
+    if s.champion_after:
+        rows.append(("champion after the run", f"v{s.champion_after}"))
+    if s.rollouts:
+        expected = all(r["status"] == r["expected"] for r in s.rollouts)
+        rows.append(("rollout drill", "as expected (degraded rolled back, good promoted)" if expected else "NOT as expected: " + ", ".join(f"{r['label']} {r['status']}" for r in s.rollouts)))
+    return rows
 
 
 def summary_rows(s: DemoSummary) -> list[tuple[str, str]]:
@@ -436,12 +529,14 @@ def summary_rows(s: DemoSummary) -> list[tuple[str, str]]:
             ("heating energy: model / thermostat kWh", f"{c['model_heating_kwh']} / {c['thermostat_heating_kwh']}"),
             ("mean indoor temp: model / thermostat °C", f"{c['model_mean_temp_c']} / {c['thermostat_mean_temp_c']}"),
             ("time humidity above ceiling: model / thermostat %", f"{c.get('model_rh_above_max_pct')} / {c.get('thermostat_rh_above_max_pct')}"),
-            ("control decisions (by mode)", f"{c['control_requests']} {c['control_modes']}"),
+            ("control loop decisions (by mode; missed)", f"{c['control_requests']} {c['control_modes']}; {c.get('control_missed', 0)}"),
+            ("decisions by model version", str(c.get("versions_serving", {}))),
             ("commands applied by the greenhouses", str(c["commands_applied"])),
             ("/forecast latency p50 / p99 ms", f"{c['forecast_p50_ms']} / {c['forecast_p99_ms']}"),
-            ("/control latency p50 / p99 ms", f"{c['control_p50_ms']} / {c['control_p99_ms']}"),
+            ("control loop: readings posted to commands applied p50 / p99 ms", f"{c['control_p50_ms']} / {c['control_p99_ms']}"),
             ("model vs thermostat", s.control_verdict),
         ]
+    rows += _rollout_rows(s)
     rows += [(f"stage: {k} s", str(v)) for k, v in s.stage_s.items()]
     if s.elapsed_s:
         rows.append(("elapsed s", str(s.elapsed_s)))

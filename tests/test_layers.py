@@ -24,6 +24,8 @@ LAYERS: dict[str, int] = {
     "app.serve": 4,
     "app.train": 4,
     "app.closed_loop": 4,
+    "app.rollout_drill": 4,
+    "app.lineage": 4,
     "app.cli": 5,
     "app.entrypoints": 5,
     "app.demo": 5,

@@ -47,7 +47,7 @@ def _settings(config: Path | None, **overrides):
 
 @app.command()
 def demo(
-    greenhouses: int = typer.Option(2, min=1, max=50, help="How many greenhouses to simulate."),
+    greenhouses: int = typer.Option(4, min=1, max=50, help="How many greenhouses to simulate."),
     days: float = typer.Option(4.0, min=0.01, max=60, help="Simulated days of readings to ingest (the training data)."),
     step_s: float = typer.Option(60.0, min=1, max=3600, help="Simulation and reading interval in seconds."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same readings."),
@@ -56,14 +56,17 @@ def demo(
     data_only: bool = typer.Option(False, "--data-only", help="Stop after the data path (ingest, sink, lake check)."),
     tune_samples: int = typer.Option(4, min=1, max=100, help="Ray Tune trials."),
     control_days: float = typer.Option(1.0, min=0.05, max=30, help="Simulated days of closed-loop control."),
+    rollouts: bool = typer.Option(True, "--rollouts/--no-rollouts", help="Rollout drill: train a degraded and a good version after the first champion and roll each out as a canary during control."),
     data_dir: Path | None = typer.Option(None, help="Where embedded stores live (default: a fresh run directory under ./.greenhouse/runs)."),
     port: int | None = typer.Option(None, help="Serve HTTP port (default: GH_SERVE__PORT or 8000)."),
     config: Path | None = ConfigOpt,
 ) -> None:
     """The whole product on one machine: simulate greenhouses, ingest over HTTP, sink to the lake,
     build features (Ray Data), tune and train (Ray Tune + Train), register and promote (MLflow),
-    serve forecasts and control (Ray Serve), and run a simulated day of closed-loop control next to
-    a thermostat. Prints a summary table and writes an HTML report with plots."""
+    serve forecasts and control (Ray Serve) with its control loop, roll a degraded and a good model
+    version out as canaries (the first is rolled back, the second promoted), and run a simulated day
+    of closed-loop control next to a thermostat. Prints a summary table and writes an HTML report
+    with plots."""
     from datetime import datetime
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -78,7 +81,16 @@ def demo(
         overrides["serve"] = {"port": port}
     settings = _settings(config, **overrides)
     options = DemoOptions(
-        greenhouses=greenhouses, days=days, step_s=step_s, seed=seed, batch_size=batch_size, fault_rate=fault_rate, data_only=data_only, tune_samples=tune_samples, control_days=control_days
+        greenhouses=greenhouses,
+        days=days,
+        step_s=step_s,
+        seed=seed,
+        batch_size=batch_size,
+        fault_rate=fault_rate,
+        data_only=data_only,
+        tune_samples=tune_samples,
+        control_days=control_days,
+        rollouts=rollouts,
     )
     console.print(f"[bold]greenhouse demo[/bold]: {greenhouses} greenhouses x {days:g} simulated days, data in {settings.data_dir}")
     tasks: dict[str, int] = {}
@@ -280,6 +292,8 @@ app.add_typer(__import__("app.kuberay.cli", fromlist=["app"]).app, name="kuberay
 app.add_typer(__import__("app.cli.credentials", fromlist=["devices_app"]).devices_app, name="devices")
 app.add_typer(__import__("app.cli.credentials", fromlist=["operators_app"]).operators_app, name="operators")
 app.add_typer(__import__("app.cli.keys", fromlist=["app"]).app, name="keys")
+app.add_typer(__import__("app.cli.rollout", fromlist=["app"]).app, name="rollout")
+app.add_typer(__import__("app.cli.lineage", fromlist=["app"]).app, name="lineage")
 
 
 def main() -> None:

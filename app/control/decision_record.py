@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from app.contracts.command import ModelRef
 from app.control.core import ControlDecision, ControlPolicy
 
 ROLE_CHAMPION = "champion"
@@ -72,10 +73,13 @@ def decision_document(
     band_c: tuple[float, float],
     shadow_errors: list[dict[str, Any]] = (),  # type: ignore[assignment]
     shadow_forecasts: Mapping[str, Mapping[str, float]] | None = None,
+    serving: ModelRef | None = None,
 ) -> dict[str, Any]:
-    """The ``decisions`` document of ``decision`` (``_id`` is its command id)."""
+    """The ``decisions`` document of ``decision`` (``_id`` is its command id). ``model`` is the
+    version that served the greenhouse (``serving``), even when its decision fell back to the
+    thermostat (``mode`` says so): a version that fails counts against it in a rollout."""
     command = decision.command
-    model = command.model
+    model = serving or command.model
     air_temp_c = float(features["air_temp_c"])
     served = settled_entries(model.name, model.version, decision.settled_errors_c, shadow=False)
     return {

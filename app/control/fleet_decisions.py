@@ -73,7 +73,17 @@ class FleetDecider:
             d = decisions[id(a)]
             errors, forecasts = shadows.get(id(a), ([], {}))
             ctx = DecisionContext(context.source, context.requested_by, a.route, context.interval_start)
-            record = decision_document(d, ctx, features=a.state.features, provenance=a.provenance, policy=self.policy, band_c=self.band_c, shadow_errors=errors, shadow_forecasts=forecasts)
+            record = decision_document(
+                d,
+                ctx,
+                features=a.state.features,
+                provenance=a.provenance,
+                policy=self.policy,
+                band_c=self.band_c,
+                shadow_errors=errors,
+                shadow_forecasts=forecasts,
+                serving=a.serving.ref if a.serving else None,
+            )
             out.append(Decided(d, record))
         return out
 

@@ -7,6 +7,7 @@ targets at the horizons, split by time), writes it to ``features/<id>/`` in the 
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 from app.entrypoints.runtime import init_ray, job_parser, run_job
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> dict:
         from app.config import load_settings
+        from app.orchestration.run_ids import run_ids_from_env
         from app.preprocess import PreprocessParams, run_preprocess
 
         settings = load_settings(args.config)
@@ -36,6 +38,6 @@ def main(argv: list[str] | None = None) -> int:
             horizons_min=horizons, step_s=args.step_s, max_fill_steps=args.max_fill_steps, validation_fraction=args.validation_fraction, start_date=args.start_date, end_date=args.end_date
         )
         init_ray(settings.ray.auth_token_file)
-        return run_preprocess(settings, params).summary()
+        return run_preprocess(settings, params, run_ids=run_ids_from_env(os.environ)).summary()
 
     return run_job("preprocess", body)

@@ -2,7 +2,7 @@
 
 Searches the boosters' hyperparameters with Ray Tune (ASHA early stopping; each trial a Ray Train
 run), then trains the full model with the best parameters exactly as ``jobs.train`` does (MLflow
-run, registered version, alias ``challenger``). Prints one JSON summary line.
+run, registered version, alias ``challenger``, ``lineage.*`` tags). Prints one JSON summary line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import time
 
 from app.entrypoints.runtime import init_ray, job_parser, run_job
-from app.entrypoints.train import add_training_args, training_params
+from app.entrypoints.train import add_training_args, orchestration_run_ids, training_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,5 +46,5 @@ def _tune_and_train(args: argparse.Namespace) -> dict:
         storage_path=settings.data_dir / "ray_results",
         name=f"tune-{fs_id}-{int(time.time())}",
     )
-    result = run_training(settings, training_params(args, settings, best, fs_id), tags={"tuned": "true", "tune_trials": str(args.num_samples)})
+    result = run_training(settings, training_params(args, settings, best, fs_id), tags={"tuned": "true", "tune_trials": str(args.num_samples)}, run_ids=orchestration_run_ids())
     return {**result.summary(), "best_params": best.model_dump(), "search": search}

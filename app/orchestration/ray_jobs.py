@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.orchestration.registry import job_spec
+from app.orchestration.run_ids import submission_id_env
 from app.orchestration.runner import TERMINAL, JobRequest, JobResult, JobRunner, LogsCallback, StatusCallback, Submission, last_json_line, on_change
 
 __all__ = ["JobResult", "RayJobsRunner", "deterministic_id", "job_runtime_env", "last_json_line", "ray_auth_headers", "submit_and_wait"]
@@ -144,7 +145,10 @@ class RayJobsRunner(JobRunner):
         return self.submit_entrypoint(entrypoint, request.submission_id, runtime_env=runtime_env, metadata=request.metadata)
 
     def submit_entrypoint(self, entrypoint: str, submission_id: str, *, runtime_env: dict[str, Any] | None = None, metadata: Mapping[str, str] | None = None) -> Submission:
-        """Submit any shell ``entrypoint`` under ``submission_id`` unless it exists (see the class)."""
+        """Submit any shell ``entrypoint`` under ``submission_id`` unless it exists (see the class).
+
+        The job's environment gets ``GH_LINEAGE_RAY_SUBMISSION_ID`` (the id it runs under, see
+        :mod:`app.orchestration.run_ids`) besides ``runtime_env``'s ``env_vars``."""
         existing = {j.submission_id for j in self.client.list_jobs() if j.submission_id}
         attempts = _attempt_ids(submission_id, existing)
         sid = attempts[-1] if attempts else submission_id
@@ -153,7 +157,10 @@ class RayJobsRunner(JobRunner):
             attempts = []
         if attempts:
             return Submission(sid, False, entrypoint)
-        kwargs: dict[str, Any] = {"entrypoint": entrypoint, "submission_id": sid, "runtime_env": runtime_env or {}}
+        # the job records the id it runs under (lineage), whatever the runtime_env says
+        env = dict(runtime_env or {})
+        env["env_vars"] = {**(env.get("env_vars") or {}), **submission_id_env(sid)}
+        kwargs: dict[str, Any] = {"entrypoint": entrypoint, "submission_id": sid, "runtime_env": env}
         if metadata:
             kwargs["metadata"] = dict(metadata)
         self.client.submit_job(**kwargs)

@@ -42,6 +42,7 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("train", "jobs.train", "Train the forecaster with Ray Train, log to MLflow, register a challenger.", takes_model_name=True),
         JobSpec("tune", "jobs.tune", "Search hyperparameters with Ray Tune, then train the best.", takes_model_name=True),
         JobSpec("promote", "jobs.promote", "Move alias champion to the challenger if it forecasts better.", takes_model_name=True),
+        JobSpec("drift", "jobs.drift", "Compare the newest lake days with the feature set's baseline (PSI) and the online error."),
     )
 }
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.orchestration.run_ids import submission_id_env
+
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 StatusCallback = Callable[[str], None]
 LogsCallback = Callable[[str], None]
@@ -29,8 +31,9 @@ LogsCallback = Callable[[str], None]
 class JobRequest:
     """What to run: a registered ``job`` with ``args``, under ``submission_id``.
 
-    ``env_vars`` go into the job's environment (``GH_*`` settings); ``metadata`` is attached to the
-    job where the backend keeps metadata (the Ray Jobs API) or labels.
+    ``env_vars`` go into the job's environment (``GH_*`` settings, and the DAG's lineage ids:
+    :func:`app.orchestration.run_ids.lineage_env`); ``metadata`` is attached to the job where the
+    backend keeps metadata (the Ray Jobs API) or labels.
     """
 
     job: str
@@ -38,6 +41,11 @@ class JobRequest:
     args: Sequence[str] = ()
     env_vars: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def job_env(self, submission_id: str | None = None) -> dict[str, str]:
+        """The job's environment: ``env_vars`` and ``GH_LINEAGE_RAY_SUBMISSION_ID``, the id the job
+        really runs under (``submission_id``; a re-run's ``<id>-r1`` differs from the request's)."""
+        return {**{str(k): str(v) for k, v in self.env_vars.items()}, **submission_id_env(submission_id or self.submission_id)}
 
 
 @dataclass(frozen=True)

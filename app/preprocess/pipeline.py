@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from app.contracts.reading import MEASUREMENT_NAMES
 from app.contracts.vocabulary import plan_columns, target_columns
 from app.lake import RAW_SENSORS, Lake
 from app.preprocess.features import FeatureParams, feature_columns, feature_table
+from app.preprocess.psi import histogram_baseline
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,9 +85,11 @@ def _date_filter(params: PreprocessParams):
     return keep
 
 
-def column_stats(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, float]]:
-    """Per column: mean, std, min, max, p01, p50, p99 and the share of nulls."""
-    stats = {}
+def column_stats(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, Any]]:
+    """Per column: mean, std, min, max, p01, p50, p99, the share of nulls, and the drift baseline's
+    histogram: ``bin_edges`` (the deciles, repeated values merged) and ``bin_fracs`` (the share of
+    values in each of the ``len(bin_edges) + 1`` bins; see :mod:`app.preprocess.psi`)."""
+    stats: dict[str, dict[str, Any]] = {}
     for c in columns:
         x = frame[c].to_numpy(dtype=np.float64)
         finite = x[np.isfinite(x)]
@@ -104,6 +107,7 @@ def column_stats(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str,
             "p99": float(p99),
             "null_frac": float(1 - finite.size / max(1, x.size)),
         }
+        stats[c]["bin_edges"], stats[c]["bin_fracs"] = histogram_baseline(finite)
     return stats
 
 
@@ -156,8 +160,11 @@ def _utc(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress: Callable[[str], None] | None = None) -> FeatureSetInfo:
-    """Build and record a feature set from the raw lake (see the module docstring)."""
+def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress: Callable[[str], None] | None = None, run_ids: Mapping[str, str] | None = None) -> FeatureSetInfo:
+    """Build and record a feature set from the raw lake (see the module docstring).
+
+    ``run_ids`` (Airflow DAG, run and task, Ray submission: :func:`app.orchestration.run_ids.run_ids_from_env`)
+    are stored as the document's ``lineage``."""
     from app.metadata import FEATURE_SETS, LAKE_BATCHES, open_metadata
 
     say = on_progress or (lambda msg: None)
@@ -224,6 +231,7 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
         "relative_path": relative,
         "stats": column_stats(sample, cols_f + cols_t),
         "lake_url": settings.lake_url,
+        "lineage": dict(run_ids or {}),
     }
     store.collection(FEATURE_SETS).insert_one(doc)
     return FeatureSetInfo(

@@ -47,9 +47,20 @@ class IntervalProgress:
     active: set[str] = field(default_factory=set)
     swept: bool = False
     first_seen_wall: float = field(default_factory=time.monotonic)
+    busy_s: float = 0.0
+    """Time spent deciding (features, forecasts, dispatch, records) in this interval."""
+    batches: int = 0
 
     def summary(self, skipped: int | None = None) -> dict[str, Any]:
-        out = {"interval_start": self.start, "decided": len(self.decided), "late": len(self.late), "failed": len(self.failed), "active_seen": len(self.active)}
+        out = {
+            "interval_start": self.start,
+            "decided": len(self.decided),
+            "late": len(self.late),
+            "failed": len(self.failed),
+            "active_seen": len(self.active),
+            "busy_s": round(self.busy_s, 3),
+            "batches": self.batches,
+        }
         if skipped is not None:
             out["skipped"] = skipped
         return out
@@ -111,7 +122,9 @@ class LoopScheduler:
         current.active = self._active(now)
         due = await asyncio.to_thread(self._claim_due, current, live, wall)
         if due:
+            started = time.perf_counter()
             await self._decide(due, current, now)
+            current.busy_s += time.perf_counter() - started
 
     def _renew(self, wall: datetime, progress: dict[str, Any] | None) -> list[str]:
         self.ledger.renew(wall, progress)
@@ -179,6 +192,7 @@ class LoopScheduler:
                     current.failed.add(a.state.greenhouse_id)
                     await asyncio.to_thread(self.ledger.release, a.state.greenhouse_id, current.start)
                 continue
+            current.batches += 1
             await self._deliver(decided, current, late)
 
     async def _assignment(self, greenhouse_id: str, as_of: datetime | None, current: IntervalProgress) -> Assignment | None:

@@ -13,7 +13,10 @@ class FleetActuators:
     def __init__(self, fleet: FleetSimulator) -> None:
         self.fleet = fleet
         self.applied = 0
+        self.last: dict[str, ControlCommand] = {}
+        """Each greenhouse's newest applied command."""
 
     def apply(self, command: ControlCommand) -> None:
         self.fleet.apply_setpoints(command.greenhouse_id, command.setpoints, valid_until=command.valid_until)
         self.applied += 1
+        self.last[command.greenhouse_id] = command

@@ -10,7 +10,7 @@ No global mlflow URIs are set: every call names its tracking URL. Importing this
 import mlflow; the functions do, on first use.
 """
 
-from app.tracking.client import Tracking, resolve_alias
+from app.tracking.client import LINEAGE_TAG_PREFIX, Tracking, resolve_alias
 from app.tracking.models import load_forecast_model, load_pyfunc, log_forecast_model, warm_imports
 
-__all__ = ["Tracking", "load_forecast_model", "load_pyfunc", "log_forecast_model", "resolve_alias", "warm_imports"]
+__all__ = ["LINEAGE_TAG_PREFIX", "Tracking", "load_forecast_model", "load_pyfunc", "log_forecast_model", "resolve_alias", "warm_imports"]

@@ -24,6 +24,10 @@ from urllib.parse import parse_qsl, urlparse, urlunparse
 
 SERVER_CERT_ENV = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 
+LINEAGE_TAG_PREFIX = "lineage."
+"""Run tags naming the orchestration a run was started by (``lineage.airflow_dag_run_id``,
+``lineage.ray_submission_id``, ...)."""
+
 
 def quiet_telemetry() -> None:
     """Turn MLflow's usage telemetry off unless the environment already chose (before mlflow loads)."""
@@ -123,6 +127,49 @@ class Tracking:
         """Params, metrics, tags and status of a run as plain dicts."""
         run = self.client.get_run(run_id)
         return {"status": run.info.status, "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+    def find_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's name, experiment, status, start/end times (epoch ms), params, metrics and tags
+        (without MLflow's own ``mlflow.*`` tags), or ``None`` when no such run exists."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        info = run.info
+        return {
+            "run_id": info.run_id,
+            "run_name": info.run_name,
+            "experiment_id": info.experiment_id,
+            "status": info.status,
+            "start_time_ms": info.start_time,
+            "end_time_ms": info.end_time,
+            "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics),
+            "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        }
+
+    def model_version(self, name: str, version: str) -> dict[str, Any] | None:
+        """Registered version ``version`` of model ``name``: its ``run_id``, ``source``, ``aliases``,
+        ``tags``, ``status`` and creation time (epoch ms); ``None`` when the model or version does
+        not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(name, str(version))
+        except MlflowException:
+            return None
+        return {
+            "name": mv.name,
+            "version": str(mv.version),
+            "run_id": mv.run_id,
+            "source": mv.source,
+            "aliases": sorted(mv.aliases or []),
+            "tags": dict(mv.tags or {}),
+            "status": mv.status,
+            "created_at_ms": mv.creation_timestamp,
+        }
 
     def ensure_registered_model(self, name: str) -> None:
         """Create registered model ``name`` unless it exists."""

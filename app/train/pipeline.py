@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from app.config import Settings
+from app.tracking import LINEAGE_TAG_PREFIX
 from app.train.model import ForecastModel, load_saved_model
 from app.train.trainer import BoosterParams
 
@@ -33,6 +34,20 @@ class TrainJobParams(BaseModel):
     experiment: str = "greenhouse-forecast"
     model_name: str | None = Field(default=None, description="registered model; default: settings.control.model_name")
     alias: str = "challenger"
+    shuffle_targets: bool = Field(
+        default=False, description=("train on the targets permuted across rows: a deliberately useless model (for rollout drills and the demo's rollback), its MLflow run tagged degraded=true")
+    )
+
+
+def training_tags(feature_set_doc: Mapping[str, Any], params: TrainJobParams, run_ids: Mapping[str, str] | None, tags: Mapping[str, str] | None) -> dict[str, str]:
+    """The MLflow run's tags: the feature set and its source batch count, the orchestration run
+    ids (``lineage.<key>``, empty ones left out), ``degraded=true`` for shuffled targets, then
+    the caller's ``tags``."""
+    out = {"feature_set_id": str(feature_set_doc["_id"]), "source_batch_count": str(feature_set_doc.get("source_batch_count", len(feature_set_doc.get("source_batches", []))))}
+    out |= {f"{LINEAGE_TAG_PREFIX}{k}": str(v) for k, v in (run_ids or {}).items() if v}
+    if params.shuffle_targets:
+        out["degraded"] = "true"
+    return out | dict(tags or {})
 
 
 @dataclass
@@ -48,6 +63,8 @@ class TrainResult:
     train_rows: int = 0
     validation_rows: int = 0
     elapsed_s: float = 0.0
+    degraded: bool = False
+    """Trained on shuffled targets (``TrainJobParams.shuffle_targets``)."""
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict, metrics rounded."""
@@ -66,14 +83,19 @@ def latest_feature_set_id(settings: Settings) -> str:
     return str(doc["_id"])
 
 
-def run_training(settings: Settings, params: TrainJobParams, *, tags: dict[str, str] | None = None, on_progress: Callable[[str], None] | None = None) -> TrainResult:
+def run_training(
+    settings: Settings, params: TrainJobParams, *, tags: dict[str, str] | None = None, run_ids: Mapping[str, str] | None = None, on_progress: Callable[[str], None] | None = None
+) -> TrainResult:
     """Fit the forecast model on a feature set, evaluate it, log everything to MLflow, register a
     new model version (of ``params.model_name``, default ``settings.control.model_name``) and point
-    ``params.alias`` at it."""
-    from app.preprocess import load_feature_set, read_feature_set_ray
+    ``params.alias`` at it.
+
+    ``run_ids`` are the ids of the orchestration that started this training (the Airflow DAG
+    run, the Ray job submission: ``app.orchestration.run_ids.run_ids_from_env`` in the job's
+    entry point); they are tagged on the run as ``lineage.<key>`` (see :func:`training_tags`)."""
+    from app.preprocess import load_feature_set
     from app.tracking import Tracking
     from app.train.evaluate import evaluate
-    from app.train.trainer import fit_forecast_model
 
     say = on_progress or (lambda msg: None)
     started = time.monotonic()
@@ -84,24 +106,12 @@ def run_training(settings: Settings, params: TrainJobParams, *, tags: dict[str, 
     horizons = [int(h) for h in doc["params"]["horizons_min"]]
     features = list(doc["feature_columns"])
 
-    say(f"training {2 * len(horizons)} boosters with Ray Train ({params.num_workers} worker(s))")
-    model = fit_forecast_model(
-        read_feature_set_ray(settings, fs_id, "train"),
-        features,
-        horizons,
-        params.booster,
-        num_workers=params.num_workers,
-        storage_path=settings.data_dir / "ray_results",
-        run_name=f"train-{fs_id}-{int(time.time())}",
-        feature_set_id=fs_id,
-    )
-    fs_params = doc["params"]
-    model.feature_params = {k: fs_params[k] for k in ("step_s", "max_fill_steps", "latitude", "longitude") if k in fs_params}
+    model = _fit(settings, params, doc, say)
     say("evaluating on the validation window")
     metrics = evaluate(model, validation_df)
 
     tracking = Tracking(settings.tracking_url)
-    with tracking.run(params.experiment, f"train-{fs_id}", tags={"feature_set_id": fs_id, **(tags or {})}) as run_id:
+    with tracking.run(params.experiment, f"train-{fs_id}", tags=training_tags(doc, params, run_ids, tags)) as run_id:
         tracking.log_params(
             run_id,
             {
@@ -112,6 +122,7 @@ def run_training(settings: Settings, params: TrainJobParams, *, tags: dict[str, 
                 "train_rows": len(train_df),
                 "validation_rows": len(validation_df),
                 "features": len(features),
+                "shuffle_targets": params.shuffle_targets,
             },
         )
         tracking.log_metrics(run_id, metrics)
@@ -127,7 +138,33 @@ def run_training(settings: Settings, params: TrainJobParams, *, tags: dict[str, 
         train_rows=len(train_df),
         validation_rows=len(validation_df),
         elapsed_s=round(time.monotonic() - started, 1),
+        degraded=params.shuffle_targets,
     )
+
+
+def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say: Callable[[str], None]) -> ForecastModel:
+    """Fit every booster on the feature set ``doc`` with Ray Train (on shuffled targets when
+    ``params.shuffle_targets``); the model carries the feature set's feature parameters."""
+    from app.preprocess import read_feature_set_ray
+    from app.train.trainer import fit_forecast_model
+
+    fs_id = str(doc["_id"])
+    horizons = [int(h) for h in doc["params"]["horizons_min"]]
+    say(f"training {2 * len(horizons)} boosters with Ray Train ({params.num_workers} worker(s))" + (" on shuffled targets" if params.shuffle_targets else ""))
+    model = fit_forecast_model(
+        read_feature_set_ray(settings, fs_id, "train"),
+        list(doc["feature_columns"]),
+        horizons,
+        params.booster,
+        num_workers=params.num_workers,
+        storage_path=settings.data_dir / "ray_results",
+        run_name=f"train-{fs_id}-{int(time.time())}",
+        feature_set_id=fs_id,
+        shuffle_targets=params.shuffle_targets,
+    )
+    fs_params = doc["params"]
+    model.feature_params = {k: fs_params[k] for k in ("step_s", "max_fill_steps", "latitude", "longitude") if k in fs_params}
+    return model
 
 
 def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, validation: pd.DataFrame, model_name: str, say: Callable[[str], None]) -> str:
@@ -147,7 +184,13 @@ def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, valida
 
 @dataclass
 class PromotionDecision:
-    """Whether ``champion`` moved, why, and the versions and skills compared."""
+    """Whether the challenger passed, whether ``champion`` moved, why, and the versions and skills
+    compared.
+
+    ``promoted`` means "the challenger passed" (it beats the champion, or there is no champion):
+    with ``run_promotion(..., move_alias=False)`` nothing moves and ``alias_moved`` is False, so
+    a caller can start a canary rollout of ``challenger_version`` instead. ``champion_version_after``
+    is where ``champion`` points after the call."""
 
     promoted: bool
     reason: str
@@ -158,19 +201,27 @@ class PromotionDecision:
     challenger_skill: float | None = None
     champion_skill: float | None = None
     feature_set_id: str = ""
+    alias_moved: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """The challenger passed (the same as ``promoted``)."""
+        return self.promoted
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (with ``passed``)."""
+        return {**asdict(self), "passed": self.passed}
 
 
-def run_promotion(settings: Settings, model_name: str | None = None, *, metric: str = PRIMARY_METRIC, min_improvement: float = 0.0) -> PromotionDecision:
-    """Move ``champion`` to ``challenger`` only when the challenger's skill beats the champion's on
-    the same validation window (the challenger's feature set, both models evaluated now).
-    ``model_name`` defaults to ``settings.control.model_name``."""
-    from app.preprocess import load_feature_set
-    from app.tracking import Tracking, load_forecast_model
-    from app.train.evaluate import evaluate
+def run_promotion(settings: Settings, model_name: str | None = None, *, metric: str = PRIMARY_METRIC, min_improvement: float = 0.0, move_alias: bool = True) -> PromotionDecision:
+    """Judge the ``challenger`` against the ``champion`` on the same validation window (the
+    challenger's feature set, both models evaluated now): it passes when its skill beats the
+    champion's by more than ``min_improvement``, or when there is no champion yet.
+
+    With ``move_alias`` (the default) a passing challenger becomes ``champion``. With
+    ``move_alias=False`` the same verdict comes back (``promoted`` still means "passed") and no
+    alias moves. ``model_name`` defaults to ``settings.control.model_name``."""
+    from app.tracking import Tracking
 
     model_name = model_name or settings.control.model_name
     tracking = Tracking(settings.tracking_url)
@@ -180,38 +231,32 @@ def run_promotion(settings: Settings, model_name: str | None = None, *, metric: 
         return PromotionDecision(False, "no challenger to promote", model_name, None, champion, champion)
     if challenger == champion:
         return PromotionDecision(False, "the challenger already is the champion", model_name, challenger, champion, champion)
+    decision = _judge(settings, model_name, challenger, champion, metric, min_improvement)
+    if decision.promoted and move_alias:
+        tracking.set_alias(model_name, "champion", challenger)
+        decision.champion_version_after = challenger
+        decision.alias_moved = True
+    return decision
+
+
+def _judge(settings: Settings, model_name: str, challenger: str, champion: str | None, metric: str, min_improvement: float) -> PromotionDecision:
+    """The verdict on ``challenger`` against ``champion`` (None: none yet); moves nothing."""
+    from app.preprocess import load_feature_set
+    from app.tracking import load_forecast_model
+    from app.train.evaluate import evaluate
 
     def registered(version: str) -> ForecastModel:
         return load_forecast_model(settings.tracking_url, f"models:/{model_name}/{version}")
 
     challenger_model = registered(challenger)
-    _, validation, _doc = load_feature_set(settings, challenger_model.feature_set_id)
+    fs_id = challenger_model.feature_set_id
+    _, validation, _doc = load_feature_set(settings, fs_id)
     challenger_skill = evaluate(challenger_model, validation)[metric]
     if champion is None:
-        tracking.set_alias(model_name, "champion", challenger)
-        return PromotionDecision(True, "no champion yet: the challenger becomes champion", model_name, challenger, None, challenger, challenger_skill, None, challenger_model.feature_set_id)
+        return PromotionDecision(True, "no champion yet: the challenger passes", model_name, challenger, None, None, challenger_skill, None, fs_id)
     champion_skill = evaluate(registered(champion), validation)[metric]
     if challenger_skill > champion_skill + min_improvement:
-        tracking.set_alias(model_name, "champion", challenger)
-        return PromotionDecision(
-            True,
-            f"challenger {metric} {challenger_skill:.4f} beats champion {champion_skill:.4f}",
-            model_name,
-            challenger,
-            champion,
-            challenger,
-            challenger_skill,
-            champion_skill,
-            challenger_model.feature_set_id,
-        )
-    return PromotionDecision(
-        False,
-        f"challenger {metric} {challenger_skill:.4f} does not beat champion {champion_skill:.4f} (+{min_improvement})",
-        model_name,
-        challenger,
-        champion,
-        champion,
-        challenger_skill,
-        champion_skill,
-        challenger_model.feature_set_id,
-    )
+        reason = f"challenger {metric} {challenger_skill:.4f} beats champion {champion_skill:.4f}"
+        return PromotionDecision(True, reason, model_name, challenger, champion, champion, challenger_skill, champion_skill, fs_id)
+    reason = f"challenger {metric} {challenger_skill:.4f} does not beat champion {champion_skill:.4f} (+{min_improvement})"
+    return PromotionDecision(False, reason, model_name, challenger, champion, champion, challenger_skill, champion_skill, fs_id)

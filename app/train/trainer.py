@@ -59,6 +59,18 @@ def target_specs(feature_columns: list[str], horizons_min: list[int], variables:
     return specs
 
 
+def shuffled_targets(frame: Any, target_columns: list[str], *, seed: int) -> Any:
+    """``frame`` (a DataFrame) with its target columns permuted across rows, all by one
+    permutation: the features no longer say anything about the targets (a deliberately useless
+    model for rollout drills)."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(frame))
+    out = frame.copy()
+    out[target_columns] = frame[target_columns].to_numpy()[order]
+    return out
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Train worker: fit each booster on this worker's shard (collectively)."""
     import ray.train
@@ -67,6 +79,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     frame = shard.materialize().to_pandas()
+    rank = ray.train.get_context().get_world_rank()
+    if config.get("shuffle_seed") is not None:
+        frame = shuffled_targets(frame, sorted({spec["label"] for spec in config["specs"].values()}), seed=config["shuffle_seed"] + rank)
     boosters = {}
     for key, spec in config["specs"].items():
         label = frame[spec["label"]] - frame[spec["base"]]
@@ -74,7 +89,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         params = {**config["xgb_params"], "monotone_constraints": spec["monotone"]}
         boosters[key] = xgboost.train(params, dtrain, num_boost_round=config["num_boost_round"])
     metrics = {"boosters": len(boosters), "train_rows_rank": len(frame)}
-    if ray.train.get_context().get_world_rank() == 0:
+    if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             for key, booster in boosters.items():
                 booster.save_model(str(Path(tmp) / f"{key}.json"))
@@ -84,9 +99,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def fit_forecast_model(
-    train_dataset, feature_columns: list[str], horizons_min: list[int], params: BoosterParams, *, num_workers: int = 1, storage_path: str | Path, run_name: str, feature_set_id: str = ""
+    train_dataset: Any,
+    feature_columns: list[str],
+    horizons_min: list[int],
+    params: BoosterParams,
+    *,
+    num_workers: int = 1,
+    storage_path: str | Path,
+    run_name: str,
+    feature_set_id: str = "",
+    shuffle_targets: bool = False,
+    shuffle_seed: int = 0,
 ) -> ForecastModel:
-    """Fit all boosters with Ray Train on ``train_dataset`` (a Ray Dataset); return the model."""
+    """Fit all boosters with Ray Train on ``train_dataset`` (a Ray Dataset); return the model.
+
+    ``shuffle_targets`` permutes each worker's targets across its rows (seed ``shuffle_seed`` +
+    rank) before fitting: a deliberately useless model, see :func:`shuffled_targets`."""
     import xgboost
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
@@ -97,7 +125,7 @@ def fit_forecast_model(
     train_dataset = train_dataset.materialize()
     trainer = XGBoostTrainer(
         train_loop_per_worker,
-        train_loop_config={"specs": specs, "xgb_params": params.xgb_params(), "num_boost_round": params.num_boost_round},
+        train_loop_config={"specs": specs, "xgb_params": params.xgb_params(), "num_boost_round": params.num_boost_round, "shuffle_seed": shuffle_seed if shuffle_targets else None},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 1}),
         datasets={"train": train_dataset},
         run_config=RunConfig(storage_path=str(Path(storage_path).resolve()), name=run_name),

@@ -4,8 +4,11 @@ never imported by the product's test process (which has no Airflow).
     <airflow-venv>/bin/python tests/orchestration/airflow_dag_runner.py \
         --dag-file jobs/dags/greenhouse_pipeline.py --logical-date 2026-06-01T00:00:00+00:00 --conf '{...}'
 
-Prints one JSON line: ``{"run_id", "state", "tasks": {task_id: state}, "xcom": {task_id: value}}``.
-Expects AIRFLOW_HOME with a migrated database (``airflow db migrate``).
+Prints one JSON line: ``{"run_id", "state", "tasks": {task_id: state}, "xcom": {task_id: value},
+"asset_events": [...], "queued": [...]}``: the asset events this run's tasks emitted (``asset``,
+``source_task_id``, ``extra``) and the asset-triggered runs Airflow has queued (``asset``,
+``target_dag_id``; the scheduler turns them into DAG runs). Expects AIRFLOW_HOME with a migrated
+database (``airflow db migrate``).
 """
 
 from __future__ import annotations
@@ -51,8 +54,24 @@ def main() -> int:
                     pass
             xcom[row.task_id] = value
     state = run.state.value if hasattr(run.state, "value") else str(run.state)
-    print(json.dumps({"run_id": run.run_id, "state": state, "tasks": tasks, "xcom": xcom}, default=str))
+    events, queued = asset_records(dag.dag_id, run.run_id)
+    print(json.dumps({"run_id": run.run_id, "state": state, "tasks": tasks, "xcom": xcom, "asset_events": events, "queued": queued}, default=str))
     return 0
+
+
+def asset_records(dag_id: str, run_id: str) -> tuple[list[dict], list[dict]]:
+    """The asset events of run ``run_id`` of ``dag_id``, and every queued asset-triggered run."""
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        names = {a.id: a.name for a in session.query(AssetModel)}
+        events = [
+            {"asset": names.get(e.asset_id), "source_task_id": e.source_task_id, "extra": e.extra}
+            for e in session.query(AssetEvent).filter(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
+        ]
+        queued = [{"asset": names.get(q.asset_id), "target_dag_id": q.target_dag_id} for q in session.query(AssetDagRunQueue)]
+    return events, queued
 
 
 if __name__ == "__main__":

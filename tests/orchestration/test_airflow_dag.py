@@ -8,9 +8,7 @@ and the Airflow venv (created here through stack/airflow-env when missing; quick
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,53 +18,19 @@ import pytest
 from app.bus import OutgoingRecord, open_bus
 from app.config import Settings
 from app.lake import Lake
-from app.metadata import open_metadata
+from app.metadata import FEATURE_SETS, open_metadata
 from app.orchestration.ray_jobs import deterministic_id
 from app.sim.fleet import FleetSimulator
-from tests.helpers.engines import engine_url, missing
-from tests.helpers.stack import RAY_CLIENT_ENV, stack_settings
+from tests.helpers.engines import engine_url
+from tests.helpers.stack import stack_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
-DAG_FILE = REPO / "jobs" / "dags" / "greenhouse_pipeline.py"
-RUNNER = Path(__file__).with_name("airflow_dag_runner.py")
 DAG_ID = "greenhouse_pipeline"
 # The training step: "train" by default; GH_TEST_DAG_TRAINER=tune runs a tiny Ray Tune search instead.
 TRAINER = os.environ.get("GH_TEST_DAG_TRAINER", "train")
 OTHER = {"train": "tune", "tune": "train"}[TRAINER]
 JOB_TASKS = ("sink", "preprocess", TRAINER, "promote")
-
-
-@pytest.fixture(scope="module")
-def airflow_python() -> Path:
-    """The Airflow venv's python, created by the project's own script when missing."""
-    done = subprocess.run([str(REPO / "stack" / "airflow-env")], capture_output=True, text=True, timeout=1500)
-    if done.returncode != 0:
-        missing(f"stack/airflow-env failed ({done.returncode}): {done.stderr[-2000:]}")
-    return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
-def airflow_home(airflow_python: Path, tmp_path_factory) -> dict[str, str]:
-    """A fresh AIRFLOW_HOME with a migrated sqlite database; the environment to run Airflow in."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    # The worker names the head's token the product's way (the DAG reads GH_RAY__AUTH_TOKEN_FILE);
-    # Ray's own RAY_AUTH_TOKEN_PATH is left out, so a DAG that ignored the setting would get 401s.
-    ray_env = {k: v for k, v in RAY_CLIENT_ENV.items() if k != "RAY_AUTH_TOKEN_PATH"}
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")},
-        **ray_env,
-        "GH_RAY__AUTH_TOKEN_FILE": RAY_CLIENT_ENV["RAY_AUTH_TOKEN_PATH"],
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FILE.parent),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(REPO),
-        "GH_DAG_RETRIES": "0",
-    }
-    env.pop("VIRTUAL_ENV", None)
-    migrated = subprocess.run([str(airflow_python.with_name("airflow")), "db", "migrate"], capture_output=True, text=True, env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -103,20 +67,6 @@ def pipeline_stack(tmp_path_factory):
     store.close()
 
 
-def run_dag(airflow_python: Path, env: dict[str, str], logical_date: datetime, conf: dict) -> dict:
-    done = subprocess.run(
-        [str(airflow_python), str(RUNNER), "--dag-file", str(DAG_FILE), "--logical-date", logical_date.isoformat(), "--conf", json.dumps(conf)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=780,
-        cwd=REPO,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith('{"run_id"')]
-    assert done.returncode == 0 and lines, f"dag.test failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
-    return json.loads(lines[-1])
-
-
 def ray_jobs_by_id(address: str) -> dict[str, object]:
     from app.orchestration.ray_jobs import make_client, ray_auth_headers
     from tests.helpers.engines import ray_token_file
@@ -124,7 +74,7 @@ def ray_jobs_by_id(address: str) -> dict[str, object]:
     return {j.submission_id: j for j in make_client(address, ray_auth_headers(token_file=ray_token_file())).list_jobs() if j.submission_id}
 
 
-def test_dag_runs_the_pipeline_as_ray_jobs_and_a_rerun_submits_nothing(airflow_home, airflow_python, pipeline_stack):
+def test_dag_runs_the_pipeline_as_ray_jobs_and_a_rerun_submits_nothing(run_dag, pipeline_stack):
     from app.tracking import Tracking
 
     settings: Settings = pipeline_stack["settings"]
@@ -144,7 +94,7 @@ def test_dag_runs_the_pipeline_as_ray_jobs_and_a_rerun_submits_nothing(airflow_h
         "min_skill": -1000.0,  # the gate itself is exercised; any trained model passes it here
         "timeout_s": 600,
     }
-    first = run_dag(airflow_python, airflow_home, logical_date, conf)
+    first = run_dag(logical_date, conf)
     assert first["state"] == "success", first
     tasks = first["tasks"]
     assert {t: tasks[t] for t in (*JOB_TASKS, "choose_trainer", "evaluate")} == {t: "success" for t in (*JOB_TASKS, "choose_trainer", "evaluate")}, tasks
@@ -161,6 +111,12 @@ def test_dag_runs_the_pipeline_as_ray_jobs_and_a_rerun_submits_nothing(airflow_h
     ours = {sid: j for sid, j in jobs.items() if any(sid.startswith(s) for s in expected.values())}
     assert len(ours) == len(JOB_TASKS)
 
+    # the jobs record the DAG run and the Ray job that made what they wrote (lineage)
+    feature_set_id = first["xcom"]["preprocess"]["summary"]["feature_set_id"]
+    store = open_metadata(settings.metadata_url)
+    lineage = store.collection(FEATURE_SETS).find_one({"_id": feature_set_id})["lineage"]
+    assert lineage == {"airflow_dag_id": DAG_ID, "airflow_dag_run_id": first["run_id"], "airflow_task_id": "preprocess", "ray_submission_id": expected["preprocess"]}
+
     # the jobs did their work on the namespaced engines
     sink_summary = first["xcom"]["sink"]["summary"]
     assert sink_summary["rows_written"] == pipeline_stack["readings"]
@@ -171,7 +127,7 @@ def test_dag_runs_the_pipeline_as_ray_jobs_and_a_rerun_submits_nothing(airflow_h
     assert Tracking(settings.tracking_url).version_by_alias(model_name, "champion") == "1"
 
     # the same DAG run again: every task re-attaches to its finished job, nothing is submitted
-    second = run_dag(airflow_python, airflow_home, logical_date, conf)
+    second = run_dag(logical_date, conf)
     assert second["run_id"] == first["run_id"] and second["state"] == "success", second
     after = ray_jobs_by_id(pipeline_stack["ray"])
     ours_after = {sid: j for sid, j in after.items() if any(sid.startswith(s) for s in expected.values())}

@@ -44,7 +44,7 @@ def test_ray_jobs_runner_submits_the_registered_entrypoint_once():
     first = runner.submit(request)
     assert first.submitted and first.entrypoint == "python -m jobs.train --num-workers 2"
     sent = jobs.submitted[0]
-    assert sent["runtime_env"]["working_dir"] == "/src" and sent["runtime_env"]["env_vars"] == {"GH_BUS_URL": "kafka://k:9092"}
+    assert sent["runtime_env"]["working_dir"] == "/src" and sent["runtime_env"]["env_vars"] == {"GH_BUS_URL": "kafka://k:9092", "GH_LINEAGE_RAY_SUBMISSION_ID": "train-1"}
     assert sent["metadata"] == {"who": "test"}
     statuses: list[str] = []
     result = runner.wait(first, timeout_s=10, on_status=statuses.append)

@@ -15,6 +15,7 @@ import yaml
 
 from app.kuberay import manifests as m
 from app.kuberay.render import SERVE_CONFIG_MANIFEST, serve_config_manifest_text, serve_config_v2_text
+from app.orchestration.registry import JOBS
 from tests.helpers.engines import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def test_overlays_render_the_expected_objects(rendered):
         kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
         assert ("RayCluster", "greenhouse") in kinds and ("RayService", "greenhouse-serve") in kinds
         jobs = {o["metadata"]["labels"]["greenhouse.io/job"] for o in objects if o["kind"] == "RayJob"}
-        assert jobs == {"sink", "preprocess", "train", "tune", "promote"}
+        assert jobs == {"sink", "preprocess", "train", "tune", "promote", "drift"}
         namespace = {"dev": "greenhouse-dev", "prod": "greenhouse"}[name]
         assert all(o["metadata"].get("namespace") == namespace for o in objects if o["kind"] != "Namespace")
         assert not any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == "greenhouse-serve-config" for o in objects)  # local-config
@@ -62,7 +63,7 @@ def test_ray_resources_validate_against_the_kuberay_crds(rendered, crd_schemas):
                 assert m.crd_errors(obj, crd_schemas[obj["kind"]]) == [], (name, obj["kind"], obj["metadata"]["name"])
                 assert m.operator_rule_errors(obj) == [], (name, obj["metadata"]["name"])
                 checked += 1
-    assert checked == 2 * 7
+    assert checked == 2 * (2 + len(JOBS))  # per overlay: the RayCluster, the RayService and a RayJob per job
 
 
 def test_core_kinds_decode_strictly_into_kubernetes_types(k8s_tools):
@@ -111,7 +112,7 @@ def test_entrypoints_env_vars_and_ray_version(rendered):
     assert version == "2.60.0"
     for name, objects in rendered.items():
         assert m.entrypoint_errors(objects) == [], name
-        assert set(m.entrypoint_modules(objects).values()) == {"jobs.sink", "jobs.preprocess", "jobs.train", "jobs.tune", "jobs.promote"}
+        assert set(m.entrypoint_modules(objects).values()) == {"jobs.sink", "jobs.preprocess", "jobs.train", "jobs.tune", "jobs.promote", "jobs.drift"}
         env = m.env_var_names(objects)
         assert {"GH_CONTROL__SIGNING_KEY_FILE", "GH_METADATA_URL", "GH_BUS_URL", "GH_LAKE_URL"} <= set(env)
         assert m.env_var_errors(objects) == [], name

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from app.kuberay import manifests as m
+from app.orchestration.registry import JOBS
 
 RAY_CONTAINERS = ("ray-head", "ray-worker")
 SUBMITTER = "ray-job-submitter"
@@ -349,7 +350,7 @@ def test_every_ray_container_uses_token_auth(rendered):
         roles = {(t.kind, t.role) for t in all_templates(objects)}
         assert {("RayCluster", "head"), ("RayCluster", "worker"), ("RayJob", "submitter"), ("RayService", "worker")} <= roles
         submitters = [t for t in all_templates(objects) if t.role == "submitter"]
-        assert len(submitters) == 5 and all(t.labels.get("greenhouse.io/ray-client") == "true" and t.spec["restartPolicy"] == "Never" for t in submitters)
+        assert len(submitters) == len(JOBS) and all(t.labels.get("greenhouse.io/ray-client") == "true" and t.spec["restartPolicy"] == "Never" for t in submitters)
 
 
 def test_rayservice_exposes_only_the_tls_edge(rendered):
