@@ -172,6 +172,10 @@ class DriftSettings(BaseModel):
     psi_threshold: float = Field(default=0.25, gt=0, description="a feature whose PSI exceeds this has drifted (0.1 slight, 0.25 significant)")
     min_drifted_features: int = Field(default=2, ge=1, description="drift is reported when at least this many features drifted")
     forecast_rmse_threshold_c: float = Field(default=1.0, gt=0, description="or when the online 15-min forecast RMSE exceeds this")
+    count_weather_features: bool = Field(
+        default=False,
+        description="count weather-driven features (outside_*, solar, wind, PAR, inside-outside difference) toward min_drifted_features; off: new weather is judged by the forecast error (a day's weather always differs from a week's)",
+    )
     airflow_url: str = Field(default="", description="Airflow's API base URL for the asset event (empty: the drift DAG's task emits it)")
 
 

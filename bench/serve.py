@@ -565,14 +565,14 @@ def batch_path(settings: Settings, base: str, token: str, feeder: BusFeeder, n: 
     wait_quiet(gate, 5.0, pass_timeout_s)  # whatever the loop was doing with the warm-up readings
     feeder.start(steps_per_s, gate)
     seen: dict[str, dict] = {}
-    cpu_before = None
+    cpu_before, commands_before = None, 0
     first: datetime | None = None
     deadline = time.monotonic() + (intervals + 3) * pass_timeout_s
     try:
         while len(seen) < intervals and time.monotonic() < deadline:
             if first is None and len(feeder.boundaries) >= 2:
                 first = feeder.boundaries[1]  # the first interval opened by a gated step is not measured
-                cpu_before = _cpu_snapshot()
+                cpu_before, commands_before = _cpu_snapshot(), gate.published()
             time.sleep(0.25)
             if feeder.error:
                 raise RuntimeError(f"feeder failed: {feeder.error}")
@@ -584,7 +584,7 @@ def batch_path(settings: Settings, base: str, token: str, feeder: BusFeeder, n: 
                     seen[p["interval_start"]] = p
                     print(f"  loop {n} greenhouses: {p}", file=sys.stderr)
     finally:
-        cpu_after = _cpu_snapshot()
+        cpu_after, commands_after = _cpu_snapshot(), gate.published()
         feeder.stop()
     store = open_metadata(settings.metadata_url)
     claims: dict[str, list[dict]] = {}
@@ -611,7 +611,8 @@ def batch_path(settings: Settings, base: str, token: str, feeder: BusFeeder, n: 
         "interval_s": settings.control.interval_s,
         "gate": {"stalls": gate.stalls, "timeouts": gate.timeouts},
         "intervals": measured,
-        "cpu": cpu_use(cpu_before, cpu_after, rate or 0.0),
+        # CPU per decision over the measured intervals, pauses included (commands published / wall)
+        "cpu": cpu_use(cpu_before, cpu_after, (commands_after - commands_before) / (cpu_after[0] - cpu_before[0])) if cpu_before and cpu_after else None,
     }
 
 

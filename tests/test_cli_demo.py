@@ -62,20 +62,21 @@ def test_short_demo_puts_exactly_the_accepted_readings_in_the_lake(tmp_path):
     assert lake.returncode == 0 and "gh-01" in lake.stderr and f"total rows: {summary['lake_rows']}" in lake.stderr
 
 
-def test_full_demo_learns_serves_and_controls_in_a_closed_loop(tmp_path):
-    """The whole demo at a small size: 2 days of data, a 2-trial search, 2 simulated hours of
-    closed-loop control through Serve next to the thermostat, the table and the report."""
+def test_full_demo_learns_serves_controls_and_rolls_out(tmp_path):
+    """The whole demo at a small size: 4 greenhouses x 2 days of data, a 2-trial search, then
+    4.8 simulated hours under the control loop next to the thermostat, with the rollout drill (a
+    degraded version rolled back, a good one promoted), the table and the report."""
     data_dir = tmp_path / "full"
-    out = run(["demo", "--days", "2", "--tune-samples", "2", "--control-days", "0.1", "--data-dir", str(data_dir), "--port", str(free_port())], timeout=900, GH_SECURITY__HTTPS_PORT=str(free_port()))
+    out = run(["demo", "--days", "2", "--tune-samples", "2", "--control-days", "0.2", "--data-dir", str(data_dir), "--port", str(free_port())], timeout=1200, GH_SECURITY__HTTPS_PORT=str(free_port()))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True and summary["promoted"] is True and summary["model_version"] == "1"
     assert summary["tune_trials"] == 2 and summary["forecast_skill_15min"] is not None
     control = summary["control"]
-    # 0.1 day = 144 one-minute steps -> 28 control intervals x 2 greenhouses, all applied (the hour
-    # of warm-up before it runs both twins under the thermostat and asks Serve nothing)
-    assert control["control_requests"] == 56 and control["commands_applied"] == 56
-    assert control["control_modes"].get("mpc", 0) >= 50
+    # 0.2 day = 288 one-minute steps -> 57 counted intervals x 4 greenhouses, each decided once by
+    # the control loop and applied in its interval (the warm-up hour before is not counted)
+    assert control["control_requests"] == 228 and control["control_missed"] == 0
+    assert control["commands_applied"] >= 228 and control["control_modes"].get("mpc", 0) >= 200
     for key in ("model_in_band_pct", "thermostat_in_band_pct", "model_rh_above_max_pct", "thermostat_rh_above_max_pct"):
         assert 0 <= control[key] <= 100
     assert control["model_heating_kwh"] >= 0 and control["thermostat_heating_kwh"] >= 0
@@ -83,3 +84,23 @@ def test_full_demo_learns_serves_and_controls_in_a_closed_loop(tmp_path):
     report = Path(summary["report"])
     assert report.exists() and (report.parent / "controllers.png").stat().st_size > 10_000
     assert "Demo summary" in out.stderr and "closed-loop control, model vs thermostat" in out.stderr
+    _check_rollouts(summary, data_dir, report)
+
+
+def _check_rollouts(summary: dict, data_dir: Path, report: Path) -> None:
+    """The drill ended as it should, and the report and the ``deployments`` documents agree."""
+    from html import escape
+
+    from app.metadata import DEPLOYMENTS, open_metadata
+
+    degraded, good = summary["candidates"]["degraded"], summary["candidates"]["good"]
+    assert [(r["label"], r["candidate"], r["status"]) for r in summary["rollouts"]] == [("degraded", degraded, "rolled_back"), ("good", good, "promoted")]
+    assert summary["champion_after"] == good
+    assert summary["version_errors"][degraded]["forecast_rmse_c"] > summary["version_errors"][good]["forecast_rmse_c"]
+    deployments = open_metadata(f"file://{data_dir}/metadata").collection(DEPLOYMENTS)
+    html = report.read_text()
+    for rollout in summary["rollouts"]:
+        docs = deployments.find({"rollout_id": rollout["rollout_id"]}, sort=[("revision", 1)])
+        assert [(d["event"], d["fraction"]) for d in docs] == [(s["event"], s["fraction"]) for s in rollout["steps"]]
+        assert docs[-1]["event"] == {"rolled_back": "rollback", "promoted": "promote"}[rollout["status"]]
+        assert rollout["rollout_id"] in html and all(escape(str(d["reason"])) in html for d in docs)

@@ -18,7 +18,10 @@ online forecast error; one ``drift_reports`` document per check.
    from the baseline in them;
 4. adds the online forecast RMSE at 15 minutes: the settled, non-shadow errors of the ``decisions``
    of the same number of days before ``now``;
-5. drifted when at least ``min_drifted_features`` features have a PSI over ``psi_threshold``, or the
+5. drifted when at least ``min_drifted_features`` features have a PSI over ``psi_threshold`` (weather-
+   driven features are reported but not counted unless ``count_weather_features``: against a
+   week's baseline, one day of real weather put outside temperature at PSI 2-7 on every day
+   tried; new weather shows in the forecast error instead, when the model does not cope), or the
    online RMSE is over ``forecast_rmse_threshold_c`` (with at least :data:`MIN_ONLINE_ERRORS`
    errors); records the report and returns it.
 
@@ -186,9 +189,19 @@ def online_forecast_error(store: MetadataStore, *, since: datetime, horizon_min:
     return {"rmse_c": rmse, "errors": len(errors), "horizon_min": horizon_min, "since": since}
 
 
+WEATHER_PREFIXES = ("outside_", "solar_", "wind_", "par_", "inside_outside_")
+
+
+def is_weather_feature(column: str) -> bool:
+    """Whether ``column`` follows the weather (outdoor sensors, sun, wind, indoor-outdoor difference)."""
+    return column.startswith(WEATHER_PREFIXES)
+
+
 def _verdict(psi_by_feature: Mapping[str, float | None], online: Mapping[str, Any], thresholds: Mapping[str, Any]) -> tuple[list[str], bool, str]:
-    """``(drifted features, drifted, reason)`` from the PSIs and the online error."""
-    over = sorted((c for c, v in psi_by_feature.items() if v is not None and v > thresholds["psi_threshold"]), key=lambda c: -(psi_by_feature[c] or 0))
+    """``(drifted features, drifted, reason)`` from the PSIs and the online error; weather-driven
+    features count only with ``count_weather_features`` (their PSI is reported all the same)."""
+    counted = {c: v for c, v in psi_by_feature.items() if thresholds.get("count_weather_features") or not is_weather_feature(c)}
+    over = sorted((c for c, v in counted.items() if v is not None and v > thresholds["psi_threshold"]), key=lambda c: -(psi_by_feature[c] or 0))
     rmse, n_errors = online.get("rmse_c"), int(online.get("errors") or 0)
     by_psi = len(over) >= thresholds["min_drifted_features"]
     by_rmse = rmse is not None and n_errors >= MIN_ONLINE_ERRORS and rmse > thresholds["forecast_rmse_threshold_c"]
@@ -227,7 +240,12 @@ def run_drift_check(settings: Settings, *, feature_set_id: str | None = None, no
         raise LookupError(f"no complete feature rows in {window.start:%Y-%m-%d %H:%M}..{window.end:%Y-%m-%d %H:%M}: too little recent data to check for drift")
     psi_by = {c: _finite_or_none(psi(fractions, counts[c])) for c, (_, fractions) in baselines.items()}
     online = online_forecast_error(store, since=now - timedelta(days=cfg.recent_days))
-    thresholds = {"psi_threshold": cfg.psi_threshold, "min_drifted_features": cfg.min_drifted_features, "forecast_rmse_threshold_c": cfg.forecast_rmse_threshold_c}
+    thresholds = {
+        "psi_threshold": cfg.psi_threshold,
+        "min_drifted_features": cfg.min_drifted_features,
+        "forecast_rmse_threshold_c": cfg.forecast_rmse_threshold_c,
+        "count_weather_features": cfg.count_weather_features,
+    }
     drifted_features, drifted, reason = _verdict(psi_by, online, thresholds)
     stats = feature_set.get("stats") or {}
     report = DriftReport(

@@ -42,6 +42,23 @@ from app.serve.tuning import ACCESS_LOG_OFF
 api = create_control_api()
 
 
+# Helpers the replica's methods call are defined above the class: @serve.ingress serialises the
+# class when it is decorated, with the module's names as they are at that point.
+def _insert_once(records: Any, document: dict[str, Any]) -> None:
+    """Insert a decision record (a retried request for the same command keeps the first)."""
+    from app.metadata import DuplicateKeyError
+
+    try:
+        records.insert_one(document)
+    except DuplicateKeyError:
+        pass
+
+
+def _public_member(doc: dict[str, Any]) -> dict[str, Any]:
+    progress = doc.get("progress") or {}
+    return {"replica": doc["_id"], "renewed_at": doc.get("renewed_at"), "joined_at": doc.get("joined_at"), "last_interval": progress}
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10, logging_config=ACCESS_LOG_OFF)
 @serve.ingress(api)
 class ControlApp:
@@ -195,18 +212,3 @@ def application(args: AppArgs | dict[str, Any], user_config: dict[str, Any] | No
         with_loop = args.load().loop.enabled
     loop = ControlLoop.options(user_config=config).bind(forecaster, args) if with_loop else None
     return ControlApp.options(user_config=config).bind(forecaster, args, loop)
-
-
-def _insert_once(records: Any, document: dict[str, Any]) -> None:
-    """Insert a decision record (a retried request for the same command keeps the first)."""
-    from app.metadata import DuplicateKeyError
-
-    try:
-        records.insert_one(document)
-    except DuplicateKeyError:
-        pass
-
-
-def _public_member(doc: dict[str, Any]) -> dict[str, Any]:
-    progress = doc.get("progress") or {}
-    return {"replica": doc["_id"], "renewed_at": doc.get("renewed_at"), "joined_at": doc.get("joined_at"), "last_interval": progress}

@@ -122,8 +122,9 @@ def test_the_next_day_of_the_same_climate_has_not_drifted(lakes):
 
 def test_shifted_readings_drift(lakes):
     report = run_drift_check(lakes["shifted"], feature_set_id=lakes["feature_set_id"])
-    assert report.drifted and {"air_temp_c", "rh_pct", "outside_temp_c", "outside_rh_pct"} <= set(report.drifted_features), report.reason
-    assert "inside_outside_temp_diff_c" not in report.drifted_features  # both sides moved by 4 K
+    assert report.drifted and {"air_temp_c", "rh_pct"} <= set(report.drifted_features), report.reason
+    # the weather moved too: reported, not counted (settings.drift.count_weather_features is off)
+    assert min(report.psi["outside_temp_c"], report.psi["outside_rh_pct"]) > 0.25 and "outside_temp_c" not in report.drifted_features
     assert report.features["air_temp_c"]["recent_mean"] == pytest.approx(report.features["air_temp_c"]["baseline_mean"] + 4, abs=1.5)
     assert report.reason.startswith(f"{len(report.drifted_features)} features over PSI 0.25")
 
@@ -168,3 +169,16 @@ def test_clear_errors_without_data(settings, ray_local):
     open_metadata(settings.metadata_url).collection(FEATURE_SETS).update_one({"_id": "fs-1"}, {"$set": {"stats": stats}})
     with pytest.raises(LookupError, match="no complete feature rows"):
         run_drift_check(settings, feature_set_id="fs-1")
+
+
+def test_weather_features_are_reported_but_counted_only_when_asked():
+    from app.preprocess.drift import _verdict, is_weather_feature
+
+    assert is_weather_feature("outside_temp_c") and is_weather_feature("solar_w_m2_mean_15min") and not is_weather_feature("air_temp_c")
+    psi = {"outside_temp_c": 3.0, "outside_rh_pct": 2.0, "solar_w_m2": 1.5, "air_temp_c": 0.05}
+    online = {"rmse_c": None, "errors": 0}
+    thresholds = {"psi_threshold": 0.25, "min_drifted_features": 2, "forecast_rmse_threshold_c": 1.0}
+    over, drifted, reason = _verdict(psi, online, thresholds)
+    assert (over, drifted) == ([], False) and "no drift" in reason
+    over, drifted, _ = _verdict(psi, online, {**thresholds, "count_weather_features": True})
+    assert drifted and over == ["outside_temp_c", "outside_rh_pct", "solar_w_m2"]

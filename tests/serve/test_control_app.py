@@ -112,6 +112,8 @@ def test_healthz_reports_the_followed_greenhouses(client):
     assert health["greenhouses"] == ["gh-01", "gh-02"]
     assert health["readings_followed"] > 1000 and health["follower_error"] is None
     assert health["gc"]["frozen_objects"] > 10_000 and len(health["gc"]["collections"]) == 3  # the start-up heap is frozen
+    loop = client.get("/loop").json()  # the control loop deployed with the app, holding a lease
+    assert loop["enabled"] is True and loop["interval_s"] == 300 and len(loop["replicas"]) >= 1
 
 
 def test_forecast_by_greenhouse_name_uses_the_champion(client, models):
@@ -234,7 +236,9 @@ def test_model_swap_by_user_config_without_failed_requests_then_fallback(models,
     settings, first, second = models
     deploy_config(settings, {"model_alias": "champion"})
     wait_for_greenhouses(client)
-    assert client.post("/forecast", json={"greenhouse_id": "gh-01"}).json()["model"]["version"] == first.model_version
+    res = client.post("/forecast", json={"greenhouse_id": "gh-01"})
+    assert res.status_code == 200, res.text
+    assert res.json()["model"]["version"] == first.model_version
     pid_before = client.get("/healthz").json()["replica_pid"]
 
     statuses: list[int] = []
@@ -328,3 +332,98 @@ def test_naive_as_of_and_oversized_bodies_get_a_4xx(client):
     assert naive.status_code == 422 and naive.json()["error_code"] == 42201
     huge = client.post("/forecast", content=b'{"greenhouse_id": "gh-01", "pad": "' + b"x" * (9 * 1024 * 1024) + b'"}', headers={"Content-Type": "application/json"})
     assert huge.status_code == 413 and huge.json()["error_code"] == 41301
+
+
+def test_a_rollout_routes_greenhouses_to_the_candidate_while_the_champion_shadows(client, models):
+    """All greenhouses on the candidate (a one-step canary at 1.0): each decision is the
+    candidate's, the champion forecasts alongside it, and both are in the decision record; once
+    the rollout is aborted the champion serves again."""
+    from app.control.rollout_store import RolloutStore
+    from app.metadata import DECISIONS
+
+    settings, first, second = models
+    rollouts = RolloutStore.from_settings(settings)
+    records = open_metadata(settings.metadata_url).collection(DECISIONS)
+    plan = rollouts.start(first.model_name, second.model_version, mode="canary", steps=(1.0,), by="test", now=last_ts(settings))
+    try:
+        time.sleep(settings.rollout.refresh_s + 0.5)  # the replicas read the active rollout this often
+        for i, greenhouse in enumerate(("gh-01", "gh-02")):
+            as_of = (last_ts(settings) - timedelta(minutes=30 + i)).isoformat()
+            body = client.post("/control", json={"greenhouse_id": greenhouse, "as_of": as_of, "dry_run": True, "request_id": f"rollout-{i}"}).json()
+            assert body["model_role"] == "candidate" and body["command"]["model"]["version"] == second.model_version
+            record = records.find_one({"command_id": body["command"]["command_id"]})
+            assert record["rollout_id"] == plan.rollout_id and record["role"] == "candidate" and record["source"] == "on_demand"
+            assert f"{first.model_name}/{first.model_version}" in record["shadow_forecasts"]
+    finally:
+        rollouts.abort(first.model_name, by="test", reason="test over")
+    time.sleep(settings.rollout.refresh_s + 0.5)
+    body = client.post("/control", json={"greenhouse_id": "gh-01", "as_of": (last_ts(settings) - timedelta(minutes=40)).isoformat(), "dry_run": True}).json()
+    assert body["model_role"] == "champion" and body["command"]["model"]["version"] == first.model_version
+    assert [d["event"] for d in rollouts.history(plan.rollout_id)] == ["start", "abort"]
+
+
+def _post_steps(settings: Settings, fleet, credentials, service, steps: int) -> None:
+    """``steps`` simulated minutes of every device of ``fleet``, through the gateway's service code."""
+    import orjson
+
+    from app.ingest.gateway import JSON_V2
+
+    for _ in range(steps):
+        for reading in fleet.step():
+            body = orjson.dumps({"records": [{"value": reading}]})
+            service.produce(settings.topics.sensors, body, content_type=JSON_V2, authorization=credentials.authorization_for(reading))
+
+
+def test_the_control_loop_decides_each_greenhouse_once_per_interval_when_a_replica_is_killed(models, ray_serve):
+    """Two ControlLoop replicas share the fleet on the readings' clock; one is killed between
+    intervals with its lease still current. Every greenhouse still gets exactly one decision per
+    interval (the dead replica's moved by the sweep, at most one interval late: here, none late)."""
+    import ray
+    from ray import serve
+
+    from app.ingest.gateway import IngestService
+    from app.metadata import CONTROL_CLAIMS, DECISIONS
+    from app.security.credentials import DeviceRegistry
+    from app.serve.args import AppArgs
+    from app.serve.control import ControlApp, ControlLoop, Forecaster
+    from app.serve.serving_models import ModelConfig
+    from app.sim.credentials import FleetCredentials
+    from app.sim.fleet import FleetSimulator
+
+    base, first, _ = models
+    settings = base.model_copy(update={"loop": base.loop.model_copy(update={"event_time": True, "poll_s": 0.05, "lease_s": 1.0, "sweep_after_s": 1.5})})
+    args = AppArgs(settings=settings.for_replicas())
+    config = ModelConfig().model_dump()
+    forecaster = Forecaster.bind(args)
+    loop = ControlLoop.options(num_replicas=2, user_config=config).bind(forecaster, args)
+    serve.run(ControlApp.options(user_config=config).bind(forecaster, args, loop), name="loop-test", route_prefix="/loop-test")
+    store = open_metadata(settings.metadata_url)
+    decisions, claims = store.collection(DECISIONS), store.collection(CONTROL_CLAIMS)
+    start = last_ts(settings) + timedelta(days=1)  # after everything else this module sent
+    fleet = FleetSimulator(2, start, step_s=60, seed=3)
+    registry = DeviceRegistry(store)
+    service = IngestService(settings, open_bus(settings.bus_url), registry)
+    credentials = FleetCredentials.for_fleet(registry, fleet)
+
+    def decided_in(interval_start: datetime) -> list[dict]:
+        return decisions.find({"source": "loop", "interval_start": interval_start})
+
+    try:
+        intervals = []
+        for k in range(7):
+            _post_steps(settings, fleet, credentials, service, 5 if k else 1)
+            boundary = fleet.now - timedelta(seconds=fleet.now.timestamp() % 300)
+            intervals.append(boundary)
+            if k == 3:  # kill the replica that decided gh-01 last interval, its lease still current
+                owner = claims.find_one({"greenhouse_id": "gh-01", "interval_start": intervals[-2]})["owner"]
+                actor = next(a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(owner))
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+            deadline = time.monotonic() + 30
+            while len(decided_in(boundary)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for boundary in intervals[1:]:
+            got = sorted(d["greenhouse_id"] for d in decided_in(boundary))
+            assert got == ["gh-01", "gh-02"], f"interval {boundary}: {got}"
+        assert all(d["model"]["version"] == first.model_version and d["requested_by"] == "control-loop" for d in decisions.find({"source": "loop"}))
+    finally:
+        serve.delete("loop-test")
