@@ -17,8 +17,9 @@ registered model:
    (claims, features, one Forecaster call per batch through ``FleetDecider``, signed dispatch, a
    ``decisions`` record and the claim marked, per greenhouse). Decisions/s = decided / busy_s of
    full intervals (every active greenhouse decided), read at ``GET /climate/loop``; the wall time
-   of a whole fleet pass (first claim to last claim marked decided, from ``control_claims``) is
-   reported too, and for ``--fleet-greenhouses`` (1,000) it is held against ``control.interval_s``.
+   of a whole fleet pass (from the reading that opens the interval until the replica's own status,
+   asked through its deployment handle, counts every greenhouse decided) is reported too, and for
+   ``--fleet-greenhouses`` (1,000) it is held against ``control.interval_s``.
 3. **/climate/control**: saturation throughput with ``--concurrency`` closed-loop clients, and p50/p99
    at a fixed ``--rate`` requests/s (open loop: latency counts from each request's scheduled start).
    The loop is not deployed during these runs (``application(..., with_loop=False)``), so it does
@@ -37,7 +38,7 @@ In event time every interval carries exactly the readings of five simulated minu
 greenhouse), so each decision rebuilds its features from the 2-hour window and the followers' work
 per decision is what it is in operation. The feeder is *gated* during the interval runs: the step
 that opens a new interval waits until the previous interval's pass is over (in-process: the bench's
-pass; the loop: a command on the control topic for every greenhouse), so every interval is a full
+pass; the loop: its replica's status counts every greenhouse decided), so every interval is a full
 pass, none is skipped, and passes never overlap; the other four steps of an interval arrive while
 the pass runs. The simulated fleet starts two hours before now (its first steps fill the windows)
 and runs ahead of the wall clock, so ``/climate/control``, which decides at the wall clock, sees
@@ -333,8 +334,9 @@ class BusFeeder:
                         if stop.wait(0.05):
                             return
                     due = max(due, time.monotonic())
-                    self.boundaries.append(self.step())
-                    gate.passed()
+                    opened = self.step()
+                    self.boundaries.append(opened)
+                    gate.passed(opened)
                 else:
                     self.step()
                 due += period
@@ -360,56 +362,75 @@ class PassGate:
     def ready(self) -> bool:
         return self.done >= self.opened
 
-    def passed(self) -> None:
+    def passed(self, _start: datetime) -> None:
         self.opened += 1
 
 
-class CommandGate:
-    """The loop: a new interval's first step waits until the control topic has ``expected`` more
-    commands than when the last interval opened (the loop decided every greenhouse), or no new
-    command came for ``stall_s`` after some did (some failed), or ``timeout_s`` passed."""
+class LoopGate:
+    """The loop: a new interval's first step waits until the loop replica says (``ControlLoop.status``
+    through its deployment handle) that it has decided or failed ``expected`` greenhouses in the
+    interval the last gated step opened (decisions, dispatch, records and claims all done), or its
+    count has not moved for ``stall_s``, or ``timeout_s`` passed. Records each interval's wall time
+    from the step that opened it to the moment the loop was seen done (polled every 0.1 s)."""
 
-    def __init__(self, bus: Any, topic: str, expected: int, *, stall_s: float = 10.0, timeout_s: float = 600.0) -> None:
-        self.bus, self.topic, self.expected = bus, topic, expected
+    def __init__(self, handle: Any, expected: int, *, stall_s: float = 60.0, timeout_s: float = 600.0) -> None:
+        self.handle, self.expected = handle, expected
         self.stall_s, self.timeout_s = stall_s, timeout_s
-        self.base: int | None = None
-        self.last = 0
-        self.changed = self.since = time.monotonic()
+        self.opened: datetime | None = None
+        self.opened_at = self.changed = self.polled = 0.0
+        self.count = -1
+        self.walls: dict[datetime, float] = {}
+        self._lock = threading.Lock()
         self.stalls = 0
         self.timeouts = 0
 
-    def published(self) -> int:
-        return sum(self.bus.end_offsets(self.topic).values())
+    def status(self) -> dict:
+        return self.handle.status.remote().result(timeout_s=120)
+
+    def poll(self) -> bool:
+        """Look at the loop (at most every 0.1 s); whether the opened interval is done."""
+        with self._lock:
+            now = time.monotonic()
+            if self.opened is None or self.opened in self.walls:
+                return True
+            if now - self.polled >= 0.1:
+                self.polled = now
+                current = self.status().get("current") or {}
+                if current.get("interval_start") == self.opened:
+                    done = current["decided"] + current["failed"]
+                    if done != self.count:
+                        self.count, self.changed = done, now
+                    if done >= self.expected:
+                        self.walls[self.opened] = now - self.opened_at
+                        return True
+            return False
 
     def ready(self) -> bool:
-        if self.base is None:
+        if self.poll():
             return True
-        p, now = self.published(), time.monotonic()
-        if p != self.last:
-            self.last, self.changed = p, now
-        if p - self.base >= self.expected:
-            return True
-        if p > self.base and now - self.changed >= self.stall_s:
+        now = time.monotonic()
+        if now - self.changed >= self.stall_s:
             self.stalls += 1
             return True
-        if now - self.since >= self.timeout_s:
+        if now - self.opened_at >= self.timeout_s:
             self.timeouts += 1
             return True
         return False
 
-    def passed(self) -> None:
-        self.base = self.last = self.published()
-        self.since = self.changed = time.monotonic()
+    def passed(self, opened: datetime) -> None:
+        with self._lock:
+            self.opened, self.count = opened, -1
+            self.opened_at = self.changed = time.monotonic()
 
 
-def wait_quiet(gate: CommandGate, quiet_s: float, limit_s: float) -> None:
-    """Until no command has been published for ``quiet_s`` (the loop finished what it was doing)."""
-    last, since, started = gate.published(), time.monotonic(), time.monotonic()
-    while time.monotonic() - since < quiet_s and time.monotonic() - started < limit_s:
-        time.sleep(0.25)
-        now = gate.published()
-        if now != last:
-            last, since = now, time.monotonic()
+def wait_idle(gate: LoopGate, limit_s: float) -> None:
+    """Until the loop has finished the interval it is in (whatever the warm-up readings gave it)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        current = gate.status().get("current") or {}
+        if current and current["decided"] + current["failed"] >= current["active_seen"]:
+            return
+        time.sleep(0.5)
 
 
 def in_process_forecaster(settings: Settings) -> tuple[Any, Any]:
@@ -556,50 +577,49 @@ def loop_status(base: str, token: str) -> dict:
 
 
 def batch_path(settings: Settings, base: str, token: str, feeder: BusFeeder, n: int, intervals: int, steps_per_s: float, *, pass_timeout_s: float) -> dict:
-    """The control loop over ``n`` greenhouses: the feeder gated on the loop's commands, one
-    unmeasured interval, then ``intervals`` reported ones (``GET /climate/loop``), each with its
-    wall time from first claim to last decided claim (``control_claims``)."""
-    from app.metadata import CONTROL_CLAIMS, open_metadata
+    """The control loop over ``n`` greenhouses: the feeder gated on the loop's progress, one
+    unmeasured interval, then ``intervals`` intervals as ``GET /climate/loop`` reports them
+    (decided, busy_s, batches, late, failed, skipped), each with its pass wall time (from the step
+    that opened it until the loop had decided every greenhouse)."""
+    from ray import serve
 
-    gate = CommandGate(feeder.bus, settings.topics.control, n, timeout_s=pass_timeout_s)
-    wait_quiet(gate, 5.0, pass_timeout_s)  # whatever the loop was doing with the warm-up readings
+    gate = LoopGate(serve.get_deployment_handle("ControlLoop", app_name="control"), n, stall_s=min(60.0, pass_timeout_s), timeout_s=pass_timeout_s)
+    wait_idle(gate, pass_timeout_s)  # whatever the loop was doing with the warm-up readings
     feeder.start(steps_per_s, gate)
-    seen: dict[str, dict] = {}
-    cpu_before, commands_before = None, 0
+    seen: dict[datetime, dict] = {}
+    cpu_before, decided_before = None, 0
     first: datetime | None = None
     deadline = time.monotonic() + (intervals + 3) * pass_timeout_s
+    polled = 0.0
     try:
         while len(seen) < intervals and time.monotonic() < deadline:
+            gate.poll()  # also between the feeder's looks: a pass's end is seen within 0.1 s
             if first is None and len(feeder.boundaries) >= 2:
                 first = feeder.boundaries[1]  # the first interval opened by a gated step is not measured
-                cpu_before, commands_before = _cpu_snapshot(), gate.published()
-            time.sleep(0.25)
+                cpu_before, decided_before = _cpu_snapshot(), sum(p["decided"] for p in seen.values())
+            time.sleep(0.05)
             if feeder.error:
                 raise RuntimeError(f"feeder failed: {feeder.error}")
-            if first is None:
+            if first is None or time.monotonic() - polled < 0.5:
                 continue
+            polled = time.monotonic()
             for replica in loop_status(base, token)["replicas"]:
                 p = replica.get("last_interval") or {}
-                if p.get("interval_start") and datetime.fromisoformat(p["interval_start"]) >= first and p["interval_start"] not in seen:
-                    seen[p["interval_start"]] = p
-                    print(f"  loop {n} greenhouses: {p}", file=sys.stderr)
+                start = datetime.fromisoformat(p["interval_start"]) if p.get("interval_start") else None
+                if start is not None and start >= first and start not in seen:
+                    seen[start] = {**p, "pass_wall_s": round(gate.walls[start], 3) if start in gate.walls else None}
+                    print(f"  loop {n} greenhouses: {seen[start]}", file=sys.stderr)
     finally:
-        cpu_after, commands_after = _cpu_snapshot(), gate.published()
+        cpu_after = _cpu_snapshot()
         feeder.stop()
-    store = open_metadata(settings.metadata_url)
-    claims: dict[str, list[dict]] = {}
-    for doc in store.collection(CONTROL_CLAIMS).find({}):
-        claims.setdefault(doc["interval_start"].isoformat(), []).append(doc)
-    store.close()
-    measured = []
-    for key, p in sorted(seen.items()):
-        docs = [d for d in claims.get(datetime.fromisoformat(key).isoformat(), []) if d.get("decided_at")]
-        wall = (max(d["decided_at"] for d in docs) - min(d["claimed_at"] for d in docs)).total_seconds() if docs else None
-        measured.append({**p, "pass_wall_s": round(wall, 3) if wall is not None else None, "full": p["decided"] >= n and not p["failed"]})
+    measured = [{**p, "full": p["decided"] >= n and not p["failed"]} for _, p in sorted(seen.items())]
     full = [m for m in measured if m["full"]] or measured
     decided, busy = sum(m["decided"] for m in full), sum(m["busy_s"] for m in full)
     walls = sorted(m["pass_wall_s"] for m in full if m["pass_wall_s"] is not None)
     rate = decided / busy if busy else None
+    # CPU per decision over the measured intervals, the gaps between passes included
+    wall_s = cpu_after[0] - cpu_before[0] if cpu_before and cpu_after else 0.0
+    made = sum(m["decided"] for m in measured) - decided_before
     return {
         "greenhouses": n,
         "decisions_per_s": round(rate, 1) if rate else None,
@@ -611,40 +631,8 @@ def batch_path(settings: Settings, base: str, token: str, feeder: BusFeeder, n: 
         "interval_s": settings.control.interval_s,
         "gate": {"stalls": gate.stalls, "timeouts": gate.timeouts},
         "intervals": measured,
-        # CPU per decision over the measured intervals, pauses included (commands published / wall)
-        "cpu": cpu_use(cpu_before, cpu_after, (commands_after - commands_before) / (cpu_after[0] - cpu_before[0])) if cpu_before and cpu_after else None,
+        "cpu": cpu_use(cpu_before, cpu_after, made / wall_s) if wall_s and made else None,
     }
-
-
-def patch_ingress_globals() -> list[str]:
-    """TEMPORARY work-around of an app bug (issue 16 run): ``serve.ingress`` rebuilds the
-    ``ControlApp`` class by value when the class is decorated, so its methods only see the module
-    globals that existed *then*; helpers defined below the class in ``app/serve/control.py``
-    (``_insert_once``, ``_public_member``) are missing in the replicas and ``POST /control`` and
-    ``GET /loop`` answer 500 (NameError). Until they move above the class, hand the methods the
-    names they miss (before ``serve.run`` pickles the class). Returns the names patched."""
-    import inspect
-
-    import app.serve.control as module
-
-    patched: list[str] = []
-    ingress = module.ControlApp.func_or_class
-    classes = [*inspect.getmro(ingress), *inspect.getmro(getattr(ingress, "__wrapped__", ingress))]
-    for attr in [a for cls in classes if cls.__module__ == module.__name__ for a in vars(cls).values()]:
-        fn = inspect.unwrap(attr) if inspect.isfunction(attr) else None
-        code, scope = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
-        if code is None or scope is None or scope is vars(module):
-            continue
-        codes, names = [code], set()
-        while codes:  # the function's code and its nested code (comprehensions, lambdas)
-            c = codes.pop()
-            names |= set(c.co_names)
-            codes += [k for k in c.co_consts if inspect.iscode(k)]
-        for name in names:
-            if name not in scope and name in vars(module):
-                scope[name] = vars(module)[name]
-                patched.append(name)
-    return sorted(set(patched))
 
 
 def _number(minimum: float, *, inclusive: bool):
@@ -682,7 +670,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greenhouses", type=_count(1, 1024), default=100, help="greenhouses of the three throughputs and their ratios (default 100)")
     parser.add_argument("--fleet-greenhouses", type=_count(0, 1024), default=1000, help="greenhouses of the fleet pass through the loop (default 1000; 0: skip it)")
     parser.add_argument("--intervals", type=_count(1, 6), default=4, help="measured control intervals per interval run (in-process: as many again for decide_many; default 4)")
-    parser.add_argument("--steps-per-s", type=_number(0, inclusive=False), default=2.0, help="simulated minutes of readings produced per second for --greenhouses (default 2: an interval every 2.5 s unless a pass holds it)")
+    parser.add_argument(
+        "--steps-per-s",
+        type=_number(0, inclusive=False),
+        default=2.0,
+        help="simulated minutes of readings produced per second for --greenhouses (default 2: an interval every 2.5 s unless a pass holds it)",
+    )
     parser.add_argument(
         "--fleet-steps-per-s", type=_number(0, inclusive=False), default=1.0, help="simulated minutes per second for --fleet-greenhouses (default 1; each step is 3 readings per greenhouse)"
     )
@@ -770,9 +763,6 @@ def main(argv: list[str] | None = None) -> int:
         base = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {token}"}
         app_args = AppArgs(settings=settings.for_replicas())
-        patched = patch_ingress_globals()
-        if patched:
-            print(f"WARNING: app bug worked around: ControlApp methods miss the module globals {patched} (see patch_ingress_globals)", file=sys.stderr)
         print(f"\n3. /climate/control (control app without the loop) over {len(ids)} greenhouses ...", file=sys.stderr)
         serve.run(application(app_args, with_loop=False), name="control", route_prefix="/climate")
         if 3 * len(ids) * WARM_STEPS > 20_000 * settings.topics.partitions:  # more than the followers' backfill
@@ -842,8 +832,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n2. batch path: the control loop over {len(ids)} greenhouses ...", file=sys.stderr)
         serve.run(application(app_args), name="control", route_prefix="/climate")
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not loop_status(base, token)["replicas"]:
+        while time.monotonic() < deadline:  # the new ControlApp replica answers /loop, the loop replica has its lease
+            with httpx.Client(base_url=base, timeout=60, headers=auth) as c:
+                r = c.get("/climate/loop")
+            if r.status_code == 200 and r.json()["replicas"]:
+                break
             time.sleep(0.5)
+        else:
+            raise RuntimeError(f"the control loop did not come up: {r.status_code} {r.text[:300]}")
         feeder.warm(10)  # two intervals the loop decides unmeasured (its window backfills from the topic)
         batch = batch_path(settings, base, token, feeder, len(ids), args.intervals, args.steps_per_s, pass_timeout_s=args.pass_timeout)
 

@@ -47,6 +47,13 @@ class DecisionContext:
     interval_start: datetime | None = None
 
 
+def index_decisions(decisions: Any) -> None:
+    """Create the indexes the ``decisions`` collection is read by: a rollout's figures (model and
+    time) and the control loop's intervals (source and interval)."""
+    decisions.create_index([("model.name", 1), ("decided_at", 1)])
+    decisions.create_index([("source", 1), ("interval_start", 1)])
+
+
 def policy_fingerprint(policy: ControlPolicy) -> dict[str, Any]:
     """The policy's parameters and their SHA-256 (same parameters, same hash)."""
     params = _jsonable(dataclasses.asdict(policy))

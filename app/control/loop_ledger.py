@@ -54,6 +54,7 @@ class LoopLedger:
         self.lease_s = lease_s
         self._members = store.collection(CONTROL_LOOP_MEMBERS)
         self._claims = store.collection(CONTROL_CLAIMS)
+        self._claims.create_index([("interval_start", 1)])
 
     def renew(self, now: datetime, progress: dict[str, Any] | None = None) -> None:
         """Renew this replica's lease (``now``: wall clock), with its progress for ``/loop``."""

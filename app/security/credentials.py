@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -44,6 +45,8 @@ _CACHE_MAX_ENTRIES = 10_000  # bounds memory under a flood of made-up tokens
 _LAST_SEEN_EVERY_S = 60.0  # at most one last-seen write per credential and minute
 _SECRET_BYTES = 32
 _PRIVATE_FIELDS = ("salt", "token_hash")
+
+log = logging.getLogger(__name__)
 
 
 class CredentialError(ValueError):
@@ -165,12 +168,15 @@ class CredentialStore:
     def _lookup(self, token: str) -> dict[str, Any] | None:
         parts = _split_token(token, self._kind)
         if parts is None:
+            log.info("a credential refused: not a gh%s_ token", self._kind)
             return None
         credential_id, secret = parts
         doc = self._docs.find_one({"credential_id": credential_id})
         if doc is None or doc.get("status") != ACTIVE:
+            log.info("credential %s refused: %s", credential_id, "unknown" if doc is None else doc.get("status"))
             return None
         if not hmac.compare_digest(_hash(bytes.fromhex(doc["salt"]), secret), doc["token_hash"]):
+            log.info("credential %s refused: the secret does not match", credential_id)
             return None
         return _public(doc)
 
@@ -279,7 +285,10 @@ class OperatorRegistry:
     def authenticate(self, token: str | None) -> OperatorIdentity | None:
         """The operator ``token`` belongs to, or ``None`` (missing, unknown, wrong, revoked or expired)."""
         doc = self.credentials.verify(token)
-        if doc is None or _as_utc(doc["expires_at"]) <= _utcnow():
+        if doc is not None and _as_utc(doc["expires_at"]) <= _utcnow():
+            log.info("operator %s refused: the token expired at %s", doc["_id"], doc["expires_at"])
+            return None
+        if doc is None:
             return None
         return OperatorIdentity(doc["_id"], frozenset(doc["scopes"]))
 

@@ -33,6 +33,7 @@ class ControlLoop:
         from app.bus import open_bus
         from app.control.core import Controller, ControlPolicy
         from app.control.correction import ForecastOffsets
+        from app.control.decision_record import index_decisions
         from app.control.dispatch import CommandDispatcher
         from app.control.fleet_decisions import FleetDecider
         from app.control.loop_ledger import LoopLedger
@@ -53,6 +54,7 @@ class ControlLoop:
         self.models = ServingModels(settings, forecaster)
         controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
         lease_s = settings.loop.lease_s or settings.control.interval_s / 3
+        index_decisions(store.collection(DECISIONS))
         self.scheduler = LoopScheduler(
             settings,
             online=self.online,

@@ -263,6 +263,8 @@ def test_control_app_on_the_head_dispatches_commands_through_kafka(stack, gatewa
     with httpx.Client(base_url=url, timeout=60, verify=ca_of(stack), headers=bearer(stack["tokens"]["loop"])) as c:
         forecast = c.post("/forecast", json={"greenhouse_id": "gh-01", "as_of": as_of})
         assert forecast.status_code == 200, forecast.text
+        loop = c.get("/loop").json()  # the control loop deployed with the app holds its lease in FerretDB
+        assert loop["enabled"] is True and loop["replicas"] and loop["replicas"][0]["renewed_at"], loop
         assert forecast.json()["model"] == {"name": stack["model_name"], "version": "1"}
         res = c.post("/control", json={"greenhouse_id": "gh-01", "as_of": as_of})
         assert res.status_code == 200, res.text
