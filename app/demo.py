@@ -336,14 +336,16 @@ def _learn(settings: Settings, options: DemoOptions, summary: DemoSummary, progr
 
 def _train_candidates(settings: Settings, feature_set_id: str, best: Any, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> None:
     """Two more versions for the rollout drill: one trained on shuffled targets (it must be rolled
-    back) and one with more boosting rounds (it should be promoted)."""
+    back) and one with the tuned parameters at half the learning rate and twice the rounds (it
+    should be promoted)."""
     from app.train.pipeline import TrainJobParams, run_training
 
     stage = "training rollout candidates (a degraded and a good version)"
     progress(stage, 0, 2)
     degraded = run_training(settings, TrainJobParams(feature_set_id=feature_set_id, booster=best, shuffle_targets=True), tags={"demo": "true", "drill": "degraded"})
     progress(stage, 1, 2)
-    better = best.model_copy(update={"num_boost_round": int(best.num_boost_round * 1.25) + 10})
+    # the tuned parameters learning half as fast for twice as long: the same capacity, smoother
+    better = best.model_copy(update={"eta": best.eta / 2, "num_boost_round": 2 * best.num_boost_round})
     good = run_training(settings, TrainJobParams(feature_set_id=feature_set_id, booster=better), tags={"demo": "true", "drill": "good"})
     progress(stage, 2, 2)
     summary.candidates = {"degraded": degraded.model_version, "good": good.model_version}
@@ -397,10 +399,14 @@ WARMUP_MIN = 60.0  # both twins settle this long before the comparison counts
 
 def _loop_settings(settings: Settings, options: DemoOptions) -> Settings:
     """The demo's plant is a simulation: its control loop runs on the readings' clock, and its
-    rollouts are judged over a few intervals of a small fleet."""
+    rollouts are judged over a few intervals of a small fleet (both versions' errors over 30 min,
+    a 0.1 K margin: the shuffled-target version forecasts the climatology, only 0.2-1.0 K worse
+    than the champion online in the runs tried, since the controlled greenhouse stays near 18.5 °C)."""
     n = options.greenhouses
     loop = settings.loop.model_copy(update={"event_time": True, "poll_s": 0.02})
-    rollout = settings.rollout.model_copy(update={"refresh_s": 0.2, "steps": list(options.rollout_steps), "min_errors_per_step": 3 * n, "min_decisions_per_step": 6, "settle_min": 20.0})
+    rollout = settings.rollout.model_copy(
+        update={"refresh_s": 0.2, "steps": list(options.rollout_steps), "min_errors_per_step": 6 * n, "min_decisions_per_step": 12, "settle_min": 20.0, "error_margin_c": 0.1}
+    )
     return settings.model_copy(update={"loop": loop, "rollout": rollout})
 
 

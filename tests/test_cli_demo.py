@@ -85,6 +85,7 @@ def test_full_demo_learns_serves_controls_and_rolls_out(tmp_path):
     assert report.exists() and (report.parent / "controllers.png").stat().st_size > 10_000
     assert "Demo summary" in out.stderr and "closed-loop control, model vs thermostat" in out.stderr
     _check_rollouts(summary, data_dir, report)
+    _check_lineage(data_dir)
 
 
 def _check_rollouts(summary: dict, data_dir: Path, report: Path) -> None:
@@ -104,3 +105,32 @@ def _check_rollouts(summary: dict, data_dir: Path, report: Path) -> None:
         assert [(d["event"], d["fraction"]) for d in docs] == [(s["event"], s["fraction"]) for s in rollout["steps"]]
         assert docs[-1]["event"] == {"rolled_back": "rollback", "promoted": "promote"}[rollout["status"]]
         assert rollout["rollout_id"] in html and all(escape(str(d["reason"])) in html for d in docs)
+
+
+def _check_lineage(data_dir: Path) -> None:
+    """`greenhouse lineage` on a command of the demo's control loop: the whole chain, each link
+    the stores' own (decision, model version and its run, feature set, lake batches, offsets)."""
+    from app.config import Settings
+    from app.metadata import DECISIONS, FEATURE_SETS, LAKE_BATCHES, open_metadata
+    from app.tracking import Tracking
+
+    settings = Settings(data_dir=data_dir)
+    store = open_metadata(settings.metadata_url)
+    decision = store.collection(DECISIONS).find_one({"source": "loop", "mode": "mpc"})
+    out = run(["lineage", decision["command_id"], "--json"], timeout=120, GH_DATA_DIR=str(data_dir))
+    assert out.returncode == 0, out.stderr[-2000:]
+    chain = json.loads(out.stdout)
+    links = {link["kind"]: link for link in chain["links"]}
+    assert chain["complete"] is True and not [k for k, link in links.items() if link.get("missing")]
+    assert links["decision"]["id"] == decision["_id"] and links["readings"]["facts"]["bus_offsets"] == decision["readings"]["bus_offsets"]
+    model = decision["model"]
+    version = Tracking(settings.tracking_url).model_version(model["name"], model["version"])
+    assert links["model_version"]["id"] == f"{model['name']}/{model['version']}" and links["mlflow_run"]["id"] == version["run_id"]
+    feature_set = store.collection(FEATURE_SETS).find_one({"_id": links["feature_set"]["id"]})
+    assert feature_set is not None and links["lake_batches"]["facts"]["count"] == len(feature_set["source_batches"])
+    batches = store.collection(LAKE_BATCHES).find({"status": "committed", "kind": "raw_sensors"})
+    expected = {
+        (b["partition"], min(x["offset_start"] for x in batches if x["partition"] == b["partition"]), max(x["offset_end"] for x in batches if x["partition"] == b["partition"])) for b in batches
+    }
+    got = {(p["partition"], p["offset_start"], p["offset_end"]) for p in links["bus_offsets"]["facts"]["partitions"]}
+    assert got == expected

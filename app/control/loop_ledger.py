@@ -10,7 +10,10 @@ Several scheduler replicas share the fleet:
   document per greenhouse and interval, inserted once: a unique ``_id``), so no greenhouse is
   decided twice in an interval even while replicas disagree on who is alive;
 - late in the interval every replica claims what nobody has claimed yet (the sweep), and takes
-  over claims left undecided by a replica that is gone: none is skipped while one replica lives.
+  over claims left undecided (no decision record) by a replica that is gone: none is skipped while
+  one replica lives. A decision of the loop is issued at its interval's start with a command id
+  made of greenhouse and interval, so even a replica taken for dead that wakes up and dispatches
+  sends the same command, which the dispatcher's audit lets out once.
 
 Leases use the wall clock (they say whether a process is alive); intervals use the loop's clock
 (the wall clock, or the readings' time for a simulated plant).
@@ -23,10 +26,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from app.metadata import CONTROL_CLAIMS, CONTROL_LOOP_MEMBERS, DuplicateKeyError, MetadataStore
+from app.metadata import CONTROL_CLAIMS, CONTROL_LOOP_MEMBERS, MetadataStore
 
 CLAIMED = "claimed"
-DECIDED = "decided"
 
 
 def interval_start(now: datetime, interval_s: float) -> datetime:
@@ -77,23 +79,22 @@ class LoopLedger:
         """Every member document (lease and progress), for status pages."""
         return self._members.find({}, sort=[("_id", 1)])
 
-    def claim(self, greenhouse_id: str, start: datetime, *, now: datetime) -> bool:
-        """Claim ``greenhouse_id`` for the interval starting at ``start``; False when another
-        replica (or this one) already has."""
-        doc = {"_id": claim_id(greenhouse_id, start), "greenhouse_id": greenhouse_id, "interval_start": start, "owner": self.member, "state": CLAIMED, "claimed_at": now}
-        try:
-            self._claims.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+    def claim(self, greenhouse_ids: Iterable[str], start: datetime, *, now: datetime) -> list[str]:
+        """Claim ``greenhouse_ids`` for the interval starting at ``start`` (one write); those this
+        replica now holds (a greenhouse another replica, or this one, claimed before is left out)."""
+        wanted = {claim_id(g, start): g for g in greenhouse_ids}
+        docs = [{"_id": cid, "greenhouse_id": g, "interval_start": start, "owner": self.member, "state": CLAIMED, "claimed_at": now} for cid, g in wanted.items()]
+        inserted = set(self._claims.insert_many_new(docs))
+        return [g for cid, g in wanted.items() if cid in inserted]
 
-    def take_over(self, start: datetime, live: Iterable[str], *, now: datetime) -> list[str]:
-        """Claims of the interval left undecided by members that are gone, now this replica's."""
+    def take_over(self, start: datetime, live: Iterable[str], decided: set[str], *, now: datetime) -> list[str]:
+        """Claims of the interval held by members that are gone and not ``decided`` (greenhouses
+        with a decision record for it), now this replica's."""
         alive = set(live)
         taken = []
         for doc in self._claims.find({"interval_start": start, "state": CLAIMED}):
             owner = doc.get("owner")
-            if owner in alive:
+            if owner in alive or doc["greenhouse_id"] in decided:
                 continue
             moved = self._claims.update_one({"_id": doc["_id"], "owner": owner, "state": CLAIMED}, {"$set": {"owner": self.member, "taken_over_from": owner, "claimed_at": now}})
             if moved == 1:
@@ -103,10 +104,6 @@ class LoopLedger:
     def claimed(self, start: datetime) -> set[str]:
         """Greenhouses claimed (by anyone) for the interval starting at ``start``."""
         return {str(d["greenhouse_id"]) for d in self._claims.find({"interval_start": start})}
-
-    def decided(self, greenhouse_id: str, start: datetime, command_id: str, *, now: datetime) -> None:
-        """Mark this replica's claim decided, naming the command."""
-        self._claims.update_one({"_id": claim_id(greenhouse_id, start), "owner": self.member}, {"$set": {"state": DECIDED, "command_id": command_id, "decided_at": now}})
 
     def release(self, greenhouse_id: str, start: datetime) -> None:
         """Drop this replica's undecided claim (its decision failed: another may try)."""

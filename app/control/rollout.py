@@ -20,6 +20,7 @@ figures of both versions since the step started (:class:`VersionFigures`); the s
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -223,11 +224,26 @@ def _forecast_failure(plan: RolloutPlan, champion: VersionFigures, candidate: Ve
 
 def _control_failure(plan: RolloutPlan, champion: VersionFigures, candidate: VersionFigures) -> str | None:
     """Why the candidate keeps less time in band than the champion beyond the margin (None when
-    it does not, or when one of them made no decisions)."""
+    it does not, or when one of them made no decisions). A few decisions say little: the
+    candidate fails only when even the upper 95 % confidence bound of its share in band (Wilson)
+    lies more than the margin below the champion's share."""
     if champion.decisions > 0 and candidate.decisions > 0 and champion.in_band_pct is not None and candidate.in_band_pct is not None:
-        if candidate.in_band_pct < champion.in_band_pct - plan.in_band_margin_pct:
-            return f"candidate in band {candidate.in_band_pct:.1f}% is below champion {champion.in_band_pct:.1f}% - {plan.in_band_margin_pct} points"
+        upper_pct = 100.0 * wilson_upper(candidate.in_band_pct / 100.0, candidate.decisions)
+        if upper_pct < champion.in_band_pct - plan.in_band_margin_pct:
+            return (
+                f"candidate in band {candidate.in_band_pct:.1f}% (at most {upper_pct:.1f}% at 95% confidence over {candidate.decisions} decisions)"
+                f" is below champion {champion.in_band_pct:.1f}% - {plan.in_band_margin_pct} points"
+            )
     return None
+
+
+def wilson_upper(share: float, n: int, z: float = 1.96) -> float:
+    """The upper bound of the Wilson score interval of a share observed over ``n`` trials."""
+    if n <= 0:
+        return 1.0
+    centre = share + z * z / (2 * n)
+    spread = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z * z / n))
 
 
 def judge(plan: RolloutPlan, champion: VersionFigures, candidate: VersionFigures) -> Verdict:

@@ -1,6 +1,7 @@
 """The metadata store interface: a small, pymongo-shaped document API.
 
-It covers what the product needs and what both MongoDB and FerretDB support: insert, find with
+It covers what the product needs and what both MongoDB and FerretDB support: insert (one, or many
+skipping those already there), find with
 equality/comparison filters, sort and limit, single-document updates with ``$set``/``$inc``/
 ``$setOnInsert``/``$unset`` and upsert, deletes, counts and (unique) indexes. No transactions.
 Datetimes round-trip as timezone-aware UTC.
@@ -25,6 +26,11 @@ class Collection(Protocol):
 
     def insert_one(self, document: Mapping[str, Any]) -> Any:
         """Insert a document (``_id`` assigned when missing); return its ``_id``."""
+        ...
+
+    def insert_many_new(self, documents: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Insert each document whose ``_id`` (and unique index keys) are not taken yet, in one
+        write; the ``_id`` of each inserted document (the others are skipped, not an error)."""
         ...
 
     def find(self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0) -> list[dict[str, Any]]: ...

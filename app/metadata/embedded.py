@@ -105,10 +105,11 @@ class EmbeddedCollection:
     def _candidates(self, filter: Filter | None) -> list[dict[str, Any]]:
         """The documents that may match ``filter`` (callers still apply :func:`matches`).
 
-        A filter that is exactly ``{"_id": <str>}`` reads its one row by primary key: only a
-        document whose ``_id`` equals that string can match, and its row key is that string. Any
-        other filter decodes the whole collection."""
-        if filter and len(filter) == 1 and type(filter.get("_id")) is str:
+        A filter that names ``"_id": <str>`` (whatever else it says) reads that one row by primary
+        key: only a document whose ``_id`` equals that string can match, and its row key is that
+        string (a compare-and-set such as ``{"_id": ..., "owner": ...}`` then costs one row, not
+        the whole collection). Any other filter decodes the whole collection."""
+        if filter and type(filter.get("_id")) is str:
             row = self._store._conn.execute(f"SELECT doc FROM {self._table} WHERE _id = ?", (filter["_id"],)).fetchone()
             return [_decode(orjson.loads(row[0]))] if row else []
         return self._all()
@@ -152,6 +153,28 @@ class EmbeddedCollection:
                 conn.execute("ROLLBACK")
                 raise
         return doc["_id"]
+
+    def insert_many_new(self, documents: Sequence[Mapping[str, Any]]) -> list[Any]:
+        docs = [dict(d) for d in documents]
+        for doc in docs:
+            doc.setdefault("_id", uuid.uuid4().hex)
+        inserted: list[Any] = []
+        with self._store._lock:
+            conn = self._store._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for doc in docs:
+                    try:
+                        self._check_unique(doc)
+                        conn.execute(f"INSERT INTO {self._table}(_id, doc) VALUES (?, ?)", (str(doc["_id"]), orjson.dumps(_encode(doc))))
+                    except (sqlite3.IntegrityError, DuplicateKeyError):
+                        continue
+                    inserted.append(doc["_id"])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return inserted
 
     def find(self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0) -> list[dict[str, Any]]:
         with self._store._lock:

@@ -17,11 +17,13 @@ from typing import Any
 
 import pymongo
 from pymongo import MongoClient
+from pymongo.errors import BulkWriteError, OperationFailure
 from pymongo.errors import DuplicateKeyError as MongoDuplicateKeyError
-from pymongo.errors import OperationFailure
 from pymongo.uri_parser import parse_uri
 
 from app.metadata.base import DuplicateKeyError, Filter, SortSpec
+
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index violation
 
 DEFAULT_DATABASE = "greenhouse"
 # pymongo options that turn verification off (parse_uri reports them in this spelling)
@@ -69,6 +71,22 @@ class MongoCollection:
             return self._c.insert_one(doc).inserted_id
         except MongoDuplicateKeyError as exc:
             raise DuplicateKeyError(f"{self.name}: {exc}") from exc
+
+    def insert_many_new(self, documents: Sequence[Mapping[str, Any]]) -> list[Any]:
+        docs = [dict(d) for d in documents]
+        for doc in docs:
+            doc.setdefault("_id", uuid.uuid4().hex)
+        if not docs:
+            return []
+        try:
+            self._c.insert_many(docs, ordered=False)
+            return [d["_id"] for d in docs]
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            skipped = {e["index"] for e in errors}
+            return [d["_id"] for i, d in enumerate(docs) if i not in skipped]
 
     def find(self, filter: Filter | None = None, *, sort: SortSpec | None = None, limit: int = 0) -> list[dict[str, Any]]:
         cursor = self._c.find(dict(filter or {}))

@@ -26,7 +26,6 @@ from app.control.core import GreenhouseState
 from app.control.decision_record import DecisionContext
 from app.control.fleet_decisions import Assignment, Decided, FleetDecider
 from app.control.loop_ledger import LoopLedger, interval_start, owner_of
-from app.metadata import DuplicateKeyError
 from app.security.redact import redact
 
 log = logging.getLogger(__name__)
@@ -163,19 +162,21 @@ class LoopScheduler:
         unclaimed or held by a replica that is gone; each with whether it is late."""
         done = current.decided | current.failed
         mine = [g for g in sorted(current.active - done) if owner_of(g, live) == self.ledger.member]
-        due = [(g, False) for g in mine if self.ledger.claim(g, current.start, now=wall)]
+        due = [(g, False) for g in self.ledger.claim(mine, current.start, now=wall)]
         if time.monotonic() - current.first_seen_wall >= self.sweep_after_s:
             current.swept = True
-            taken = set(self.ledger.take_over(current.start, live, now=wall))
+            decided = {str(d["greenhouse_id"]) for d in self.records.find({"source": "loop", "interval_start": current.start})}
+            taken = set(self.ledger.take_over(current.start, live, decided, now=wall))
             unclaimed = current.active - done - self.ledger.claimed(current.start) - {g for g, _ in due}
-            due += [(g, True) for g in sorted(unclaimed) if self.ledger.claim(g, current.start, now=wall)]
+            due += [(g, True) for g in self.ledger.claim(sorted(unclaimed), current.start, now=wall)]
             due += [(g, True) for g in sorted(taken - done)]
         return due
 
     async def _decide(self, due: list[tuple[str, bool]], current: IntervalProgress, now: datetime) -> None:
         """Decide ``due`` in batches, dispatch the commands, write the records, mark the claims."""
         as_of = current.start if self.event_time else None
-        decided_at = current.start if self.event_time else now
+        # issued at the interval's start: the command id is the same whoever decides (see loop_ledger)
+        decided_at = current.start
         late = {g for g, is_late in due if is_late}
         size = self.settings.loop.batch_size
         names = [g for g, _ in due]
@@ -214,8 +215,7 @@ class LoopScheduler:
     async def _deliver(self, decided: list[Decided], current: IntervalProgress, late: set[str]) -> None:
         commands = [d.decision.command.model_copy(update={"requested_by": LOOP_CALLER}) for d in decided]
         results = await asyncio.gather(*(self.dispatch.dispatch(c) for c in commands), return_exceptions=True)
-        wall = datetime.now(timezone.utc)
-        await asyncio.to_thread(self._settle, decided, results, current, wall)
+        await asyncio.to_thread(self._settle, decided, results, current)
         for d, result in zip(decided, results):
             g = d.decision.greenhouse_id
             (current.failed if isinstance(result, BaseException) else current.decided).add(g)
@@ -224,19 +224,16 @@ class LoopScheduler:
         if self.metrics is not None:
             self.metrics.observe(decided)
 
-    def _settle(self, decided: list[Decided], results: list[Any], current: IntervalProgress, wall: datetime) -> None:
-        """Records of the decisions that went out; their claims marked decided (or released)."""
+    def _settle(self, decided: list[Decided], results: list[Any], current: IntervalProgress) -> None:
+        """Records of the decisions that went out (one write); the claims of the others released."""
+        records = []
         for d, result in zip(decided, results):
-            g = d.decision.greenhouse_id
             if isinstance(result, BaseException):
-                log.warning("control loop: dispatch for %s failed: %s", g, redact(str(result)))
-                self.ledger.release(g, current.start)
-                continue
-            try:
-                self.records.insert_one({**d.record, "requested_by": LOOP_CALLER})
-            except DuplicateKeyError:  # the same command decided again (a retried interval)
-                pass
-            self.ledger.decided(g, current.start, d.decision.command.command_id, now=wall)
+                log.warning("control loop: dispatch for %s failed: %s", d.decision.greenhouse_id, redact(str(result)))
+                self.ledger.release(d.decision.greenhouse_id, current.start)
+            else:
+                records.append({**d.record, "requested_by": LOOP_CALLER})
+        self.records.insert_many_new(records)  # a record already there is the same command's
 
     def status(self) -> dict[str, Any]:
         """This replica's view: member id, current interval, recent intervals."""

@@ -161,3 +161,13 @@ def test_embedded_store_opened_by_several_threads_at_once(tmp_path):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_insert_many_new_skips_what_is_there(store):
+    c = store.collection("many")
+    c.create_index([("name", 1)], unique=True)
+    c.insert_one({"_id": "a", "name": "alpha"})
+    inserted = c.insert_many_new([{"_id": "a", "name": "again"}, {"_id": "b", "name": "beta"}, {"_id": "c", "name": "alpha"}, {"_id": "d", "name": "delta"}])
+    assert inserted == ["b", "d"]  # "a" taken by _id, "c" by the unique name
+    assert sorted(d["_id"] for d in c.find()) == ["a", "b", "d"] and c.find_one({"_id": "a"})["name"] == "alpha"
+    assert c.insert_many_new([]) == []
