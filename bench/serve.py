@@ -15,7 +15,7 @@ registered model:
    of ``loop.batch_size`` is measured in alternate intervals, as information.
 2. **batch path** (decisions/s): the ``ControlLoop`` deployment of ``app.serve.control.application``
    (claims, features, one Forecaster call per batch through ``FleetDecider``, signed dispatch, a
-   ``decisions`` record and the claim marked, per greenhouse). Decisions/s = decided / busy_s of
+   ``decisions`` record per greenhouse; claims and records written once per batch). Decisions/s = decided / busy_s of
    full intervals (every active greenhouse decided), read at ``GET /climate/loop``; the wall time
    of a whole fleet pass (from the reading that opens the interval until the replica's own status,
    asked through its deployment handle, counts every greenhouse decided) is reported too, and for
