@@ -53,7 +53,7 @@ def test_short_demo_puts_exactly_the_accepted_readings_in_the_lake(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
-    assert summary["readings_generated"] == 2 * 3 * 144  # 2 greenhouses x 3 devices x 144 steps
+    assert summary["readings_generated"] == 4 * 3 * 144  # 4 greenhouses (the default) x 3 devices x 144 steps
     assert summary["lake_rows"] == summary["readings_accepted"] > 0
     assert summary["readings_rejected"] == sum(summary["rejected_by_reason"].values()) > 0
     assert summary["dead_letters"] == summary["readings_rejected"]
