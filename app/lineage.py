@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from app.config import Settings
+from app.control.decision_record import jsonable
 from app.metadata import CONTROL_AUDIT, DECISIONS, FEATURE_SETS, LAKE_BATCHES, MetadataStore, open_metadata
 from app.tracking import LINEAGE_TAG_PREFIX
 
@@ -54,7 +55,7 @@ class LineageLink:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO 8601)."""
-        return {"kind": self.kind, "id": self.id, "parent": self.parent, "missing": self.missing, "facts": _jsonable(self.facts)}
+        return {"kind": self.kind, "id": self.id, "parent": self.parent, "missing": self.missing, "facts": jsonable(self.facts)}
 
 
 @dataclass(frozen=True)
@@ -317,13 +318,3 @@ def _counts(values: Iterable[str]) -> dict[str, int]:
     for v in values:
         out[v] = out.get(v, 0) + 1
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value

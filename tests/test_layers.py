@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "app.cli": 5,
     "app.entrypoints": 5,
     "app.demo": 5,
+    "app.demo_summary": 5,
     "jobs": 5,
 }
 

@@ -30,7 +30,8 @@ console = Console(stderr=True)  # messages; what scripts read goes to stdout unw
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML settings file (GH_* environment variables override it).")
 
 
-def _settings(config: Path | None) -> Settings:
+def cli_settings(config: Path | None) -> Settings:
+    """The settings from ``config`` and the environment; a message and exit code 2 when invalid."""
     from app.config import load_settings
 
     try:
@@ -45,7 +46,7 @@ def new(key_dir: Path | None = typer.Option(None, help="Directory of the new pri
     """Make a new signing key (mode 0600) and put its public key into the public keys directory."""
     from app.security.signing import new_signing_key, public_keys_dir
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     public_dir = public_keys_dir(settings)
     path, signer = new_signing_key(key_dir or settings.secrets_dir, public_dir)
     typer.echo(f"key id        {signer.key_id}")
@@ -61,7 +62,7 @@ def list_keys(config: Path | None = ConfigOpt) -> None:
     """The public keys actuator sites accept, by key id; the one the serving side signs with is marked."""
     from app.security.signing import LOCAL_SIGNING_KEY_FILE, PUBLIC_KEY_SUFFIX, CommandSigner, CommandVerifier, public_keys_dir
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     directory = public_keys_dir(settings)
     signing_file = settings.control.signing_key_file or settings.secrets_dir / LOCAL_SIGNING_KEY_FILE
     signing_id = CommandSigner.from_file(signing_file).key_id if signing_file.is_file() else None

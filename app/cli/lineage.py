@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from app.config import Settings
+from app.cli.keys import cli_settings
 
 app = typer.Typer(name="lineage", help="The chain of ids behind a control command, a model version or a feature set, down to the bus offsets.", add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True)  # messages; the chain goes to stdout
@@ -90,7 +90,7 @@ def lineage(
         console.print("[red]error:[/red] give exactly one of COMMAND_ID, --model-version, --feature-set" + (f" (got {', '.join(given)})" if given else ""))
         raise typer.Exit(2)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
-    settings = _settings(config)
+    settings = cli_settings(config)
     try:
         if command_id:
             chain = lineage_of_command(settings, command_id)
@@ -162,13 +162,3 @@ def _flat(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
         else:
             out.append((f"{prefix}{key}", value))
     return out
-
-
-def _settings(config: Path | None) -> Settings:
-    from app.config import load_settings
-
-    try:
-        return load_settings(config)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] invalid settings: {escape(str(exc))}")
-        raise typer.Exit(2) from None

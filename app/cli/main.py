@@ -119,7 +119,7 @@ def demo(
 
 
 def _print_demo_summary(s) -> None:
-    from app.demo import summary_rows
+    from app.demo_summary import summary_rows
 
     table = Table(title="Demo summary", show_header=True)
     table.add_column("what")

@@ -56,13 +56,13 @@ def index_decisions(decisions: Any) -> None:
 
 def policy_fingerprint(policy: ControlPolicy) -> dict[str, Any]:
     """The policy's parameters and their SHA-256 (same parameters, same hash)."""
-    params = _jsonable(dataclasses.asdict(policy))
+    params = jsonable(dataclasses.asdict(policy))
     return {"sha256": hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest(), "params": params}
 
 
 def feature_row_sha256(features: Mapping[str, Any]) -> str:
     """SHA-256 of the feature row a decision used (sorted keys; times as ISO 8601)."""
-    return hashlib.sha256(orjson.dumps(_jsonable(dict(features)), option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)).hexdigest()
+    return hashlib.sha256(orjson.dumps(jsonable(dict(features)), option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)).hexdigest()
 
 
 def settled_entries(model: str, version: str, errors_c: Mapping[int, float], *, shadow: bool) -> list[dict[str, Any]]:
@@ -117,11 +117,13 @@ def decision_document(
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON-ready data: mapping keys as strings, tuples as lists, times as ISO 8601,
+    pydantic models dumped, numpy scalars as Python numbers."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if hasattr(value, "model_dump"):
