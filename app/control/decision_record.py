@@ -33,7 +33,7 @@ class Route:
     role: str = ROLE_CHAMPION
     rollout_id: str | None = None
     shadows: tuple[str, ...] = ()
-    """Versions (``name/version``) that forecast this greenhouse without actuating."""
+    """Versions (of the serving model's name) that forecast this greenhouse without actuating."""
 
 
 @dataclass(frozen=True)

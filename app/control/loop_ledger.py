@@ -22,7 +22,7 @@ Leases use the wall clock (they say whether a process is alive); intervals use t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -87,15 +87,20 @@ class LoopLedger:
         inserted = set(self._claims.insert_many_new(docs))
         return [g for cid, g in wanted.items() if cid in inserted]
 
-    def take_over(self, start: datetime, live: Iterable[str], decided: set[str], *, now: datetime) -> list[str]:
-        """Claims of the interval held by members that are gone and not ``decided`` (greenhouses
-        with a decision record for it), now this replica's."""
+    def take_over(self, start: datetime, live: Iterable[str], decided: Callable[[], set[str]], *, now: datetime) -> list[str]:
+        """Claims of the interval held by members that are gone and not decided (``decided()``:
+        the greenhouses with a decision record for it, asked only when such claims exist), now
+        this replica's."""
         alive = set(live)
+        orphaned = [doc for doc in self._claims.find({"interval_start": start, "state": CLAIMED}) if doc.get("owner") not in alive]
+        if not orphaned:
+            return []
+        done = decided()
         taken = []
-        for doc in self._claims.find({"interval_start": start, "state": CLAIMED}):
-            owner = doc.get("owner")
-            if owner in alive or doc["greenhouse_id"] in decided:
+        for doc in orphaned:
+            if doc["greenhouse_id"] in done:
                 continue
+            owner = doc.get("owner")
             moved = self._claims.update_one({"_id": doc["_id"], "owner": owner, "state": CLAIMED}, {"$set": {"owner": self.member, "taken_over_from": owner, "claimed_at": now}})
             if moved == 1:
                 taken.append(str(doc["greenhouse_id"]))

@@ -44,7 +44,6 @@ class IntervalProgress:
     """Decided by the sweep or a take-over: another replica owned them or died holding them."""
     failed: set[str] = field(default_factory=set)
     active: set[str] = field(default_factory=set)
-    swept: bool = False
     first_seen_wall: float = field(default_factory=time.monotonic)
     busy_s: float = 0.0
     """Time spent deciding (features, forecasts, dispatch, records) in this interval."""
@@ -164,13 +163,15 @@ class LoopScheduler:
         mine = [g for g in sorted(current.active - done) if owner_of(g, live) == self.ledger.member]
         due = [(g, False) for g in self.ledger.claim(mine, current.start, now=wall)]
         if time.monotonic() - current.first_seen_wall >= self.sweep_after_s:
-            current.swept = True
-            decided = {str(d["greenhouse_id"]) for d in self.records.find({"source": "loop", "interval_start": current.start})}
-            taken = set(self.ledger.take_over(current.start, live, decided, now=wall))
+            taken = set(self.ledger.take_over(current.start, live, lambda: self._decided_in(current.start), now=wall))
             unclaimed = current.active - done - self.ledger.claimed(current.start) - {g for g, _ in due}
             due += [(g, True) for g in self.ledger.claim(sorted(unclaimed), current.start, now=wall)]
             due += [(g, True) for g in sorted(taken - done)]
         return due
+
+    def _decided_in(self, start: datetime) -> set[str]:
+        """Greenhouses with a loop decision record for the interval starting at ``start``."""
+        return {str(d["greenhouse_id"]) for d in self.records.find({"source": "loop", "interval_start": start})}
 
     async def _decide(self, due: list[tuple[str, bool]], current: IntervalProgress, now: datetime) -> None:
         """Decide ``due`` in batches, dispatch the commands, write the records, mark the claims."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.config import Settings
 from app.contracts.command import ModelRef
 from app.control.core import ModelForecaster
-from app.control.decision_record import ROLE_CANDIDATE, ROLE_CHAMPION, ROLE_PINNED, Route
+from app.control.decision_record import ROLE_CHAMPION, ROLE_PINNED, Route
 from app.preprocess.features import FeatureParams
 from app.security.redact import redact
 from app.serve.coalescer import ForecastCoalescer
@@ -129,8 +129,7 @@ class ServingModels:
         plan = await self._active_rollout(name) if config.follow_rollouts else None
         if plan is not None:
             version, role = plan.version_for(greenhouse_id)
-            other = plan.champion_version if role == ROLE_CANDIDATE else plan.candidate_version
-            return version, Route(role, plan.rollout_id, _others([other, *config.shadow_versions], version))
+            return version, Route(role, plan.rollout_id, _others([plan.shadow_version_for(greenhouse_id), *config.shadow_versions], version))
         version = await self._alias_version(name)
         return version, Route(ROLE_CHAMPION, None, _others(config.shadow_versions, version))
 
@@ -180,6 +179,6 @@ class ServingModels:
         return str(version)
 
 
-def _others(versions: list[str], serving: str) -> tuple[str, ...]:
+def _others(versions: list[str | None], serving: str) -> tuple[str, ...]:
     """``versions`` without ``serving`` and repeats, in order."""
     return tuple(v for v in dict.fromkeys(versions) if v and v != serving)
