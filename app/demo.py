@@ -257,14 +257,15 @@ def _learn_and_control(settings: Settings, options: DemoOptions, summary: DemoSu
 def _learn(settings: Settings, options: DemoOptions, summary: DemoSummary, progress: Callable[[str, float, float], None]) -> None:
     """Step 2: features, a Tune search, training the best, promotion."""
     from app.preprocess import PreprocessParams, read_feature_set_ray, run_preprocess
-    from app.train.pipeline import TrainJobParams, run_promotion, run_training
+    from app.train.pipeline import TrainJobParams, run_training
+    from app.train.promotion import run_promotion
     from app.train.tune import TuneParams, tune_boosters
 
     t0 = time.monotonic()
     progress("features with Ray Data", 0, 1)
     info = run_preprocess(settings, PreprocessParams(horizons_min=options.horizons_min))
     summary.feature_set_id = info.feature_set_id
-    summary.feature_rows = info.rows_train + info.rows_validation
+    summary.feature_rows = info.rows_train + info.rows_validation + info.rows_test
     progress("features with Ray Data", 1, 1)
 
     progress("tuning with Ray Tune (ASHA)", 0, 1)

@@ -240,7 +240,7 @@ def _feature_set_links(store: MetadataStore, feature_set_id: str, *, parent: str
     if doc is None:
         return [LineageLink("feature_set", feature_set_id, missing=f"no {FEATURE_SETS} document {feature_set_id!r}", parent=parent)]
     batch_ids = [str(b) for b in doc.get("source_batches", [])]
-    kept = ("created_at", "rows", "greenhouses", "time_range", "validation_start", "path", "lake_url", "params", "source_batch_count")
+    kept = ("created_at", "rows", "greenhouses", "time_range", "validation_start", "test_start", "path", "lake_url", "params", "source_batch_count")
     facts = {k: doc[k] for k in kept if k in doc}
     facts["orchestration"] = dict(doc.get("lineage") or {})
     batches = _find_batches(store, batch_ids)

@@ -718,7 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.serve.tuning import ACCESS_LOG_OFF, apply_serve_process_env
     from app.sim.fleet import FleetSimulator
     from app.sim.seed import seed_lake
-    from app.train.pipeline import TrainJobParams, run_promotion, run_training
+    from app.train.pipeline import TrainJobParams, run_training
+    from app.train.promotion import run_promotion
     from app.train.trainer import BoosterParams
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))

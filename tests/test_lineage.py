@@ -301,7 +301,7 @@ def test_shuffled_targets_give_a_useless_model_tagged_degraded(world):
 
 def test_promotion_without_moving_the_alias_gives_the_same_verdict(world):
     from app.tracking import Tracking
-    from app.train.pipeline import run_promotion
+    from app.train.promotion import run_promotion
 
     tracking = Tracking(world.settings.tracking_url)
     name, version = world.trained.model_name, world.trained.model_version

@@ -65,7 +65,7 @@ SHOWN: dict[str, tuple[str, ...]] = {
     "readings": ("first_ts", "last_ts", "count", "topic", "bus_offsets", "lake_batches"),
     "model_version": ("run_id", "source", "aliases", "status", "created_at", "tags"),
     "mlflow_run": ("run_name", "status", "started_at", "orchestration", "params", "metrics"),
-    "feature_set": ("created_at", "rows", "greenhouses", "time_range", "validation_start", "source_batch_count", "orchestration", "path"),
+    "feature_set": ("created_at", "rows", "greenhouses", "time_range", "validation_start", "test_start", "source_batch_count", "orchestration", "path"),
     "lake_batches": ("count", "found", "absent", "rows", "dates", "greenhouses", "statuses", "files"),
 }
 MAX_LIST_ITEMS = 4

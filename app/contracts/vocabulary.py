@@ -61,11 +61,36 @@ def forecast_key(variable: str, horizon_min: int) -> str:
     return f"{variable}_{horizon_min}min"
 
 
+INTERVAL_SIDES: dict[str, float] = {"low": 0.05, "high": 0.95}
+"""The forecast interval's edges as quantiles: a nominal 90 % interval (5 % below ``low``, 5 %
+above ``high``)."""
+
+
+def interval_key(variable: str, horizon_min: int, side: str) -> str:
+    """The name of a forecast interval's edge: ``air_temp_c_15min_low`` (``side``: ``low`` or
+    ``high``, see :data:`INTERVAL_SIDES`)."""
+    if side not in INTERVAL_SIDES:
+        raise ValueError(f"side must be one of {sorted(INTERVAL_SIDES)} (got {side!r})")
+    return f"{forecast_key(variable, horizon_min)}_{side}"
+
+
+def is_interval_key(key: str) -> bool:
+    """Whether ``key`` names an interval edge (:func:`interval_key`) rather than a forecast."""
+    return key.rsplit("_", 1)[-1] in INTERVAL_SIDES
+
+
+def point_key(key: str) -> str:
+    """The forecast key of ``key``: itself for a forecast, the forecast it bounds for an edge."""
+    return key.rsplit("_", 1)[0] if is_interval_key(key) else key
+
+
 def horizon_of(key: str) -> int:
-    """The horizon in minutes of a forecast key such as ``air_temp_c_15min``."""
-    return int(key.rsplit("_", 1)[1].removesuffix("min"))
+    """The horizon in minutes of a forecast key such as ``air_temp_c_15min`` (or of an interval
+    edge such as ``air_temp_c_15min_low``)."""
+    return int(point_key(key).rsplit("_", 1)[1].removesuffix("min"))
 
 
 def variable_of(key: str) -> str:
-    """The variable of a forecast key: ``air_temp_c`` for ``air_temp_c_15min``."""
-    return key.rsplit("_", 1)[0]
+    """The variable of a forecast key: ``air_temp_c`` for ``air_temp_c_15min`` (and for
+    ``air_temp_c_15min_low``)."""
+    return point_key(key).rsplit("_", 1)[0]

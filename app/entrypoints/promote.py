@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> dict:
         from app.config import load_settings
-        from app.train.pipeline import run_promotion
+        from app.train.promotion import run_promotion
 
         settings = load_settings(args.config)
         model_name = args.model_name or settings.control.model_name

@@ -7,6 +7,6 @@ operations), ``features`` hands them to training (a table) and serving (the newe
 """
 
 from app.preprocess.features import FeatureParams, feature_columns, greenhouse_features
-from app.preprocess.pipeline import FeatureSetInfo, PreprocessParams, load_feature_set, read_feature_set_ray, run_preprocess
+from app.preprocess.pipeline import FeatureSetInfo, PreprocessParams, load_feature_set, load_test_window, read_feature_set_ray, run_preprocess
 
-__all__ = ["FeatureParams", "FeatureSetInfo", "PreprocessParams", "feature_columns", "greenhouse_features", "load_feature_set", "read_feature_set_ray", "run_preprocess"]
+__all__ = ["FeatureParams", "FeatureSetInfo", "PreprocessParams", "feature_columns", "greenhouse_features", "load_feature_set", "load_test_window", "read_feature_set_ray", "run_preprocess"]

@@ -3,9 +3,14 @@
 Reads raw Parquet through the lake's pyarrow filesystem (local or HDFS) with hive partitioning,
 pruning ``date=`` partitions outside the requested range before any file is opened; builds each
 greenhouse's features in parallel (one Ray Data task per greenhouse runs the feature engine on its
-Arrow table: :func:`~app.preprocess.features.feature_table`); splits by time with
-one global cutoff; writes ``features/<id>/split=train|validation/`` with Ray Data; records a
-``feature_sets`` document with per-column statistics (the drift baseline).
+Arrow table: :func:`~app.preprocess.features.feature_table`); splits by time into three
+windows with two global cutoffs; writes ``features/<id>/split=train|validation|test/`` with Ray
+Data; records a ``feature_sets`` document with per-column statistics (the drift baseline).
+
+The windows, oldest first: *train* (the boosters fit it), *validation* (early stopping, the
+interval calibration and the Tune search) and *test* (untouched until the final evaluation and
+the promotion gate: :func:`load_test_window` is its only reader). No row of one window has a
+target inside the next one: rows whose horizon crosses a cutoff are left out.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.config import Settings
 from app.contracts.reading import MEASUREMENT_NAMES
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 FEATURES_ROOT = "features"
+SPLITS = ("train", "validation", "test")
+"""The feature set's windows, oldest first."""
 
 
 class PreprocessParams(BaseModel):
@@ -40,11 +47,18 @@ class PreprocessParams(BaseModel):
     step_s: int = Field(default=60, ge=10, le=3600)
     horizons_min: tuple[int, ...] = (5, 15, 30, 60)
     max_fill_steps: int = Field(default=5, ge=0)
-    validation_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="share of the time range, after train, for early stopping and the search")
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="share of the time range, last, seen only by the final evaluation and promotion")
     start_date: date | None = None
     end_date: date | None = None
     latitude: float = 36.1
     longitude: float = -79.95
+
+    @model_validator(mode="after")
+    def _train_window_left(self) -> PreprocessParams:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError("validation_fraction + test_fraction must leave at least 10 % of the time range for training")
+        return self
 
     def feature_params(self) -> FeatureParams:
         return FeatureParams(step_s=self.step_s, horizons_min=tuple(self.horizons_min), max_fill_steps=self.max_fill_steps, latitude=self.latitude, longitude=self.longitude)
@@ -56,11 +70,13 @@ class FeatureSetInfo:
     path: str
     rows_train: int
     rows_validation: int
+    rows_test: int
     feature_columns: list[str]
     target_columns: list[str]
     plan_columns: list[str]
     greenhouses: list[str]
     validation_start: str
+    test_start: str
     source_batches: int = 0
     elapsed_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -187,17 +203,18 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
     if rows == 0:
         raise LookupError("no complete rows after cleaning: too little data in the range")
     ts_min, ts_max = _utc(features.min("ts")), _utc(features.max("ts"))
-    cutoff = ts_min + (ts_max - ts_min) * (1 - params.validation_fraction)
+    cutoff = ts_min + (ts_max - ts_min) * (1 - params.validation_fraction - params.test_fraction)
+    test_cutoff = ts_min + (ts_max - ts_min) * (1 - params.test_fraction)
     horizon = pd.Timedelta(minutes=max(params.horizons_min))
 
     def assign_split(batch: pd.DataFrame) -> pd.DataFrame:
         ts = pd.to_datetime(batch["ts"], utc=True)
-        # a training row may not look past the cutoff: its targets and plans end at ts + horizon
-        split = np.where(ts >= cutoff, "validation", np.where(ts + horizon < cutoff, "train", "gap"))
+        # a row may not look past its window's end: its targets and plans end at ts + horizon
+        split = np.select([ts >= test_cutoff, (ts >= cutoff) & (ts + horizon < test_cutoff), ts + horizon < cutoff], ["test", "validation", "train"], "gap")
         out = batch.assign(split=split)
         return out[out["split"] != "gap"]
 
-    say("splitting by time and writing the feature set")
+    say("splitting by time into train, validation and test windows and writing the feature set")
     split_ds = features.map_batches(assign_split, batch_format="pandas").materialize()
     relative = f"{FEATURES_ROOT}/{fs_id}"
     split_ds.write_parquet(lake.path(relative), filesystem=lake.filesystem, partition_cols=["split"], min_rows_per_file=100_000)
@@ -220,12 +237,13 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
         "params": params.model_dump(mode="json"),
         "source_batches": source_batches,
         "source_batch_count": len(source_batches),
-        "rows": {"train": int(counts.get("train", 0)), "validation": int(counts.get("validation", 0))},
+        "rows": {split: int(counts.get(split, 0)) for split in SPLITS},
         "greenhouses": greenhouses,
         "feature_columns": cols_f,
         "plan_columns": cols_p,
         "target_columns": cols_t,
         "validation_start": cutoff.isoformat(),
+        "test_start": test_cutoff.isoformat(),
         "time_range": {"start": ts_min.isoformat(), "end": ts_max.isoformat()},
         "path": lake.path(relative),
         "relative_path": relative,
@@ -235,7 +253,19 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
     }
     store.collection(FEATURE_SETS).insert_one(doc)
     return FeatureSetInfo(
-        fs_id, relative, doc["rows"]["train"], doc["rows"]["validation"], cols_f, cols_t, cols_p, greenhouses, cutoff.isoformat(), len(source_batches), round(time.monotonic() - started, 2)
+        fs_id,
+        relative,
+        doc["rows"]["train"],
+        doc["rows"]["validation"],
+        doc["rows"]["test"],
+        cols_f,
+        cols_t,
+        cols_p,
+        greenhouses,
+        cutoff.isoformat(),
+        test_cutoff.isoformat(),
+        len(source_batches),
+        round(time.monotonic() - started, 2),
     )
 
 
@@ -248,24 +278,38 @@ def feature_set_doc(settings: Settings, feature_set_id: str) -> dict[str, Any]:
     return doc
 
 
-def load_feature_set(settings: Settings, feature_set_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(train, validation, document) of a feature set, read with pyarrow (for small data)."""
-    doc = feature_set_doc(settings, feature_set_id)
+def _read_split(settings: Settings, doc: Mapping[str, Any], split: str) -> pd.DataFrame:
+    """One window of a feature set as a DataFrame sorted by greenhouse and time (empty when the
+    window has no rows)."""
     lake = Lake.from_url(settings.lake_url)
-    frames = []
-    for split in ("train", "validation"):
-        paths = lake.list_files(f"{doc['relative_path']}/split={split}")
-        frame = lake.read_table(paths).to_pandas() if paths else pd.DataFrame()
-        if not frame.empty:
-            frame = frame.sort_values(["greenhouse_id", "ts"]).reset_index(drop=True)
-        frames.append(frame)
-    return frames[0], frames[1], doc
+    paths = lake.list_files(f"{doc['relative_path']}/split={split}")
+    frame = lake.read_table(paths).to_pandas() if paths else pd.DataFrame()
+    return frame.sort_values(["greenhouse_id", "ts"]).reset_index(drop=True) if not frame.empty else frame
+
+
+def load_feature_set(settings: Settings, feature_set_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(train, validation, document) of a feature set, read with pyarrow (for small data). The
+    test window is not among them: :func:`load_test_window` reads it, for the final evaluation."""
+    doc = feature_set_doc(settings, feature_set_id)
+    return _read_split(settings, doc, "train"), _read_split(settings, doc, "validation"), doc
+
+
+def load_test_window(settings: Settings, feature_set_id: str) -> pd.DataFrame:
+    """The untouched test window of a feature set: only the final evaluation and the promotion
+    gate read it. A feature set built before there were three windows has none: ``LookupError``."""
+    doc = feature_set_doc(settings, feature_set_id)
+    if "test" not in doc.get("rows", {}):
+        raise LookupError(f"feature set {feature_set_id!r} has no test window (built before there were three): run `python -m jobs.preprocess` again")
+    return _read_split(settings, doc, "test")
 
 
 def read_feature_set_ray(settings: Settings, feature_set_id: str, split: str):
-    """One split of a feature set as a Ray Dataset."""
+    """The train or validation window of a feature set as a Ray Dataset (never the test window:
+    it is read only by :func:`load_test_window`)."""
     import ray
 
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation' (got {split!r}): the test window is read only by load_test_window")
     doc = feature_set_doc(settings, feature_set_id)
     lake = Lake.from_url(settings.lake_url)
     # Fractional CPUs for the read tasks: they run next to Train workers that hold whole CPUs (and

@@ -1,6 +1,7 @@
 """Moist-air relations the twin needs: saturation, vapour density, relative humidity and VPD.
 
-Plain-float functions (no numpy) because the twin calls them in its inner loop. The Tetens/Magnus
+Plain-float functions (no numpy) because the twin calls them in its inner loop; one array form for
+the forecaster's humidity prior. The Tetens/Magnus
 form over liquid water is accurate to well under 1 % between -20 and 50 °C, which is finer than the
 rest of the model.
 """
@@ -8,6 +9,8 @@ rest of the model.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 WATER_VAPOUR_GAS_CONSTANT_J_KG_K = 461.5
 KELVIN_OFFSET = 273.15
@@ -43,3 +46,9 @@ def vapour_pressure_deficit_kpa(temp_c: float, rh_pct: float) -> float:
     """Vapour pressure deficit in kPa of air at ``temp_c`` and ``rh_pct``."""
     rh_pct = max(0.0, min(rh_pct, 100.0))
     return saturation_vapour_pressure_pa(temp_c) * (1.0 - rh_pct / 100.0) / 1000.0
+
+
+def saturation_vapour_density_array_kg_m3(temp_c: np.ndarray) -> np.ndarray:
+    """:func:`saturation_vapour_density_kg_m3` for an array of temperatures (the same Tetens form)."""
+    temp_c = np.asarray(temp_c, dtype=np.float64)
+    return 610.78 * np.exp(17.27 * temp_c / (temp_c + 237.3)) / (WATER_VAPOUR_GAS_CONSTANT_J_KG_K * (temp_c + KELVIN_OFFSET))

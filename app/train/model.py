@@ -2,6 +2,12 @@
 
 Each booster predicts ``target - current`` (so persistence is the zero prediction) from the
 feature columns plus the *plan* columns of its horizon: the actuator settings over the horizon.
+Under each booster lies a linear physics prior (:mod:`app.train.prior`, the booster's base
+margin): the booster learns what the heat and vapour balance misses, and the forecast
+extrapolates to weather and greenhouses the trees never saw as the balance does. Models may also
+carry *interval edges* per forecast (a quantile booster for the 5 % and 95 % quantiles, widened by
+a conformal correction measured on the validation window): :meth:`ForecastModel.predict_arrays`
+returns them after the forecasts when asked.
 In training the plans are what actually happened; for control they are the candidate settings;
 for a plain forecast they default to "keep the current settings".
 
@@ -23,9 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.contracts.vocabulary import ACTUATORS, TARGET_VARIABLES, forecast_key, plan_column, plan_columns, vent_exchange_column
+from app.contracts.vocabulary import ACTUATORS, INTERVAL_SIDES, TARGET_VARIABLES, forecast_key, interval_key, plan_column, plan_columns, vent_exchange_column
+from app.train.prior import PhysicsPrior
 
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+"""2: the physics prior and interval edges (a model of format 1 has neither and still loads)."""
 
 
 def monotone_constraints(variable: str, features: list[str], horizon_min: int) -> list[int]:
@@ -92,6 +100,13 @@ class ForecastModel:
     # FeatureParams fields of the feature set (step, fill, spike, site): serving rebuilds the
     # features from raw readings exactly as preprocessing did.
     feature_params: dict[str, Any] = field(default_factory=dict)
+    prior: PhysicsPrior = field(default_factory=PhysicsPrior)
+    """The linear physics prior under the boosters (empty: the boosters alone, as in format 1)."""
+    edge_boosters: dict[str, Any] = field(default_factory=dict)
+    """Per forecast key, a booster of the change's 5 % and 95 % quantiles (two outputs)."""
+    edge_widening: dict[str, float] = field(default_factory=dict)
+    """Per forecast key, how far each edge moves out (units of the variable; the conformal
+    correction from the validation window, see :func:`app.train.fit.calibrate_intervals`)."""
 
     def features_for(self, variable: str, horizon_min: int) -> list[str]:
         """The input columns of the booster of ``variable`` at ``horizon_min``, in its order."""
@@ -105,9 +120,15 @@ class ForecastModel:
         """The forecast columns, ``<variable>_<h>min``, in output order."""
         return [forecast_key(variable, h) for variable in self.variables for h in self.horizons_min]
 
+    def interval_keys(self) -> list[str]:
+        """The interval edges' names, ``<variable>_<h>min_low`` / ``_high``, in the order
+        :meth:`predict_arrays` returns them with ``intervals``: per forecast key with an edge
+        booster (in :meth:`output_keys` order), low then high."""
+        return [interval_key(v, h, side) for v in self.variables for h in self.horizons_min if forecast_key(v, h) in self.edge_boosters for side in INTERVAL_SIDES]
+
     def set_threads(self, nthread: int) -> None:
         """Threads XGBoost may use per prediction (1 suits small batches on a small machine)."""
-        for booster in self.boosters.values():
+        for booster in (*self.boosters.values(), *self.edge_boosters.values()):
             booster.set_param({"nthread": int(nthread)})
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -122,32 +143,44 @@ class ForecastModel:
         values = self.predict_arrays(frame[columns].to_numpy(dtype=np.float64), columns)
         return pd.DataFrame(values, index=frame.index, columns=self.output_keys())
 
-    def predict_arrays(self, X: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    def predict_arrays(self, X: np.ndarray, columns: Sequence[str], *, intervals: bool = False) -> np.ndarray:
         """:meth:`predict` without pandas: the same numbers for a float matrix with named columns.
 
         ``X`` is ``(rows, len(columns))``; it holds the feature columns, the target variables and
         ``outside_temp_c``, and any plan columns (a missing one holds the current actuator
         setting; the vent x temperature term is always derived). Returns a float64 array
-        ``(rows, len(output_keys()))``. Each booster gets a float64 matrix in its feature order
-        through ``inplace_predict`` (no DMatrix, no DataFrame)."""
+        ``(rows, len(output_keys()))``, and with ``intervals`` the edges after them
+        (``interval_keys()`` order). Each booster gets a float64 matrix in its feature order
+        through ``inplace_predict`` (no DMatrix, no DataFrame), its prior as the base margin."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(columns):
             raise ValueError(f"X has shape {X.shape}, expected (rows, {len(columns)})")
         layout = _layout(tuple(columns), tuple(self.feature_columns), tuple(self.horizons_min), tuple(self.variables))
+        edges = self.interval_keys() if intervals else []
         n, f = X.shape[0], len(layout.features)
-        out = np.empty((n, len(self.variables) * len(self.horizons_min)), dtype=np.float64)
+        out = np.empty((n, len(self.output_keys()) + len(edges)), dtype=np.float64)
         if n == 0:
             return out
         dtemp = X[:, layout.outside] - X[:, layout.air]
         inputs = np.empty((n, f + len(ACTUATORS) + 1), dtype=np.float64)
         inputs[:, :f] = X[:, layout.features]
+        named = {c: inputs[:, i] for i, c in enumerate(self.feature_columns)} if self.prior.weights else {}
         vent = f + ACTUATORS.index("vent_pct")
+        edge_at = {k: len(self.output_keys()) + 2 * i for i, k in enumerate(dict.fromkeys(e.rsplit("_", 1)[0] for e in edges))}
         for j, h in enumerate(self.horizons_min):
             inputs[:, f : f + len(ACTUATORS)] = X[:, layout.plans[h]]  # the plan columns, model order
             inputs[:, -1] = inputs[:, vent] * dtemp / 100.0  # plan_vent_x_dtemp, as fill_plans computes it
+            columns_h = {**named, **{plan_column(a, h): inputs[:, f + i] for i, a in enumerate(ACTUATORS)}} if named else {}
             for i, variable in enumerate(self.variables):
-                delta = self.boosters[forecast_key(variable, h)].inplace_predict(inputs)
-                out[:, i * len(self.horizons_min) + j] = X[:, layout.bases[variable]] + delta
+                key = forecast_key(variable, h)
+                base = X[:, layout.bases[variable]]
+                margin = self.prior.change(variable, h, columns_h) if key in self.prior.weights else None
+                out[:, i * len(self.horizons_min) + j] = base + _predict(self.boosters[key], inputs, margin)
+                if key in edge_at:
+                    both = _predict(self.edge_boosters[key], inputs, None if margin is None else np.column_stack([margin, margin]))
+                    widen = float(self.edge_widening.get(key, 0.0))
+                    out[:, edge_at[key]] = base + np.minimum(both[:, 0], both[:, 1]) - widen
+                    out[:, edge_at[key] + 1] = base + np.maximum(both[:, 0], both[:, 1]) + widen
         return out
 
     def save(self, directory: str | Path) -> Path:
@@ -157,6 +190,8 @@ class ForecastModel:
         directory.mkdir(parents=True, exist_ok=True)
         for key, booster in self.boosters.items():
             booster.save_model(str(directory / f"{key}.json"))
+        for key, booster in self.edge_boosters.items():
+            booster.save_model(str(directory / f"{key}_edges.json"))
         meta = {
             "format_version": MODEL_FORMAT_VERSION,
             "feature_columns": self.feature_columns,
@@ -165,6 +200,9 @@ class ForecastModel:
             "feature_set_id": self.feature_set_id,
             "feature_params": self.feature_params,
             "boosters": sorted(self.boosters),
+            "prior": self.prior.to_json(),
+            "edge_boosters": sorted(self.edge_boosters),
+            "edge_widening": self.edge_widening,
         }
         (directory / "model.json").write_text(json.dumps(meta, indent=2))
         return directory
@@ -176,12 +214,29 @@ class ForecastModel:
 
         directory = Path(directory)
         meta = json.loads((directory / "model.json").read_text())
-        boosters = {}
-        for key in meta["boosters"]:
-            booster = xgboost.Booster()
-            booster.load_model(str(directory / f"{key}.json"))
-            boosters[key] = booster
-        return cls(boosters, meta["feature_columns"], meta["horizons_min"], meta["variables"], meta.get("feature_set_id", ""), meta.get("feature_params", {}))
+
+        def booster(name: str) -> Any:
+            loaded = xgboost.Booster()
+            loaded.load_model(str(directory / f"{name}.json"))
+            return loaded
+
+        return cls(
+            {key: booster(key) for key in meta["boosters"]},
+            meta["feature_columns"],
+            meta["horizons_min"],
+            meta["variables"],
+            meta.get("feature_set_id", ""),
+            meta.get("feature_params", {}),
+            PhysicsPrior.from_json(meta.get("prior")),
+            {key: booster(f"{key}_edges") for key in meta.get("edge_boosters", [])},
+            {k: float(v) for k, v in meta.get("edge_widening", {}).items()},
+        )
+
+
+def _predict(booster: Any, inputs: np.ndarray, margin: np.ndarray | None) -> np.ndarray:
+    """A booster's raw output for ``inputs``: on top of ``margin`` when it was trained on one
+    (the prior), else on its own base score."""
+    return booster.inplace_predict(inputs) if margin is None else booster.inplace_predict(inputs, base_margin=margin)
 
 
 def load_saved_model(directory: str) -> ForecastModel:

@@ -22,8 +22,6 @@ from app.train.trainer import BoosterParams
 if TYPE_CHECKING:
     import pandas as pd
 
-PRIMARY_METRIC = "skill_air_temp_c_15min"
-
 
 class TrainJobParams(BaseModel):
     """What to train on and where to record it."""
@@ -62,6 +60,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     train_rows: int = 0
     validation_rows: int = 0
+    test_rows: int = 0
     elapsed_s: float = 0.0
     degraded: bool = False
     """Trained on shuffled targets (``TrainJobParams.shuffle_targets``)."""
@@ -95,7 +94,6 @@ def run_training(
     entry point); they are tagged on the run as ``lineage.<key>`` (see :func:`training_tags`)."""
     from app.preprocess import load_feature_set
     from app.tracking import Tracking
-    from app.train.evaluate import evaluate
 
     say = on_progress or (lambda msg: None)
     started = time.monotonic()
@@ -103,12 +101,13 @@ def run_training(
     fs_id = params.feature_set_id or latest_feature_set_id(settings)
     say(f"loading feature set {fs_id}")
     train_df, validation_df, doc = load_feature_set(settings, fs_id)
+    if train_df.empty or validation_df.empty:
+        raise LookupError(f"feature set {fs_id} has an empty train or validation window: build it from more data")
     horizons = [int(h) for h in doc["params"]["horizons_min"]]
     features = list(doc["feature_columns"])
 
     model = _fit(settings, params, doc, say)
-    say("evaluating on the validation window")
-    metrics = evaluate(model, validation_df)
+    evaluation = _evaluate(settings, model, validation_df, fs_id, say)
 
     tracking = Tracking(settings.tracking_url)
     with tracking.run(params.experiment, f"train-{fs_id}", tags=training_tags(doc, params, run_ids, tags)) as run_id:
@@ -121,12 +120,13 @@ def run_training(
                 "num_workers": params.num_workers,
                 "train_rows": len(train_df),
                 "validation_rows": len(validation_df),
+                "test_rows": len(evaluation.test),
                 "features": len(features),
                 "shuffle_targets": params.shuffle_targets,
             },
         )
-        tracking.log_metrics(run_id, metrics)
-        version = _log_model_and_plot(tracking, run_id, model, validation_df, model_name, say)
+        tracking.log_metrics(run_id, evaluation.metrics)
+        version = _log_model_and_plot(tracking, run_id, model, evaluation, model_name, say)
     tracking.set_alias(model_name, params.alias, version)
     return TrainResult(
         run_id=run_id,
@@ -134,12 +134,40 @@ def run_training(
         model_version=version,
         alias=params.alias,
         feature_set_id=fs_id,
-        metrics=metrics,
+        metrics=evaluation.metrics,
         train_rows=len(train_df),
         validation_rows=len(validation_df),
+        test_rows=len(evaluation.test),
         elapsed_s=round(time.monotonic() - started, 1),
         degraded=params.shuffle_targets,
     )
+
+
+@dataclass
+class _Evaluation:
+    test: pd.DataFrame
+    metrics: dict[str, float]
+    intervals: dict[str, Any]
+
+
+def _evaluate(settings: Settings, model: ForecastModel, validation: pd.DataFrame, fs_id: str, say: Callable[[str], None]) -> _Evaluation:
+    """Calibrate the intervals and score on the validation window (``validation_*`` metrics:
+    early stopping saw it), then, last, read the untouched test window and score on it (the
+    unprefixed metrics, with bootstrap intervals)."""
+    from app.preprocess import load_test_window
+    from app.train.evaluate import evaluate, interval_metrics, intervals_json, skill_intervals
+    from app.train.fit import calibrate_intervals
+
+    say("calibrating the forecast intervals on the validation window")
+    calibrate_intervals(model, validation)
+    metrics = {f"validation_{k}": v for k, v in evaluate(model, validation).items()}
+    say("final evaluation on the untouched test window")
+    test = load_test_window(settings, fs_id)
+    if test.empty:
+        raise LookupError(f"feature set {fs_id} has an empty test window: build it from more data or a larger test_fraction")
+    intervals = skill_intervals(model, test)
+    metrics |= evaluate(model, test) | interval_metrics(intervals)
+    return _Evaluation(test, metrics, intervals_json(intervals))
 
 
 def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say: Callable[[str], None]) -> ForecastModel:
@@ -150,9 +178,13 @@ def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say
 
     fs_id = str(doc["_id"])
     horizons = [int(h) for h in doc["params"]["horizons_min"]]
-    say(f"training {2 * len(horizons)} boosters with Ray Train ({params.num_workers} worker(s))" + (" on shuffled targets" if params.shuffle_targets else ""))
+    say(
+        f"training {2 * len(horizons)} forecasts (a physics prior, boosters and interval edges) with Ray Train ({params.num_workers} worker(s))"
+        + (" on shuffled targets" if params.shuffle_targets else "")
+    )
     model = fit_forecast_model(
         read_feature_set_ray(settings, fs_id, "train"),
+        read_feature_set_ray(settings, fs_id, "validation"),
         list(doc["feature_columns"]),
         horizons,
         params.booster,
@@ -167,96 +199,22 @@ def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say
     return model
 
 
-def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, validation: pd.DataFrame, model_name: str, say: Callable[[str], None]) -> str:
-    """Log the forecast-vs-actual plot and the model to the run, register the model; return its version."""
+def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, evaluation: _Evaluation, model_name: str, say: Callable[[str], None]) -> str:
+    """Log the test window's forecast-vs-actual plot and skill intervals (JSON) and the model to
+    the run, register the model; return its version."""
+    import json
+
     from app.tracking import log_forecast_model
     from app.train.evaluate import plot_forecast_vs_actual
 
     horizon = 15 if 15 in model.horizons_min else model.horizons_min[0]
     with tempfile.TemporaryDirectory() as tmp:
-        plot = plot_forecast_vs_actual(model, validation, Path(tmp) / "forecast_vs_actual_15min.png", horizon_min=horizon)
+        plot = plot_forecast_vs_actual(model, evaluation.test, Path(tmp) / "forecast_vs_actual_15min.png", horizon_min=horizon)
         tracking.log_artifact(run_id, plot, "plots")
+        skill = Path(tmp) / "test_window_skill.json"
+        skill.write_text(json.dumps(evaluation.intervals, indent=1))
+        tracking.log_artifact(run_id, skill, "evaluation")
         model_dir = model.save(Path(tmp) / "forecast_model")
-        example = validation[model.input_columns()].head(5).reset_index(drop=True)
+        example = evaluation.test[model.input_columns()].head(5).reset_index(drop=True)
         say("logging the model to MLflow and registering it")
         return log_forecast_model(tracking.url, run_id, model_dir, load=load_saved_model, input_example=example, output_example=model.predict(example), registered_name=model_name)
-
-
-@dataclass
-class PromotionDecision:
-    """Whether the challenger passed, whether ``champion`` moved, why, and the versions and skills
-    compared.
-
-    ``promoted`` means "the challenger passed" (it beats the champion, or there is no champion):
-    with ``run_promotion(..., move_alias=False)`` nothing moves and ``alias_moved`` is False, so
-    a caller can start a canary rollout of ``challenger_version`` instead. ``champion_version_after``
-    is where ``champion`` points after the call."""
-
-    promoted: bool
-    reason: str
-    model_name: str
-    challenger_version: str | None
-    champion_version_before: str | None
-    champion_version_after: str | None
-    challenger_skill: float | None = None
-    champion_skill: float | None = None
-    feature_set_id: str = ""
-    alias_moved: bool = False
-
-    @property
-    def passed(self) -> bool:
-        """The challenger passed (the same as ``promoted``)."""
-        return self.promoted
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-ready dict (with ``passed``)."""
-        return {**asdict(self), "passed": self.passed}
-
-
-def run_promotion(settings: Settings, model_name: str | None = None, *, metric: str = PRIMARY_METRIC, min_improvement: float = 0.0, move_alias: bool = True) -> PromotionDecision:
-    """Judge the ``challenger`` against the ``champion`` on the same validation window (the
-    challenger's feature set, both models evaluated now): it passes when its skill beats the
-    champion's by more than ``min_improvement``, or when there is no champion yet.
-
-    With ``move_alias`` (the default) a passing challenger becomes ``champion``. With
-    ``move_alias=False`` the same verdict comes back (``promoted`` still means "passed") and no
-    alias moves. ``model_name`` defaults to ``settings.control.model_name``."""
-    from app.tracking import Tracking
-
-    model_name = model_name or settings.control.model_name
-    tracking = Tracking(settings.tracking_url)
-    challenger = tracking.version_by_alias(model_name, "challenger")
-    champion = tracking.version_by_alias(model_name, "champion")
-    if challenger is None:
-        return PromotionDecision(False, "no challenger to promote", model_name, None, champion, champion)
-    if challenger == champion:
-        return PromotionDecision(False, "the challenger already is the champion", model_name, challenger, champion, champion)
-    decision = _judge(settings, model_name, challenger, champion, metric, min_improvement)
-    if decision.promoted and move_alias:
-        tracking.set_alias(model_name, "champion", challenger)
-        decision.champion_version_after = challenger
-        decision.alias_moved = True
-    return decision
-
-
-def _judge(settings: Settings, model_name: str, challenger: str, champion: str | None, metric: str, min_improvement: float) -> PromotionDecision:
-    """The verdict on ``challenger`` against ``champion`` (None: none yet); moves nothing."""
-    from app.preprocess import load_feature_set
-    from app.tracking import load_forecast_model
-    from app.train.evaluate import evaluate
-
-    def registered(version: str) -> ForecastModel:
-        return load_forecast_model(settings.tracking_url, f"models:/{model_name}/{version}")
-
-    challenger_model = registered(challenger)
-    fs_id = challenger_model.feature_set_id
-    _, validation, _doc = load_feature_set(settings, fs_id)
-    challenger_skill = evaluate(challenger_model, validation)[metric]
-    if champion is None:
-        return PromotionDecision(True, "no champion yet: the challenger passes", model_name, challenger, None, None, challenger_skill, None, fs_id)
-    champion_skill = evaluate(registered(champion), validation)[metric]
-    if challenger_skill > champion_skill + min_improvement:
-        reason = f"challenger {metric} {challenger_skill:.4f} beats champion {champion_skill:.4f}"
-        return PromotionDecision(True, reason, model_name, challenger, champion, champion, challenger_skill, champion_skill, fs_id)
-    reason = f"challenger {metric} {challenger_skill:.4f} does not beat champion {champion_skill:.4f} (+{min_improvement})"
-    return PromotionDecision(False, reason, model_name, challenger, champion, champion, challenger_skill, champion_skill, fs_id)

@@ -1,8 +1,9 @@
-"""Data-parallel training of the forecast boosters with Ray Train V2 (XGBoostTrainer).
+"""Data-parallel training of the forecast model with Ray Train V2 (XGBoostTrainer).
 
-One Train run fits every (variable, horizon) booster: each worker reads its shard of the feature
-set's train split, and XGBoost's collective (set up by Ray Train) makes the histogram building
-data-parallel across workers. Rank 0 reports a checkpoint holding all boosters.
+One Train run fits the whole model (:func:`app.train.fit.fit_model`): each worker reads its
+shard of the feature set's train and validation windows, and XGBoost's collective (set up by Ray
+Train) makes the prior's statistics and every booster's histograms data-parallel across workers.
+Rank 0 reports a checkpoint holding the saved model.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class BoosterParams(BaseModel):
     subsample: float = Field(default=0.8, gt=0, le=1)
     colsample_bytree: float = Field(default=0.8, gt=0, le=1)
     reg_lambda: float = Field(default=1.0, ge=0)
+    early_stopping_rounds: int = Field(default=30, ge=1, description="stop a booster after this many rounds without a better validation score")
+    nthread: int = Field(default=1, ge=1, le=64, description="XGBoost threads per booster (1 where Ray schedules the CPUs)")
 
     def xgb_params(self) -> dict[str, Any]:
-        """The parameters ``xgboost.train`` takes (one thread: Ray schedules the CPUs)."""
+        """The parameters ``xgboost.train`` takes (``nthread``: 1 where Ray schedules the CPUs)."""
         return {
             "objective": "reg:squarederror",
             "tree_method": "hist",
@@ -40,7 +43,7 @@ class BoosterParams(BaseModel):
             "subsample": self.subsample,
             "colsample_bytree": self.colsample_bytree,
             "lambda": self.reg_lambda,
-            "nthread": 1,
+            "nthread": self.nthread,
         }
 
 
@@ -72,27 +75,27 @@ def shuffled_targets(frame: Any, target_columns: list[str], *, seed: int) -> Any
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Train worker: fit each booster on this worker's shard (collectively)."""
+    """Runs on every Train worker: fit the model on this worker's shards (collectively: the
+    prior's statistics and every booster's histograms are summed over the workers)."""
     import ray.train
-    import xgboost
     from ray.train import Checkpoint
 
-    shard = ray.train.get_dataset_shard("train")
-    frame = shard.materialize().to_pandas()
+    from app.train.fit import fit_model
+
+    def shard(name: str) -> Any:
+        return ray.train.get_dataset_shard(name).materialize().to_pandas()
+
+    frame = shard("train")
+    validation = shard("validation") if config.get("with_validation") else None
     rank = ray.train.get_context().get_world_rank()
     if config.get("shuffle_seed") is not None:
-        frame = shuffled_targets(frame, sorted({spec["label"] for spec in config["specs"].values()}), seed=config["shuffle_seed"] + rank)
-    boosters = {}
-    for key, spec in config["specs"].items():
-        label = frame[spec["label"]] - frame[spec["base"]]
-        dtrain = xgboost.DMatrix(frame[spec["features"]].astype("float64"), label=label, feature_names=spec["features"])
-        params = {**config["xgb_params"], "monotone_constraints": spec["monotone"]}
-        boosters[key] = xgboost.train(params, dtrain, num_boost_round=config["num_boost_round"])
-    metrics = {"boosters": len(boosters), "train_rows_rank": len(frame)}
+        frame = shuffled_targets(frame, sorted({spec["label"] for spec in target_specs(config["feature_columns"], config["horizons_min"]).values()}), seed=config["shuffle_seed"] + rank)
+    params = BoosterParams(**config["booster"])
+    model = fit_model(frame, validation, config["feature_columns"], config["horizons_min"], params, edges=config["edges"], feature_set_id=config["feature_set_id"])
+    metrics = {"boosters": len(model.boosters) + len(model.edge_boosters), "train_rows_rank": len(frame)}
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
-            for key, booster in boosters.items():
-                booster.save_model(str(Path(tmp) / f"{key}.json"))
+            model.save(tmp)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics)
@@ -100,6 +103,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def fit_forecast_model(
     train_dataset: Any,
+    validation_dataset: Any | None,
     feature_columns: list[str],
     horizons_min: list[int],
     params: BoosterParams,
@@ -110,33 +114,40 @@ def fit_forecast_model(
     feature_set_id: str = "",
     shuffle_targets: bool = False,
     shuffle_seed: int = 0,
+    edges: bool = True,
 ) -> ForecastModel:
-    """Fit all boosters with Ray Train on ``train_dataset`` (a Ray Dataset); return the model.
+    """Fit the model (:func:`app.train.fit.fit_model`) with Ray Train on ``train_dataset`` (a Ray
+    Dataset), each booster stopped early on ``validation_dataset`` (when given); return it. Its
+    interval edges are not calibrated yet (:func:`app.train.fit.calibrate_intervals`).
 
     ``shuffle_targets`` permutes each worker's targets across its rows (seed ``shuffle_seed`` +
     rank) before fitting: a deliberately useless model, see :func:`shuffled_targets`."""
-    import xgboost
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    specs = target_specs(feature_columns, horizons_min)
     # Read the (small) feature set before the workers take their CPUs: read tasks that start
     # after the workers hold every free CPU would wait for one forever on a small cluster.
-    train_dataset = train_dataset.materialize()
+    datasets = {"train": train_dataset.materialize()}
+    if validation_dataset is not None:
+        datasets["validation"] = validation_dataset.materialize()
+    config = {
+        "feature_columns": list(feature_columns),
+        "horizons_min": [int(h) for h in horizons_min],
+        "booster": params.model_dump(),
+        "edges": edges,
+        "with_validation": validation_dataset is not None,
+        "feature_set_id": feature_set_id,
+        "shuffle_seed": shuffle_seed if shuffle_targets else None,
+    }
     trainer = XGBoostTrainer(
         train_loop_per_worker,
-        train_loop_config={"specs": specs, "xgb_params": params.xgb_params(), "num_boost_round": params.num_boost_round, "shuffle_seed": shuffle_seed if shuffle_targets else None},
+        train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 1}),
-        datasets={"train": train_dataset},
+        datasets=datasets,
         run_config=RunConfig(storage_path=str(Path(storage_path).resolve()), name=run_name),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
-    boosters = {}
     with result.checkpoint.as_directory() as directory:
-        for key in specs:
-            booster = xgboost.Booster()
-            booster.load_model(str(Path(directory) / f"{key}.json"))
-            boosters[key] = booster
-    return ForecastModel(boosters, list(feature_columns), list(horizons_min), list(TARGET_VARIABLES), feature_set_id)
+        return ForecastModel.load(directory)

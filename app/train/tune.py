@@ -1,8 +1,8 @@
 """Hyperparameter search with Ray Tune (ASHA early stopping) over the boosters' parameters.
 
 Each trial is a Tune function trainable holding one CPU: it fits the primary booster (indoor air
-temperature at the primary horizon, with the same monotone constraints as the full model) on the
-feature set's train split and reports the validation RMSE every few boosting rounds, so ASHA stops
+temperature at the primary horizon, with the same monotone constraints and physics prior as the
+full model) on the feature set's train split and reports the validation RMSE every few boosting rounds, so ASHA stops
 poor trials early. The splits are put in the object store once and shared by every trial. The best
 parameters then train the full model with Ray Train (``jobs.tune`` -> ``run_training``).
 
@@ -38,12 +38,13 @@ class TuneParams(BaseModel):
 
 
 def _trial(config: dict[str, Any], spec: dict[str, Any], train: Any, valid: Any, max_rounds: int, report_every: int) -> None:
-    """One trial: fit the primary booster, report validation RMSE every ``report_every`` rounds."""
+    """One trial: fit the primary booster (on top of the physics prior, the frames' ``prior``
+    column), report validation RMSE every ``report_every`` rounds."""
     import xgboost
     from ray import tune
 
     def dmatrix(frame):
-        return xgboost.DMatrix(frame[spec["features"]].astype("float64"), label=frame[spec["label"]] - frame[spec["base"]], feature_names=spec["features"])
+        return xgboost.DMatrix(frame[spec["features"]].astype("float64"), label=frame[spec["label"]] - frame[spec["base"]], base_margin=frame["prior"], feature_names=spec["features"])
 
     class Report(xgboost.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log) -> bool:
@@ -55,6 +56,27 @@ def _trial(config: dict[str, Any], spec: dict[str, Any], train: Any, valid: Any,
     xgboost.train({**booster.xgb_params(), "monotone_constraints": spec["monotone"]}, dmatrix(train), num_boost_round=max_rounds, evals=[(dmatrix(valid), "validation")], callbacks=[Report()])
 
 
+def _with_prior(train: Any, valid: Any, spec: dict[str, Any], feature_columns: list[str], horizon_min: int) -> tuple[Any, Any]:
+    """The trials' frames: the booster's columns and a ``prior`` column, the physics prior
+    (:mod:`app.train.prior`, fitted on ``train``) that the full model's booster starts from too
+    (0 when the features lack what the prior reads)."""
+    from app.train.fit import PRIOR_COLUMNS
+    from app.train.model import fill_plans
+    from app.train.prior import fit_prior
+
+    keep = list(dict.fromkeys(spec["features"] + [spec["label"], spec["base"]]))
+    train, valid = fill_plans(train, [horizon_min]), fill_plans(valid, [horizon_min])
+    if not all(c in feature_columns for c in PRIOR_COLUMNS):
+        return train[keep].assign(prior=0.0), valid[keep].assign(prior=0.0)
+
+    def columns(frame: Any) -> dict[str, Any]:
+        return {c: frame[c].to_numpy(dtype="float64") for c in frame.columns if c not in ("greenhouse_id", "ts", "split")}
+
+    prior = fit_prior(columns(train), [horizon_min], [PRIMARY_VARIABLE], lambda v, h: (train[spec["label"]] - train[spec["base"]]).to_numpy(dtype="float64"))
+    with_prior = [frame[keep].assign(prior=prior.change(PRIMARY_VARIABLE, horizon_min, columns(frame))) for frame in (train, valid)]
+    return with_prior[0], with_prior[1]
+
+
 def tune_boosters(train_dataset, validation_dataset, feature_columns: list[str], params: TuneParams, *, storage_path: str | Path, name: str, verbose: int = 1) -> tuple[BoosterParams, dict[str, Any]]:
     """Search booster parameters; return the best ``BoosterParams`` and a summary of the search.
 
@@ -64,13 +86,7 @@ def tune_boosters(train_dataset, validation_dataset, feature_columns: list[str],
     from ray.tune.schedulers import ASHAScheduler
 
     spec = target_specs(feature_columns, [params.horizon_min], [PRIMARY_VARIABLE])[forecast_key(PRIMARY_VARIABLE, params.horizon_min)]
-    from app.train.model import fill_plans
-
-    def frame(ds):
-        df = ds.to_pandas()
-        return fill_plans(df, [params.horizon_min])[list(dict.fromkeys(spec["features"] + [spec["label"], spec["base"]]))]
-
-    train_df, valid_df = frame(train_dataset), frame(validation_dataset)
+    train_df, valid_df = _with_prior(train_dataset.to_pandas(), validation_dataset.to_pandas(), spec, feature_columns, params.horizon_min)
     storage = str(Path(storage_path).resolve())
     # One CPU per trial; never more trials at once than the free CPUs hold.
     free = float(ray.available_resources().get("CPU", 1.0))

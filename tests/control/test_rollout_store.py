@@ -315,7 +315,7 @@ class Decision:
 
 
 def run_promote_job(monkeypatch, tmp_path, capsys, registry, decision, argv) -> dict:
-    import app.train.pipeline as pipeline
+    import app.train.promotion as pipeline
     from app.entrypoints.promote import main
 
     calls: list[dict] = []

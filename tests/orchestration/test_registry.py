@@ -60,7 +60,7 @@ def test_shim_runs_as_a_module_and_the_cli_runs_the_same_entrypoint():
 
 
 def test_model_name_defaults_to_the_settings(monkeypatch, tmp_path):
-    import app.train.pipeline as pipeline
+    import app.train.promotion as pipeline
 
     seen: list[str] = []
 

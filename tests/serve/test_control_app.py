@@ -26,7 +26,8 @@ START = datetime(2026, 3, 10, tzinfo=timezone.utc)
 def models(ray_local, tmp_path_factory):
     """Twin data in the lake, a feature set, and two registered versions (v1 champion, v2 challenger)."""
     from app.preprocess import PreprocessParams, run_preprocess
-    from app.train.pipeline import TrainJobParams, run_promotion, run_training
+    from app.train.pipeline import TrainJobParams, run_training
+    from app.train.promotion import run_promotion
     from app.train.trainer import BoosterParams
 
     # the seeded data lies in the past: decisions at its instants (as_of) are sent only to a simulated plant

@@ -78,7 +78,7 @@ def test_evaluate_reports_skill_against_persistence():
     metrics = evaluate(fit_local(df), df)
     assert metrics["persistence_rmse_air_temp_c_15min"] > metrics["rmse_air_temp_c_15min"]
     assert metrics["skill_air_temp_c_15min"] == pytest.approx(1 - metrics["rmse_air_temp_c_15min"] / metrics["persistence_rmse_air_temp_c_15min"])
-    assert metrics["validation_rows"] == len(df)
+    assert metrics["rows"] == len(df)
 
 
 def test_monotone_physics_hold_for_every_row():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+import pandas as pd
 import orjson
 import pytest
 
@@ -14,6 +17,13 @@ from tests.helpers.lake import seed_two_greenhouses
 DAYS = 4
 
 
+FINAL_EVALUATION = "final evaluation on the untouched test window"
+READS: list[tuple[str, str]] = []
+"""(the training's progress message when it happened, a path read) for every read of the lake
+during the module's training run: the test window must not be among them before the final
+evaluation."""
+
+
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
     from app.preprocess import PreprocessParams, run_preprocess
@@ -23,8 +33,63 @@ def trained(ray_local, tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("learn"))
     seed_two_greenhouses(settings, DAYS)
     info = run_preprocess(settings, PreprocessParams(horizons_min=(15, 60)))
-    result = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=200)), tags={"test": "pipeline"})
+    phase = ["start"]
+    with _recording_reads(phase):
+        result = run_training(settings, TrainJobParams(booster=BoosterParams(num_boost_round=200)), tags={"test": "pipeline"}, on_progress=lambda msg: phase.__setitem__(0, msg))
     return settings, info, result
+
+
+@contextlib.contextmanager
+def _recording_reads(phase: list[str]):
+    """Record every path the lake reads or lists, and every path Ray Data reads, with the phase."""
+    import ray.data
+
+    from app.lake import Lake
+
+    def recorded(original, path_of):
+        def wrapper(*args, **kwargs):
+            for path in path_of(*args, **kwargs):
+                READS.append((phase[0], str(path)))
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Lake, "read_table", recorded(Lake.read_table, lambda self, paths, *a, **k: list(paths)))
+        patch.setattr(Lake, "list_files", recorded(Lake.list_files, lambda self, prefix, *a, **k: [prefix]))
+        patch.setattr(ray.data, "read_parquet", recorded(ray.data.read_parquet, lambda paths, *a, **k: [paths] if isinstance(paths, str) else list(paths)))
+        yield
+
+
+def test_the_test_window_is_read_only_by_the_final_evaluation(trained):
+    """Fitting, early stopping and the interval calibration never see the test window; the final
+    evaluation does (so this test would notice a read before it)."""
+    test_reads = [(when, path) for when, path in READS if "split=test" in path]
+    assert test_reads, "the final evaluation read the test window"
+    assert {when for when, _ in test_reads} == {FINAL_EVALUATION}, test_reads
+    phases = [when for when, _ in READS]
+    assert any("training" in p for p in phases) and phases.index(FINAL_EVALUATION) > max(i for i, p in enumerate(phases) if "training" in p or "calibrating" in p)
+
+
+def test_the_windows_follow_each_other_without_overlap(trained):
+    from app.preprocess import load_feature_set, load_test_window
+
+    settings, info, _ = trained
+    train, validation, doc = load_feature_set(settings, info.feature_set_id)
+    test = load_test_window(settings, info.feature_set_id)
+    horizon = pd.Timedelta(minutes=max(doc["params"]["horizons_min"]))
+    assert train["ts"].max() + horizon < validation["ts"].min()  # no train target inside validation
+    assert validation["ts"].max() + horizon < test["ts"].min()
+    assert str(test["ts"].min()) >= doc["test_start"][:19].replace("T", " ")
+    assert len(test) == info.rows_test > 0
+
+
+def test_ray_reads_never_hand_out_the_test_window(trained):
+    from app.preprocess import read_feature_set_ray
+
+    settings, info, _ = trained
+    with pytest.raises(ValueError, match="load_test_window"):
+        read_feature_set_ray(settings, info.feature_set_id, "test")
 
 
 def test_forecast_beats_persistence_by_30_percent_at_15_min(trained):
@@ -33,7 +98,13 @@ def test_forecast_beats_persistence_by_30_percent_at_15_min(trained):
     skill = result.metrics["skill_air_temp_c_15min"]
     assert skill >= 0.30, result.metrics
     assert result.metrics["rmse_air_temp_c_15min"] < result.metrics["persistence_rmse_air_temp_c_15min"]
-    assert result.validation_rows > 0 and result.train_rows > result.validation_rows
+    assert result.validation_rows > 0 and result.test_rows > 0 and result.train_rows > result.validation_rows
+    # the honest figure has its interval, and the validation figure sits next to it
+    assert result.metrics["skill_air_temp_c_15min_ci_low"] < skill < result.metrics["skill_air_temp_c_15min_ci_high"]
+    assert "validation_skill_air_temp_c_15min" in result.metrics and result.metrics["rows"] == result.test_rows
+    for gh in info.greenhouses:
+        assert f"skill_air_temp_c_15min_{gh}_ci_low" in result.metrics
+    assert 0.7 <= result.metrics["coverage_air_temp_c_15min"] <= 1.0  # the nominal 90 % interval, on a short window
 
 
 def test_mlflow_has_the_run_metrics_plot_and_registered_challenger(trained):
@@ -48,6 +119,7 @@ def test_mlflow_has_the_run_metrics_plot_and_registered_challenger(trained):
         assert name in run["metrics"], name
     artifacts = [a.path for a in tracking.client.list_artifacts(result.run_id, "plots")]
     assert artifacts == ["plots/forecast_vs_actual_15min.png"]
+    assert [a.path for a in tracking.client.list_artifacts(result.run_id, "evaluation")] == ["evaluation/test_window_skill.json"]
     assert tracking.version_by_alias(result.model_name, "challenger") == result.model_version
 
 
@@ -108,9 +180,10 @@ def test_behaviour_opening_vents_with_colder_outside_never_raises_it(trained):
             assert (opened <= closed + 1e-6).all()
 
 
-def test_promotion_needs_better_skill_on_the_same_window(trained):
+def test_promotion_needs_better_skill_on_the_same_test_window(trained):
     from app.tracking import Tracking
-    from app.train.pipeline import TrainJobParams, run_promotion, run_training
+    from app.train.pipeline import TrainJobParams, run_training
+    from app.train.promotion import run_promotion
     from app.train.trainer import BoosterParams
 
     settings, info, result = trained
@@ -119,8 +192,9 @@ def test_promotion_needs_better_skill_on_the_same_window(trained):
     weak = run_training(settings, TrainJobParams(feature_set_id=info.feature_set_id, booster=BoosterParams(num_boost_round=2, max_depth=1, eta=0.05)))
     decision = run_promotion(settings, result.model_name)
     assert not decision.promoted
-    assert "does not beat" in decision.reason and decision.challenger_version == weak.model_version
+    assert "does not clear" in decision.reason and decision.challenger_version == weak.model_version
     assert decision.challenger_skill < decision.champion_skill
+    assert decision.difference_ci is not None and decision.difference_ci[0] < decision.difference_ci[1] < 0  # a real interval, all below 0
     assert Tracking(settings.tracking_url).version_by_alias(result.model_name, "champion") == result.model_version
 
 
