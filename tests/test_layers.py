@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "app.closed_loop": 4,
     "app.rollout_drill": 4,
     "app.lineage": 4,
+    "app.season": 4,
     "app.cli": 5,
     "app.entrypoints": 5,
     "app.demo": 5,

@@ -231,7 +231,8 @@ def run_drift_check(settings: Settings, *, feature_set_id: str | None = None, no
     cfg = settings.drift
     feature_set = newest_feature_set(store, feature_set_id)
     window = recent_window(lake, cfg.recent_days)
-    params = PreprocessParams.model_validate({**feature_set["params"], "start_date": window.first_day, "end_date": window.last_day})
+    # the step the feature set was built on (60 s: sets recorded before the step followed the data)
+    params = PreprocessParams.model_validate({"step_s": 60, **feature_set["params"], "start_date": window.first_day, "end_date": window.last_day})
     baselines = drift_baselines(feature_set)
     if not baselines:
         raise LookupError(f"feature set {feature_set['_id']} has no per-column statistics to compare with")

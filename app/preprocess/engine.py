@@ -7,7 +7,9 @@ Both see the same steps over the same rows, so a feature is written once and wha
 trained on is what it is served. The steps, in order:
 
 1. clean: the first reading of a (device, time) wins; values outside physical bounds go;
-2. resample: each measurement's mean over a step's readings, on a regular UTC grid of ``step_s``;
+2. resample: each measurement's mean over a step's readings, on a regular UTC grid of ``step_s``
+   (a row at ``t`` holds the readings of ``[t, t + step_s)``); an actuator the series never
+   reports while it reports another one is equipment the greenhouse lacks and reads 0 %;
 3. spikes: values further than ``spike_mad_factor`` robust deviations from a centred rolling
    median are blanked; then gaps of at most ``max_fill_steps`` are filled (linearly; actuators
    hold their last value);
@@ -15,6 +17,12 @@ trained on is what it is served. The steps, in order:
    actuator changes; with labels, plans (mean actuator settings ahead) and targets (values ahead);
 5. rows: a row is kept when it has every required column (:func:`~app.preprocess.spec.
    required_columns`); an optional sensor's missing value becomes the median of the kept rows.
+
+Windows given in minutes become whole steps of the grid (:class:`~app.preprocess.spec.
+FeatureParams`): lags and changes at least one step, rolling windows at least two, the spike
+window at most an hour on a coarse grid; so any step from 1 to 15 minutes gives rows. The step
+itself follows the data (:mod:`app.preprocess.cadence`): a grid finer than the readings would be
+mostly gaps.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from app.contracts.vocabulary import ACTUATORS, TARGET_VARIABLES, plan_column, t
 from app.preprocess import windows
 from app.preprocess.raw import RawColumns
 from app.preprocess.solar import calendar_features
-from app.preprocess.spec import CALENDAR_COLUMNS, CHANGE_MIN, FEATURE_COLUMNS, LAG_MIN, ROLL_COLUMNS, ROLL_MIN, SPIKE_COLUMNS, FeatureParams, label_columns, required_columns
+from app.preprocess.spec import CALENDAR_COLUMNS, CHANGE_MIN, FEATURE_COLUMNS, LAG_MIN, ROLL_COLUMNS, ROLL_MIN, SPIKE_COLUMNS, FeatureParams, label_columns, required_columns, required_sensors
 
 _LOW = np.array([MEASUREMENT_BOUNDS[n][0] for n in MEASUREMENT_NAMES])
 _HIGH = np.array([MEASUREMENT_BOUNDS[n][1] for n in MEASUREMENT_NAMES])
@@ -79,12 +87,49 @@ def resample(raw: RawColumns, step_s: int) -> tuple[int, dict[str, np.ndarray]]:
     return first, dict(zip(MEASUREMENT_NAMES, means))
 
 
+def absent_actuators_read_zero(grid: dict[str, np.ndarray], raw: RawColumns) -> None:
+    """Set (in place) every actuator ``raw`` never reports to 0 %, when it reports another one.
+
+    A greenhouse without a screen never reports ``screen_pct``: equipment it lacks never moves, so
+    it reads as closed, and the greenhouse has rows. An actuator that is reported with gaps keeps
+    its gaps (held or left, as any measurement's), and when no actuator is reported at all the
+    actuator device is silent, not absent: nothing is set."""
+    reported = reported_measurements(raw)
+    if not reported & set(ACTUATORS):
+        return
+    for a in ACTUATORS:
+        if a not in reported:
+            grid[a] = np.zeros_like(grid[a])
+
+
+def reported_measurements(raw: RawColumns) -> set[str]:
+    """The measurements with at least one value in ``raw`` (within bounds or not)."""
+    if not len(raw):
+        return set()
+    return {n for n, present in zip(MEASUREMENT_NAMES, (~np.isnan(raw.values)).any(axis=0)) if present}
+
+
+def missing_sensors(raw: RawColumns, params: FeatureParams) -> tuple[str, ...]:
+    """The measurements ``raw`` never reports without which no row can be kept: the
+    :func:`~app.preprocess.spec.required_sensors`, and the essential actuators when it reports no
+    actuator at all (empty for no rows: nothing is missing from nothing)."""
+    if not len(raw):
+        return ()
+    reported = reported_measurements(raw)
+    missing = [n for n in required_sensors(params) if n not in reported]
+    if not reported & set(ACTUATORS):
+        missing += [a for a in ACTUATORS if a in params.essential]
+    return tuple(missing)
+
+
 def remove_spikes(grid: dict[str, np.ndarray], params: FeatureParams) -> None:
     """Blank (in place) isolated spikes of :data:`~app.preprocess.spec.SPIKE_COLUMNS`: values further
-    than ``spike_mad_factor`` robust deviations (1.4826 MAD) from the centred rolling median."""
+    than ``spike_mad_factor`` robust deviations (1.4826 MAD) from the centred rolling median over
+    :meth:`~app.preprocess.spec.FeatureParams.spike_steps` steps."""
     x = np.stack([grid[c] for c in SPIKE_COLUMNS])
-    dev = np.abs(x - windows.rolling_median_centered(x, params.spike_window_steps, 3))
-    mad = windows.rolling_median_centered(dev, params.spike_window_steps, 3)
+    window = params.spike_steps()
+    dev = np.abs(x - windows.rolling_median_centered(x, window, 3))
+    mad = windows.rolling_median_centered(dev, window, 3)
     with np.errstate(invalid="ignore"):
         spike = dev > params.spike_mad_factor * np.maximum(mad * 1.4826, _SPIKE_FLOOR)
     for i, c in enumerate(SPIKE_COLUMNS):
@@ -101,6 +146,7 @@ def fill_gaps(grid: dict[str, np.ndarray], params: FeatureParams) -> None:
 def clean_grid(raw: RawColumns, params: FeatureParams) -> tuple[int, dict[str, np.ndarray]]:
     """Steps 1-3 of the module docstring: (first step, cleaned grid series per measurement)."""
     first, grid = resample(first_readings(raw), params.step_s)
+    absent_actuators_read_zero(grid, raw)
     remove_spikes(grid, params)
     fill_gaps(grid, params)
     return first, grid
@@ -115,7 +161,7 @@ def derived_features(grid: dict[str, np.ndarray], params: FeatureParams) -> dict
             f[f"{v}_diff_{m}min"] = grid[v] - windows.shift(grid[v], params.steps(m))
     rolled = np.stack([grid[v] for v in ROLL_COLUMNS])
     for m in ROLL_MIN:
-        w = params.steps(m)
+        w = params.window_steps(m)
         mean, std = windows.rolling_mean_std(rolled, w, max(2, w // 2))
         for i, v in enumerate(ROLL_COLUMNS):
             f[f"{v}_mean_{m}min"], f[f"{v}_std_{m}min"] = mean[i], std[i]

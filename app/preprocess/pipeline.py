@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from app.config import Settings
 from app.contracts.reading import MEASUREMENT_NAMES
 from app.contracts.vocabulary import plan_columns, target_columns
 from app.lake import RAW_SENSORS, Lake
+from app.preprocess.cadence import choose_step_s, usable_horizons
 from app.preprocess.features import FeatureParams, feature_columns, feature_table
 from app.preprocess.psi import histogram_baseline
 
@@ -42,10 +43,13 @@ SPLITS = ("train", "validation", "test")
 
 
 class PreprocessParams(BaseModel):
-    """Parameters of a feature build (recorded in the feature set's document)."""
+    """Parameters of a feature build (recorded in the feature set's document, with the step and
+    horizons actually used)."""
 
-    step_s: int = Field(default=60, ge=10, le=3600)
-    horizons_min: tuple[int, ...] = (5, 15, 30, 60)
+    step_s: int | Literal["auto"] = Field(
+        default="auto", description="grid step in seconds, or 'auto': the smallest of 60, 120, 180, 300, 600, 900 s that the slowest device's reporting interval fits in"
+    )
+    horizons_min: tuple[int, ...] = Field(default=(5, 15, 30, 60), description="forecast horizons; those that are not whole multiples of the step are left out")
     max_fill_steps: int = Field(default=5, ge=0)
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="share of the time range, after train, for early stopping and the search")
     test_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="share of the time range, last, seen only by the final evaluation and promotion")
@@ -58,9 +62,19 @@ class PreprocessParams(BaseModel):
     def _train_window_left(self) -> PreprocessParams:
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError("validation_fraction + test_fraction must leave at least 10 % of the time range for training")
+        if self.step_s != "auto" and not 10 <= self.step_s <= 3600:
+            raise ValueError("step_s must be 'auto' or between 10 and 3600 seconds")
         return self
 
+    def with_step(self, step_s: int) -> PreprocessParams:
+        """These parameters on a grid of ``step_s``, keeping the horizons that are whole multiples
+        of it (``ValueError`` when none is)."""
+        return self.model_copy(update={"step_s": int(step_s), "horizons_min": usable_horizons(self.horizons_min, int(step_s))})
+
     def feature_params(self) -> FeatureParams:
+        """The feature engine's parameters (the step must be resolved: :meth:`with_step`)."""
+        if self.step_s == "auto":
+            raise ValueError("the step is not chosen yet: PreprocessParams.with_step")
         return FeatureParams(step_s=self.step_s, horizons_min=tuple(self.horizons_min), max_fill_steps=self.max_fill_steps, latitude=self.latitude, longitude=self.longitude)
 
 
@@ -142,8 +156,50 @@ def raw_partitions(lake: Lake, params: PreprocessParams) -> dict[str, list[str]]
     return by_greenhouse
 
 
-def build_features_dataset(lake: Lake, params: PreprocessParams):
-    """A Ray Dataset of feature rows, one task per greenhouse.
+@dataclass(frozen=True)
+class Survey:
+    """What a first, light pass over the raw readings found: the step the data asks for and the
+    greenhouses that cannot have feature rows (id -> why)."""
+
+    step_s: int
+    greenhouses: dict[str, list[str]]
+    unusable: dict[str, str]
+
+
+def survey_raw(lake: Lake, params: PreprocessParams) -> Survey:
+    """Per greenhouse, in parallel (one Ray task each, reading a few columns): every device's
+    reporting interval and the sensors it never reports. The step is ``params.step_s``, or with
+    ``auto`` the one the slowest device needs (:func:`~app.preprocess.cadence.choose_step_s`)."""
+    import ray
+
+    from app.preprocess.cadence import device_intervals_s
+    from app.preprocess.engine import missing_sensors
+    from app.preprocess.raw import RawColumns
+
+    partitions = raw_partitions(lake, params)
+    if not partitions:
+        raise LookupError("no raw readings in the requested date range")
+    probe = params.with_step(60) if params.step_s == "auto" else params
+    filesystem, columns = lake.filesystem, ["device_id", "ts", *MEASUREMENT_NAMES]
+
+    @ray.remote(num_cpus=0.5)
+    def look(paths: list[str]) -> tuple[list[float], tuple[str, ...]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        raw = RawColumns.from_arrow(pa.concat_tables([pq.read_table(p, filesystem=filesystem, columns=columns) for p in paths]))
+        return device_intervals_s(raw).tolist(), missing_sensors(raw, probe.feature_params())
+
+    looked = dict(zip(partitions, ray.get([look.remote(paths) for paths in partitions.values()])))
+    unusable = {gh: f"never reports {', '.join(missing)}" for gh, (_, missing) in looked.items() if missing}
+    intervals = [i for gh, (found, _) in looked.items() if gh not in unusable for i in found]
+    step_s = int(params.step_s) if params.step_s != "auto" else choose_step_s(intervals or [60.0])
+    return Survey(step_s, {gh: paths for gh, paths in partitions.items() if gh not in unusable}, unusable)
+
+
+def build_features_dataset(lake: Lake, params: PreprocessParams, greenhouses: Mapping[str, list[str]] | None = None):
+    """A Ray Dataset of feature rows, one task per greenhouse (of ``greenhouses``: id -> raw
+    files; default every greenhouse in the date range). ``params`` must have its step resolved.
 
     The lake is already partitioned by greenhouse, so instead of a hash shuffle
     (``read_parquet().groupby().map_groups()``, measured 9x slower than one pandas process at 1M
@@ -154,7 +210,8 @@ def build_features_dataset(lake: Lake, params: PreprocessParams):
 
     fparams = params.feature_params()
     filesystem = lake.filesystem
-    items = [{"greenhouse_id": g, "paths": paths} for g, paths in sorted(raw_partitions(lake, params).items())]
+    chosen = raw_partitions(lake, params) if greenhouses is None else greenhouses
+    items = [{"greenhouse_id": g, "paths": paths} for g, paths in sorted(chosen.items())]
     if not items:
         raise LookupError("no raw readings in the requested date range")
 
@@ -197,8 +254,15 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
     digest = hashlib.sha256((params.model_dump_json() + "|".join(source_batches)).encode()).hexdigest()[:8]
     fs_id = f"fs-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S')}-{digest}"
 
-    say("building features per greenhouse with Ray Data")
-    features = build_features_dataset(lake, params).materialize()
+    say("surveying the raw readings: reporting intervals and sensors per greenhouse")
+    survey = survey_raw(lake, params)
+    for gh, why in sorted(survey.unusable.items()):
+        say(f"leaving out greenhouse {gh}: it {why}, which every feature row needs")
+    if not survey.greenhouses:
+        raise LookupError(f"no greenhouse can have feature rows: {survey.unusable}")
+    requested, params = params, params.with_step(survey.step_s)
+    say(f"building features per greenhouse with Ray Data on a {params.step_s} s grid, horizons {list(params.horizons_min)} min")
+    features = build_features_dataset(lake, params, survey.greenhouses).materialize()
     rows = features.count()
     if rows == 0:
         raise LookupError("no complete rows after cleaning: too little data in the range")
@@ -235,6 +299,8 @@ def run_preprocess(settings: Settings, params: PreprocessParams, *, on_progress:
         "_id": fs_id,
         "created_at": datetime.now(timezone.utc),
         "params": params.model_dump(mode="json"),
+        "requested_params": requested.model_dump(mode="json"),
+        "left_out": survey.unusable,
         "source_batches": source_batches,
         "source_batch_count": len(source_batches),
         "rows": {split: int(counts.get(split, 0)) for split in SPLITS},

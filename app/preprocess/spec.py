@@ -17,16 +17,31 @@ from app.contracts.vocabulary import ACTUATORS, TARGET_VARIABLES, plan_columns, 
 SPIKE_COLUMNS = ("air_temp_c", "rh_pct", "co2_ppm", "outside_temp_c", "outside_rh_pct")
 """Measurements checked for isolated spikes (rolling median and MAD)."""
 LAG_MIN = (5, 15, 30, 60)
-"""Lags (minutes) of the target variables' differences ``<v>_diff_<m>min``."""
+"""Lags (minutes) of the target variables' differences ``<v>_diff_<m>min``, as the nearest whole
+number of grid steps (:meth:`FeatureParams.steps`); a lag shorter than one step is one step: on a
+15-minute grid ``_diff_5min`` is the change over 15 minutes. Its name stays; a model reads it with
+the step of its feature set, which serving rebuilds it with."""
 ROLL_MIN = (15, 60)
-"""Trailing windows (minutes) of the rolling statistics ``<v>_mean_<m>min`` / ``<v>_std_<m>min``."""
+"""Trailing windows (minutes) of the rolling statistics ``<v>_mean_<m>min`` / ``<v>_std_<m>min``.
+A window spans at least :data:`MIN_ROLL_STEPS` steps (:meth:`FeatureParams.window_steps`): on a
+15-minute grid ``_std_15min`` is the spread of the last two steps, not a missing value."""
+MIN_ROLL_STEPS = 2
+"""The fewest steps a rolling window spans: a standard deviation needs two values."""
 ROLL_COLUMNS = ("air_temp_c", "rh_pct", "solar_w_m2")
 CHANGE_MIN = 15
-"""How far back (minutes) ``<actuator>_change_15min`` looks."""
+"""How far back (minutes) ``<actuator>_change_15min`` looks (at least one step, as the lags)."""
+SPIKE_WINDOW_MAX_MIN = 60
+"""The longest span (minutes) of the centred spike window on a coarse grid: 15 steps of 15
+minutes would judge a reading against almost four hours of climate (sunrise, a heating cycle)."""
+SPIKE_WINDOW_MIN_STEPS = 5
+"""The fewest steps the spike window keeps when :data:`SPIKE_WINDOW_MAX_MIN` shortens it: a
+median of fewer readings no longer tells one bad reading from a change of level."""
 CALENDAR_COLUMNS = ("hour_sin", "hour_cos", "doy_sin", "doy_cos", "sun_elevation_deg")
 OPTIONAL_SENSORS = ("co2_ppm", "par_umol_m2_s", "wind_m_s", "outside_rh_pct", "solar_w_m2")
 """Sensors a greenhouse may lack: a missing value becomes the greenhouse's median instead of
-dropping the row (their derived columns, e.g. ``solar_w_m2_mean_15min``, are still required)."""
+dropping the row, and a sensor it never reports leaves its column empty (NaN) in every row. Their
+derived columns, e.g. ``solar_w_m2_mean_15min``, are still required: a greenhouse that never
+reports solar has no rows (:func:`required_sensors`)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +59,21 @@ class FeatureParams:
     essential: tuple[str, ...] = field(default=(*TARGET_VARIABLES, "outside_temp_c", *ACTUATORS))
 
     def steps(self, minutes: float) -> int:
-        """Grid steps in ``minutes`` (at least one)."""
+        """Grid steps in ``minutes`` (at least one): lags, changes, plans and targets."""
         return max(1, int(round(minutes * 60 / self.step_s)))
+
+    def window_steps(self, minutes: float) -> int:
+        """Grid steps of a rolling window of ``minutes``: :meth:`steps`, but at least
+        :data:`MIN_ROLL_STEPS`."""
+        return max(MIN_ROLL_STEPS, self.steps(minutes))
+
+    def spike_steps(self) -> int:
+        """Grid steps of the centred spike window: ``spike_window_steps``, shortened on a coarse grid
+        to span at most :data:`SPIKE_WINDOW_MAX_MIN` minutes but never below
+        :data:`SPIKE_WINDOW_MIN_STEPS` steps (grids of 3 minutes or finer keep it as set up to 20
+        steps; the default 15 steps are shortened from a 5-minute grid on)."""
+        longest = max(SPIKE_WINDOW_MIN_STEPS, SPIKE_WINDOW_MAX_MIN * 60 // self.step_s)
+        return int(min(self.spike_window_steps, longest))
 
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -73,6 +101,16 @@ def required_columns(params: FeatureParams, *, labels: bool) -> tuple[str, ...]:
     """Columns a row must have (not NaN) to be kept: every feature but the optional sensors, the
     essential measurements, and with ``labels`` every plan and target."""
     return _required_columns(tuple(params.essential), tuple(params.horizons_min) if labels else ())
+
+
+def required_sensors(params: FeatureParams) -> tuple[str, ...]:
+    """Measurements but actuators that a greenhouse must report at least once for any row to be
+    kept: the essential ones and those required features are computed from (lags, rolling
+    statistics, the inside-outside difference). ``solar_w_m2`` is one although it is in
+    :data:`OPTIONAL_SENSORS`: its own gaps are filled, but its rolling statistics are required.
+    Actuators are not: one a greenhouse lacks reads 0 % (:mod:`app.preprocess.engine`)."""
+    sources = {*params.essential, *TARGET_VARIABLES, *ROLL_COLUMNS, "air_temp_c", "outside_temp_c"}
+    return tuple(n for n in MEASUREMENT_NAMES if n in sources and n not in ACTUATORS)
 
 
 # serving asks on every rebuild: the names are built once per parameters (as tuples: a model's

@@ -73,6 +73,7 @@ def record_baseline(settings: Settings, feature_set_id: str, params: PreprocessP
     """A ``feature_sets`` document for the raw lake's readings in ``params``' date range, built with
     the feature engine in this process (pandas, no Ray) and the preprocess job's own statistics."""
     lake = Lake.from_url(settings.lake_url)
+    params = params.with_step(60) if params.step_s == "auto" else params
     frames = [feature_table(lake.read_table(paths, columns=RAW_COLUMNS), greenhouse_id, params.feature_params()).to_pandas() for greenhouse_id, paths in sorted(raw_partitions(lake, params).items())]
     frame = pd.concat(frames, ignore_index=True)
     columns = [c for c in frame.columns if c not in ("greenhouse_id", "ts")]

@@ -149,3 +149,23 @@ def test_raw_columns_are_the_same_from_rows_frames_and_arrow_tables():
         np.testing.assert_array_equal(cols.times_us, from_rows.times_us)
         np.testing.assert_array_equal(cols.values, from_rows.values)
         assert len(set(cols.devices.tolist())) == 4 and cols.devices[4] != cols.devices[1]
+
+
+def test_windows_in_minutes_become_whole_steps_on_any_grid():
+    """Lags at least one step, rolling windows at least two, the spike window at most an hour on a
+    coarse grid (but at least five steps); grids of up to 3 minutes keep the set windows."""
+    fine, five, quarter = FeatureParams(step_s=60), FeatureParams(step_s=300), FeatureParams(step_s=900)
+    assert (fine.steps(5), fine.window_steps(15), fine.spike_steps()) == (5, 15, 15)
+    assert (five.steps(5), five.window_steps(15), five.spike_steps()) == (1, 3, 12)
+    assert (quarter.steps(5), quarter.steps(15), quarter.window_steps(15), quarter.window_steps(60), quarter.spike_steps()) == (1, 1, 2, 4, 5)
+    assert FeatureParams(step_s=120, spike_window_steps=21).spike_steps() == 21
+    assert FeatureParams(step_s=900, spike_window_steps=3).spike_steps() == 3  # never lengthened
+
+
+def test_spikes_are_removed_on_a_15_minute_grid_too():
+    values = np.array([20.0] * 12 + [30.0] + [20.0] * 6 + [24.0] * 12)
+    grid = {c: np.full(len(values), 10.0) for c in SPIKE_COLUMNS}
+    grid["air_temp_c"] = values.copy()
+    engine.remove_spikes(grid, FeatureParams(step_s=900))
+    assert np.isnan(grid["air_temp_c"][12])
+    assert np.count_nonzero(np.isnan(grid["air_temp_c"])) == 1  # the level change from step 19 stays
