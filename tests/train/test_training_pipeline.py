@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-import pandas as pd
 import orjson
+import pandas as pd
 import pytest
 
 from app.config import Settings
