@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_ARGS ?=
 
-.PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess clean
+.PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess bench-control clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-serve: install
 
 bench-preprocess: install
 	$(BIN)/python bench/preprocess.py $(BENCH_ARGS)
+
+bench-control: install
+	$(BIN)/python bench/control.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .greenhouse .pytest_cache

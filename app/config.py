@@ -121,8 +121,38 @@ class ControlSettings(BaseModel):
     band_low_c: float = 18.0
     band_high_c: float = 25.0
     rh_max_pct: float = Field(default=88.0, ge=0, le=100)
-    margin_c: float = Field(default=0.45, ge=0, le=3, description="the MPC aims its forecasts this far above band_low_c (room for forecast error)")
+    margin_c: float = Field(default=0.45, ge=0, le=3, description="the MPC aims its forecasts this far above band_low_c (room for forecast error) when the model gives no interval")
+    edge_margin_c: float = Field(
+        default=0.1, ge=0, le=3, description="with interval forecasts (a model with air_temp_c_<h>min_low): the lower edge must stay this far above band_low_c, kelvin (it replaces margin_c)"
+    )
+    edge_miss_rate: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="with interval forecasts: the share of outcomes allowed below the lower edge, which is recalibrated on each greenhouse's recent closed-loop forecasts (online conformal); 0: the model's edges as they are",
+    )
+    edge_later_miss_rate: float = Field(
+        default=0.2, gt=0, lt=1, description="the same at the horizons after the shortest: a plan the next decisions revise with fresh measurements need not hold on all days"
+    )
+    max_edge_margin_c: float = Field(
+        default=1.5, gt=0, le=5, description="an interval edge counts at most this far from its point forecast, kelvin (a broken, very wide interval must not drive full heat)"
+    )
+    vent_loss_per_pct_k: float = Field(
+        default=0.0005,
+        ge=0,
+        description="MPC cost of ventilation per vent-percent per kelvin inside above outside (the free heat it throws away; in heat-percent cost units x 0.01); 0: air exchange is free",
+    )
+    reversal_per_pct: float = Field(default=0.01, ge=0, description="MPC cost per percent of an actuator move against its direction of the last 15 minutes (damps oscillation); 0: none")
+    screen_insulate_below_solar_w_m2: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="the MPC may keep the screen closed for insulation while the outside is cold and the sun below this, W/m2 (a light budget); 0: the screen follows its rule",
+    )
     cost_horizon_max_min: int = Field(default=15, ge=1, description="forecast horizons beyond this do not enter the MPC cost (shown only)")
+    cost_horizon_min_min: int = Field(
+        default=10, ge=0, description="forecast horizons shorter than this do not enter the MPC cost (heating cannot move them: held to the band they make it swing); 0: all count"
+    )
     offset_alpha: float = Field(
         default=0.1,
         gt=0,
@@ -134,7 +164,7 @@ class ControlSettings(BaseModel):
         description="first-order response time of each actuator (pipe water, vent motors, screen drive): the MPC feeds the model the mean position a setpoint leads to, as training saw it; {} treats setpoints as reached at once",
     )
     screen_opening_margin_c: float = Field(
-        default=0.5, ge=0, le=3, description="extra margin while the screen opens, is about to, or opened within 15 min (pre-heat: the forecaster underestimates that cold drop)"
+        default=0.25, ge=0, le=3, description="extra margin while the screen opens, is about to, or opened within 15 min (pre-heat: the forecaster underestimates that cold drop)"
     )
     limits: Limits = Field(default_factory=Limits, description="safety bounds and rate limits of every setpoint")
 

@@ -285,7 +285,12 @@ def _learn(settings: Settings, options: DemoOptions, summary: DemoSummary, progr
     progress("training the best with Ray Train, MLflow, promotion", 0, 1)
     trained = run_training(settings, TrainJobParams(feature_set_id=info.feature_set_id, booster=best), tags={"tuned": "true", "demo": "true"})
     summary.model_version = trained.model_version
-    summary.forecast_skill_15min = trained.metrics.get("skill_air_temp_c_15min")
+    m = trained.metrics
+    summary.forecast_skill_15min = m.get("skill_air_temp_c_15min")
+    if "skill_air_temp_c_15min_ci_low" in m:
+        summary.forecast_skill_15min_ci = (m["skill_air_temp_c_15min_ci_low"], m["skill_air_temp_c_15min_ci_high"])
+    summary.validation_skill_15min = m.get("validation_skill_air_temp_c_15min")
+    summary.interval_coverage_15min = m.get("coverage_air_temp_c_15min")
     summary.promoted = run_promotion(settings, trained.model_name).promoted
     progress("training the best with Ray Train, MLflow, promotion", 1, 1)
     if options.rollouts:

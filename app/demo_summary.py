@@ -37,6 +37,11 @@ class DemoSummary:
     tune_stopped_early: int = 0
     model_version: str = ""
     forecast_skill_15min: float | None = None
+    """On the untouched test window."""
+    forecast_skill_15min_ci: tuple[float, float] | None = None
+    validation_skill_15min: float | None = None
+    interval_coverage_15min: float | None = None
+    """The share of test-window outcomes inside the nominal 90 % interval."""
     promoted: bool = False
     candidates: dict[str, str] = field(default_factory=dict)
     """Versions trained for the rollout drill: label (good, degraded) -> version."""
@@ -48,6 +53,14 @@ class DemoSummary:
     control_verdict: str = ""
     report: str = ""
     stage_s: dict[str, float] = field(default_factory=dict)
+
+
+def _skill_text(s: DemoSummary) -> str:
+    if s.forecast_skill_15min is None:
+        return "-"
+    ci = f" [{s.forecast_skill_15min_ci[0]:.3f}, {s.forecast_skill_15min_ci[1]:.3f}]" if s.forecast_skill_15min_ci else ""
+    validation = f" ({s.validation_skill_15min:.3f})" if s.validation_skill_15min is not None else ""
+    return f"{s.forecast_skill_15min:.3f}{ci}{validation}"
 
 
 def control_verdict(model_in_band: float, model_kwh: float, thermo_in_band: float, thermo_kwh: float) -> str:
@@ -97,7 +110,8 @@ def summary_rows(s: DemoSummary) -> list[tuple[str, str]]:
             ("feature set (rows)", f"{s.feature_set_id} ({s.feature_rows})"),
             ("tune trials (stopped early by ASHA)", f"{s.tune_trials} ({s.tune_stopped_early})"),
             ("model version (promoted to champion)", f"{s.model_version} ({'yes' if s.promoted else 'no'})"),
-            ("15-min forecast skill vs persistence (validation)", "-" if s.forecast_skill_15min is None else f"{s.forecast_skill_15min:.3f}"),
+            ("15-min forecast skill vs persistence: test window [90 % interval] (validation)", _skill_text(s)),
+            ("90 % forecast interval: share of test outcomes inside", "-" if s.interval_coverage_15min is None else f"{100 * s.interval_coverage_15min:.1f}%"),
         ]
     c = s.control
     if c:

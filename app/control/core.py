@@ -4,10 +4,12 @@ Every caller decides through :class:`Controller`: the Serve control app, the clo
 thermostat fleet and any later scheduler or canary router. It runs the safety code in one order:
 
 1. staleness: readings older than ``stale_after_s`` (or no forecaster) mean the thermostat;
-2. the screen follows the climate computer's rule (:func:`~app.control.planner.screen_plan`);
-3. model-predictive control: a grid of candidate heating/ventilation settings around that screen,
-   one forecaster call for all of them, each horizon corrected by its recent error
-   (:class:`~app.control.correction.ForecastOffsets`), the cheapest candidate, clamped;
+2. the screen follows the climate computer's rule (:func:`~app.control.planner.screen_plan`), or
+   stays closed where insulating may pay (:func:`~app.control.planner.screen_options`);
+3. model-predictive control: a grid of candidate heating/ventilation settings around each screen
+   option, one forecaster call for all of them, each horizon corrected by its recent error
+   (:class:`~app.control.correction.ForecastOffsets`; interval edges move with their forecast),
+   the cheapest candidate, clamped;
 4. any failure of the forecaster falls back to the thermostat, with the reason;
 5. the command: id, expiry, model version and the forecast behind it.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,10 +30,11 @@ import numpy as np
 
 from app.config import Limits, Settings
 from app.contracts.command import ControlCommand, ModelRef
-from app.contracts.vocabulary import horizon_of
+from app.contracts.vocabulary import ACTUATORS, horizon_of, is_interval_key
 from app.control.correction import ForecastOffsets
-from app.control.planner import ScreenPlan, build_command, candidate_matrix, current_setpoints, screen_plan, targets_during
-from app.control.policy import Decision, Targets, Weights, candidate_plans, cost_horizons, pick_best, thermostat
+from app.control.edge_calibration import EdgeCalibration
+from app.control.planner import ScreenPlan, build_command, candidate_matrix, current_setpoints, screen_options, screen_plan, targets_during
+from app.control.policy import CostContext, Decision, RuleTuning, ScreenRule, Targets, Weights, candidate_plans, cost_horizons, pick_best, scale_edges, thermostat
 
 Predict = Callable[[np.ndarray, list[str], "list[int] | None"], "np.ndarray | Awaitable[np.ndarray]"]
 
@@ -51,9 +54,24 @@ class ControlPolicy:
     interval_s: float = 300.0
     stale_after_s: float = 900.0
     cost_horizon_max_min: int | None = 15
+    cost_horizon_min_min: int | None = None
+    """Horizons shorter than this do not enter the cost (``None``: all count). Heating needs some
+    minutes to act (the pipes' lag): a forecast it can hardly move, held to the band, drives it
+    from full to none and back."""
     screen_opening_margin_c: float = 0.0
     actuator_time_constants_s: Mapping[str, float] = field(default_factory=dict)
     command_ttl_s: float = 600.0
+    rule: RuleTuning = field(default_factory=RuleTuning)
+    """The rule-based controller: the fallback, and with no forecaster the whole controller."""
+    screen_rule: ScreenRule = field(default_factory=ScreenRule)
+    screen_insulate_below_solar_w_m2: float = 0.0
+    """The MPC may keep the screen closed for insulation below this sun (W/m2; 0: it follows the
+    screen rule), see :func:`~app.control.planner.screen_options`."""
+    edge_miss_rate: float | None = 0.02
+    """With interval forecasts: the share of outcomes allowed below the calibrated lower edge at
+    the shortest horizon (:class:`EdgeCalibration`); ``None`` takes the model's edges as they are."""
+    edge_later_miss_rate: float = 0.2
+    """... and at the later horizons (a plan the next decisions revise)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ControlPolicy:
@@ -61,13 +79,18 @@ class ControlPolicy:
         c = settings.control
         return cls(
             limits=c.limits,
-            targets=Targets(band_low_c=c.band_low_c, band_high_c=c.band_high_c, rh_max_pct=c.rh_max_pct, margin_c=c.margin_c),
+            targets=Targets(band_low_c=c.band_low_c, band_high_c=c.band_high_c, rh_max_pct=c.rh_max_pct, margin_c=c.margin_c, edge_margin_c=c.edge_margin_c, max_edge_margin_c=c.max_edge_margin_c),
+            weights=Weights(vent_loss_per_pct_k=c.vent_loss_per_pct_k, reversal_per_pct=c.reversal_per_pct),
             interval_s=c.interval_s,
             stale_after_s=c.stale_after_s,
             cost_horizon_max_min=c.cost_horizon_max_min,
+            cost_horizon_min_min=c.cost_horizon_min_min or None,
             screen_opening_margin_c=c.screen_opening_margin_c,
             actuator_time_constants_s=dict(c.actuator_time_constants_s),
             command_ttl_s=c.command_ttl_s,
+            screen_insulate_below_solar_w_m2=c.screen_insulate_below_solar_w_m2,
+            edge_miss_rate=c.edge_miss_rate or None,
+            edge_later_miss_rate=c.edge_later_miss_rate,
         )
 
 
@@ -133,6 +156,8 @@ class _Step:
     why_fallback: str | None
     forecaster: ModelForecaster | None = None
     plans: np.ndarray | None = None
+    options: list[tuple[ScreenPlan, int]] = field(default_factory=list)
+    """The screen options asked for, each with its number of candidate rows (in ``plans`` order)."""
     query: tuple[np.ndarray, list[str], list[int]] | None = None
     keys: list[str] = field(default_factory=list)
     model_error: str | None = None
@@ -146,13 +171,15 @@ def _model_unavailable(exc: BaseException) -> str:
 class Controller:
     """Decides for any number of greenhouses under one :class:`ControlPolicy`.
 
-    It remembers each greenhouse's recent forecast errors (offset-free MPC): keep one controller
-    per serving replica or loop, and pass it every decision of the greenhouses it serves.
+    It remembers each greenhouse's recent forecast errors (offset-free MPC) and, for models with
+    interval edges, how far its outcomes fell below them (:class:`EdgeCalibration`): keep one
+    controller per serving replica or loop, and pass it every decision of the greenhouses it serves.
     """
 
-    def __init__(self, policy: ControlPolicy, offsets: ForecastOffsets | None = None) -> None:
+    def __init__(self, policy: ControlPolicy, offsets: ForecastOffsets | None = None, calibration: EdgeCalibration | None = None) -> None:
         self.policy = policy
         self.offsets = offsets or ForecastOffsets()
+        self.calibration = calibration or (EdgeCalibration(policy.edge_miss_rate, policy.edge_later_miss_rate) if policy.edge_miss_rate else None)
 
     async def decide(
         self, state: GreenhouseState, forecaster: ModelForecaster | None, now: datetime, *, unavailable: str | None = None, dry_run: bool = False, request_id: str | None = None
@@ -228,7 +255,7 @@ class Controller:
         # The screen follows the climate computer's rule (insulate when dark and cold, shade in
         # strong sun); the model chooses heating and ventilation around it, knowing when the rule
         # will move the screen next.
-        step = _Step(state, now, current_setpoints(state.features), age_s, screen_plan(state.features, p.interval_s), why, forecaster)
+        step = _Step(state, now, current_setpoints(state.features), age_s, screen_plan(state.features, p.interval_s, p.screen_rule), why, forecaster)
         if why is None:
             assert forecaster is not None
             try:
@@ -251,13 +278,19 @@ class Controller:
             return None
 
     def _query(self, step: _Step, forecaster: ModelForecaster) -> None:
-        """The candidates and the model inputs that forecast them (only the horizons the cost
-        counts: the shortest always counts)."""
+        """The candidates of every screen option and the model inputs that forecast them (only the
+        horizons the cost counts: the shortest always counts)."""
         p = self.policy
-        step.plans = candidate_plans(step.current, p.limits, p.interval_s, fixed={"screen_pct": step.screen.setpoint_pct}, levels=p.levels)
-        horizons = cost_horizons(list(forecaster.horizons_min), p.cost_horizon_max_min)
-        matrix, columns = candidate_matrix(step.state.features, step.plans, forecaster.feature_columns, horizons, p.actuator_time_constants_s, step.screen.scheduled)
-        step.query = (matrix, columns, horizons)
+        horizons = cost_horizons(list(forecaster.horizons_min), p.cost_horizon_max_min, p.cost_horizon_min_min)
+        plans, matrices = [], []
+        for option in screen_options(step.state.features, step.screen, p.screen_rule, p.screen_insulate_below_solar_w_m2):
+            grid = candidate_plans(step.current, p.limits, p.interval_s, fixed={"screen_pct": option.setpoint_pct}, levels=p.levels)
+            matrix, columns = candidate_matrix(step.state.features, grid, forecaster.feature_columns, horizons, p.actuator_time_constants_s, option.scheduled)
+            plans.append(grid)
+            matrices.append(matrix)
+            step.options.append((option, len(grid)))
+        step.plans = plans[0] if len(plans) == 1 else np.vstack(plans)
+        step.query = (matrices[0] if len(matrices) == 1 else np.vstack(matrices), columns, horizons)
         step.keys = [k for k in forecaster.output_keys if horizon_of(k) in horizons]
 
     def _conclude(self, step: _Step, forecasts: Any, dry_run: bool, request_id: str | None) -> ControlDecision:
@@ -272,7 +305,14 @@ class Controller:
         if decision is None:
             why = step.model_error or step.why_fallback
             rule = thermostat(
-                float(step.state.features["air_temp_c"]), float(step.state.features["rh_pct"]), step.current, limits=p.limits, targets=p.targets, dt_s=p.interval_s, screen_pct=step.screen.setpoint_pct
+                float(step.state.features["air_temp_c"]),
+                float(step.state.features["rh_pct"]),
+                step.current,
+                limits=p.limits,
+                targets=p.targets,
+                dt_s=p.interval_s,
+                screen_pct=step.screen.setpoint_pct,
+                tuning=p.rule,
             )
             decision = Decision(rule.setpoints, rule.mode, f"{why}; {rule.reason}")
         model = step.forecaster.ref if step.forecaster is not None else None
@@ -294,28 +334,77 @@ class Controller:
 
     def _choose(self, step: _Step, forecasts: np.ndarray) -> tuple[Decision, dict[int, float]]:
         """Offset-free MPC: settle the forecasts now due against the measurement, correct each
-        horizon by its recent error, pick the cheapest candidate, remember what the model said."""
-        p = self.policy
+        horizon by its recent error (and scale the interval edges by their closed-loop
+        calibration), pick the cheapest candidate, remember what the model said."""
         assert step.forecaster is not None and step.plans is not None
         key = offsets_key(step.forecaster.ref, step.state.greenhouse_id)
-        feats = step.state.features
-        step.settled = self.offsets.observe(key, step.state.ts, float(feats["air_temp_c"]))
+        measured = float(step.state.features["air_temp_c"])
+        step.settled = self.offsets.observe(key, step.state.ts, measured)
         corrections = self.offsets.offsets(key)
-        targets = targets_during(p.targets, step.screen, p.screen_opening_margin_c)
-        decision = pick_best(
-            step.plans,
-            self.offsets.correct(key, forecasts, step.keys),
-            step.keys,
-            step.current,
-            limits=p.limits,
-            targets=targets,
-            weights=p.weights,
-            dt_s=p.interval_s,
-            max_horizon_min=p.cost_horizon_max_min,
-        )
-        if decision.candidate_index is not None:
-            self.offsets.record(key, step.state.ts, dict(zip(step.keys, forecasts[decision.candidate_index].tolist())))
+        if forecasts.shape != (len(step.plans), len(step.keys)):
+            raise ValueError(f"forecaster answered shape {forecasts.shape} for {len(step.plans)} candidates x {len(step.keys)} forecasts")
+        corrected = self.offsets.correct(key, forecasts, step.keys)
+        scored = corrected
+        if self.calibration is not None:
+            self.calibration.observe(key, step.state.ts, measured)
+            scored = scale_edges(corrected, step.keys, self.calibration.scales(key))
+        decision = self._cheapest(step, scored)
+        assert decision.candidate_index is not None
+        points = [(k, v) for k, v in zip(step.keys, forecasts[decision.candidate_index].tolist()) if not is_interval_key(k)]
+        self.offsets.record(key, step.state.ts, dict(points))
+        if self.calibration is not None:
+            self.calibration.record(key, step.state.ts, step.keys, corrected[decision.candidate_index].tolist(), decision.setpoints)
         return decision, {h: round(v, 4) for h, v in corrections.items() if math.isfinite(v)}
+
+    def _cheapest(self, step: _Step, forecasts: np.ndarray) -> Decision:
+        """The cheapest candidate of each screen option, then the cheapest of those (ties: less
+        heat, then the rule's screen); ``ValueError`` when no candidate has a finite forecast."""
+        p = self.policy
+        assert step.plans is not None
+        context = cost_context(step.state.features)
+        best: tuple[tuple[float, float, int], Decision] | None = None
+        start = 0
+        for order, (option, rows) in enumerate(step.options):
+            span = slice(start, start + rows)
+            targets = targets_during(p.targets, option, p.screen_opening_margin_c)
+            try:
+                d = pick_best(
+                    step.plans[span],
+                    forecasts[span],
+                    step.keys,
+                    step.current,
+                    limits=p.limits,
+                    targets=targets,
+                    weights=p.weights,
+                    dt_s=p.interval_s,
+                    max_horizon_min=p.cost_horizon_max_min,
+                    context=context,
+                )
+            except ValueError:
+                if len(step.options) == 1:
+                    raise
+                d = None
+            if d is not None and d.candidate_index is not None:
+                d = _shifted(d, start, order)
+                rank = (d.cost if d.cost is not None else math.inf, d.setpoints["heat_pct"], order)
+                best = (rank, d) if best is None or rank < best[0] else best
+            start += rows
+        if best is None:
+            raise ValueError("no candidate has a finite forecast")
+        return best[1]
+
+
+def cost_context(features: Mapping[str, Any]) -> CostContext:
+    """What the cost reads of the greenhouse (:class:`~app.control.policy.CostContext`): the
+    inside and outside temperatures and each actuator's change over the last 15 minutes."""
+    return CostContext(float(features["air_temp_c"]), float(features.get("outside_temp_c", math.nan)), {a: float(features.get(f"{a}_change_15min", 0.0)) for a in ACTUATORS})
+
+
+def _shifted(decision: Decision, start: int, order: int) -> Decision:
+    """A screen option's decision with its candidate index into all the candidates."""
+    assert decision.candidate_index is not None
+    why = decision.reason if order == 0 else f"{decision.reason} (screen kept closed: insulation)"
+    return replace(decision, candidate_index=start + decision.candidate_index, reason=why)
 
 
 def _split_rows(out: np.ndarray, steps: Sequence[_Step]) -> dict[int, np.ndarray]:
@@ -343,4 +432,4 @@ def thermostat_state(greenhouse_id: str, ts: datetime, measured: Mapping[str, fl
     return GreenhouseState(greenhouse_id, {"ts": ts, **measured, **positions})
 
 
-__all__: Sequence[str] = ["ControlDecision", "ControlPolicy", "Controller", "GreenhouseState", "ModelForecaster", "offsets_key", "thermostat_state"]
+__all__: Sequence[str] = ["ControlDecision", "ControlPolicy", "Controller", "EdgeCalibration", "GreenhouseState", "ModelForecaster", "cost_context", "offsets_key", "thermostat_state"]

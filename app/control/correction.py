@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from app.contracts.vocabulary import horizon_of
+from app.contracts.vocabulary import horizon_of, is_interval_key
 
 TEMP_PREFIX = "air_temp_c_"
 
@@ -76,7 +76,7 @@ class ForecastOffsets:
         repeated decision for the same instant replaces the earlier one)."""
         pending = self._pending[greenhouse_id]
         for key, value in forecast.items():
-            if key.startswith(TEMP_PREFIX):
+            if key.startswith(TEMP_PREFIX) and not is_interval_key(key):  # the forecast, not its interval's edges
                 h = horizon_of(key)
                 pending[(ts, h)] = _Pending(ts + timedelta(minutes=h), h, float(value))
 
@@ -86,7 +86,8 @@ class ForecastOffsets:
 
     def correct(self, greenhouse_id: str, forecasts: np.ndarray, keys: Sequence[str]) -> np.ndarray:
         """``forecasts`` (one row per candidate, columns named by ``keys``) with each temperature
-        horizon shifted by its offset; a new array (the input is left as it was)."""
+        horizon shifted by its offset, its interval's edges with it; a new array (the input is
+        left as it was)."""
         offsets = self._offsets.get(greenhouse_id)
         if not offsets:
             return np.array(forecasts, dtype=np.float64)

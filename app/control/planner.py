@@ -17,7 +17,7 @@ import numpy as np
 
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
 from app.contracts.vocabulary import ACTUATORS, plan_columns
-from app.control.policy import Decision, Targets, plan_matrix, screen_opening, screen_rule
+from app.control.policy import Decision, ScreenRule, Targets, plan_matrix, screen_opening
 
 COMMAND_NAMESPACE = uuid.UUID("6a1f2f0e-6f0c-4b43-9d0e-4f1b2c3d4e5f")
 THERMOSTAT_MODEL = ModelRef(name="thermostat", version="rule-v1")
@@ -46,23 +46,41 @@ def solar_trend_w_m2_per_min(features: Mapping[str, Any]) -> float:
     return 0.0 if not math.isfinite(mean) else (float(features["solar_w_m2"]) - mean) / 7.0
 
 
-def screen_plan(features: Mapping[str, Any], interval_s: float) -> ScreenPlan:
-    """:class:`ScreenPlan` from the latest features: the rule now, and the rule at the next
-    decision with the sun following its recent trend (so the MPC pre-heats before the screen
-    opens at sunrise instead of after)."""
-    now = screen_rule(features["outside_temp_c"], features["solar_w_m2"])
+def screen_plan(features: Mapping[str, Any], interval_s: float, rule: ScreenRule = ScreenRule()) -> ScreenPlan:
+    """:class:`ScreenPlan` from the latest features under ``rule``: the rule now, and the rule at
+    the next decision with the sun following its recent trend (so the MPC pre-heats before the
+    screen opens at sunrise instead of after)."""
+    now = rule.setpoint_pct(features["outside_temp_c"], features["solar_w_m2"])
     after_min = interval_s / 60.0
     solar_next = max(0.0, float(features["solar_w_m2"]) + solar_trend_w_m2_per_min(features) * after_min)
-    later = screen_rule(features["outside_temp_c"], solar_next)
+    later = rule.setpoint_pct(features["outside_temp_c"], solar_next)
     scheduled = {"screen_pct": (later, after_min)} if later != now else None
     change = float(features.get("screen_pct_change_15min", 0.0))
     opening = screen_opening(now, float(features.get("screen_pct", now)), change if math.isfinite(change) else 0.0, later if scheduled else None)
     return ScreenPlan(now, scheduled, opening)
 
 
+def screen_options(features: Mapping[str, Any], plan: ScreenPlan, rule: ScreenRule, insulate_below_solar_w_m2: float) -> list[ScreenPlan]:
+    """The screen plans the MPC chooses among: the rule's ``plan`` first, then, where insulating
+    may pay, the screen kept closed. It may pay while the outside is colder than the rule's night
+    threshold and the sun gives less than ``insulate_below_solar_w_m2`` (0: never), and the rule
+    opens the screen now or by the next decision: the closed screen saves ~45 % of the cover's
+    loss and costs ~45 % of the sun, so on a cold, dull morning the model's forecasts say which
+    is cheaper. The bound on the sun is a light budget: above it the crop's light wins."""
+    if insulate_below_solar_w_m2 <= 0 or (plan.setpoint_pct >= 100.0 and plan.scheduled is None):
+        return [plan]
+    outside_c, solar_w_m2 = float(features["outside_temp_c"]), float(features["solar_w_m2"])
+    if not (outside_c < rule.night_below_outside_c and solar_w_m2 < insulate_below_solar_w_m2):
+        return [plan]
+    return [plan, ScreenPlan(100.0, None, opening=False)]
+
+
 def targets_during(targets: Targets, screen: ScreenPlan, opening_margin_c: float) -> Targets:
-    """``targets`` with ``opening_margin_c`` more margin while the screen opens."""
-    return replace(targets, margin_c=targets.margin_c + opening_margin_c) if screen.opening and opening_margin_c else targets
+    """``targets`` with ``opening_margin_c`` more margin while the screen opens (on the fixed
+    margin and on the interval edge alike: the forecaster underestimates that drop either way)."""
+    if not (screen.opening and opening_margin_c):
+        return targets
+    return replace(targets, margin_c=targets.margin_c + opening_margin_c, edge_margin_c=targets.edge_margin_c + opening_margin_c)
 
 
 def candidate_columns(feature_columns: Sequence[str], horizons_min: Sequence[int]) -> list[str]:
@@ -165,6 +183,7 @@ __all__ = [
     "command_id_for",
     "current_setpoints",
     "plan_weights",
+    "screen_options",
     "screen_plan",
     "solar_trend_w_m2_per_min",
     "targets_during",

@@ -5,8 +5,11 @@
 - :func:`candidate_plans` spans the candidate settings, :func:`candidate_costs` scores each
   candidate's forecast (temperature and humidity per horizon) and :func:`pick_best` picks the one
   that keeps the forecast inside the target band at the least energy, with a small penalty on
-  actuator travel: model-predictive control (:mod:`app.control.core` runs them in order).
-- :func:`thermostat` is the rule-based fallback used when the model or the data is stale.
+  actuator travel: model-predictive control (:mod:`app.control.core` runs them in order). When
+  the forecaster gives interval edges (``air_temp_c_15min_low``/``_high``), the band penalty uses
+  them: the room for forecast error comes from the model's uncertainty, not a fixed margin.
+- :func:`thermostat` is the rule-based controller (:class:`RuleTuning`) and the fallback used when
+  the model or the data is stale; :class:`ScreenRule` is the climate computer's screen rule.
 
 No I/O, no clocks, no randomness: the same inputs give the same decision.
 """
@@ -18,13 +21,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 from app.config import Limits
-from app.contracts.vocabulary import ACTUATORS, horizon_of
+from app.contracts.vocabulary import ACTUATORS, horizon_of, interval_key, is_interval_key, variable_of
 
 HEAT_COLUMN = ACTUATORS.index("heat_pct")
+VENT_COLUMN = ACTUATORS.index("vent_pct")
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,19 @@ class Targets:
     rh_max_pct: float = 88.0
     margin_c: float = 0.0
     """How far inside the lower edge the MPC aims its forecasts (room for forecast error); the
-    band itself (what "in band" means) is unchanged."""
+    band itself (what "in band" means) is unchanged. Used where the forecaster gives no lower
+    interval edge (or a non-finite one)."""
+    edge_margin_c: float = 0.0
+    """With interval forecasts: how far above the lower edge of the band the forecast's lower
+    interval edge must stay (the interval itself is the room for forecast error)."""
+    edge_scale: float = 1.0
+    """The share of the distance from the point forecast to its interval edge that counts as
+    margin: 1 holds the edge itself (the 5 % quantile) to the band; 0.5 is about the 20 %
+    quantile of a normal error. The model's interval is what training saw (open loop); closed
+    loop with offset correction the error is smaller, and a scale below 1 says by how much."""
+    max_edge_margin_c: float = 1.5
+    """The most an interval edge may lie from its point forecast, kelvin (a broken, very wide
+    interval must not drive full heat or full ventilation)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,17 @@ class Weights:
     rh_pct2: float = 0.005
     energy_per_heat_pct: float = 0.01
     travel_per_pct: float = 0.002
+    vent_loss_per_pct_k: float = 0.0
+    """Ventilation's cost per vent-percent per kelvin the inside is warmer than the outside, while
+    the outside is colder than the band's lower edge: the free heat (sun, stored in the floor and
+    the pipes) it throws away, which the night's heating pays back. With it the MPC rides the
+    solar gain up to the band's top instead of venting it early; with the outside above the band's
+    edge no heating pays it back and venting is free. 0: air exchange is free."""
+    reversal_per_pct: float = 0.0
+    """Cost per percent of a heating move against its recent direction (the change of its position
+    over the last 15 minutes): damps the ~1 K oscillation a one-step MPC with lagged heating falls
+    into. Only heating: the pipes' lag is what makes it swing (vents and the screen act at once,
+    and a vent left open against its own trend would throw heat away)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +96,17 @@ class Decision:
     forecast: dict[str, float] = field(default_factory=dict)
     candidate_index: int | None = None
     """Which of the candidates the MPC chose (``None`` for the thermostat)."""
+
+
+@dataclass(frozen=True)
+class CostContext:
+    """What the cost reads of the greenhouse besides the candidates and their forecasts."""
+
+    air_temp_c: float = math.nan
+    outside_temp_c: float = math.nan
+    """Indoor and outdoor air temperature now (what a percent of ventilation throws away)."""
+    recent_change_pct: Mapping[str, float] = field(default_factory=dict)
+    """Per actuator, the change of its position over the last 15 minutes (its direction)."""
 
 
 DEFAULT_LEVELS: tuple[float, ...] = (0, 25, 50, 75, 100)
@@ -146,48 +185,139 @@ def plan_matrix(candidates: Sequence[Mapping[str, float]]) -> np.ndarray:
     return np.array([[float(c[a]) for a in ACTUATORS] for c in candidates], dtype=np.float64).reshape(len(candidates), len(ACTUATORS))
 
 
-def cost_horizons(horizons_min: Sequence[int], max_horizon_min: int | None) -> list[int]:
-    """The horizons the cost counts: those up to ``max_horizon_min`` (all when ``None``), and the
-    shortest always."""
-    if max_horizon_min is None or not horizons_min:
-        return list(horizons_min)
-    limit = max(max_horizon_min, min(horizons_min))
-    return [h for h in horizons_min if h <= limit]
+def cost_horizons(horizons_min: Sequence[int], max_horizon_min: int | None, min_horizon_min: int | None = None) -> list[int]:
+    """The horizons the cost counts: those from ``min_horizon_min`` (the longest when none is that
+    long) up to ``max_horizon_min`` (all when ``None``), and the shortest of those always."""
+    hs = list(horizons_min)
+    if min_horizon_min is not None and hs:
+        hs = [h for h in hs if h >= min_horizon_min] or [max(hs)]
+    if max_horizon_min is None or not hs:
+        return hs
+    limit = max(max_horizon_min, min(hs))
+    return [h for h in hs if h <= limit]
+
+
+class CostColumns(NamedTuple):
+    """Where the counted forecasts sit in a forecast row (:func:`cost_columns`)."""
+
+    temp: np.ndarray
+    """Temperature point forecasts."""
+    low: np.ndarray
+    """For each of ``temp``, its lower interval edge's column (-1: none)."""
+    high: np.ndarray
+    """For each of ``temp``, its upper interval edge's column (-1: none)."""
+    rh: np.ndarray
+    """Humidity point forecasts."""
 
 
 @lru_cache(maxsize=256)
-def _cost_columns(keys: tuple[str, ...], max_horizon_min: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the temperature and humidity forecasts that count (horizon <= the limit; the
-    shortest horizon always counts)."""
+def cost_columns(keys: tuple[str, ...], max_horizon_min: int | None) -> CostColumns:
+    """Indices of the forecasts that count (horizon <= the limit; the shortest horizon always
+    counts): point forecasts by variable, and each temperature forecast's interval edges."""
     counts = set(cost_horizons(sorted({horizon_of(k) for k in keys}), max_horizon_min))
+    index = {k: i for i, k in enumerate(keys)}
 
-    def counted(prefix: str) -> np.ndarray:
-        return np.array([i for i, k in enumerate(keys) if k.startswith(prefix) and horizon_of(k) in counts], dtype=np.intp)
+    def points(variable: str) -> list[int]:
+        return [i for i, k in enumerate(keys) if not is_interval_key(k) and variable_of(k) == variable and horizon_of(k) in counts]
 
-    return counted("air_temp_c_"), counted("rh_pct_")
+    temp = points("air_temp_c")
+
+    def edges(side: str) -> np.ndarray:
+        return np.array([index.get(interval_key("air_temp_c", horizon_of(keys[i]), side), -1) for i in temp], dtype=np.intp)
+
+    return CostColumns(np.array(temp, dtype=np.intp), edges("low"), edges("high"), np.array(points("rh_pct"), dtype=np.intp))
+
+
+def _edge_distance(points: np.ndarray, forecasts: np.ndarray, edge_cols: np.ndarray, side: int, limit_c: float) -> np.ndarray:
+    """Per entry, how far the interval edge lies beyond the point forecast (``side`` -1: below,
+    +1: above), clipped to ``0..limit_c``; NaN where there is no edge or it is not finite."""
+    out = np.full(points.shape, np.nan)
+    has = edge_cols >= 0
+    if has.any():
+        edge = forecasts[:, edge_cols[has]]
+        with np.errstate(invalid="ignore"):
+            distance = np.clip(side * (edge - points[:, has]), 0.0, limit_c)
+        out[:, has] = np.where(np.isfinite(edge), distance, np.nan)
+    return out
+
+
+def band_bounds(forecasts: np.ndarray, columns: CostColumns, targets: Targets) -> tuple[np.ndarray, np.ndarray]:
+    """The temperatures the band penalty holds to the band, per candidate and counted horizon:
+    ``(lower, upper)``. With interval edges, the lower edge (less ``edge_margin_c``) and the upper
+    edge, each at most ``max_edge_margin_c`` from the point forecast and pulled toward it by
+    ``edge_scale``; without them (or where an edge is not finite), the point forecast less
+    ``margin_c`` and the point forecast itself."""
+    points = forecasts[:, columns.temp]
+    scale = min(1.0, max(0.0, targets.edge_scale))
+    below = scale * _edge_distance(points, forecasts, columns.low, -1, targets.max_edge_margin_c)
+    above = scale * _edge_distance(points, forecasts, columns.high, +1, targets.max_edge_margin_c)
+    lower = points - np.where(np.isnan(below), targets.margin_c, below + targets.edge_margin_c)
+    upper = points + np.where(np.isnan(above), 0.0, above)
+    return lower, upper
+
+
+def scale_edges(forecasts: np.ndarray, keys: Sequence[str], scales: Mapping[int, float]) -> np.ndarray:
+    """``forecasts`` with each temperature forecast's lower edge moved to ``scale`` times its
+    distance below the point forecast (``scales``: horizon minutes -> scale, at least 0; a horizon
+    without one keeps its edge). A new array; non-finite edges stay as they are."""
+    out = np.array(forecasts, dtype=np.float64)
+    index = {k: i for i, k in enumerate(keys)}
+    for h, scale in scales.items():
+        point, low = index.get(f"air_temp_c_{h}min"), index.get(interval_key("air_temp_c", h, "low"))
+        if point is None or low is None or not math.isfinite(scale):
+            continue
+        edge = out[:, low]
+        with np.errstate(invalid="ignore"):
+            out[:, low] = np.where(np.isfinite(edge), out[:, point] - max(0.0, scale) * np.maximum(0.0, out[:, point] - edge), edge)
+    return out
 
 
 def candidate_costs(
-    plans: np.ndarray, forecasts: np.ndarray, keys: Sequence[str], current: Mapping[str, float], targets: Targets, weights: Weights = Weights(), max_horizon_min: int | None = None
+    plans: np.ndarray,
+    forecasts: np.ndarray,
+    keys: Sequence[str],
+    current: Mapping[str, float],
+    targets: Targets,
+    weights: Weights = Weights(),
+    max_horizon_min: int | None = None,
+    context: CostContext | None = None,
 ) -> np.ndarray:
     """The cost of every candidate at once.
 
     ``plans`` holds one candidate per row (columns in :data:`ACTUATORS` order); ``forecasts`` one
-    forecast per row, its columns named by ``keys`` (``air_temp_c_<h>min`` / ``rh_pct_<h>min``).
-    Forecasts beyond ``max_horizon_min`` do not count (a plan held constant that long is not what
-    the controller will do: it decides again every interval); the shortest horizon always counts.
-    Cost: squared band violation (below the band's edge plus ``margin_c``, or above it), squared
-    humidity excess, heating (proportional to energy) and actuator travel."""
-    temp_cols, rh_cols = _cost_columns(tuple(keys), max_horizon_min)
-    temps = forecasts[:, temp_cols]
-    below = np.maximum(0.0, targets.band_low_c + targets.margin_c - temps)
-    above = np.maximum(0.0, temps - targets.band_high_c)
+    forecast per row, its columns named by ``keys`` (``air_temp_c_<h>min`` / ``rh_pct_<h>min``,
+    and optionally interval edges ``air_temp_c_<h>min_low``/``_high``). Forecasts beyond
+    ``max_horizon_min`` do not count (a plan held constant that long is not what the controller
+    will do: it decides again every interval); the shortest horizon always counts.
+    Cost: squared band violation (:func:`band_bounds` below the band or above it), squared
+    humidity excess, heating (proportional to energy), actuator travel, and with ``context`` the
+    heat ventilation throws away and moves against an actuator's recent direction."""
+    columns = cost_columns(tuple(keys), max_horizon_min)
+    lower, upper = band_bounds(forecasts, columns, targets)
+    below = np.maximum(0.0, targets.band_low_c - lower)
+    above = np.maximum(0.0, upper - targets.band_high_c)
     band = (below * below + above * above).sum(axis=1)
-    excess = np.maximum(0.0, forecasts[:, rh_cols] - targets.rh_max_pct)
+    excess = np.maximum(0.0, forecasts[:, columns.rh] - targets.rh_max_pct)
     rh = (excess * excess).sum(axis=1)
     now = np.array([float(current.get(a, 0.0)) for a in ACTUATORS])
-    travel = np.abs(plans - now).sum(axis=1)
-    return weights.band_k2 * band + weights.rh_pct2 * rh + weights.energy_per_heat_pct * plans[:, HEAT_COLUMN] + weights.travel_per_pct * travel
+    moves = plans - now
+    cost = weights.band_k2 * band + weights.rh_pct2 * rh + weights.energy_per_heat_pct * plans[:, HEAT_COLUMN] + weights.travel_per_pct * np.abs(moves).sum(axis=1)
+    if context is not None:
+        cost = cost + _context_costs(plans, moves, targets, weights, context)
+    return cost
+
+
+def _context_costs(plans: np.ndarray, moves: np.ndarray, targets: Targets, weights: Weights, context: CostContext) -> np.ndarray:
+    """Ventilation's thrown-away heat and reversals, per candidate."""
+    warmer_c = context.air_temp_c - context.outside_temp_c
+    paid_back = math.isfinite(warmer_c) and context.outside_temp_c < targets.band_low_c
+    cost = weights.vent_loss_per_pct_k * (max(0.0, warmer_c) if paid_back else 0.0) * plans[:, VENT_COLUMN]
+    recent = float(context.recent_change_pct.get("heat_pct", 0.0))
+    # a move counts as a reversal only against a real recent movement (more than a percent)
+    if weights.reversal_per_pct and math.isfinite(recent) and abs(recent) > 1.0:
+        heat_moves = moves[:, HEAT_COLUMN]
+        cost = cost + weights.reversal_per_pct * np.where(heat_moves * recent < 0, np.abs(heat_moves), 0.0)
+    return cost
 
 
 def pick_best(
@@ -201,35 +331,54 @@ def pick_best(
     weights: Weights = Weights(),
     dt_s: float = 300.0,
     max_horizon_min: int | None = None,
+    context: CostContext | None = None,
 ) -> Decision:
     """The cheapest candidate (:func:`candidate_costs`), clamped. Ties go to less heat, then to the
-    earlier candidate; a candidate whose forecast is not finite never wins, and when none is finite
-    this raises ``ValueError`` (the caller falls back to the thermostat)."""
+    earlier candidate; a candidate whose point forecast is not finite never wins, and when none is
+    finite this raises ``ValueError`` (the caller falls back to the thermostat). A non-finite
+    interval edge is ignored (the fixed margin stands in for it)."""
     plans = np.asarray(plans, dtype=np.float64)
     forecasts = np.asarray(forecasts, dtype=np.float64)
     if plans.ndim != 2 or forecasts.ndim != 2 or len(plans) != len(forecasts) or not len(plans) or forecasts.shape[1] != len(keys):
         raise ValueError("forecaster must return one forecast per candidate")
-    costs = candidate_costs(plans, forecasts, keys, current, targets, weights, max_horizon_min)
+    costs = candidate_costs(plans, forecasts, keys, current, targets, weights, max_horizon_min, context)
     costs = np.where(np.isfinite(costs), costs, np.inf)
     if not np.isfinite(costs).any():
         raise ValueError("no candidate has a finite forecast")
     best = int(np.lexsort((plans[:, HEAT_COLUMN], costs))[0])  # stable: equal keys keep candidate order
     chosen = clamp_setpoints(dict(zip(ACTUATORS, plans[best].tolist())), current, limits, dt_s)
-    forecast = {k: round(v, 3) for k, v in zip(keys, forecasts[best].tolist())}
+    forecast = {k: round(v, 3) for k, v in zip(keys, forecasts[best].tolist()) if math.isfinite(v)}
     cost = float(costs[best])
     return Decision(chosen, "mpc", f"least cost of {len(plans)} candidates", round(cost, 4) if math.isfinite(cost) else None, forecast, best)
+
+
+@dataclass(frozen=True)
+class ScreenRule:
+    """The energy/shade screen as horticultural climate computers run it: closed when it is dark
+    and cold outside (insulation), partly closed in strong sun (shade), open otherwise."""
+
+    night_below_outside_c: float = 15.0
+    """Closed for insulation only when the outside is colder than this."""
+    dark_below_solar_w_m2: float = 50.0
+    """... and the sun gives less than this (raising it keeps the screen closed longer in the
+    morning and closes it earlier in the evening: less heat lost, less light)."""
+    shade_above_solar_w_m2: float = 750.0
+    shade_pct: float = 60.0
+
+    def setpoint_pct(self, outside_temp_c: float, solar_w_m2: float) -> float:
+        """The screen's setpoint for these outdoor conditions."""
+        if solar_w_m2 < self.dark_below_solar_w_m2 and outside_temp_c < self.night_below_outside_c:
+            return 100.0
+        if solar_w_m2 > self.shade_above_solar_w_m2:
+            return self.shade_pct
+        return 0.0
 
 
 def screen_rule(
     outside_temp_c: float, solar_w_m2: float, *, night_below_outside_c: float = 15.0, dark_below_solar_w_m2: float = 50.0, shade_above_solar_w_m2: float = 750.0, shade_pct: float = 60.0
 ) -> float:
-    """The energy/shade screen as horticultural climate computers run it: closed when it is dark
-    and cold outside (insulation), partly closed in strong sun (shade), open otherwise."""
-    if solar_w_m2 < dark_below_solar_w_m2 and outside_temp_c < night_below_outside_c:
-        return 100.0
-    if solar_w_m2 > shade_above_solar_w_m2:
-        return shade_pct
-    return 0.0
+    """:meth:`ScreenRule.setpoint_pct` of the rule with these thresholds."""
+    return ScreenRule(night_below_outside_c, dark_below_solar_w_m2, shade_above_solar_w_m2, shade_pct).setpoint_pct(outside_temp_c, solar_w_m2)
 
 
 def screen_opening(setpoint_pct: float, position_pct: float, change_15min_pct: float, scheduled_pct: float | None = None) -> bool:
@@ -241,17 +390,44 @@ def screen_opening(setpoint_pct: float, position_pct: float, change_15min_pct: f
     return about_to or position_pct > setpoint_pct + 5.0 or change_15min_pct < -20.0
 
 
-def thermostat(air_temp_c: float, rh_pct: float, current: Mapping[str, float], *, limits: Limits, targets: Targets, dt_s: float = 300.0, screen_pct: float | None = None) -> Decision:
-    """Rule-based fallback: proportional heating below the band, venting above it (or for
-    humidity); the screen goes to ``screen_pct`` (e.g. from :func:`screen_rule`) or stays put."""
-    heat_band_c = 1.5
-    vent_band_c = 3.0
-    # Full heat at the band's lower edge, none 1.5 K above it: the proportional band sits inside
-    # the target band, so the thermostat holds it (centred on the edge, it would sit below it).
-    heat = 100.0 * min(1.0, max(0.0, (targets.band_low_c + heat_band_c - air_temp_c) / heat_band_c))
-    vent = 100.0 * min(1.0, max(0.0, (air_temp_c - (targets.band_high_c - 1.0)) / vent_band_c))
+@dataclass(frozen=True)
+class RuleTuning:
+    """The rule-based controller's settings, relative to the band (so one tuning serves any band):
+    a grower's climate computer. The defaults are the product's fallback; a season trial tunes
+    them by a sweep (:mod:`app.season.sweep`)."""
+
+    heat_full_offset_c: float = 0.0
+    """Full heat at ``band_low_c`` plus this (kelvin; negative: below the band's edge)."""
+    heat_band_c: float = 1.5
+    """Proportional band: heating falls from full to none over this many kelvin above full."""
+    vent_offset_c: float = -1.0
+    """Ventilation starts at ``band_high_c`` plus this (kelvin)."""
+    vent_band_c: float = 3.0
+    """... and is fully open this many kelvin higher."""
+    rh_vent_pct_per_pct: float = 5.0
+    """Humidity ventilation (when not heating): percent open per percent RH above the ceiling."""
+    rh_vent_max_pct: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.heat_band_c > 0 and self.vent_band_c > 0):
+            raise ValueError("heat_band_c and vent_band_c must be positive")
+
+
+def thermostat(
+    air_temp_c: float, rh_pct: float, current: Mapping[str, float], *, limits: Limits, targets: Targets, dt_s: float = 300.0, screen_pct: float | None = None, tuning: RuleTuning = RuleTuning()
+) -> Decision:
+    """Rule-based control (``tuning``): proportional heating near the band's lower edge, venting
+    near its top (or for humidity when not heating); the screen goes to ``screen_pct`` (e.g. from
+    :class:`ScreenRule`) or stays put."""
+    # By default: full heat at the band's lower edge, none 1.5 K above it: the proportional band
+    # sits inside the target band, so the thermostat holds it (centred on the edge, it would sit
+    # below it).
+    t = tuning
+    full_heat_c = targets.band_low_c + t.heat_full_offset_c
+    heat = 100.0 * min(1.0, max(0.0, (full_heat_c + t.heat_band_c - air_temp_c) / t.heat_band_c))
+    vent = 100.0 * min(1.0, max(0.0, (air_temp_c - (targets.band_high_c + t.vent_offset_c)) / t.vent_band_c))
     if rh_pct > targets.rh_max_pct and heat == 0.0:
-        vent = max(vent, min(30.0, (rh_pct - targets.rh_max_pct) * 5.0))
+        vent = max(vent, min(t.rh_vent_max_pct, (rh_pct - targets.rh_max_pct) * t.rh_vent_pct_per_pct))
     screen = float(current.get("screen_pct", 0.0)) if screen_pct is None else float(screen_pct)
     proposed = {"heat_pct": heat, "vent_pct": 0.0 if heat > 0 else vent, "screen_pct": screen}
     chosen = clamp_setpoints(proposed, current, limits, dt_s)

@@ -29,14 +29,18 @@ XGBOOST_THREADS = 1  # per prediction: batches are small, and the replica shares
 
 
 def _output_keys(model: Any) -> list[str]:
+    """The forecasts, then the interval edges of a model that has them (``<key>_low``/``_high``)."""
     if hasattr(model, "output_keys"):
-        return list(model.output_keys())
+        return list(model.output_keys()) + (list(model.interval_keys()) if hasattr(model, "interval_keys") else [])
     return [forecast_key(v, h) for v in model.variables for h in model.horizons_min]
 
 
 def _predict_matrix(model: Any, matrix: np.ndarray, columns: list[str]) -> np.ndarray:
-    """Forecasts in ``_output_keys(model)`` order; models logged before ``predict_arrays`` existed
-    (the pyfunc carries its own copy of the code) take the DataFrame path."""
+    """Forecasts (and interval edges) in ``_output_keys(model)`` order; models logged before
+    ``predict_arrays`` existed (the pyfunc carries its own copy of the code) take the DataFrame
+    path."""
+    if hasattr(model, "interval_keys"):
+        return model.predict_arrays(matrix, columns, intervals=True)
     if hasattr(model, "predict_arrays"):
         return model.predict_arrays(matrix, columns)
     return model.predict(pd.DataFrame(matrix, columns=columns))[_output_keys(model)].to_numpy(dtype=np.float64)

@@ -153,3 +153,106 @@ def test_the_policy_comes_from_settings():
     policy = ControlPolicy.from_settings(s)
     assert policy.interval_s == 120 and policy.targets.band_low_c == 16 and policy.limits.heat_max_pct == 70
     assert Controller(policy).decide_sync(state(5.0), None, NOW, unavailable="x").setpoints["heat_pct"] <= 70
+
+
+def edged_toy(half_width_c=0.2, edge=None, horizons=(5, 15)) -> ModelForecaster:
+    """:func:`toy` with interval edges after its forecasts, as a model with intervals answers
+    (``edge`` replaces the edges, e.g. with garbage)."""
+    from app.contracts.vocabulary import interval_key
+
+    plain = toy(horizons)
+    edges = tuple(interval_key("air_temp_c", h, side) for h in horizons for side in ("low", "high"))
+
+    def predict(matrix, columns, wanted):
+        values = plain.predict(matrix, columns, wanted)
+        hs = list(wanted or horizons)
+        temps = values[:, : len(hs)]
+        bounds = np.column_stack([c for i in range(len(hs)) for c in (temps[:, i] - half_width_c, temps[:, i] + half_width_c)])
+        return np.column_stack([values, bounds if edge is None else edge(bounds)])
+
+    return ModelForecaster(REF, plain.feature_columns, plain.horizons_min, plain.output_keys + edges, predict)
+
+
+def test_the_mpc_takes_its_margin_from_the_interval_and_settles_only_point_forecasts():
+    from dataclasses import replace
+
+    from app.control.policy import Targets
+
+    policy = ControlPolicy(limits=FREE, targets=Targets(margin_c=0.45, edge_margin_c=0.0))
+    cold = state(17.0, 5.0)
+    fixed = Controller(policy).decide_sync(cold, toy((5, 15)), NOW).setpoints["heat_pct"]
+    sure = Controller(policy).decide_sync(cold, edged_toy(0.05), NOW).setpoints["heat_pct"]
+    unsure = Controller(policy).decide_sync(cold, edged_toy(1.0), NOW).setpoints["heat_pct"]
+    assert sure < fixed < unsure
+    ctl = Controller(replace(policy, targets=Targets(edge_margin_c=0.0)))
+    t = NOW
+    for _ in range(30):  # the forecasts of +5 and +15 min settle against the measurement, as without edges
+        d = ctl.decide_sync(GreenhouseState("gh-01", {**state(19.0).features, "ts": t}), edged_toy(0.5), t)
+        t += timedelta(minutes=5)
+    assert set(d.corrections_c) == {5, 15} and all(abs(v) < 0.5 for v in d.corrections_c.values())  # the edges are not errors
+    # the toy is always right: closed loop, the edge the decision used has closed onto the forecast
+    assert d.forecast["air_temp_c_15min_low"] == d.forecast["air_temp_c_15min"] and ctl.calibration is not None and ctl.calibration.scales("toy/1|gh-01") == {5: 0.0, 15: 0.0}
+    raw = Controller(replace(policy, edge_miss_rate=None)).decide_sync(state(19.0), edged_toy(0.5), NOW)
+    assert raw.forecast["air_temp_c_15min_low"] == pytest.approx(raw.forecast["air_temp_c_15min"] - 0.5)  # uncalibrated: the model's edge
+
+
+def test_the_edge_calibration_holds_all_but_the_miss_rate_of_recent_outcomes():
+    from app.control.edge_calibration import EdgeCalibration
+
+    cal = EdgeCalibration(miss_rate=0.1, window=50, min_scores=10)
+    keys = ["air_temp_c_15min", "air_temp_c_15min_low", "rh_pct_15min"]
+    rng = np.random.default_rng(0)
+    t = NOW
+    for i in range(200):  # forecasts of 20.0 with a 1 K lower half; the outcomes scatter 0.2 K around 20
+        cal.record("m|gh", t, keys, [20.0, 19.0, 70.0])
+        t += timedelta(minutes=5)
+        cal.observe("m|gh", t + timedelta(minutes=10), 20.0 + 0.2 * rng.standard_normal())
+        if i == 5:
+            assert cal.scales("m|gh") == {}  # too few scores yet: the model's edge
+    assert cal.scales("m|gh")[15] == pytest.approx(0.2 * 1.2816, abs=0.12)  # the 90 % quantile of 0.2 K normal errors, in half-widths
+    cal.observe("m|gh", t + timedelta(hours=2), math.nan)  # a late or broken measurement scores nothing
+    assert len(cal._scores["m|gh"][15]) == 50
+    with pytest.raises(ValueError):
+        EdgeCalibration(miss_rate=0.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    garbage=st.lists(anything, min_size=1, max_size=8),
+    temp=st.floats(-10, 45),
+    solar=st.floats(0, 1000),
+    positions=st.fixed_dictionaries({a: st.floats(-20, 130) for a in ACTUATORS}),
+    rates=st.tuples(st.floats(0, 30), st.floats(0, 30), st.floats(0, 30)),
+)
+def test_no_setpoint_leaves_the_limits_whatever_the_interval_edges_say(garbage, temp, solar, positions, rates):
+    limits = Limits(vent_max_pct=80, heat_min_pct=5, screen_max_pct=90, vent_rate_pct_per_min=rates[0], heat_rate_pct_per_min=rates[1], screen_rate_pct_per_min=rates[2])
+    policy = ControlPolicy(limits=limits, screen_insulate_below_solar_w_m2=250.0)
+    d = Controller(policy).decide_sync(state(temp, 2.0, solar=solar, positions=positions), edged_toy(edge=lambda b: np.resize(np.array(garbage), b.shape)), NOW)
+    assert d.mode == "mpc"  # broken edges never break the decision: the fixed margin stands in
+    for a in ACTUATORS:
+        low, high = limits.bounds(a)
+        assert low <= d.setpoints[a] <= high and math.isfinite(d.setpoints[a])
+        assert abs(d.setpoints[a] - min(high, max(low, positions[a]))) <= limits.rate(a) * 300 / 60 + 1e-3
+
+
+def test_on_a_cold_dull_morning_the_mpc_may_keep_the_screen_closed_when_the_model_says_it_saves_heat():
+    from app.contracts.vocabulary import plan_column
+
+    keys = tuple(forecast_key(v, h) for v in ("air_temp_c", "rh_pct") for h in (15,))
+
+    def predict(matrix, columns, wanted):
+        col = {c: matrix[:, i] for i, c in enumerate(columns)}
+        # heat warms; an open screen loses 1.5 K over 15 min on this cold morning
+        temp = col["air_temp_c"] + 0.03 * col[plan_column("heat_pct", 15)] - 1.5 * (1 - col[plan_column("screen_pct", 15)] / 100)
+        return np.column_stack([temp, np.full(len(matrix), 70.0)])
+
+    model = ModelForecaster(REF, ("air_temp_c", "outside_temp_c"), (15,), keys, predict)
+    closed = {"vent_pct": 0.0, "heat_pct": 40.0, "screen_pct": 100.0}
+    morning = state(18.0, 0.0, solar=120.0, positions=closed)
+    follows = Controller(ControlPolicy(limits=FREE)).decide_sync(morning, model, NOW)
+    assert follows.setpoints["screen_pct"] == 0.0 and follows.setpoints["heat_pct"] > 40  # the rule opens it above 50 W/m2
+    insulates = Controller(ControlPolicy(limits=FREE, screen_insulate_below_solar_w_m2=250.0)).decide_sync(morning, model, NOW)
+    assert insulates.setpoints["screen_pct"] == 100.0 and insulates.setpoints["heat_pct"] < follows.setpoints["heat_pct"]
+    assert "screen kept closed" in insulates.reason
+    bright = Controller(ControlPolicy(limits=FREE, screen_insulate_below_solar_w_m2=250.0)).decide_sync(state(18.0, 0.0, solar=400.0, positions=closed), model, NOW)
+    assert bright.setpoints["screen_pct"] == 0.0  # beyond the light budget the rule decides

@@ -212,3 +212,26 @@ def test_waiting_for_unknown_greenhouses_leaves_nothing_behind():
     for i in range(100):
         window.on_reaching(f"nobody-{i}", START, lambda: None)()  # asked, then given up
     assert window._waiters == {}
+
+
+def test_the_screen_may_stay_closed_only_when_cold_dull_and_the_rule_would_open_it():
+    from app.control.planner import ScreenPlan, screen_options, screen_plan, targets_during
+    from app.control.policy import ScreenRule, Targets
+
+    rule = ScreenRule()
+    dull = {"outside_temp_c": 2.0, "solar_w_m2": 120.0, "solar_w_m2_mean_15min": 110.0, "screen_pct": 100.0, "screen_pct_change_15min": 0.0}
+    plan = screen_plan(dull, 300, rule)
+    assert plan.setpoint_pct == 0.0 and plan.opening
+    assert screen_options(dull, plan, rule, 0.0) == [plan]  # off by default
+    options = screen_options(dull, plan, rule, 250.0)
+    assert options == [plan, ScreenPlan(100.0, None, opening=False)]
+    bright = {**dull, "solar_w_m2": 300.0}
+    assert screen_options(bright, screen_plan(bright, 300, rule), rule, 250.0) == [screen_plan(bright, 300, rule)]  # the light budget
+    mild = {**dull, "outside_temp_c": 16.0}
+    assert len(screen_options(mild, screen_plan(mild, 300, rule), rule, 250.0)) == 1  # not cold: the rule decides
+    night = {**dull, "solar_w_m2": 0.0, "solar_w_m2_mean_15min": 0.0}
+    assert len(screen_options(night, screen_plan(night, 300, rule), rule, 250.0)) == 1  # closed anyway
+    # the opening margin counts on the fixed margin and on the interval edge alike
+    widened = targets_during(Targets(margin_c=0.45, edge_margin_c=0.1), plan, 0.5)
+    assert widened.margin_c == pytest.approx(0.95) and widened.edge_margin_c == pytest.approx(0.6)
+    assert targets_during(Targets(margin_c=0.45), options[1], 0.5) == Targets(margin_c=0.45)  # kept closed: no opening
