@@ -46,5 +46,6 @@ def fitted(windows: Windows, params: BoosterParams | None = None) -> ForecastMod
     return fit_local(windows.train, windows.validation, feature_columns(), horizons, params, nthread=2)
 
 
-def test_window_metrics(windows: Windows, model: ForecastModel) -> dict[str, float]:
+def score_test_window(windows: Windows, model: ForecastModel) -> dict[str, float]:
+    """The figures of :func:`app.train.evaluate.evaluate` (skill, coverage, interval width) on the test window."""
     return evaluate(model, windows.test)
