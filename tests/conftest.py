@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,15 @@ def ray_serve(ray_local):
     from ray import serve
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    except (ray_local.exceptions.GetTimeoutError, ray_local.exceptions.ActorDiedError) as exc:
+        # Serve gives its proxy 60 s to start and then kills it; on a loaded 2-core machine the
+        # proxy's worker process can miss that once. Start again, once, on a fresh port.
+        warnings.warn(f"Serve's proxy did not start in time ({type(exc).__name__}); starting Serve again", stacklevel=1)
+        serve.shutdown()
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

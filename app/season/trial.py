@@ -17,11 +17,12 @@ and heating reversals per day.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from app.contracts.command import Setpoints
 from app.contracts.vocabulary import ACTUATORS
 from app.control.core import ControlDecision, Controller, ControlPolicy, GreenhouseState, ModelForecaster, thermostat_state
 from app.control.correction import ForecastOffsets
@@ -29,8 +30,16 @@ from app.preprocess.features import FeatureParams
 from app.season.twins import TwinSpec
 from app.season.window import ReadingLog
 
+if TYPE_CHECKING:
+    from app.sim.fleet import FleetSimulator
+
 SERIES_EVERY_STEPS = 5
 """The kept series (for plots) holds every fifth step."""
+
+SetpointOverride = Callable[["FleetSimulator", str, ControlDecision], Mapping[str, float]]
+"""What a trial sends instead of its controller's decision: from the fleet (stepped to now), the
+greenhouse id and the decision, the setpoints to apply (``heat_pct``, ``vent_pct``,
+``screen_pct``): an oracle that may look into the simulator (:mod:`app.season.bound`)."""
 
 
 @dataclass(frozen=True)
@@ -159,10 +168,22 @@ def _decide(controller: Controller, spec: TrialController, gh: str, now: datetim
     return controller.decide_sync(state, None, now, unavailable="thermostat", dry_run=True)
 
 
-def run_trial(twin: TwinSpec, start: datetime, days: float, spec: TrialController, *, window: str = "", warmup_h: float = 24.0, step_s: float = 60.0, keep_series: bool = False) -> TrialResult:
+def run_trial(
+    twin: TwinSpec,
+    start: datetime,
+    days: float,
+    spec: TrialController,
+    *,
+    window: str = "",
+    warmup_h: float = 24.0,
+    step_s: float = 60.0,
+    keep_series: bool = False,
+    override: SetpointOverride | None = None,
+) -> TrialResult:
     """Simulate ``twin`` under ``spec`` for ``days`` from ``start`` (after ``warmup_h`` hours not
     counted) and count what it achieved; with ``keep_series`` also keep every
-    :data:`SERIES_EVERY_STEPS`-th step's climate and setpoints."""
+    :data:`SERIES_EVERY_STEPS`-th step's climate and setpoints. With ``override`` the setpoints
+    sent (and counted) are its answer to each decision instead of the decision's own."""
     from app.sim.fleet import FleetSimulator
 
     warmup_steps = max(0, math.ceil(warmup_h * 3600 / step_s))
@@ -186,9 +207,10 @@ def run_trial(twin: TwinSpec, start: datetime, days: float, spec: TrialControlle
             tally.minute(truth.air_temp_c, truth.rh_pct)
         if step % interval_steps == 0:
             d = _decide(controller, spec, gh, now, readings, log, fleet.commanded(gh)[0].model_dump())
-            fleet.apply_setpoints(gh, d.command.setpoints, valid_until=d.command.valid_until)
+            sent = d.command.setpoints if override is None else Setpoints.clamped(**override(fleet, gh, d))
+            fleet.apply_setpoints(gh, sent, valid_until=d.command.valid_until)
             if step > 0:
-                tally.decision(d.setpoints, d.mode)
+                tally.decision(d.setpoints if override is None else sent.model_dump(), d.mode)
         if keep_series and step > 0 and step % SERIES_EVERY_STEPS == 0:
             outdoor, commanded = fleet.outdoor(), fleet.commanded(gh)[0]
             for key, value in (("ts", now), ("air_temp_c", truth.air_temp_c), ("rh_pct", truth.rh_pct), ("outside_temp_c", outdoor.outside_temp_c), ("solar_w_m2", outdoor.solar_w_m2)):

@@ -124,7 +124,9 @@ def test_forecast_by_greenhouse_name_uses_the_champion(client, models):
     body = res.json()
     assert body["model"] == {"name": first.model_name, "version": first.model_version}
     assert body["horizons_min"] == [15, 60]
-    assert set(body["forecast"]) == {"air_temp_c_15min", "air_temp_c_60min", "rh_pct_15min", "rh_pct_60min"}
+    points = {"air_temp_c_15min", "air_temp_c_60min", "rh_pct_15min", "rh_pct_60min"}
+    assert set(body["forecast"]) == points | {f"{k}_{side}" for k in points for side in ("low", "high")}  # each with its 90 % interval
+    assert all(body["forecast"][f"{k}_low"] <= body["forecast"][k] <= body["forecast"][f"{k}_high"] for k in points)
     assert 0 < body["forecast"]["air_temp_c_15min"] < 45
     # a plan with full heating forecasts warmer than no heating (monotone model, through HTTP)
     hot = client.post("/forecast", json={"greenhouse_id": "gh-01", "plan": {"vent_pct": 0, "heat_pct": 100, "screen_pct": 0}}).json()
@@ -173,7 +175,7 @@ def test_control_dispatches_a_signed_command_within_limits_and_is_idempotent(cli
         low, high = limits.bounds(a)
         assert low <= cmd["setpoints"][a] <= high
     # the decision forecasts only the horizons its cost counts (<= 15 min here): the 60-min boosters do not run
-    assert set(body["decision"]["forecast"]) == {"air_temp_c_15min", "rh_pct_15min"}
+    assert set(body["decision"]["forecast"]) == {f"{v}_15min{side}" for v in ("air_temp_c", "rh_pct") for side in ("", "_low", "_high")}
     # the same request again is the same command: not published twice
     again = client.post("/control", json={"greenhouse_id": "gh-02", "as_of": as_of, "request_id": "t1"}).json()
     assert again["command"]["command_id"] == cmd["command_id"] and again["dispatch"]["status"] == "duplicate"
