@@ -411,7 +411,7 @@ def _control_figures(settings: Settings, summary: DemoSummary, loop: Any, counti
         "online_persistence_rmse_c": loop.online_persistence_rmse_c,
         "online_skill": None if loop.online_skill is None else round(loop.online_skill, 3),
     }
-    summary.control_verdict = control_verdict(m.in_band_pct, m.heating_kwh, t.in_band_pct, t.heating_kwh)
+    summary.control_verdict = control_verdict(m.in_band_pct, m.heating_kwh, t.in_band_pct, t.heating_kwh, m.rh_above_max_pct, t.rh_above_max_pct)
     summary.version_errors = online_errors_by_version(settings, settings.control.model_name, counting_from)
     summary.champion_after = str(resolve_alias(settings.tracking_url, settings.control.model_name, settings.control.model_alias) or "")
 

@@ -63,14 +63,17 @@ def _skill_text(s: DemoSummary) -> str:
     return f"{s.forecast_skill_15min:.3f}{ci}{validation}"
 
 
-def control_verdict(model_in_band: float, model_kwh: float, thermo_in_band: float, thermo_kwh: float) -> str:
-    """Whether the model-based controller did better: as much time in band with less energy, or
-    more time in band with no more energy."""
-    if model_in_band >= thermo_in_band and model_kwh < thermo_kwh:
-        return f"better: as much time in band ({model_in_band:.1f}% vs {thermo_in_band:.1f}%) with {100 * (1 - model_kwh / thermo_kwh):.0f}% less heating"
-    if model_in_band > thermo_in_band and model_kwh <= thermo_kwh:
-        return f"better: more time in band ({model_in_band:.1f}% vs {thermo_in_band:.1f}%) with no more heating"
-    return f"not better: {model_in_band:.1f}% in band with {model_kwh:.1f} kWh vs thermostat {thermo_in_band:.1f}% with {thermo_kwh:.1f} kWh"
+def control_verdict(model_in_band: float, model_kwh: float, thermo_in_band: float, thermo_kwh: float, model_rh_above: float = 0.0, thermo_rh_above: float = 0.0) -> str:
+    """Whether the model-based controller did better than the thermostat, and by how much: the
+    season benchmark's target (:func:`app.season.table.verdict`: >= 10 % less heating with at
+    most 0.5 points less time in band, or >= 2 points more time in band with no more heating;
+    humidity no worse either way), its margins, and both controllers' figures."""
+    from app.season.table import verdict
+
+    energy_ratio = model_kwh / thermo_kwh if thermo_kwh > 0 else (1.0 if model_kwh <= 0 else float("inf"))
+    met, said = verdict(energy_ratio, model_in_band - thermo_in_band, model_rh_above - thermo_rh_above)
+    figures = f"MPC {model_in_band:.1f}% in band with {model_kwh:.1f} kWh vs thermostat {thermo_in_band:.1f}% with {thermo_kwh:.1f} kWh"
+    return f"{'better' if met else 'not better'}: {said.split(': ', 1)[1]}; {figures}"
 
 
 def _rollout_rows(s: DemoSummary) -> list[tuple[str, str]]:
