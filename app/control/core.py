@@ -105,6 +105,10 @@ class ModelForecaster:
     horizons_min: tuple[int, ...]
     output_keys: tuple[str, ...]
     predict: Predict
+    step_s: float = 60.0
+    """The grid step of the model's features: a greenhouse reporting every 15 minutes has a
+    newest step up to that old, so readings count as stale only past twice this (or
+    ``stale_after_s``, whichever is longer)."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ class Controller:
         why = unavailable if forecaster is None else None
         if forecaster is None and why is None:
             why = "no forecast model"
-        if why is None and age_s > p.stale_after_s:
+        if why is None and forecaster is not None and age_s > max(p.stale_after_s, 2.0 * forecaster.step_s):
             why = f"data stale: newest step is {age_s:.0f} s old"
         # The screen follows the climate computer's rule (insulate when dark and cold, shade in
         # strong sun); the model chooses heating and ventilation around it, knowing when the rule

@@ -141,8 +141,9 @@ class ServingModels:
             handle = self._handle.options(multiplexed_model_id=model_id)
             info = await handle.describe.remote()
             coalescer = ForecastCoalescer(handle)
-            forecaster = ModelForecaster(ref, tuple(info["feature_columns"]), tuple(info["horizons_min"]), tuple(info["output_keys"]), coalescer.predict)
-            known = self._forecasters[model_id] = (forecaster, feature_params_of(info))
+            params = feature_params_of(info)
+            forecaster = ModelForecaster(ref, tuple(info["feature_columns"]), tuple(info["horizons_min"]), tuple(info["output_keys"]), coalescer.predict, float(params.step_s))
+            known = self._forecasters[model_id] = (forecaster, params)
         return known
 
     async def _active_rollout(self, name: str) -> Any:

@@ -256,3 +256,14 @@ def test_on_a_cold_dull_morning_the_mpc_may_keep_the_screen_closed_when_the_mode
     assert "screen kept closed" in insulates.reason
     bright = Controller(ControlPolicy(limits=FREE, screen_insulate_below_solar_w_m2=250.0)).decide_sync(state(18.0, 0.0, solar=400.0, positions=closed), model, NOW)
     assert bright.setpoints["screen_pct"] == 0.0  # beyond the light budget the rule decides
+
+
+def test_readings_count_as_stale_only_past_twice_the_models_step():
+    """A 15-minute logger's newest step is up to 15 minutes old: its model still decides then."""
+    from dataclasses import replace
+
+    slow = replace(toy(), step_s=900.0)
+    assert controller().decide_sync(state(14.0, age_s=1200), slow, NOW).mode == "mpc"
+    late = controller().decide_sync(state(14.0, age_s=2000), slow, NOW)
+    assert late.mode != "mpc" and "data stale: newest step is 2000 s old" in late.reason
+    assert "data stale" in controller().decide_sync(state(14.0, age_s=1200), toy(), NOW).reason  # a 1-min model: stale past 900 s
