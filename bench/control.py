@@ -33,11 +33,17 @@ reversals damped, ventilation's thrown-away heat costed, only the horizons heati
 Oscillation shows in ``temp_travel_k_per_day`` (the climate's minute-to-minute travel),
 ``heat_travel_pct_per_day`` and ``heat_reversals_per_day``.
 
+With ``--bound``, each twin's week also runs under the plant-knowing bound (:mod:`app.season.bound`:
+the tuned thermostat's ventilation and screen, the least heat that keeps the band's lower edge
+with perfect knowledge of the plant and the weather; one task per twin and season), and the table
+adds per season the bound's energy against the thermostat's, its time in band and so the largest
+saving any controller could reach by heating alone while holding the band's edge.
+
 Quick runs: ``--twins 2 --days 2 --seasons winter``. Models are cached under ``--cache`` (by
 season and training settings) so that a second run skips their fitting; ``--no-cache`` refits.
 Ray: a local cluster of ``--cpus`` CPUs unless ``--address`` names one (or ``RAY_ADDRESS`` does).
 
-    python bench/control.py [--twins 4] [--days 7] [--seasons winter,spring,summer] [--results DIR]
+    python bench/control.py [--twins 4] [--days 7] [--seasons winter,spring,summer] [--bound] [--results DIR]
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ sys.path.insert(0, str(REPO))
 from app.config import Settings  # noqa: E402
 from app.control.core import ControlPolicy  # noqa: E402
 from app.control.policy import RuleTuning, ScreenRule  # noqa: E402
+from app.season.bound import LOOKAHEAD_MIN, BoundRow, bound_row, format_bound_rows  # noqa: E402
 from app.season.history import HistorySpec  # noqa: E402
 from app.season.sweep import INSULATION_LIMIT_W_M2, STAGES, SweepPoint, Tuning, choose, stage_level  # noqa: E402
 from app.season.table import Target, format_rows, season_row  # noqa: E402
@@ -120,6 +127,14 @@ def evaluate_twin(week: SeasonWeek, twin: TwinSpec, model: Any, tuning: Tuning, 
     mpc = run_trial(twin, week.start, week.days, TrialController("MPC", tuning.policy(mpc_policy), forecaster, params), window=week.name, keep_series=keep_series)
     thermo = run_trial(twin, week.start, week.days, TrialController("thermostat", tuning.policy(base)), window=week.name, keep_series=keep_series)
     return mpc, thermo
+
+
+def bound_twin(week: SeasonWeek, twin: TwinSpec, tuning: Tuning, base: ControlPolicy, lookahead_min: float) -> Any:
+    """One twin's week under the plant-knowing bound (the tuned thermostat's ventilation and
+    screen, the least heat that keeps the band's lower edge)."""
+    from app.season.bound import run_bound_trial
+
+    return run_bound_trial(twin, week.start, week.days, tuning, base, lookahead_min=lookahead_min, window=week.name)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -218,17 +233,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_ref = ray.put(model)
         for i, twin in enumerate(twins):
             pending[eval_task.remote(w, twin, model_ref, picked[w.name].tuning, mpc_policy, base, not args.fixed_margin, i == 0)] = (w.name, twin.twin_id)
+    bounds_pending = {}
+    if args.bound:
+        bound_task = ray.remote(num_cpus=1)(bound_twin)
+        bounds_pending = {bound_task.remote(w, twin, picked[w.name].tuning, base, args.bound_lookahead_min): (w.name, twin.twin_id) for w in weeks for twin in twins}
     results: dict[tuple[str, str], tuple[Any, Any]] = {}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+    bounds: dict[tuple[str, str], Any] = {}
+    while pending or bounds_pending:
+        done, _ = ray.wait([*pending, *bounds_pending], num_returns=1)
+        left = len(pending) + len(bounds_pending) - 1
+        if done[0] in bounds_pending:
+            name = bounds_pending.pop(done[0])
+            bounds[name] = b = ray.get(done[0])
+            progress(f"{name[0]} {name[1]} bound done: {b.figures.in_band_pct:.2f} % in band / {b.figures.heating_kwh:.0f} kWh ({left} left)")
+            continue
         name = pending.pop(done[0])
         results[name] = ray.get(done[0])
         m, t = results[name]
         progress(
-            f"{name[0]} {name[1]} done: MPC {m.figures.in_band_pct:.2f} % / {m.figures.heating_kwh:.0f} kWh, thermostat {t.figures.in_band_pct:.2f} % / {t.figures.heating_kwh:.0f} kWh ({len(pending)} left)"
+            f"{name[0]} {name[1]} done: MPC {m.figures.in_band_pct:.2f} % / {m.figures.heating_kwh:.0f} kWh, thermostat {t.figures.in_band_pct:.2f} % / {t.figures.heating_kwh:.0f} kWh ({left} left)"
         )
     ray.shutdown()
-    return {"weeks": weeks, "twins": twins, "picked": picked, "results": results, "skills": skills, "mpc_policy": mpc_policy}
+    return {"weeks": weeks, "twins": twins, "picked": picked, "results": results, "bounds": bounds, "skills": skills, "mpc_policy": mpc_policy}
+
+
+def bound_rows(out: dict[str, Any], args: argparse.Namespace) -> list[BoundRow]:
+    """Per season, the bound against the tuned thermostat on the same twins (none without
+    ``--bound``)."""
+    if not out["bounds"]:
+        return []
+    weeks, twins, results, bounds = out["weeks"], out["twins"], out["results"], out["bounds"]
+    return [bound_row(w.name, [(bounds[(w.name, t.twin_id)].figures, results[(w.name, t.twin_id)][1].figures) for t in twins], args.bound_lookahead_min) for w in weeks]
 
 
 def report(out: dict[str, Any], args: argparse.Namespace) -> str:
@@ -246,6 +281,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
     lines.append("Evaluation twins (ratio to the default glasshouse):")
     lines += [f"  {t.twin_id}: {describe(t.params)}" for t in twins]
     lines.append(format_rows(rows))
+    limits = bound_rows(out, args)
+    if limits:
+        lines.append(format_bound_rows(limits, {r.season: r.energy_ratio for r in rows}))
     text = "\n".join(lines)
     directory = Path(args.results)
     directory.mkdir(parents=True, exist_ok=True)
@@ -268,6 +306,10 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
         "rows": [r.as_dict() for r in rows],
         "per_twin": {f"{s}/{t}": {"mpc": m.figures.as_dict(), "thermostat": th.figures.as_dict()} for (s, t), (m, th) in results.items()},
     }
+    if limits:
+        doc["bound"] = {r.season: r.as_dict() for r in limits}
+        for (s, t), b in out["bounds"].items():
+            doc["per_twin"][f"{s}/{t}"]["bound"] = b.figures.as_dict()
     (directory / "results.json").write_text(json.dumps(doc, indent=2, default=str))
     return text
 
@@ -290,6 +332,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FIELD=VALUE",
         help=f"an MPC policy override (ControlPolicy field, or targets./weights./rule./screen_rule. field; JSON value), e.g. weights.rh_pct2=0.002, targets.edge_scale=0.5, screen_insulate_below_solar_w_m2={INSULATION_LIMIT_W_M2:.0f}; repeatable",
     )
+    parser.add_argument("--bound", action="store_true", help="also run each twin's week under the plant-knowing bound (the least heat that keeps the band's lower edge: app.season.bound)")
+    parser.add_argument("--bound-lookahead-min", type=float, default=LOOKAHEAD_MIN, help=f"how far the bound's oracle looks ahead (default {LOOKAHEAD_MIN:g} min)")
     parser.add_argument("--results", type=Path, default=REPO / ".greenhouse" / "bench-control" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"), help="where the table, JSON and plots go")
     parser.add_argument("--cache", type=Path, default=REPO / ".greenhouse" / "bench-control" / "models", help="fitted models by season and training settings")
     parser.add_argument("--no-cache", action="store_true", help="fit the models again")

@@ -65,6 +65,7 @@ def test_timeout_stops_the_job():
 
 
 def test_auth_header_from_token_or_environment(monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)  # a job main run in-process earlier may have set it
     assert ray_auth_headers("abc") == {"Authorization": "Bearer abc"}
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert ray_auth_headers() == {"Authorization": "Bearer from-env"}
