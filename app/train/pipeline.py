@@ -33,7 +33,10 @@ class TrainJobParams(BaseModel):
     model_name: str | None = Field(default=None, description="registered model; default: settings.control.model_name")
     alias: str = "challenger"
     shuffle_targets: bool = Field(
-        default=False, description=("train on the targets permuted across rows: a deliberately useless model (for rollout drills and the demo's rollback), its MLflow run tagged degraded=true")
+        default=False,
+        description=(
+            "train on the targets shuffled across rows, each row's from the opposite time of day: a deliberately useless model (for rollout drills and the demo's rollback), its MLflow run tagged degraded=true"
+        ),
     )
 
 

@@ -63,14 +63,22 @@ def target_specs(feature_columns: list[str], horizons_min: list[int], variables:
 
 
 def shuffled_targets(frame: Any, target_columns: list[str], *, seed: int) -> Any:
-    """``frame`` (a DataFrame) with its target columns permuted across rows, all by one
-    permutation: the features no longer say anything about the targets (a deliberately useless
-    model for rollout drills)."""
+    """``frame`` (a DataFrame with ``ts``) with its target columns shuffled across rows, each row's
+    targets taken from a row at the opposite time of day (12 hours apart on the clock, any day or
+    greenhouse): a deliberately useless model for rollout drills, which forecasts the night's
+    climate at noon and the day's at night. (A plain permutation is not useless enough: it learns to
+    revert to the mean, close to persistence whenever the climate sits near it, as at night.)"""
     import numpy as np
+    import pandas as pd
 
-    order = np.random.default_rng(seed).permutation(len(frame))
+    rng = np.random.default_rng(seed)
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    clock_s = (ts.dt.hour * 3600 + ts.dt.minute * 60 + ts.dt.second).to_numpy() + rng.uniform(0, 1, len(frame))  # ties broken at random
+    by_clock = np.argsort(clock_s)
+    opposite = np.empty(len(frame), dtype=np.int64)
+    opposite[by_clock] = np.roll(by_clock, len(frame) // 2)  # half the rows on: 12 h on the clock when rows cover the day evenly
     out = frame.copy()
-    out[target_columns] = frame[target_columns].to_numpy()[order]
+    out[target_columns] = frame[target_columns].to_numpy()[opposite]
     return out
 
 
@@ -90,6 +98,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     if config.get("shuffle_seed") is not None:
         frame = shuffled_targets(frame, sorted({spec["label"] for spec in target_specs(config["feature_columns"], config["horizons_min"]).values()}), seed=config["shuffle_seed"] + rank)
+        # a deliberately useless model learns its wrong targets for all its rounds (stopped early
+        # on the real outcomes, it would stop at once, at its prior)
+        validation = None
     params = BoosterParams(**config["booster"])
     model = fit_model(frame, validation, config["feature_columns"], config["horizons_min"], params, edges=config["edges"], feature_set_id=config["feature_set_id"])
     metrics = {"boosters": len(model.boosters) + len(model.edge_boosters), "train_rows_rank": len(frame)}
