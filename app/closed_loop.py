@@ -100,7 +100,7 @@ class _Run:
         self.thermo_fleet = FleetSimulator(greenhouses, first, step_s=step_s, seed=seed)
         self.ids = self.model_fleet.greenhouse_ids
         self.actuators = FleetActuators(self.model_fleet)
-        self.endpoint = ActuatorEndpoint(settings, open_bus(settings.bus_url), self.actuators, set(self.ids), clock=lambda: self.model_fleet.now)
+        self.endpoint = ActuatorEndpoint(settings, open_bus(settings.bus_url, topics=settings.topics), self.actuators, set(self.ids), clock=lambda: self.model_fleet.now)
         self.result = ClosedLoopResult(ControllerResult("model (MPC)"), ControllerResult("thermostat"))
         self.series = {gh: {k: [] for k in SERIES_KEYS} for gh in self.ids}
         self.control_ms: list[float] = []

@@ -29,12 +29,26 @@ CONFIG_FILE_ENV = "GH_CONFIG_FILE"
 
 
 class TopicSettings(BaseModel):
-    """Bus topic names and partition counts."""
+    """Bus topic names, and how topics the product creates are laid out on Kafka (the embedded bus
+    has one copy of everything and ignores replication): ``open_bus(url, topics=settings.topics)``
+    hands the replication settings to :meth:`app.bus.kafka.KafkaBus.create_topic`. Production runs
+    3 replicas with ``min_insync_replicas`` 2 (kuberay/overlays/prod): with the producer's
+    ``acks=all``, a record reported written is on at least 2 brokers, and one broker may be down
+    without stopping writes. Topics that already exist keep their layout (Kafka does not change the
+    replication of an existing topic; ``kafka-reassign-partitions`` does)."""
 
     sensors: str = "greenhouse.sensors"
     control: str = "greenhouse.control"
     deadletter: str = "greenhouse.deadletter"
     partitions: int = Field(default=4, ge=1, le=256)
+    replication_factor: int = Field(default=1, ge=1, le=16, description="copies of each partition on distinct brokers (at most the number of brokers)")
+    min_insync_replicas: int = Field(default=1, ge=1, le=16, description="topic config min.insync.replicas: an acks=all write fails unless this many replicas have it (at most replication_factor)")
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> TopicSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) is above replication_factor ({self.replication_factor}): no write could ever succeed")
+        return self
 
 
 class IngestSettings(BaseModel):
@@ -52,8 +66,18 @@ class SinkSettings(BaseModel):
     """Lake sink job behaviour."""
 
     group_id: str = "lake-sink"
+    # Records per poll, and per chunk of a partition: a chunk is written (one file per
+    # greenhouse-day) when it holds this many, has waited chunk_wait_s, or the topic is idle.
     max_batch_records: int = Field(default=20_000, ge=1)
+    chunk_wait_s: float = Field(default=2.0, ge=0)
     poll_timeout_s: float = Field(default=1.0, gt=0)
+    # Files of one chunk written at once (a remote lake's round trips, not its bandwidth, bound one write).
+    write_concurrency: int = Field(default=4, ge=1, le=64)
+    # Workers of one sink job (Ray actors sharing the partitions; 1: the job's own process).
+    workers: int = Field(default=1, ge=1, le=256)
+    # A worker's partition lease lasts this long unless renewed (every third of it, and before
+    # each chunk): a killed worker's partitions move to the others after at most this long.
+    lease_ttl_s: float = Field(default=20.0, ge=1.0, le=600.0)
     # A testing hook: crash (os._exit) at a named phase after N batches. Never set in production.
     failpoint: str | None = None
 

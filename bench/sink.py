@@ -17,8 +17,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -29,6 +31,12 @@ from app.config import Settings  # noqa: E402
 from app.ingest.sink import LakeSink  # noqa: E402
 from app.lake import Lake  # noqa: E402
 from app.metadata import open_metadata  # noqa: E402
+
+
+def with_path(url: str, change: Callable[[str], str]) -> str:
+    """``url`` with its path changed by ``change`` (query and credentials kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=change(parts.path)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="gh-bench-sink-"))
     overrides = {k: v for k, v in {"bus_url": args.bus_url, "lake_url": args.lake_url, "metadata_url": args.metadata_url}.items() if v}
     if args.lake_url:
-        overrides["lake_url"] = f"{args.lake_url.rstrip('/')}/{run}"
-    if args.metadata_url:
-        overrides["metadata_url"] = f"{args.metadata_url.rstrip('/')}_{run}"
+        overrides["lake_url"] = with_path(args.lake_url, lambda path: f"{path.rstrip('/')}/{run}")
+    if args.metadata_url:  # a database of its own (the URL's query keeps its TLS options)
+        overrides["metadata_url"] = with_path(args.metadata_url, lambda path: f"/{path.strip('/') or 'bench'}_{run}")
     sensors = f"bench.sensors.{run}"
     settings = Settings(
         data_dir=root, topics={"sensors": sensors, "deadletter": f"bench.dead.{run}", "partitions": 4}, sink={"group_id": f"bench-sink-{run}", "max_batch_records": args.batch}, **overrides

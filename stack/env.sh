@@ -4,7 +4,7 @@
 # (values already set in the environment are kept). Production points the same variables at real
 # clusters. The URLs carry file paths (CA, client certificate, password file), never a secret.
 #
-#   GH_BUS_URL        Kafka 4 (KRaft, one node) at 127.0.0.1:9092, SASL_SSL with SCRAM-SHA-512:
+#   GH_BUS_URL        Kafka 4 (KRaft: one node at 127.0.0.1:9092, or three with --kafka-brokers 3), SASL_SSL with SCRAM-SHA-512:
 #                     kafka://127.0.0.1:9092?security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512
 #                     &sasl_username=greenhouse&sasl_password_file=<run>/secrets/kafka-password
 #                     &ssl_cafile=<run>/tls/ca.crt   (parsed by app/bus/kafka.py)

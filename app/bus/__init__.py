@@ -1,17 +1,25 @@
 """The bus: a durable partitioned log with Kafka semantics, chosen by URL.
 
-``file:///dir`` opens the embedded SQLite log; ``kafka://host:port[,host:port]`` opens Kafka.
+``file:///dir`` opens the embedded SQLite log; ``kafka://host:port[,host:port...]`` opens Kafka.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from app.bus.base import Bus, BusError, Consumer, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
 
+if TYPE_CHECKING:
+    from app.config import TopicSettings
 
-def open_bus(url: str) -> Bus:
-    """Open the bus named by ``url`` (``file://`` embedded log, ``kafka://`` Apache Kafka)."""
+
+def open_bus(url: str, *, topics: TopicSettings | None = None) -> Bus:
+    """Open the bus named by ``url`` (``file://`` embedded log, ``kafka://`` Apache Kafka).
+
+    ``topics`` (``settings.topics``): Kafka creates topics with its ``replication_factor`` and
+    ``min_insync_replicas``; without it the brokers' defaults apply. The embedded log keeps one
+    copy and ignores them."""
     scheme = urlparse(url).scheme
     if scheme == "file":
         from app.bus.embedded import EmbeddedBus
@@ -20,7 +28,9 @@ def open_bus(url: str) -> Bus:
     if scheme == "kafka":
         from app.bus.kafka import KafkaBus
 
-        return KafkaBus(url)
+        if topics is None:
+            return KafkaBus(url)
+        return KafkaBus(url, replication_factor=topics.replication_factor, min_insync_replicas=topics.min_insync_replicas)
     raise ValueError(f"unsupported bus URL {url!r}: use file:///dir or kafka://host:port")
 
 

@@ -69,7 +69,7 @@ class UnknownTopicError(BusError):
 
 @runtime_checkable
 class Consumer(Protocol):
-    """A member of a consumer group reading every partition of its topics."""
+    """A member of a consumer group reading the partitions of its topics assigned to it."""
 
     def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
         """Up to ``max_records`` messages after the current position, waiting at most ``timeout_s``."""
@@ -114,8 +114,9 @@ class Bus(Protocol):
         """Per partition, the offset the next produced record will get."""
         ...
 
-    def consumer(self, group_id: str, topics: Sequence[str]) -> Consumer:
-        """A consumer in ``group_id`` positioned at the group's committed offsets (or the start)."""
+    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None) -> Consumer:
+        """A consumer in ``group_id`` positioned at the group's committed offsets (or the start),
+        assigned every partition of ``topics``, or only those numbered in ``partitions``."""
         ...
 
     def close(self) -> None: ...

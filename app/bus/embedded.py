@@ -129,10 +129,10 @@ class EmbeddedBus:
         return results
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, group_id: str, topics: Sequence[str]) -> EmbeddedConsumer:
+    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None) -> EmbeddedConsumer:
         for topic in topics:
             self.partitions_for(topic)
-        return EmbeddedConsumer(self._path, group_id, list(topics))
+        return EmbeddedConsumer(self._path, group_id, list(topics), None if partitions is None else set(partitions))
 
     def close(self) -> None:
         with self._lock:
@@ -140,9 +140,10 @@ class EmbeddedBus:
 
 
 class EmbeddedConsumer:
-    """A consumer group member of the embedded bus (reads every partition of its topics)."""
+    """A consumer group member of the embedded bus (reads the partitions of its topics assigned to
+    it: all, or those numbered in ``partitions``)."""
 
-    def __init__(self, path: Path, group_id: str, topics: list[str]) -> None:
+    def __init__(self, path: Path, group_id: str, topics: list[str], partitions: set[int] | None = None) -> None:
         self._conn = _connect(path)
         self._lock = threading.Lock()
         self.group_id = group_id
@@ -151,6 +152,8 @@ class EmbeddedConsumer:
         for topic in topics:
             (count,) = self._conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
             for part in range(count):
+                if partitions is not None and part not in partitions:
+                    continue
                 tp = TopicPartition(topic, part)
                 committed = self.committed(tp)
                 self._positions[tp] = committed if committed is not None else 0

@@ -1,7 +1,10 @@
 """The Kafka bus: the :class:`~app.bus.base.Bus` interface on Apache Kafka through kafka-python.
 
-Producer: idempotent, ``acks=all``, so a record reported written is on every in-sync replica and
-retries never duplicate it. Partitions are chosen with the same key hash as the embedded bus
+Producer: idempotent, ``acks=all``, so a record reported written is on every in-sync replica (at
+least the topic's ``min.insync.replicas`` of them) and retries never duplicate it. A send is retried
+(a broker down, a leader moving) until it is acknowledged or its delivery timeout passes, which is
+shorter than the produce call's own wait, so every record of a batch ends acknowledged or failed,
+never unknown. Partitions are chosen with the same key hash as the embedded bus
 (CRC32), so one greenhouse lands in the same partition on either engine.
 Consumers: manual assignment of every partition of their topics inside a consumer group (the sink
 is one member per group), auto-commit off, offsets committed explicitly after durable writes.
@@ -10,7 +13,7 @@ Client security is part of the URL, as query parameters named after kafka-python
 that every place that opens the bus (``open_bus(settings.bus_url)``) speaks TLS and authenticates
 the same way::
 
-    kafka://host:9092?security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512
+    kafka://host1:9092,host2:9092,host3:9092?security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512
         &sasl_username=greenhouse&sasl_password_file=/run/secrets/kafka-password&ssl_cafile=/tls/ca.crt
 
 ``security_protocol`` (``PLAINTEXT`` default, ``SSL``, ``SASL_SSL``, ``SASL_PLAINTEXT``);
@@ -18,25 +21,40 @@ the same way::
 ``sasl_password_file`` (the password is read from that file, never written in the URL) for SASL;
 ``ssl_cafile`` (the CA the broker is verified with; the system's CAs without it) and, for mutual TLS,
 ``ssl_certfile`` + ``ssl_keyfile``. Hostname verification is always on. Any other parameter is an
-error, so a misspelt option never silently falls back to plaintext.
+error, so a misspelt option never silently falls back to plaintext. The host list is the bootstrap
+servers (any reachable one is enough; list several so that one broker down does not stop a start).
+
+Topic layout is not part of the URL: ``replication_factor`` and ``min_insync_replicas`` are keyword
+arguments (``open_bus(url, topics=settings.topics)`` passes the settings' ``topics`` section);
+without them, the brokers' own ``default.replication.factor`` and ``min.insync.replicas`` apply.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTP
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
 
 _PRODUCE_TIMEOUT_S = 30.0
+# A send is retried until acknowledged or this old (Kafka's delivery.timeout.ms); below the produce
+# call's wait, so that no record is left pending when it returns. It covers a broker failover: the
+# controller moves leadership after broker.session.timeout.ms (9 s by default).
+_DELIVERY_TIMEOUT_MS = 27_000
+# One request's wait for the in-sync replicas (acks=all); delivery >= request + linger.
+_REQUEST_TIMEOUT_MS = 20_000
+# How long topic creation keeps asking other brokers while the one it used is down.
+_ADMIN_FAILOVER_S = 20.0
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -116,8 +134,17 @@ def _read_secret(path: str) -> str:
 class KafkaBus:
     """A :class:`~app.bus.base.Bus` on Apache Kafka."""
 
-    def __init__(self, url: str, *, client_id: str = "greenhouse") -> None:
+    def __init__(self, url: str, *, client_id: str = "greenhouse", replication_factor: int | None = None, min_insync_replicas: int | None = None) -> None:
+        """``replication_factor`` and ``min_insync_replicas``: the layout of the topics
+        :meth:`create_topic` makes (``None``: the brokers' defaults)."""
+        for name, value in (("replication_factor", replication_factor), ("min_insync_replicas", min_insync_replicas)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
+        if replication_factor is not None and min_insync_replicas is not None and min_insync_replicas > replication_factor:
+            raise ValueError(f"min_insync_replicas ({min_insync_replicas}) is above replication_factor ({replication_factor}): no acks=all write could succeed")
         self.url = url
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self._servers = bootstrap_servers(url)
         self._security = client_security(url)  # holds the SASL password: never log it
         self._client_id = client_id
@@ -128,7 +155,7 @@ class KafkaBus:
         self._round_robin = 0
 
     def __reduce__(self):
-        return (KafkaBus, (self.url,))
+        return (partial(KafkaBus, replication_factor=self.replication_factor, min_insync_replicas=self.min_insync_replicas), (self.url,))
 
     # -- lazily opened clients (opening costs a metadata round trip) --------------------------
     @property
@@ -147,7 +174,14 @@ class KafkaBus:
             if self._producer is None:
                 try:
                     self._producer = KafkaProducer(
-                        bootstrap_servers=self._servers, client_id=f"{self._client_id}-producer", acks="all", enable_idempotence=True, linger_ms=2, retries=5, **self._security
+                        bootstrap_servers=self._servers,
+                        client_id=f"{self._client_id}-producer",
+                        acks="all",
+                        enable_idempotence=True,
+                        linger_ms=2,
+                        delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
+                        request_timeout_ms=_REQUEST_TIMEOUT_MS,
+                        **self._security,
                     )
                 except KafkaError as exc:
                     raise BusError(f"cannot reach Kafka at {self._servers}: {exc}", retriable=True) from exc
@@ -155,15 +189,42 @@ class KafkaBus:
 
     # -- topics -----------------------------------------------------------------------------
     def create_topic(self, topic: str, partitions: int) -> None:
+        """Create ``topic`` with ``partitions`` partitions, this bus's replication factor and
+        ``min.insync.replicas`` (the brokers' defaults for what is ``None``); an existing topic is
+        left as it is."""
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
-        try:
-            self.admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True)
-        except TopicAlreadyExistsError:
-            pass
-        except KafkaError as exc:
-            if "TopicAlreadyExists" not in type(exc).__name__ + str(exc):
+        spec: dict[str, Any] = {"num_partitions": partitions, "replication_factor": self.replication_factor or -1}  # -1: default.replication.factor
+        if self.min_insync_replicas is not None:
+            spec["configs"] = {"min.insync.replicas": str(self.min_insync_replicas)}
+        deadline = time.monotonic() + _ADMIN_FAILOVER_S
+        while True:
+            try:
+                self.admin.create_topics({topic: spec}, wait_for_metadata=True)
+                return
+            except TopicAlreadyExistsError:
+                return
+            except KafkaConnectionError as exc:
+                # The admin client keeps the node it took for the controller; when that broker is
+                # gone (a node of a cluster down), a new client asks the others, which name a live
+                # one once the dead broker is fenced.
+                if time.monotonic() >= deadline:
+                    raise BusError(f"creating topic {topic!r} failed: {exc}", retriable=True) from exc
+                self._drop_admin()
+                time.sleep(1.0)
+            except KafkaError as exc:
+                if "TopicAlreadyExists" in type(exc).__name__ + str(exc):
+                    return
                 raise BusError(f"creating topic {topic!r} failed: {exc}") from exc
+
+    def _drop_admin(self) -> None:
+        with self._lock:
+            admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except KafkaError:
+                pass
 
     def _describe(self, topics: list[str] | None) -> dict[str, int]:
         try:
@@ -228,8 +289,8 @@ class KafkaBus:
         return results
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, group_id: str, topics: Sequence[str]) -> KafkaBusConsumer:
-        assignment = [TopicPartition(t, p) for t in topics for p in range(self.partitions_for(t))]
+    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None) -> KafkaBusConsumer:
+        assignment = [TopicPartition(t, p) for t in topics for p in range(self.partitions_for(t)) if partitions is None or p in partitions]
         return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id, security=self._security)
 
     def close(self) -> None:
@@ -243,7 +304,8 @@ class KafkaBus:
 
 
 class KafkaBusConsumer:
-    """A consumer group member with every partition of its topics assigned to it."""
+    """A consumer group member with the given partitions assigned to it (no group rebalancing:
+    the caller decides which member reads what)."""
 
     def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str, security: dict[str, Any] | None = None) -> None:
         self.group_id = group_id

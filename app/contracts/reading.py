@@ -159,7 +159,16 @@ class Reading(BaseModel):
     @property
     def ts_ms(self) -> int:
         """Timestamp as epoch milliseconds."""
-        return int(self.ts.timestamp() * 1000)
+        return epoch_ms(self.ts)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_ms(ts: datetime) -> int:
+    """A UTC instant as whole epoch milliseconds, truncated exactly as Arrow's ``timestamp("ms")``
+    stores it (integer arithmetic: no float rounding of sub-millisecond parts)."""
+    return (ts - _EPOCH) // timedelta(milliseconds=1)
 
 
 _TOO_DEEP = "unknown_field_too_deep"

@@ -63,6 +63,11 @@ class SeenKeys:
             self._days.move_to_end(key)
         return seen
 
+    def clear(self) -> None:
+        """Forget every greenhouse-day (each is read from the lake again when next met)."""
+        self._days.clear()
+        self._keys = 0
+
     def add(self, greenhouse_id: str, day: date, keys: Iterable[SeenKey]) -> None:
         """Remember keys just committed to the lake; a greenhouse-day not held is left to be read
         from the lake when next met (it holds them now)."""

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
-from app.contracts.reading import MEASUREMENT_NAMES, Reading
+from app.bus import Message
+from app.contracts.reading import MEASUREMENT_NAMES, READING_SCHEMA_VERSION, Reading
+from app.contracts.reading_columns import PlainReadings
 
 # greenhouse_id and date are hive partition columns (in the path), so they are not in the files.
 RAW_SCHEMA = pa.schema(
@@ -49,3 +53,23 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows (as made by :func:`reading_row`) to a table with :data:`RAW_SCHEMA`, sorted by time."""
     table = pa.Table.from_pylist(rows, schema=RAW_SCHEMA)
     return table.sort_by([("ts", "ascending"), ("device_id", "ascending")])
+
+
+def plain_table(plain: PlainReadings, picks: list[int], messages: Sequence[Message]) -> pa.Table:
+    """The raw-table rows of plain readings ``picks`` (indexes into ``plain``) whose bus messages
+    are ``messages`` (same order), column by column: the same rows :func:`reading_row` makes of
+    them (a plain reading has no unknown fields, so no ``extra_json``)."""
+    n = len(picks)
+    index = pa.array(picks, pa.int64())
+    columns: dict[str, pa.Array] = {
+        "device_id": pa.array([plain.device_id[i] for i in picks], pa.string()),
+        "ts": pa.array([plain.ts_ms[i] for i in picks], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "schema_version": pa.array(np.full(n, READING_SCHEMA_VERSION, dtype=np.int16)),
+        **{name: plain.measurements[name].take(index) for name in MEASUREMENT_NAMES},
+        "extra_json": pa.nulls(n, pa.string()),
+        "bus_topic": pa.array([m.topic for m in messages], pa.string()),
+        "bus_partition": pa.array([m.partition for m in messages], pa.int32()),
+        "bus_offset": pa.array([m.offset for m in messages], pa.int64()),
+        "ingested_at": pa.array([m.timestamp_ms for m in messages], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+    }
+    return pa.Table.from_pydict(columns, schema=RAW_SCHEMA)

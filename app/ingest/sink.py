@@ -10,8 +10,16 @@ HDFS have none). A *chunk* is what one poll returned for one bus partition, offs
 4. mark the chunk's documents ``committed``;
 5. commit ``b + 1`` to the bus consumer group (for lag monitoring; the checkpoint is authoritative).
 
-On start, pending documents at or past the checkpoint are rolled back (files deleted, documents
-removed) and earlier ones rolled forward; reading resumes at the checkpoint. Duplicate readings
+Several workers may share the topic (``--workers`` of the sink job, or several jobs): each reads
+only the partitions whose lease it holds (:mod:`app.ingest.leases`), and every lease carries an
+epoch. Taking a partition stamps the new epoch on its checkpoint; step 3 moves the checkpoint only
+under the worker's own epoch, so a worker that lost its lease cannot commit: it deletes what it
+wrote for the chunk and drops the partition. File names carry the epoch, so two workers never
+write the same file.
+
+On taking a partition, its pending documents of earlier epochs are rolled back (files deleted,
+documents removed) when at or past the checkpoint and rolled forward when before it, as are its
+staged files of earlier epochs; reading resumes at the checkpoint. Duplicate readings
 (same ``device_id`` and ``ts``, e.g. a device retrying a POST whose answer it lost) are dropped
 against what the lake already holds for that greenhouse-day (:class:`~app.ingest.dedupe.SeenKeys`
 keeps those keys in bounded memory).
@@ -25,9 +33,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 
@@ -35,15 +45,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.bus import Bus, Message, OutgoingRecord, TopicPartition
+from app.bus import Bus, Consumer, Message, OutgoingRecord, TopicPartition
 from app.config import Settings
 from app.contracts.deadletter import DeadLetter
 from app.contracts.reading import ReadingError, UndecodableReading, reading_from_bus
+from app.contracts.reading_columns import plain_readings
 from app.ingest import errors
 from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, SeenKey, SeenKeys
-from app.ingest.records import SCHEMA_FINGERPRINT, reading_row, rows_to_table
+from app.ingest.leases import PartitionLeases, fair_share, plan_rebalance
+from app.ingest.records import SCHEMA_FINGERPRINT, plain_table, reading_row, rows_to_table
 from app.lake import STAGING, Lake
-from app.metadata import LAKE_BATCHES, MetadataStore
+from app.metadata import LAKE_BATCHES, DuplicateKeyError, MetadataStore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,9 @@ class SinkStats:
     chunks: int = 0
     rolled_back_files: int = 0
     rolled_forward_files: int = 0
+    fenced_chunks: int = 0
+    partitions_taken: int = 0
+    partitions_released: int = 0
     elapsed_s: float = 0.0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -70,49 +85,125 @@ class SinkStats:
         return asdict(self)
 
 
+def merge_stats(parts: Iterable[SinkStats]) -> SinkStats:
+    """The stats of several workers as one (counts summed, the longest elapsed time)."""
+    out = SinkStats()
+    for part in parts:
+        for name, value in asdict(part).items():
+            if name == "invalid_by_reason":
+                for code, count in value.items():
+                    out.invalid_by_reason[code] = out.invalid_by_reason.get(code, 0) + count
+            elif name == "elapsed_s":
+                out.elapsed_s = max(out.elapsed_s, value)
+            else:
+                setattr(out, name, getattr(out, name) + value)
+    return out
+
+
 def _checkpoint_id(group: str, tp: TopicPartition) -> str:
     return f"{group}|{tp.topic}|{tp.partition}"
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One valid reading of a chunk: its position, greenhouse-day and dedupe key, and its row dict
+    (``None`` for a plain reading, whose columns stay in the chunk's :class:`PlainReadings`)."""
+
+    position: int
+    greenhouse_id: str
+    day: date
+    key: SeenKey
+    row: dict | None
+
+
+class PartitionFenced(RuntimeError):
+    """Another worker took the partition (a newer epoch stamped its checkpoint)."""
+
+
+def file_stem(topic: str, partition: int, epoch: int) -> str:
+    """The start of every file name one worker epoch writes for one partition."""
+    return f"{topic}-p{partition:03d}-e{epoch:06d}-"
+
+
+def _stem_epoch(name: str, topic: str, partition: int) -> int | None:
+    """The epoch in a file name written for ``topic``/``partition``, or None (not one of those)."""
+    found = re.match(re.escape(f"{topic}-p{partition:03d}-e") + r"(\d+)-", name)
+    return int(found.group(1)) if found else None
 
 
 class LakeSink:
     """Consumes ``settings.topics.sensors`` and writes the lake, exactly once in effect.
 
-    ``seen_max_days`` and ``seen_max_keys`` bound the memory of readings already in the lake
-    (:mod:`app.ingest.dedupe`: 64 greenhouse-days and 500,000 keys by default).
+    ``worker_id`` names this worker among those sharing the topic (default
+    ``<sink.group_id>-0``): a worker restarted under the same name takes its partitions back at
+    once, other workers wait for its leases to expire. ``seen_max_days`` and ``seen_max_keys``
+    bound the memory of readings already in the lake (:mod:`app.ingest.dedupe`: 64
+    greenhouse-days and 500,000 keys by default).
     """
 
-    def __init__(self, settings: Settings, bus: Bus, lake: Lake, store: MetadataStore, *, seen_max_days: int = MAX_DAYS, seen_max_keys: int = MAX_KEYS) -> None:
+    def __init__(self, settings: Settings, bus: Bus, lake: Lake, store: MetadataStore, *, worker_id: str | None = None, seen_max_days: int = MAX_DAYS, seen_max_keys: int = MAX_KEYS) -> None:
         self.settings = settings
         self.bus = bus
         self.lake = lake
         self.topic = settings.topics.sensors
         self.group = settings.sink.group_id
+        self.worker_id = worker_id or f"{self.group}-0"
         self.batches = store.collection(LAKE_BATCHES)
         self.checkpoints = store.collection(SINK_CHECKPOINTS)
         self.batches.create_index([("path", 1)], unique=True)
         self.batches.create_index([("status", 1), ("sink_group", 1)])
+        self.leases = PartitionLeases(store, self.group, self.topic, self.worker_id, ttl_s=settings.sink.lease_ttl_s)
         self.seen = SeenKeys(self._lake_keys, max_days=seen_max_days, max_keys=seen_max_keys)
         self._failpoint = self._parse_failpoint(settings.sink.failpoint)
         self.stats = SinkStats()
+        self._owned: dict[int, int] = {}  # partition -> the epoch of this worker's lease
+        self._consumer: Consumer | None = None
+        self._plain = plain_readings([])  # the current chunk's plain readings
+        self._buffered: dict[int, list[Message]] = defaultdict(list)  # partition -> its chunk so far
+        self._since: dict[int, float] = {}  # partition -> when its chunk got its first message
+        self._writers = ThreadPoolExecutor(max_workers=settings.sink.write_concurrency, thread_name_prefix="sink-write")
         bus.create_topic(self.topic, settings.topics.partitions)
         bus.create_topic(settings.topics.deadletter, settings.topics.partitions)
+        self.partitions = bus.partitions_for(self.topic)
 
-    # -- recovery ---------------------------------------------------------------------------
+    # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint(self, tp: TopicPartition) -> int | None:
         doc = self.checkpoints.find_one({"_id": _checkpoint_id(self.group, tp)})
-        return None if doc is None else int(doc["next_offset"])
+        return None if doc is None or doc.get("next_offset") is None else int(doc["next_offset"])
 
     def committed_offsets_total(self) -> int:
         """Sum over partitions of the checkpointed next offset: how many records are settled."""
         docs = self.checkpoints.find({"group": self.group, "topic": self.topic})
-        return sum(int(d["next_offset"]) for d in docs)
+        return sum(int(d.get("next_offset") or 0) for d in docs)
 
-    def recover(self) -> None:
-        """Settle chunks a crash left half done (see the module docstring)."""
-        pending = self.batches.find({"status": "pending", "sink_group": self.group, "topic": self.topic})
+    def _stamp(self, tp: TopicPartition, epoch: int) -> bool:
+        """Put ``epoch`` on the partition's checkpoint unless a newer one is there: the fence that
+        stops every earlier epoch's commits. False when a newer epoch got there first."""
+        cp_id = _checkpoint_id(self.group, tp)
+        if self.checkpoints.update_one({"_id": cp_id, "epoch": {"$lt": epoch}}, {"$set": {"epoch": epoch}}):
+            return True
+        doc = self.checkpoints.find_one({"_id": cp_id})
+        if doc is None:
+            try:
+                self.checkpoints.insert_one({"_id": cp_id, "group": self.group, "topic": tp.topic, "partition": tp.partition, "epoch": epoch})
+            except DuplicateKeyError:
+                return False
+            return True
+        if "epoch" not in doc:  # written before the sink had leases
+            return bool(self.checkpoints.update_one({"_id": cp_id, "epoch": {"$exists": False}}, {"$set": {"epoch": epoch}}))
+        return False
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self, partition: int, epoch: int) -> None:
+        """Settle what earlier epochs left half done in ``partition`` (see the module docstring)."""
+        tp = TopicPartition(self.topic, partition)
+        checkpoint = self._checkpoint(tp)
+        pending = self.batches.find({"status": "pending", "sink_group": self.group, "topic": self.topic, "partition": partition})
+        rolled = 0
         for doc in pending:
-            tp = TopicPartition(doc["topic"], int(doc["partition"]))
-            checkpoint = self._checkpoint(tp)
+            if int(doc.get("epoch", 0)) >= epoch:
+                continue
+            rolled += 1
             if checkpoint is not None and checkpoint > int(doc["chunk_end"]):
                 self.batches.update_one({"_id": doc["_id"]}, {"$set": {"status": "committed"}})
                 self.stats.rolled_forward_files += 1
@@ -121,9 +212,56 @@ class LakeSink:
                 self.batches.delete_many({"_id": doc["_id"]})
                 self.stats.rolled_back_files += 1
         for path in self.lake.list_files(STAGING):  # staged files of a crashed write
-            self.lake.delete(path)
-        if pending:
-            log.info("recovered: %d files rolled back, %d rolled forward", self.stats.rolled_back_files, self.stats.rolled_forward_files)
+            stem_epoch = _stem_epoch(path.rsplit("/", 1)[-1], self.topic, partition)
+            if stem_epoch is not None and stem_epoch < epoch:
+                self.lake.delete(path)
+        if rolled:
+            log.info("partition %d: recovered %d files of earlier epochs", partition, rolled)
+
+    # -- leases -----------------------------------------------------------------------------
+    def _take(self, partition: int, epoch: int) -> bool:
+        """Fence earlier epochs out of ``partition`` and settle what they left."""
+        if not self._stamp(TopicPartition(self.topic, partition), epoch):
+            return False
+        self.recover(partition, epoch)
+        self._owned[partition] = epoch
+        self.stats.partitions_taken += 1
+        return True
+
+    def rebalance(self, *, first: bool = False) -> bool:
+        """One lease tick: renew, give back what is above the fair share, take free partitions
+        (on the ``first`` tick also those still leased to this worker's name: a restart). True
+        when the partitions this worker reads changed."""
+        live = self.leases.heartbeat()
+        before = dict(self._owned)
+        for partition, epoch in list(self._owned.items()):
+            if not self.leases.renew(partition, epoch):
+                log.warning("partition %d: lease lost (epoch %d)", partition, epoch)
+                del self._owned[partition]
+        plan = plan_rebalance(self._owned, self.leases.free_partitions(self.partitions, reclaim=first), fair_share(self.partitions, live))
+        for partition in plan.release:
+            self.leases.release(partition, self._owned.pop(partition))
+            self.stats.partitions_released += 1
+        for partition in plan.take:
+            epoch = self.leases.acquire(partition, reclaim=first)
+            if epoch is not None and not self._take(partition, epoch):
+                self.leases.release(partition, epoch)
+        return self._owned != before
+
+    def _reassign(self) -> None:
+        """Read exactly the owned partitions, each from its checkpoint."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self.seen.clear()  # another worker may have written the greenhouse-days it remembers
+        if not self._owned:
+            return
+        self._consumer = self.bus.consumer(self.group, [self.topic], partitions=sorted(self._owned))
+        for partition in self._owned:
+            tp = TopicPartition(self.topic, partition)
+            checkpoint = self._checkpoint(tp)
+            if checkpoint is not None:
+                self._consumer.seek(tp, checkpoint)
 
     # -- dedupe ----------------------------------------------------------------------------
     def _lake_keys(self, greenhouse_id: str, day: date) -> list[SeenKey]:
@@ -135,16 +273,24 @@ class LakeSink:
         return list(zip(table["device_id"].to_pylist(), pc.cast(table["ts"], pa.int64()).to_pylist()))
 
     # -- one chunk --------------------------------------------------------------------------
-    def _rows(self, tp: TopicPartition, messages: list[Message]) -> list[tuple[str, date, SeenKey, dict]]:
-        """The chunk's lake rows as ``(greenhouse_id, day, dedupe key, row)``; messages that are no
-        valid reading, or that cannot be made a row, are counted and dead-lettered."""
-        good: list[tuple[str, date, SeenKey, dict]] = []
+    def _rows(self, tp: TopicPartition, messages: list[Message]) -> list[ChunkRow]:
+        """The chunk's readings in offset order: the plain ones parsed in bulk
+        (:mod:`app.contracts.reading_columns`), every other one by the contract's own check;
+        messages that are no valid reading, or that cannot be made a row, are counted and
+        dead-lettered."""
+        plain = plain_readings([m.value for m in messages])
+        out: list[ChunkRow] = [
+            ChunkRow(pos, gid, ts.date(), (device, ms), None) for pos, gid, ts, device, ms in zip(plain.positions, plain.greenhouse_id, plain.ts, plain.device_id, plain.ts_ms, strict=True)
+        ]
         dead: list[OutgoingRecord] = []
-        for msg in messages:
+        done = set(plain.positions)
+        for pos, msg in enumerate(messages):
+            if pos in done:
+                continue
             try:
                 reading = reading_from_bus(msg.value)
                 row = reading_row(reading, tp.topic, tp.partition, msg.offset, msg.timestamp_ms)
-                good.append((reading.greenhouse_id, reading.ts.date(), (reading.device_id, reading.ts_ms), row))
+                out.append(ChunkRow(pos, reading.greenhouse_id, reading.ts.date(), (reading.device_id, reading.ts_ms), row))
             except ReadingError as exc:
                 dead.append(self._reject(tp, msg, exc))
             except Exception as exc:  # a record the lake cannot take must not stop the sink for good
@@ -152,7 +298,8 @@ class LakeSink:
                 dead.append(self._reject(tp, msg, ReadingError(f"value: cannot be placed in the lake ({type(exc).__name__})")))
         if dead:
             self.bus.produce(self.settings.topics.deadletter, dead)
-        return good
+        self._plain = plain
+        return sorted(out, key=lambda r: r.position)
 
     def _reject(self, tp: TopicPartition, msg: Message, exc: ReadingError) -> OutgoingRecord:
         self.stats.invalid += 1
@@ -162,56 +309,88 @@ class LakeSink:
 
     def _process_chunk(self, tp: TopicPartition, messages: list[Message]) -> None:
         first, last = messages[0].offset, messages[-1].offset
-        groups: dict[tuple[str, date], list[dict]] = defaultdict(list)
-        keys: dict[tuple[str, date], set[SeenKey]] = defaultdict(set)
-        in_lake: dict[tuple[str, date], set[SeenKey]] = {}  # each greenhouse-day read once per chunk
-        for greenhouse_id, day, dedupe_key, row in self._rows(tp, messages):
-            gkey = (greenhouse_id, day)
-            if gkey not in in_lake:
-                in_lake[gkey] = self.seen.get(greenhouse_id, day)
-            if dedupe_key in keys[gkey] or dedupe_key in in_lake[gkey]:
-                self.stats.duplicates += 1
-                continue
-            keys[gkey].add(dedupe_key)
-            groups[gkey].append(row)
+        epoch = self._owned[tp.partition]
+        if not self.leases.renew(tp.partition, epoch):  # also keeps a long run of chunks leased
+            raise PartitionFenced(f"partition {tp.partition}: the lease of epoch {epoch} expired and was taken")
+        groups, keys = self._new_rows(tp, messages)
 
-        # 1. pending documents (so that a crash after any file write can find and undo it)
-        planned: list[tuple[dict, pa.Table]] = []
+        # 1. pending documents, in one write (so that a crash after any file write can find and undo it)
         now = datetime.now(timezone.utc)
-        for (greenhouse_id, day), rows in sorted(groups.items()):
-            table = rows_to_table(rows)
-            doc = self._pending_doc(tp, first, last, greenhouse_id, day, table, now)
-            self.batches.insert_one(doc)
-            planned.append((doc, table))
+        planned = [(self._pending_doc(tp, epoch, first, last, gid, day, table, now), table) for (gid, day), table in sorted(groups.items())]
+        self.batches.insert_many_new([doc for doc, _ in planned])
         self._maybe_fail("after_pending")
 
-        # 2. files
-        for doc, table in planned:
-            self.lake.write_parquet(table, doc["relative_path"])
+        # 2. files, several at once (a remote lake's latency, not its bandwidth, bounds one write)
+        stem = file_stem(tp.topic, tp.partition, epoch)
+        try:
+            list(self._writers.map(lambda planned_file: self.lake.write_parquet(planned_file[1], planned_file[0]["relative_path"], staging_prefix=stem, replace=False), planned))
+        except OSError:
+            if self.leases.renew(tp.partition, epoch):
+                raise
+            # fenced meanwhile: the new owner cleared this epoch's staged files as it took over
+            self._undo(planned)
+            raise PartitionFenced(f"partition {tp.partition}: epoch {epoch} was fenced while writing its files") from None
         self._maybe_fail("after_files")
 
-        # 3. the commit point
-        self.checkpoints.update_one(
-            {"_id": _checkpoint_id(self.group, tp)},
+        # 3. the commit point, under this worker's epoch only
+        moved = self.checkpoints.update_one(
+            {"_id": _checkpoint_id(self.group, tp), "epoch": epoch},
             {"$set": {"next_offset": last + 1, "updated_at": datetime.now(timezone.utc), "group": self.group, "topic": tp.topic, "partition": tp.partition}},
-            upsert=True,
         )
+        if not moved:
+            self._undo(planned)
+            raise PartitionFenced(f"partition {tp.partition}: epoch {epoch} was fenced by a newer one")
         self._maybe_fail("after_checkpoint")
         for (greenhouse_id, day), new_keys in keys.items():
             self.seen.add(greenhouse_id, day, new_keys)
 
         # 4. + 5. cosmetic after the commit point
-        for doc, _ in planned:
-            self.batches.update_one({"_id": doc["_id"]}, {"$set": {"status": "committed", "committed_at": datetime.now(timezone.utc)}})
+        self.batches.update_many({"_id": {"$in": [doc["_id"] for doc, _ in planned]}}, {"$set": {"status": "committed", "committed_at": datetime.now(timezone.utc)}})
+        assert self._consumer is not None
         self._consumer.commit({tp: last + 1})
         self.stats.files += len(planned)
         self.stats.rows_written += sum(t.num_rows for _, t in planned)
         self.stats.chunks += 1
         self._maybe_fail("after_commit")
 
-    def _pending_doc(self, tp: TopicPartition, first: int, last: int, greenhouse_id: str, day: date, table: pa.Table, now: datetime) -> dict:
+    def _new_rows(self, tp: TopicPartition, messages: list[Message]) -> tuple[dict[tuple[str, date], pa.Table], dict[tuple[str, date], set[SeenKey]]]:
+        """The chunk's readings not yet in the lake, as one table per greenhouse-day, and their keys."""
+        picked: dict[tuple[str, date], list[ChunkRow]] = defaultdict(list)
+        keys: dict[tuple[str, date], set[SeenKey]] = defaultdict(set)
+        in_lake: dict[tuple[str, date], set[SeenKey]] = {}  # each greenhouse-day read once per chunk
+        for row in self._rows(tp, messages):
+            gkey = (row.greenhouse_id, row.day)
+            if gkey not in in_lake:
+                in_lake[gkey] = self.seen.get(*gkey)
+            if row.key in keys[gkey] or row.key in in_lake[gkey]:
+                self.stats.duplicates += 1
+                continue
+            keys[gkey].add(row.key)
+            picked[gkey].append(row)
+        return {gkey: self._table(tp, messages, rows) for gkey, rows in picked.items()}, keys
+
+    def _table(self, tp: TopicPartition, messages: list[Message], rows: list[ChunkRow]) -> pa.Table:
+        """One greenhouse-day's rows as a lake table: the plain ones column by column, the others
+        from their row dicts."""
+        slow = [r.row for r in rows if r.row is not None]
+        plain_at = {pos: i for i, pos in enumerate(self._plain.positions)}
+        fast = [plain_at[r.position] for r in rows if r.row is None]
+        tables = [plain_table(self._plain, fast, [messages[self._plain.positions[i]] for i in fast])] if fast else []
+        if slow:
+            tables.append(rows_to_table(slow))
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return table.sort_by([("ts", "ascending"), ("device_id", "ascending")])
+
+    def _undo(self, planned: list[tuple[dict, pa.Table]]) -> None:
+        """Remove a fenced chunk's files and documents (they never became part of the lake)."""
+        for doc, _ in planned:
+            self.lake.delete(doc["path"])
+        self.batches.delete_many({"_id": {"$in": [doc["_id"] for doc, _ in planned]}})
+        self.stats.fenced_chunks += 1
+
+    def _pending_doc(self, tp: TopicPartition, epoch: int, first: int, last: int, greenhouse_id: str, day: date, table: pa.Table, now: datetime) -> dict:
         """The ``lake_batches`` document of one file of chunk ``[first, last]``, status pending."""
-        name = f"{tp.topic}-p{tp.partition:03d}-o{first:012d}-{last:012d}.parquet"
+        name = f"{file_stem(tp.topic, tp.partition, epoch)}o{first:012d}-{last:012d}.parquet"
         relative = f"{Lake.raw_partition(greenhouse_id, day)}/{name}"
         offsets = table["bus_offset"]
         return {
@@ -220,6 +399,8 @@ class LakeSink:
             "sink_group": self.group,
             "topic": tp.topic,
             "partition": tp.partition,
+            "epoch": epoch,
+            "worker": self.worker_id,
             "offset_start": int(pc.min(offsets).as_py()),
             "offset_end": int(pc.max(offsets).as_py()),
             "chunk_start": first,
@@ -253,40 +434,80 @@ class LakeSink:
     def run(
         self, *, until_idle: bool = True, idle_polls: int = 2, max_seconds: float | None = None, on_progress: Callable[[SinkStats], None] | None = None, should_stop: Callable[[], bool] | None = None
     ) -> SinkStats:
-        """Recover, then consume. Stops after ``idle_polls`` empty polls when ``until_idle``,
-        after ``max_seconds``, or once ``should_stop()`` is true after an empty poll; otherwise
-        runs until interrupted."""
+        """Take this worker's partitions, then consume. Stops after ``idle_polls`` empty polls
+        with no partition left free when ``until_idle``, after ``max_seconds``, or once
+        ``should_stop()`` is true after an empty poll; otherwise runs until interrupted. Gives its
+        leases back when it stops."""
         started = time.monotonic()
-        self.recover()
-        self._consumer = self.bus.consumer(self.group, [self.topic])
+        tick_s = self.settings.sink.lease_ttl_s / 3  # renew well before a lease expires
+        next_tick = 0.0
+        first = True
         try:
-            for part in range(self.bus.partitions_for(self.topic)):
-                tp = TopicPartition(self.topic, part)
-                checkpoint = self._checkpoint(tp)
-                if checkpoint is not None:
-                    self._consumer.seek(tp, checkpoint)
             empty = 0
             while True:
-                messages = self._consumer.poll(self.settings.sink.max_batch_records, self.settings.sink.poll_timeout_s)
+                if time.monotonic() >= next_tick:
+                    self._flush()  # chunks are written under the leases they were read under
+                    if self.rebalance(first=first):
+                        self._reassign()
+                    first, next_tick = False, time.monotonic() + tick_s
+                messages = self._poll()
                 if not messages:
+                    self._flush()
                     empty += 1
-                    if until_idle and empty >= idle_polls:
+                    if until_idle and empty >= idle_polls and not self.leases.free_partitions(self.partitions):
                         break
                     if should_stop is not None and should_stop():
                         break
                 else:
                     empty = 0
-                    self.stats.messages += len(messages)
-                    for tp, chunk in _by_partition(messages):
-                        self._process_chunk(tp, chunk)
+                    self._consume(messages)
                     if on_progress:
                         on_progress(self.stats)
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
+            self._flush()
         finally:
-            self._consumer.close()
+            self._buffered.clear()
+            if self._consumer is not None:
+                self._consumer.close()
+            self.leases.leave(self._owned)
+            self._owned.clear()
             self.stats.elapsed_s = round(time.monotonic() - started, 3)
         return self.stats
+
+    def _poll(self) -> list[Message]:
+        if self._consumer is None:  # nothing to read until a lease comes free
+            time.sleep(self.settings.sink.poll_timeout_s)
+            return []
+        return self._consumer.poll(self.settings.sink.max_batch_records, self.settings.sink.poll_timeout_s)
+
+    def _consume(self, messages: list[Message]) -> None:
+        """Add ``messages`` to their partitions' chunks; write the chunks that are full or old."""
+        now = time.monotonic()
+        for tp, part in _by_partition(messages):
+            if tp.partition in self._owned:
+                self._since.setdefault(tp.partition, now)
+                self._buffered[tp.partition] += part
+        wait_s, full = self.settings.sink.chunk_wait_s, self.settings.sink.max_batch_records
+        self._flush([p for p, msgs in self._buffered.items() if msgs and (len(msgs) >= full or now - self._since[p] >= wait_s)])
+
+    def _flush(self, partitions: list[int] | None = None) -> None:
+        """Write the buffered chunks of ``partitions`` (default: all)."""
+        fenced = False
+        for partition in sorted(self._buffered) if partitions is None else partitions:
+            chunk = self._buffered.pop(partition, [])
+            self._since.pop(partition, None)
+            if not chunk or partition not in self._owned:
+                continue
+            self.stats.messages += len(chunk)
+            try:
+                self._process_chunk(TopicPartition(self.topic, partition), chunk)
+            except PartitionFenced as exc:
+                log.warning("%s: dropping the partition", exc)
+                del self._owned[partition]
+                fenced = True
+        if fenced:
+            self._reassign()
 
 
 def sink_dead_letter(tp: TopicPartition, msg: Message, exc: ReadingError) -> DeadLetter:
@@ -315,6 +536,7 @@ def _message_payload(value: bytes, undecodable: bool) -> object:
 
 
 def _by_partition(messages: Iterable[Message]) -> list[tuple[TopicPartition, list[Message]]]:
+    """Messages grouped by partition, each group in offset order."""
     out: dict[TopicPartition, list[Message]] = defaultdict(list)
     for msg in messages:
         out[TopicPartition(msg.topic, msg.partition)].append(msg)

@@ -48,6 +48,7 @@ class Lake:
         self.filesystem = filesystem
         self.root = root.rstrip("/") or "/"
         self._local = isinstance(filesystem, pafs.LocalFileSystem)
+        self._dirs: set[str] = set()  # directories this object created (dropped only by whole-tree deletes elsewhere)
 
     @classmethod
     def from_url(cls, url: str) -> Lake:
@@ -63,12 +64,15 @@ class Lake:
         """Root-relative directory of one greenhouse-day of raw sensor readings."""
         return f"{RAW_SENSORS}/greenhouse_id={greenhouse_id}/date={day.isoformat()}"
 
-    def write_parquet(self, table: pa.Table, relative: str) -> str:
-        """Write ``table`` to ``relative`` atomically and durably; return the absolute path."""
+    def write_parquet(self, table: pa.Table, relative: str, *, staging_prefix: str = "", replace: bool = True) -> str:
+        """Write ``table`` to ``relative`` atomically and durably; return the absolute path. The
+        staged file's name starts with ``staging_prefix`` (so a writer can find its own leftovers).
+        ``replace=False`` is the writer's promise that no file is at ``relative`` (a name it made
+        unique), which saves a round trip to a remote lake."""
         final = self.path(relative)
-        staging = self.path(f"{STAGING}/{uuid.uuid4().hex}.parquet")
-        self.filesystem.create_dir(posixpath.dirname(staging), recursive=True)
-        self.filesystem.create_dir(posixpath.dirname(final), recursive=True)
+        staging = self.path(f"{STAGING}/{staging_prefix}{uuid.uuid4().hex}.parquet")
+        self._ensure_dir(posixpath.dirname(staging))
+        self._ensure_dir(posixpath.dirname(final))
         if self._local:
             # pyarrow does not fsync; a file reported durable must survive a power cut.
             with open(staging, "wb") as fh:
@@ -78,7 +82,7 @@ class Lake:
         else:
             with self.filesystem.open_output_stream(staging) as out:
                 pq.write_table(table, out, compression="zstd")
-        if not self._local and self.filesystem.get_file_info(final).type == pafs.FileType.File:
+        if replace and not self._local and self.filesystem.get_file_info(final).type == pafs.FileType.File:
             # HDFS rename does not replace an existing file (it reports failure and leaves both):
             # replacing is delete-then-rename there, briefly without the file. The sink never
             # replaces files it has committed, so this only affects explicit rewrites.
@@ -93,6 +97,13 @@ class Lake:
             finally:
                 os.close(fd)
         return final
+
+    def _ensure_dir(self, path: str) -> None:
+        """Create a directory (and its parents) unless this lake made it already (remote lakes
+        only: there each call is a round trip; locally it is one cheap syscall)."""
+        if self._local or path not in self._dirs:
+            self.filesystem.create_dir(path, recursive=True)
+            self._dirs.add(path)
 
     def exists(self, relative: str) -> bool:
         return self.filesystem.get_file_info(self.path(relative)).type != pafs.FileType.NotFound

@@ -2,7 +2,7 @@
 
 It covers what the product needs and what both MongoDB and FerretDB support: insert (one, or many
 skipping those already there), find with
-equality/comparison filters, sort and limit, single-document updates with ``$set``/``$inc``/
+equality/comparison filters, sort and limit, updates (one document, or every match) with ``$set``/``$inc``/
 ``$setOnInsert``/``$unset`` and upsert, deletes, counts and (unique) indexes. No transactions.
 Datetimes round-trip as timezone-aware UTC.
 """
@@ -39,6 +39,10 @@ class Collection(Protocol):
 
     def update_one(self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False) -> int:
         """Apply an update to the first match; return how many documents matched (0 or 1)."""
+        ...
+
+    def update_many(self, filter: Filter, update: Mapping[str, Any]) -> int:
+        """Apply an update to every match, in one write (no upsert); return how many matched."""
         ...
 
     def delete_many(self, filter: Filter) -> int: ...

@@ -112,6 +112,11 @@ class EmbeddedCollection:
         if filter and type(filter.get("_id")) is str:
             row = self._store._conn.execute(f"SELECT doc FROM {self._table} WHERE _id = ?", (filter["_id"],)).fetchone()
             return [_decode(orjson.loads(row[0]))] if row else []
+        wanted = filter.get("_id") if filter else None
+        if isinstance(wanted, Mapping) and set(wanted) == {"$in"} and all(type(i) is str for i in wanted["$in"]):
+            ids = list(wanted["$in"])  # {"_id": {"$in": [...]}}: those rows by primary key
+            rows = [r for i in range(0, len(ids), 500) for r in self._store._conn.execute(f"SELECT doc FROM {self._table} WHERE _id IN ({','.join('?' * len(ids[i : i + 500]))})", ids[i : i + 500])]
+            return [_decode(orjson.loads(r[0])) for r in rows]
         return self._all()
 
     def _unique_indexes(self) -> list[list[str]]:
@@ -213,6 +218,26 @@ class EmbeddedCollection:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def update_many(self, filter: Filter, update: Mapping[str, Any]) -> int:
+        with self._store._lock:
+            conn = self._store._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = [d for d in self._candidates(filter) if matches(d, filter)]
+                unique_keys = {k for keys in self._unique_indexes() for k in keys}
+                for current in found:
+                    new = apply_update(current, update, inserting=False)
+                    if new.get("_id") != current.get("_id"):
+                        raise ValueError("_id cannot be changed")
+                    if any(get_path(new, k) != get_path(current, k) for k in unique_keys):  # only a changed key can collide
+                        self._check_unique(new, exclude_id=current["_id"])
+                    self._write(new)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(found)
 
     def delete_many(self, filter: Filter) -> int:
         with self._store._lock:

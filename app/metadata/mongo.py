@@ -118,6 +118,9 @@ class MongoCollection:
                 raise DuplicateKeyError(f"{self.name}: {exc}") from exc
             raise
 
+    def update_many(self, filter: Filter, update: Mapping[str, Any]) -> int:
+        return self._c.update_many(dict(filter), dict(update)).matched_count
+
     def delete_many(self, filter: Filter) -> int:
         return self._c.delete_many(dict(filter)).deleted_count
 

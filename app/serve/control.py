@@ -81,7 +81,7 @@ class ControlApp:
 
         self.settings = settings = args.load()
         refuse_unsafe(settings)
-        bus, store = open_bus(settings.bus_url), open_metadata(settings.metadata_url)
+        bus, store = open_bus(settings.bus_url, topics=settings.topics), open_metadata(settings.metadata_url)
         replica_id = serve.get_replica_context().replica_id.unique_id
         self.online = OnlineState(settings, bus, replica_id)
         self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, store))

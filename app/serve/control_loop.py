@@ -48,7 +48,7 @@ class ControlLoop:
         settings = args.load()
         refuse_unsafe(settings)
         replica_id = serve.get_replica_context().replica_id.unique_id
-        bus, store = open_bus(settings.bus_url), open_metadata(settings.metadata_url)
+        bus, store = open_bus(settings.bus_url, topics=settings.topics), open_metadata(settings.metadata_url)
         self.online = OnlineState(settings, bus, f"loop-{replica_id}")
         self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, store))
         self.models = ServingModels(settings, forecaster)

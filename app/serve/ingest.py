@@ -59,7 +59,7 @@ class IngestGateway:
         refuse_unsafe(settings, devices_registered=bool(devices.list()) if exposed(settings) else None)
         self._accepted = Counter("gh_ingest_records_accepted", description="records accepted by the gateway")
         self._rejected = Counter("gh_ingest_records_rejected", description="records rejected by the gateway", tag_keys=("reason",))
-        self.service = IngestService(settings, open_bus(settings.bus_url), devices, on_result=self._record)
+        self.service = IngestService(settings, open_bus(settings.bus_url, topics=settings.topics), devices, on_result=self._record)
         self._edge_secret = EdgeSecret(edge_secret_path(settings))
 
     def _record(self, accepted: int, rejected_reasons: list[str]) -> None:

@@ -27,7 +27,7 @@ def seed_lake(settings: Settings, *, greenhouses: int = 2, days: float = 2.0, st
     fleet = FleetSimulator(greenhouses, start, step_s=60, seed=seed)
     registry = DeviceRegistry(open_metadata(settings.metadata_url))
     credentials = FleetCredentials.for_fleet(registry, fleet)
-    service = IngestService(settings, open_bus(settings.bus_url), registry)
+    service = IngestService(settings, open_bus(settings.bus_url, topics=settings.topics), registry)
     accepted = 0
     batch: list[dict] = []
 
@@ -49,5 +49,5 @@ def seed_lake(settings: Settings, *, greenhouses: int = 2, days: float = 2.0, st
     if batch:
         accepted += flush()
     if sink:
-        LakeSink(settings, open_bus(settings.bus_url), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url)).run()
+        LakeSink(settings, open_bus(settings.bus_url, topics=settings.topics), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url)).run()
     return accepted

@@ -79,6 +79,29 @@ def test_update_set_inc_unset_and_upsert(store):
     assert doc["next_offset"] == 9 and doc["created"] == 1
 
 
+def test_update_many_by_ids_and_by_filter(store):
+    col = store.collection("c")
+    col.create_index([("path", 1)], unique=True)
+    for i in range(6):
+        col.insert_one({"_id": f"d{i}", "path": f"/p{i}", "status": "pending", "i": i})
+    assert col.update_many({"_id": {"$in": ["d0", "d2", "d9"]}}, {"$set": {"status": "committed"}}) == 2
+    assert sorted(d["_id"] for d in col.find({"status": "committed"})) == ["d0", "d2"]
+    assert col.update_many({"i": {"$gte": 4}}, {"$inc": {"i": 10}}) == 2
+    assert sorted(d["i"] for d in col.find({})) == [0, 1, 2, 3, 14, 15]
+    assert col.update_many({"i": 99}, {"$set": {"x": 1}}) == 0
+
+
+def test_compare_and_set_on_a_missing_field(store):
+    """The sink's fence: ``$lt`` never matches a document without the field; ``$exists`` does."""
+    col = store.collection("c")
+    col.insert_one({"_id": "cp", "next_offset": 5})
+    if col.update_one({"_id": "cp", "epoch": {"$lt": 3}}, {"$set": {"epoch": 3}}) == 0:
+        assert col.update_one({"_id": "cp", "epoch": {"$exists": False}}, {"$set": {"epoch": 3}}) == 1
+    assert col.update_one({"_id": "cp", "epoch": {"$lt": 3}}, {"$set": {"epoch": 2}}) == 0
+    assert col.update_one({"_id": "cp", "epoch": 3}, {"$set": {"next_offset": 9}}) == 1
+    assert col.find_one({"_id": "cp"}) == {"_id": "cp", "next_offset": 9, "epoch": 3}
+
+
 def test_delete_many(store):
     col = store.collection("c")
     for i in range(4):
