@@ -8,6 +8,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_ARGS ?=
+# The test command's Kafka: three KRaft brokers, so that the broker-failure tests run too
+# (a Kafka the developer already runs is used as it is).
+STACK_KAFKA_BROKERS ?= 3
+export STACK_KAFKA_BROKERS
 
 .PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess bench-control clean
 
