@@ -1,18 +1,29 @@
-"""Sink benchmark: the lake sink's rows/s against a consume-only drain of the same topic.
+"""Sink benchmark: the lake sink's rows/s against a consume-only drain of the same topic, with one
+worker and with several.
 
-Produces ``--rows`` readings to a fresh topic, then in one run measures
-- ``drain``: a consumer group that only polls every message (no parsing, no writes);
-- ``sink``: :class:`LakeSink` (validate, dedupe, Parquet + metadata, checkpoint, commit);
-and prints sink/drain. Backends by URL (embedded defaults in a temp dir):
+Produces ``--rows`` readings (8 greenhouses, 30-s steps) to a fresh topic of ``--partitions``
+partitions, then in one run measures
+- ``drain``: one consumer that only polls every message (no parsing, no writes): the baseline;
+- ``sink xN``: for N = 1 and each of ``--workers``, N :class:`LakeSink` workers, each in its own
+  process (the way ``jobs.sink --workers`` runs them, as separate actors), sharing the partitions by
+  their leases, each sinking into a lake folder and consumer group of its own run. The clock
+  starts when every worker is ready (settings read, stores open, heartbeat written) and stops when
+  the checkpoints cover every row.
 
-    python bench/sink.py [--rows 200000] [--bus-url kafka://127.0.0.1:9092]
+Prints rows/s per mode, sink/drain per N and the scaling efficiency (rows/s of N workers over N
+times that of one). Backends by URL (embedded defaults in a temp dir)::
+
+    python bench/sink.py [--rows 200000] [--workers 2] [--bus-url kafka://127.0.0.1:9092]
         [--lake-url webhdfs://greenhouse@127.0.0.1:9870/bench] [--metadata-url mongodb://127.0.0.1:27017/bench]
+
+Progress goes to stderr; the last line is one JSON document with every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import sys
 import tempfile
 import time
@@ -20,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -28,9 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.bus import OutgoingRecord, open_bus  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.ingest.sink import LakeSink  # noqa: E402
+from app.ingest.sink import LakeSink, SinkStats, merge_stats  # noqa: E402
 from app.lake import Lake  # noqa: E402
 from app.metadata import open_metadata  # noqa: E402
+
+LEASE_TTL_S = 3.0  # workers settle their shares within a second (a third of it)
 
 
 def with_path(url: str, change: Callable[[str], str]) -> str:
@@ -39,32 +53,50 @@ def with_path(url: str, change: Callable[[str], str]) -> str:
     return urlunsplit(parts._replace(path=change(parts.path)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=20_000, help="sink.max_batch_records")
-    parser.add_argument("--bus-url")
-    parser.add_argument("--lake-url")
-    parser.add_argument("--metadata-url")
-    args = parser.parse_args(argv)
+def progress(message: str) -> None:
+    print(f"# {message}", file=sys.stderr, flush=True)
 
-    run = uuid.uuid4().hex[:8]
-    root = Path(tempfile.mkdtemp(prefix="gh-bench-sink-"))
-    overrides = {k: v for k, v in {"bus_url": args.bus_url, "lake_url": args.lake_url, "metadata_url": args.metadata_url}.items() if v}
-    if args.lake_url:
-        overrides["lake_url"] = with_path(args.lake_url, lambda path: f"{path.rstrip('/')}/{run}")
-    if args.metadata_url:  # a database of its own (the URL's query keeps its TLS options)
-        overrides["metadata_url"] = with_path(args.metadata_url, lambda path: f"/{path.strip('/') or 'bench'}_{run}")
-    sensors = f"bench.sensors.{run}"
-    settings = Settings(
-        data_dir=root, topics={"sensors": sensors, "deadletter": f"bench.dead.{run}", "partitions": 4}, sink={"group_id": f"bench-sink-{run}", "max_batch_records": args.batch}, **overrides
-    )
-    bus = open_bus(settings.bus_url)
-    bus.create_topic(sensors, 4)
+
+def open_sink(settings: Settings, worker_id: str) -> LakeSink:
+    return LakeSink(settings, open_bus(settings.bus_url, topics=settings.topics), Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url), worker_id=worker_id)
+
+
+def sink_worker(settings_data: dict[str, Any], worker_id: str, ready: Any, go: Any, done: Any) -> None:
+    """One worker process: open, say it is alive (so that the others count it), wait, sink."""
+    sink = open_sink(Settings.model_validate(settings_data), worker_id)
+    sink.leases.heartbeat()
+    ready.put(worker_id)
+    go.wait()
+    done.put(sink.run(until_idle=True, idle_polls=3).as_dict())
+
+
+def timed_sink(settings: Settings, workers: int, rows: int) -> tuple[float, dict[str, Any]]:
+    """Seconds for ``workers`` worker processes to checkpoint all ``rows``, and their merged stats."""
+    ctx = mp.get_context("spawn")
+    ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=sink_worker, args=(settings.for_replicas(), f"w{i}", ready, go, done)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=300)
+    watcher = open_sink(settings, "bench-watcher")  # reads checkpoints only; never runs
+    go.set()
+    t = time.perf_counter()
+    while watcher.committed_offsets_total() < rows:
+        time.sleep(0.02)
+    seconds = time.perf_counter() - t
+    stats = merge_stats(SinkStats(**done.get(timeout=300)) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    return seconds, stats.as_dict()
+
+
+def produce(settings: Settings, rows: int) -> None:
+    bus = open_bus(settings.bus_url, topics=settings.topics)
+    bus.create_topic(settings.topics.sensors, settings.topics.partitions)
     start = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    print(f"# producing {args.rows} readings to {settings.bus_url} ...", file=sys.stderr)
     chunk = []
-    for i in range(args.rows):
+    for i in range(rows):
         gh = f"gh-{i % 8 + 1:02d}"
         reading = {
             "schema_version": 1,
@@ -75,44 +107,85 @@ def main(argv: list[str] | None = None) -> int:
         }
         chunk.append(OutgoingRecord(orjson.dumps(reading), key=gh.encode()))
         if len(chunk) == 5000:
-            bus.produce(sensors, chunk)
+            bus.produce(settings.topics.sensors, chunk)
             chunk = []
     if chunk:
-        bus.produce(sensors, chunk)
+        bus.produce(settings.topics.sensors, chunk)
 
-    consumer = bus.consumer(f"bench-drain-{run}", [sensors])
+
+def drain_seconds(settings: Settings, rows: int, batch: int, group: str) -> float:
+    consumer = open_bus(settings.bus_url, topics=settings.topics).consumer(group, [settings.topics.sensors])
     t = time.perf_counter()
     drained = 0
-    while drained < args.rows:
-        drained += len(consumer.poll(args.batch, 2.0))
-    drain_s = time.perf_counter() - t
+    while drained < rows:
+        drained += len(consumer.poll(batch, 2.0))
+    seconds = time.perf_counter() - t
     consumer.close()
+    return seconds
 
-    sink = LakeSink(settings, bus, Lake.from_url(settings.lake_url), open_metadata(settings.metadata_url))
-    t = time.perf_counter()
-    stats = sink.run(until_idle=True, idle_polls=1)
-    sink_s = time.perf_counter() - t - settings.sink.poll_timeout_s  # minus the final empty poll
-    assert stats.rows_written == args.rows, stats
 
-    drain_rps, sink_rps = args.rows / drain_s, args.rows / sink_s
-    print(f"{'mode':6} {'rows':>9} {'seconds':>9} {'rows/s':>11}")
-    print(f"{'drain':6} {args.rows:>9} {drain_s:>9.2f} {drain_rps:>11.0f}")
-    print(f"{'sink':6} {args.rows:>9} {sink_s:>9.2f} {sink_rps:>11.0f}   files={stats.files} chunks={stats.chunks}")
-    print(f"sink_over_drain {sink_rps / drain_rps:.4f}")
-    print(
-        json.dumps(
-            {
-                "bench": "sink",
-                "rows": args.rows,
-                "bus": settings.bus_url.split(":")[0],
-                "lake": settings.lake_url.split(":")[0],
-                "metadata": settings.metadata_url.split(":")[0],
-                "drain_rows_per_s": round(drain_rps),
-                "sink_rows_per_s": round(sink_rps),
-                "sink_over_drain": round(sink_rps / drain_rps, 4),
-            }
-        )
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000, help="readings to produce and sink (default 200000)")
+    parser.add_argument("--batch", type=int, default=20_000, help="sink.max_batch_records: records per poll and per chunk (default 20000)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the bench topic (default 4)")
+    parser.add_argument("--workers", default="2", help="comma-separated worker counts to run besides 1 (default 2; '' for none)")
+    parser.add_argument("--bus-url", help="default: an embedded bus in a temp dir")
+    parser.add_argument("--lake-url", help="default: a local lake in a temp dir")
+    parser.add_argument("--metadata-url", help="default: an embedded store in a temp dir")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    run = uuid.uuid4().hex[:8]
+    root = Path(tempfile.mkdtemp(prefix="gh-bench-sink-"))
+    overrides = {k: v for k, v in {"bus_url": args.bus_url, "metadata_url": args.metadata_url}.items() if v}
+    if args.metadata_url:  # a database of its own (the URL's query keeps its TLS options)
+        overrides["metadata_url"] = with_path(args.metadata_url, lambda path: f"/{path.strip('/') or 'bench'}_{run}")
+    sensors = f"bench.sensors.{run}"
+    base = Settings(
+        data_dir=root,
+        topics={"sensors": sensors, "deadletter": f"bench.dead.{run}", "partitions": args.partitions},
+        sink={"max_batch_records": args.batch, "lease_ttl_s": LEASE_TTL_S, "poll_timeout_s": 0.2},
+        **overrides,
     )
+    progress(f"producing {args.rows} readings to {base.bus_url.split('?')[0]} ...")
+    produce(base, args.rows)
+    drain_s = drain_seconds(base, args.rows, args.batch, f"bench-drain-{run}")
+    drain_rps = args.rows / drain_s
+    progress(f"drain: {drain_rps:,.0f} rows/s")
+    counts = [1] + [int(n) for n in args.workers.split(",") if n.strip() and int(n) > 1]
+    results: dict[int, dict[str, Any]] = {}
+    for n in counts:
+        folder = f"{run}/x{n}"
+        lake = with_path(args.lake_url, lambda path, folder=folder: f"{path.rstrip('/')}/{folder}") if args.lake_url else f"file://{root}/lake-{n}"
+        settings = base.model_copy(update={"lake_url": lake, "sink": base.sink.model_copy(update={"group_id": f"bench-sink-{run}-x{n}"})})
+        seconds, stats = timed_sink(settings, n, args.rows)
+        assert stats["rows_written"] == args.rows, stats
+        results[n] = {"seconds": round(seconds, 2), "rows_per_s": round(args.rows / seconds), "files": stats["files"], "chunks": stats["chunks"]}
+        progress(f"sink x{n}: {args.rows / seconds:,.0f} rows/s")
+    one = results[1]["rows_per_s"]
+    print(f"{'mode':8} {'rows':>9} {'seconds':>9} {'rows/s':>11} {'/drain':>7} {'efficiency':>10}")
+    print(f"{'drain':8} {args.rows:>9} {drain_s:>9.2f} {drain_rps:>11.0f}")
+    for n, r in results.items():
+        r["over_drain"] = round(r["rows_per_s"] / drain_rps, 4)
+        r["scaling_efficiency"] = round(r["rows_per_s"] / (n * one), 3)
+        print(f"{'sink x' + str(n):8} {args.rows:>9} {r['seconds']:>9.2f} {r['rows_per_s']:>11} {r['over_drain']:>7.3f} {r['scaling_efficiency']:>10.3f}   files={r['files']} chunks={r['chunks']}")
+    print(f"sink_over_drain {results[1]['over_drain']:.4f}")
+    summary = {
+        "bench": "sink",
+        "rows": args.rows,
+        "partitions": args.partitions,
+        "bus": base.bus_url.split(":")[0],
+        "lake": (args.lake_url or "file:").split(":")[0],
+        "metadata": base.metadata_url.split(":")[0],
+        "drain_rows_per_s": round(drain_rps),
+        "sink_rows_per_s": one,
+        "sink_over_drain": results[1]["over_drain"],
+        "workers": {str(n): r for n, r in results.items()},
+    }
+    print(json.dumps(summary))
     return 0
 
 
