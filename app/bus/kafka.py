@@ -55,6 +55,8 @@ _DELIVERY_TIMEOUT_MS = 27_000
 _REQUEST_TIMEOUT_MS = 20_000
 # How long topic creation keeps asking other brokers while the one it used is down.
 _ADMIN_FAILOVER_S = 20.0
+# How long topic creation waits for the new topic to be described by the broker that answers.
+_TOPIC_VISIBLE_S = 10.0
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -201,9 +203,9 @@ class KafkaBus:
         while True:
             try:
                 self.admin.create_topics({topic: spec}, wait_for_metadata=True)
-                return
+                break
             except TopicAlreadyExistsError:
-                return
+                break
             except KafkaConnectionError as exc:
                 # The admin client keeps the node it took for the controller; when that broker is
                 # gone (a node of a cluster down), a new client asks the others, which name a live
@@ -214,8 +216,23 @@ class KafkaBus:
                 time.sleep(1.0)
             except KafkaError as exc:
                 if "TopicAlreadyExists" in type(exc).__name__ + str(exc):
-                    return
+                    break
                 raise BusError(f"creating topic {topic!r} failed: {exc}") from exc
+        self._await_visible(topic)
+
+    def _await_visible(self, topic: str) -> None:
+        """Wait (a few seconds at most) until the broker that answers describes ``topic``: on a
+        cluster, a broker other than the controller learns of a new topic a moment later, and a
+        producer asking it meanwhile would be told the topic does not exist."""
+        deadline = time.monotonic() + _TOPIC_VISIBLE_S
+        while True:
+            found = self._describe([topic])
+            if topic in found:
+                self._partitions[topic] = found[topic]
+                return
+            if time.monotonic() >= deadline:
+                return  # partitions_for says what it finds then
+            time.sleep(0.1)
 
     def _drop_admin(self) -> None:
         with self._lock:
