@@ -117,7 +117,12 @@ class Lake:
     def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
         """Absolute paths of files under a root-relative directory (recursive), sorted."""
         selector = pafs.FileSelector(self.path(relative_dir), recursive=True, allow_not_found=True)
-        infos = self.filesystem.get_file_info(selector)
+        try:
+            infos = self.filesystem.get_file_info(selector)
+        except NotADirectoryError:
+            # fsspec's handler asks "is it a directory?" then "does it exist?": a directory
+            # another writer creates between the two reads as "not a directory". Ask once more.
+            infos = self.filesystem.get_file_info(selector)
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
 
     def read_table(self, paths: Iterable[str], columns: list[str] | None = None) -> pa.Table:

@@ -58,3 +58,25 @@ def test_overwrite_is_atomic_replace_and_delete(lake):
 def test_empty_lake_reads_empty(lake):
     assert lake.read_raw_sensors().num_rows == 0
     assert lake.list_files("raw/sensors") == []
+
+
+def test_listing_a_directory_created_while_being_listed_does_not_fail():
+    """fsspec-backed lakes (HDFS) check "is it a directory?" then "does it exist?"; a directory
+    another writer creates between the two must be listed, not raised as NotADirectoryError."""
+    import pyarrow.fs as pafs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class CreatedMeanwhile(MemoryFileSystem):
+        raced = False
+
+        def isdir(self, path):
+            answer = super().isdir(path)
+            if not answer and not CreatedMeanwhile.raced and path.endswith(STAGING):
+                CreatedMeanwhile.raced = True
+                self.makedirs(path, exist_ok=True)  # the other writer's mkdir lands here
+            return answer
+
+    memory = CreatedMeanwhile(skip_instance_cache=True)
+    lake = Lake(pafs.PyFileSystem(pafs.FSSpecHandler(memory)), f"/race-{uuid.uuid4().hex[:8]}")
+    assert lake.list_files(STAGING) == []
+    assert CreatedMeanwhile.raced
