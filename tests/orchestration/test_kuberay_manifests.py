@@ -140,3 +140,29 @@ def test_checks_catch_mistakes(rendered, crd_schemas):
     job["spec"]["rayClusterSpec"]["rayVersion"] = "2.59.0"
     errors = m.ray_version_errors(objects, "2.60.0")
     assert any("rayVersion" in e for e in errors) and any("ray2.59.0" in e for e in errors)
+
+
+def test_prod_places_sink_workers_near_the_data_and_spreads_serve(rendered):
+    """prod: the sink runs as several workers on worker pods (the head takes no tasks), each pod
+    preferring the zones of the Kafka brokers and HDFS datanodes and spread over nodes; the Serve
+    worker pods spread over nodes and zones. dev keeps one small sink."""
+    prod = {(o["kind"], o["metadata"]["name"]): o for o in rendered["prod"]}
+    sink = prod[("RayJob", "greenhouse-sink")]["spec"]
+    assert "--workers 3" in sink["entrypoint"]
+    assert sink["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    group = sink["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == 3
+    pod = group["template"]["spec"]
+    near = pod["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert {t["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] for t in near} == {"kafka", "hdfs-datanode"}
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in pod["affinity"]["podAffinity"]  # a zone outage must not stop the sink
+    role = group["template"]["metadata"]["labels"]["greenhouse.io/role"]
+    assert {(c["topologyKey"], c["labelSelector"]["matchLabels"]["greenhouse.io/role"]) for c in pod["topologySpreadConstraints"]} == {
+        ("kubernetes.io/hostname", role),
+        ("topology.kubernetes.io/zone", role),
+    }
+    serve = prod[("RayService", "greenhouse-serve")]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    keys = {c["topologyKey"] for c in serve["template"]["spec"]["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    dev_sink = next(o for o in rendered["dev"] if o["kind"] == "RayJob" and o["metadata"]["name"] == "greenhouse-sink")
+    assert "--workers" not in dev_sink["spec"]["entrypoint"]
