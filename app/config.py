@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,6 +43,9 @@ class TopicSettings(BaseModel):
     partitions: int = Field(default=4, ge=1, le=256)
     replication_factor: int = Field(default=1, ge=1, le=16, description="copies of each partition on distinct brokers (at most the number of brokers)")
     min_insync_replicas: int = Field(default=1, ge=1, le=16, description="topic config min.insync.replicas: an acks=all write fails unless this many replicas have it (at most replication_factor)")
+    # The Kafka producer compresses record batches with this codec; brokers store and serve them
+    # compressed, so it cuts bytes on the wire (both ways) and on disk (bench/sink.py measures it).
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
 
     @model_validator(mode="after")
     def _insync_within_replicas(self) -> TopicSettings:
@@ -60,6 +63,8 @@ class IngestSettings(BaseModel):
     topics: list[str] = Field(default_factory=lambda: ["greenhouse.sensors"])
     # Readings stamped further than this into the future are rejected (clock skew guard).
     max_future_skew_s: float = Field(default=86_400.0, ge=0)
+    # The cluster id of REST Proxy v3 paths (/v3/clusters/{cluster_id}/...); any other answers 404.
+    cluster_id: str = Field(default="greenhouse", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class SinkSettings(BaseModel):
@@ -80,6 +85,10 @@ class SinkSettings(BaseModel):
     lease_ttl_s: float = Field(default=20.0, ge=1.0, le=600.0)
     # A testing hook: crash (os._exit) at a named phase after N batches. Never set in production.
     failpoint: str | None = None
+    # Records retention deleted before the sink read them stop the sink (LostRecordsError, exit 1,
+    # gh_bus_offsets_lost_total). True moves on past them, logged and counted: an operator's
+    # decision after the loss is understood (jobs.sink --accept-data-loss), never a default.
+    accept_data_loss: bool = False
 
 
 class Limits(BaseModel):
@@ -279,6 +288,7 @@ class Settings(BaseSettings):
     metadata_url: str = ""
     tracking_url: str = ""
     ray_address: str = ""
+    model_cache_dir: Path | None = Field(default=None, description="node-local cache of downloaded model versions (name/version, fetched once per node); empty: data_dir/model-cache")
     topics: TopicSettings = Field(default_factory=TopicSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
@@ -318,6 +328,11 @@ class Settings(BaseSettings):
         if not self.tracking_url:
             self.tracking_url = f"sqlite:///{root / 'mlflow.db'}"
         return self
+
+    @property
+    def model_cache_path(self) -> Path:
+        """Where this node caches registered model versions (``model_cache_dir`` or under data_dir)."""
+        return (self.model_cache_dir or self.data_dir / "model-cache").expanduser()
 
     @property
     def secrets_dir(self) -> Path:

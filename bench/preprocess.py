@@ -14,7 +14,14 @@ three device rows per greenhouse-minute), then times, in one run, for each size:
 All three build the same feature rows; prints rows/s, the ratios ray/pandas and ray/local and
 how time grows with rows.
 
-    python bench/preprocess.py [--rows 1000000,10000000]
+Then, on the feature rows of the smallest size, the feature set's Parquet encoding: the same table
+written and read back (one process, best of three, a local file) uncompressed, with snappy (Ray
+Data's default, what feature sets were written with before), with zstd, and as the preprocess
+job writes it now (``FEATURES_PARQUET``: zstd over byte-stream-split floats); prints bytes, write
+and read seconds, and the ratios job/snappy and job/none. ``--codecs-only`` runs just that (no
+Ray).
+
+    python bench/preprocess.py [--rows 1000000,10000000] [--codecs-only]
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.contracts.reading import MEASUREMENT_NAMES  # noqa: E402
 from app.ingest.records import RAW_SCHEMA  # noqa: E402
 from app.preprocess.features import FeatureParams, feature_table  # noqa: E402
+from app.preprocess.pipeline import FEATURES_PARQUET  # noqa: E402
 from tests.helpers.pandas_reference import greenhouse_features as pandas_features  # noqa: E402
 
 COLUMNS = ["greenhouse_id", "device_id", "ts", *MEASUREMENT_NAMES]
@@ -84,7 +92,7 @@ def write_raw_lake(root: Path, rows: int, days_per_greenhouse: int = 20) -> tupl
             table = pa.Table.from_pandas(frame, schema=RAW_SCHEMA, preserve_index=False)
             out = root / "raw" / "sensors" / f"greenhouse_id=gh-{g:03d}" / f"date={day.date().isoformat()}"
             out.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, out / "part-0.parquet")
+            pq.write_table(table, out / "part-0.parquet", compression="zstd")  # as the lake sink writes
             written += table.num_rows
     return greenhouses, written
 
@@ -106,6 +114,55 @@ def local_build(root: Path, params: FeatureParams) -> int:
     return rows
 
 
+CODECS: dict[str, dict] = {"none": {"compression": "none"}, "snappy": {"compression": "snappy"}, "zstd": {"compression": "zstd"}, "job": FEATURES_PARQUET}
+
+
+def feature_rows(root: Path, params: FeatureParams) -> pa.Table:
+    """Every greenhouse's feature rows, built by the feature engine in this process."""
+    dataset = pads.dataset(root / "raw" / "sensors", format="parquet", partitioning="hive")
+    tables = []
+    for greenhouse in sorted(p.name.split("=", 1)[1] for p in (root / "raw" / "sensors").iterdir()):
+        table = dataset.to_table(columns=COLUMNS, filter=pads.field("greenhouse_id") == greenhouse)
+        tables.append(feature_table(table, greenhouse, params))
+    return pa.concat_tables(tables)
+
+
+def codec_compare(table: pa.Table, folder: Path, repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Bytes, write and read seconds (best of ``repeats``) of ``table`` as Parquet per codec."""
+    out: dict[str, dict[str, float]] = {}
+    for codec, options in CODECS.items():
+        path = folder / f"features-{codec}.parquet"
+        write_s = read_s = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            pq.write_table(table, path, **options)
+            write_s = min(write_s, time.perf_counter() - t)
+            t = time.perf_counter()
+            back = pq.read_table(path)
+            read_s = min(read_s, time.perf_counter() - t)
+        assert back.num_rows == table.num_rows
+        out[codec] = {"bytes": path.stat().st_size, "write_s": round(write_s, 4), "read_s": round(read_s, 4)}
+    return out
+
+
+def print_codecs(rows: int, codecs: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The codec table and its ratios (the job's encoding against snappy and uncompressed)."""
+    print(f"feature set encodings ({rows} feature rows, one local file, best of 3; job = {FEATURES_PARQUET}):")
+    print(f"{'codec':>8} {'bytes':>12} {'write s':>9} {'read s':>8} {'bytes/none':>11}")
+    for codec, r in codecs.items():
+        print(f"{codec:>8} {r['bytes']:>12} {r['write_s']:>9.3f} {r['read_s']:>8.3f} {r['bytes'] / codecs['none']['bytes']:>11.3f}")
+    j, s, n = codecs["job"], codecs["snappy"], codecs["none"]
+    ratios = {
+        "job_over_snappy_bytes": round(j["bytes"] / s["bytes"], 3),
+        "job_over_none_bytes": round(j["bytes"] / n["bytes"], 3),
+        "zstd_over_snappy_bytes": round(codecs["zstd"]["bytes"] / s["bytes"], 3),
+        "job_over_snappy_write_s": round(j["write_s"] / s["write_s"], 3),
+        "job_over_snappy_read_s": round(j["read_s"] / s["read_s"], 3),
+    }
+    print(" ".join(f"{k} {v}" for k, v in ratios.items()))
+    return ratios
+
+
 def ray_build(root: Path, params: FeatureParams) -> int:
     """The preprocess job's own Ray Data build (app.preprocess.pipeline.build_features_dataset)."""
     from app.lake import Lake
@@ -118,13 +175,25 @@ def ray_build(root: Path, params: FeatureParams) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="1000000,10000000", help="raw row counts, comma-separated")
+    parser.add_argument("--codecs-only", action="store_true", help="only the feature set codec comparison, on the smallest size (no Ray)")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.rows.split(",")]
+    params = FeatureParams(horizons_min=(5, 15, 30, 60))
+    root = Path(tempfile.mkdtemp(prefix="gh-bench-pp-codec-"))
+    try:
+        write_raw_lake(root, min(sizes))
+        features = feature_rows(root, params)
+        codecs = codec_compare(features, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    codec_summary = {"feature_rows": features.num_rows, "codecs": codecs, **print_codecs(features.num_rows, codecs)}
+    if args.codecs_only:
+        print(json.dumps({"bench": "preprocess", "feature_set_codecs": codec_summary}))
+        return 0
 
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    params = FeatureParams(horizons_min=(5, 15, 30, 60))
     results = []
     try:
         for size in sizes:
@@ -164,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = results[0], results[-1]
         growth = {m: round((b[f"{m}_s"] / a[f"{m}_s"]) / (b["raw_rows"] / a["raw_rows"]), 3) for m in ("pandas", "local", "ray")}
         print(f"time growth per row growth ({a['raw_rows']} -> {b['raw_rows']}): {growth} (1.0 = linear)")
-    print(json.dumps({"bench": "preprocess", "results": results}))
+    print(json.dumps({"bench": "preprocess", "results": results, "feature_set_codecs": codec_summary}))
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from app.bus.base import Bus, BusError, Consumer, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
+from app.bus.base import Bus, BusError, Consumer, LostRecordsError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, partition_for_key
 
 if TYPE_CHECKING:
     from app.config import TopicSettings
@@ -18,8 +18,9 @@ def open_bus(url: str, *, topics: TopicSettings | None = None) -> Bus:
     """Open the bus named by ``url`` (``file://`` embedded log, ``kafka://`` Apache Kafka).
 
     ``topics`` (``settings.topics``): Kafka creates topics with its ``replication_factor`` and
-    ``min_insync_replicas``; without it the brokers' defaults apply. The embedded log keeps one
-    copy and ignores them."""
+    ``min_insync_replicas`` and compresses record batches with its ``compression``; without it
+    the brokers' defaults apply and batches are compressed with zstd. The embedded log keeps one
+    uncompressed copy and ignores them."""
     scheme = urlparse(url).scheme
     if scheme == "file":
         from app.bus.embedded import EmbeddedBus
@@ -30,8 +31,8 @@ def open_bus(url: str, *, topics: TopicSettings | None = None) -> Bus:
 
         if topics is None:
             return KafkaBus(url)
-        return KafkaBus(url, replication_factor=topics.replication_factor, min_insync_replicas=topics.min_insync_replicas)
+        return KafkaBus(url, replication_factor=topics.replication_factor, min_insync_replicas=topics.min_insync_replicas, compression=topics.compression)
     raise ValueError(f"unsupported bus URL {url!r}: use file:///dir or kafka://host:port")
 
 
-__all__ = ["Bus", "BusError", "Consumer", "Message", "OutgoingRecord", "ProduceResult", "TopicPartition", "UnknownTopicError", "open_bus", "partition_for_key"]
+__all__ = ["Bus", "BusError", "Consumer", "LostRecordsError", "Message", "OutgoingRecord", "ProduceResult", "TopicPartition", "UnknownTopicError", "open_bus", "partition_for_key"]

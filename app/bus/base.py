@@ -67,12 +67,35 @@ class UnknownTopicError(BusError):
     """The topic does not exist."""
 
 
+class LostRecordsError(BusError):
+    """A consumer's position in a partition points at records the bus no longer holds (deleted by
+    retention, or by :meth:`Bus.delete_records`) before the consumer read them. Consumers raise it
+    instead of skipping silently to the earliest record still there; a consumer opened with
+    ``skip_lost=True`` skips instead (logged and counted). ``position``: the next offset the
+    consumer was to read; ``earliest``: the partition's first offset still held; the
+    ``earliest - position`` records between them are lost."""
+
+    def __init__(self, topic: str, partition: int, position: int, earliest: int, *, context: str = "", remedy: str = "") -> None:
+        self.topic, self.partition, self.position, self.earliest = topic, partition, position, earliest
+        lead = f"{context}: " if context else ""
+        super().__init__(
+            f"{lead}{topic}/{partition}: the next offset to read, {position}, is no longer on the bus (earliest offset held: {earliest}); "
+            f"{earliest - position} records were deleted by retention before they were read. Refusing to skip them silently" + (f"; {remedy}" if remedy else "")
+        )
+
+    @property
+    def lost(self) -> int:
+        """How many offsets were deleted before they were read."""
+        return max(0, self.earliest - self.position)
+
+
 @runtime_checkable
 class Consumer(Protocol):
     """A member of a consumer group reading the partitions of its topics assigned to it."""
 
     def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
-        """Up to ``max_records`` messages after the current position, waiting at most ``timeout_s``."""
+        """Up to ``max_records`` messages after the current position, waiting at most ``timeout_s``;
+        those of one partition in offset order."""
         ...
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -85,6 +108,12 @@ class Consumer(Protocol):
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Move this consumer's position in a partition (not the committed offset)."""
+        ...
+
+    @property
+    def skipped(self) -> dict[TopicPartition, int]:
+        """Offsets passed over per partition because retention deleted them before they were read
+        (only with ``skip_lost=True``; otherwise :meth:`poll` raises :class:`LostRecordsError`)."""
         ...
 
     def close(self) -> None: ...
@@ -114,9 +143,27 @@ class Bus(Protocol):
         """Per partition, the offset the next produced record will get."""
         ...
 
-    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None) -> Consumer:
-        """A consumer in ``group_id`` positioned at the group's committed offsets (or the start),
-        assigned every partition of ``topics``, or only those numbered in ``partitions``."""
+    def start_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the earliest offset still held (the end offset when retention deleted
+        every record)."""
+        ...
+
+    def delete_records(self, topic: str, before: dict[int, int]) -> None:
+        """Delete, per partition, the records below the given offset (what retention does; Kafka's
+        DeleteRecords). For operators and tests: consumers behind it then raise
+        :class:`LostRecordsError`."""
+        ...
+
+    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None, *, skip_lost: bool = False) -> Consumer:
+        """A consumer in ``group_id`` positioned at the group's committed offsets (or the start of
+        the log when the group never committed), assigned every partition of ``topics``, or only
+        those numbered in ``partitions``.
+
+        A position whose records retention deleted before they were read makes :meth:`Consumer.poll`
+        raise :class:`LostRecordsError` (and counts ``gh_bus_offsets_lost_total``); it never moves
+        on silently. ``skip_lost=True`` moves on to the earliest record held instead (logged,
+        counted, and in :attr:`Consumer.skipped`): for views that may miss data (a window that
+        backfills), never for a consumer that must see every record."""
         ...
 
     def close(self) -> None: ...

@@ -4,18 +4,25 @@ It keeps Kafka's semantics that the product relies on (topics, key-hashed partit
 offsets, consumer groups with committed offsets) so that code written against it runs on Kafka
 unchanged. Several processes may produce and consume at once (SQLite serialises writers).
 Unlike Kafka it does not rebalance partitions among members of one group: every member reads
-every partition, so run one member per group.
+every partition, so run one member per group. It has no time- or size-based retention: records
+leave the log only through :meth:`EmbeddedBus.delete_records` (Kafka's DeleteRecords), and a
+consumer whose position is below what is left raises :class:`~app.bus.base.LostRecordsError`
+exactly as on Kafka (or skips, counted, with ``skip_lost``).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
+from app.bus.base import BusError, LostRecordsError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
+from app.bus.metrics import count_lost_offsets
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -95,6 +102,28 @@ class EmbeddedBus:
             rows = self._conn.execute("SELECT partition, next_offset FROM heads WHERE topic = ? ORDER BY partition", (topic,)).fetchall()
         return {p: o for p, o in rows}
 
+    def start_offsets(self, topic: str) -> dict[int, int]:
+        ends = self.end_offsets(topic)
+        with self._lock:
+            rows = self._conn.execute("SELECT partition, MIN(offset) FROM records WHERE topic = ? GROUP BY partition", (topic,)).fetchall()
+        return {**ends, **{p: o for p, o in rows}}
+
+    def delete_records(self, topic: str, before: dict[int, int]) -> None:
+        ends = self.end_offsets(topic)
+        for partition, offset in before.items():
+            if partition not in ends:
+                raise BusError(f"{topic!r} has no partition {partition}")
+            if not 0 <= offset <= ends[partition]:
+                raise BusError(f"deleting records of {topic}/{partition} before {offset} failed: offsets end at {ends[partition]}")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("DELETE FROM records WHERE topic = ? AND partition = ? AND offset < ?", [(topic, p, o) for p, o in before.items()])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
     # -- produce ----------------------------------------------------------------------------
     def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[ProduceResult]:
         partitions = self.partitions_for(topic)
@@ -129,10 +158,10 @@ class EmbeddedBus:
         return results
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None) -> EmbeddedConsumer:
+    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None, *, skip_lost: bool = False) -> EmbeddedConsumer:
         for topic in topics:
             self.partitions_for(topic)
-        return EmbeddedConsumer(self._path, group_id, list(topics), None if partitions is None else set(partitions))
+        return EmbeddedConsumer(self._path, group_id, list(topics), None if partitions is None else set(partitions), skip_lost=skip_lost)
 
     def close(self) -> None:
         with self._lock:
@@ -143,11 +172,14 @@ class EmbeddedConsumer:
     """A consumer group member of the embedded bus (reads the partitions of its topics assigned to
     it: all, or those numbered in ``partitions``)."""
 
-    def __init__(self, path: Path, group_id: str, topics: list[str], partitions: set[int] | None = None) -> None:
+    def __init__(self, path: Path, group_id: str, topics: list[str], partitions: set[int] | None = None, *, skip_lost: bool = False) -> None:
         self._conn = _connect(path)
         self._lock = threading.Lock()
         self.group_id = group_id
         self.topics = topics
+        self.skip_lost = skip_lost
+        self.skipped: dict[TopicPartition, int] = {}
+        self._lost: LostRecordsError | None = None  # found after other partitions' records: raised next poll
         self._positions: dict[TopicPartition, int] = {}
         for topic in topics:
             (count,) = self._conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
@@ -156,7 +188,7 @@ class EmbeddedConsumer:
                     continue
                 tp = TopicPartition(topic, part)
                 committed = self.committed(tp)
-                self._positions[tp] = committed if committed is not None else 0
+                self._positions[tp] = committed if committed is not None else self._earliest(tp)  # as Kafka's "earliest"
 
     def committed(self, tp: TopicPartition) -> int | None:
         with self._lock:
@@ -167,6 +199,8 @@ class EmbeddedConsumer:
         if tp not in self._positions:
             raise BusError(f"{tp} is not assigned to this consumer")
         self._positions[tp] = max(0, offset)
+        if self._lost is not None and (self._lost.topic, self._lost.partition) == (tp.topic, tp.partition):
+            self._lost = None  # found at the position this seek replaces
 
     def position(self, tp: TopicPartition) -> int:
         return self._positions[tp]
@@ -180,6 +214,10 @@ class EmbeddedConsumer:
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _fetch(self, max_records: int) -> list[Message]:
+        parked = self._lost
+        if parked is not None:
+            self._lost = None
+            raise parked
         out: list[Message] = []
         # Rotate the starting partition so that a busy partition cannot starve the others.
         items = list(self._positions.items())
@@ -193,11 +231,40 @@ class EmbeddedConsumer:
                 rows = self._conn.execute(
                     "SELECT offset, key, value, ts_ms FROM records WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?", (tp.topic, tp.partition, pos, room)
                 ).fetchall()
+                first = rows[0][0] if rows else self._head(tp)
+                if first > pos:  # offsets are dense: records below ``first`` were deleted unread
+                    lost = self._lose(tp, pos, first)
+                    if lost is not None:
+                        if out:
+                            self._lost = lost
+                            return out
+                        raise lost
                 for offset, key, value, ts_ms in rows:
                     out.append(Message(tp.topic, tp.partition, offset, key, value, ts_ms))
                 if rows:
                     self._positions[tp] = rows[-1][0] + 1
         return out
+
+    def _earliest(self, tp: TopicPartition) -> int:
+        with self._lock:
+            (first,) = self._conn.execute("SELECT MIN(offset) FROM records WHERE topic = ? AND partition = ?", (tp.topic, tp.partition)).fetchone()
+            return int(first) if first is not None else self._head(tp)
+
+    def _head(self, tp: TopicPartition) -> int:
+        (head,) = self._conn.execute("SELECT next_offset FROM heads WHERE topic = ? AND partition = ?", (tp.topic, tp.partition)).fetchone()
+        return int(head)
+
+    def _lose(self, tp: TopicPartition, position: int, earliest: int) -> LostRecordsError | None:
+        """Records ``[position, earliest)`` were deleted before this consumer read them: the
+        error to raise, or (``skip_lost``) ``None`` after moving past them, counted."""
+        count_lost_offsets(tp.topic, tp.partition, earliest - position, skipped=self.skip_lost)
+        lost = LostRecordsError(tp.topic, tp.partition, position, earliest, context=f"consumer group {self.group_id}")
+        if not self.skip_lost:
+            return lost
+        log.error("%s; skip_lost: moving on to offset %d", lost, earliest)
+        self.skipped[tp] = self.skipped.get(tp, 0) + lost.lost
+        self._positions[tp] = earliest
+        return None
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         with self._lock:

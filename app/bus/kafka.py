@@ -6,8 +6,14 @@ least the topic's ``min.insync.replicas`` of them) and retries never duplicate i
 shorter than the produce call's own wait, so every record of a batch ends acknowledged or failed,
 never unknown. Partitions are chosen with the same key hash as the embedded bus
 (CRC32), so one greenhouse lands in the same partition on either engine.
+Record batches are compressed by the producer (``compression``, zstd by default; Kafka stores and
+serves them as compressed, so the codec cuts bytes on the wire both ways and on the brokers' disks).
 Consumers: manual assignment of every partition of their topics inside a consumer group (the sink
-is one member per group), auto-commit off, offsets committed explicitly after durable writes.
+is one member per group), auto-commit off, offsets committed explicitly after durable writes. A
+consumer never resets silently: a group without a committed offset starts at the beginning of the
+log, and a position whose records retention deleted before they were read raises
+:class:`~app.bus.base.LostRecordsError` (counted in ``gh_bus_offsets_lost_total``) unless the
+consumer was opened with ``skip_lost=True``.
 
 Client security is part of the URL, as query parameters named after kafka-python's settings, so
 that every place that opens the bus (``open_bus(settings.bus_url)``) speaks TLS and authenticates
@@ -31,6 +37,7 @@ without them, the brokers' own ``default.replication.factor`` and ``min.insync.r
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -41,10 +48,14 @@ from urllib.parse import parse_qsl, urlparse
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTP
-from kafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from kafka import codec as kafka_codec
+from kafka.errors import KafkaConnectionError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
+from app.bus.base import BusError, LostRecordsError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
+from app.bus.metrics import count_lost_offsets
+
+log = logging.getLogger(__name__)
 
 _PRODUCE_TIMEOUT_S = 30.0
 # A send is retried until acknowledged or this old (Kafka's delivery.timeout.ms); below the produce
@@ -60,6 +71,8 @@ _TOPIC_VISIBLE_S = 10.0
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+_CODEC_PACKAGES = {"gzip": "zlib", "snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
 URL_PARAMETERS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 
@@ -136,9 +149,14 @@ def _read_secret(path: str) -> str:
 class KafkaBus:
     """A :class:`~app.bus.base.Bus` on Apache Kafka."""
 
-    def __init__(self, url: str, *, client_id: str = "greenhouse", replication_factor: int | None = None, min_insync_replicas: int | None = None) -> None:
+    def __init__(self, url: str, *, client_id: str = "greenhouse", replication_factor: int | None = None, min_insync_replicas: int | None = None, compression: str = "zstd") -> None:
         """``replication_factor`` and ``min_insync_replicas``: the layout of the topics
-        :meth:`create_topic` makes (``None``: the brokers' defaults)."""
+        :meth:`create_topic` makes (``None``: the brokers' defaults). ``compression``: the
+        producer's codec for record batches (``none``, ``gzip``, ``snappy``, ``lz4``, ``zstd``)."""
+        if compression not in COMPRESSION_TYPES:
+            raise ValueError(f"compression {compression!r} is not one of {', '.join(COMPRESSION_TYPES)}")
+        if compression != "none" and not getattr(kafka_codec, f"has_{compression}")():
+            raise ValueError(f"compression {compression!r} needs its Python package ({_CODEC_PACKAGES[compression]}), which is not installed")
         for name, value in (("replication_factor", replication_factor), ("min_insync_replicas", min_insync_replicas)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, not {value}")
@@ -147,6 +165,7 @@ class KafkaBus:
         self.url = url
         self.replication_factor = replication_factor
         self.min_insync_replicas = min_insync_replicas
+        self.compression = compression
         self._servers = bootstrap_servers(url)
         self._security = client_security(url)  # holds the SASL password: never log it
         self._client_id = client_id
@@ -157,7 +176,7 @@ class KafkaBus:
         self._round_robin = 0
 
     def __reduce__(self):
-        return (partial(KafkaBus, replication_factor=self.replication_factor, min_insync_replicas=self.min_insync_replicas), (self.url,))
+        return (partial(KafkaBus, replication_factor=self.replication_factor, min_insync_replicas=self.min_insync_replicas, compression=self.compression), (self.url,))
 
     # -- lazily opened clients (opening costs a metadata round trip) --------------------------
     @property
@@ -181,6 +200,7 @@ class KafkaBus:
                         acks="all",
                         enable_idempotence=True,
                         linger_ms=2,
+                        compression_type=None if self.compression == "none" else self.compression,
                         delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
                         request_timeout_ms=_REQUEST_TIMEOUT_MS,
                         **self._security,
@@ -264,19 +284,42 @@ class KafkaBus:
         return {name: count for name, count in sorted(self._describe(None).items()) if not name.startswith("__")}
 
     def end_offsets(self, topic: str) -> dict[int, int]:
+        return self._offsets(topic, "end")
+
+    def start_offsets(self, topic: str) -> dict[int, int]:
+        return self._offsets(topic, "beginning")
+
+    def _offsets(self, topic: str, which: str) -> dict[int, int]:
         count = self.partitions_for(topic)
         consumer = KafkaConsumer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-offsets", enable_auto_commit=False, **self._security)
         try:
-            ends = consumer.end_offsets([KafkaTP(topic, p) for p in range(count)])
+            tps = [KafkaTP(topic, p) for p in range(count)]
+            found = consumer.end_offsets(tps) if which == "end" else consumer.beginning_offsets(tps)
+        except KafkaError as exc:
+            raise BusError(f"listing the {which} offsets of {topic!r} failed: {exc}", retriable=True) from exc
         finally:
             consumer.close()
-        return {tp.partition: off for tp, off in sorted(ends.items(), key=lambda kv: kv[0].partition)}
+        return {tp.partition: off for tp, off in sorted(found.items(), key=lambda kv: kv[0].partition)}
+
+    def delete_records(self, topic: str, before: dict[int, int]) -> None:
+        count = self.partitions_for(topic)
+        unknown = sorted(p for p in before if not 0 <= p < count)
+        if unknown:
+            raise BusError(f"{topic!r} has no partition {unknown[0]}")
+        try:
+            results = self.admin.delete_records({KafkaTP(topic, p): off for p, off in before.items()})
+        except KafkaError as exc:
+            raise BusError(f"deleting records of {topic!r} failed: {exc}") from exc
+        for tp, meta in (results or {}).items():
+            error = meta.get("error") if isinstance(meta, dict) else None
+            if error:
+                raise BusError(f"deleting records of {topic}/{tp.partition} failed: {error}")
 
     # -- produce ----------------------------------------------------------------------------
     def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[ProduceResult]:
         partitions = self.partitions_for(topic)
         producer = self.producer
-        futures = []
+        futures: list[Any] = []
         for rec in records:
             self._round_robin += rec.partition is None
             part = target_partition(rec, partitions, self._round_robin)
@@ -306,9 +349,9 @@ class KafkaBus:
         return results
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None) -> KafkaBusConsumer:
+    def consumer(self, group_id: str, topics: Sequence[str], partitions: Sequence[int] | None = None, *, skip_lost: bool = False) -> KafkaBusConsumer:
         assignment = [TopicPartition(t, p) for t in topics for p in range(self.partitions_for(t)) if partitions is None or p in partitions]
-        return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id, security=self._security)
+        return KafkaBusConsumer(self._servers, group_id, assignment, client_id=self._client_id, security=self._security, skip_lost=skip_lost)
 
     def close(self) -> None:
         with self._lock:
@@ -322,24 +365,35 @@ class KafkaBus:
 
 class KafkaBusConsumer:
     """A consumer group member with the given partitions assigned to it (no group rebalancing:
-    the caller decides which member reads what)."""
+    the caller decides which member reads what). Never resets its position on its own
+    (``auto_offset_reset="none"``): a partition the group never committed starts at the
+    beginning of the log, a position retention deleted raises :class:`LostRecordsError` (or, with
+    ``skip_lost``, moves to the earliest record held, logged and counted)."""
 
-    def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str, security: dict[str, Any] | None = None) -> None:
+    def __init__(self, servers: list[str], group_id: str, assignment: list[TopicPartition], *, client_id: str, security: dict[str, Any] | None = None, skip_lost: bool = False) -> None:
         self.group_id = group_id
+        self.skip_lost = skip_lost
+        self.skipped: dict[TopicPartition, int] = {}
         self._consumer = KafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=group_id,
-            client_id=f"{client_id}-{group_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            **(security or {}),
+            bootstrap_servers=servers, group_id=group_id, client_id=f"{client_id}-{group_id}", enable_auto_commit=False, auto_offset_reset="none", isolation_level="read_committed", **(security or {})
         )
         self._tps = {tp: KafkaTP(tp.topic, tp.partition) for tp in assignment}
+        self._by_ktp = {ktp: tp for tp, ktp in self._tps.items()}
         self._consumer.assign(list(self._tps.values()))
 
     def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
-        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        deadline = time.monotonic() + timeout_s
+        for _ in range(1 + 2 * len(self._tps)):  # each partition resolved at most twice (no offset, then lost)
+            try:
+                batches = self._consumer.poll(timeout_ms=int(max(0.0, deadline - time.monotonic()) * 1000), max_records=max_records)
+                break
+            except NoOffsetForPartitionError as exc:
+                # The group never committed these partitions: start at the beginning of the log.
+                self._consumer.seek_to_beginning(*exc.args[0])
+            except OffsetOutOfRangeError as exc:
+                self._out_of_range(exc.args[0])
+        else:
+            raise BusError(f"consumer of group {self.group_id} could not settle its positions", retriable=True)
         out: list[Message] = []
         for ktp, records in batches.items():
             for r in records:
@@ -351,6 +405,36 @@ class KafkaBusConsumer:
             self._consumer.commit({self._tps[tp]: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
         except KafkaError as exc:
             raise BusError(f"offset commit failed: {exc}", retriable=True) from exc
+
+    def _out_of_range(self, positions: dict[KafkaTP, int]) -> None:
+        """A fetch position the broker does not hold: below its earliest offset (retention
+        deleted records before they were read) or past its end (the log was truncated or the
+        topic recreated). Raise, or with ``skip_lost`` move to the earliest offset held."""
+        try:
+            earliest = self._consumer.beginning_offsets(list(positions))
+            ends = self._consumer.end_offsets(list(positions))
+        except KafkaError as exc:
+            raise BusError(f"listing the offsets of {sorted(str(k) for k in positions)} failed: {exc}", retriable=True) from exc
+        for ktp, position in positions.items():
+            tp = self._by_ktp.get(ktp) or TopicPartition(ktp.topic, ktp.partition)
+            first, end = earliest[ktp], ends[ktp]
+            if position > end:
+                beyond = BusError(
+                    f"consumer group {self.group_id}: {ktp.topic}/{ktp.partition}: the next offset to read, {position}, is past the end of the log ({end}): the log was truncated or the topic recreated"
+                )
+                if not self.skip_lost:
+                    raise beyond
+                log.error("%s; skip_lost: moving to the earliest offset held, %d", beyond, first)
+            elif position < first:
+                count_lost_offsets(ktp.topic, ktp.partition, first - position, skipped=self.skip_lost)
+                lost = LostRecordsError(ktp.topic, ktp.partition, position, first, context=f"consumer group {self.group_id}")
+                if not self.skip_lost:
+                    raise lost
+                log.error("%s; skip_lost: moving on to offset %d", lost, first)
+                self.skipped[tp] = self.skipped.get(tp, 0) + lost.lost
+            else:
+                continue  # in range again (a leader's view moved meanwhile): fetch it once more
+            self._consumer.seek(ktp, first)
 
     def committed(self, tp: TopicPartition) -> int | None:
         return self._consumer.committed(self._tps.get(tp) or KafkaTP(tp.topic, tp.partition))

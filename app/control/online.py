@@ -284,7 +284,8 @@ class SensorTopicFollower:
         self.window = window
         self._bus = bus
         bus.create_topic(topic, partitions)  # idempotent; the follower may start before any device
-        self._consumer = bus.consumer(group_id, [topic])
+        # A view: when retention has deleted part of the backfill, start at what is left (counted).
+        self._consumer = bus.consumer(group_id, [topic], skip_lost=True)
         for partition, end in bus.end_offsets(topic).items():
             self._consumer.seek(TopicPartition(topic, partition), max(0, end - backfill_records))
         self._poll_timeout_s = poll_timeout_s

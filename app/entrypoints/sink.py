@@ -6,6 +6,11 @@ once in effect. Prints one JSON summary line; exits non-zero on failure. The sam
 and needs no Ray; with ``--workers N`` (or ``sink.workers``) it joins the Ray cluster and runs N
 sink actors that share the topic's partitions (app.ingest.sink_pool). Several jobs may also run at
 once: partition leases fence them (app.ingest.leases), so each partition has one writer.
+
+Records the bus deleted by retention before the sink read them stop it: exit 1, the partition, its
+checkpoint and the earliest offset still held in the summary's error, ``gh_bus_offsets_lost_total``
+counted. ``--accept-data-loss`` (settings ``sink.accept_data_loss``) moves on past them instead,
+logged as errors and counted (``offsets_skipped`` in the summary).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-polls", type=int, default=2, help="empty polls before stopping (without --follow)")
     parser.add_argument("--workers", type=int, default=None, help="sink workers sharing the partitions, as Ray actors (default: settings sink.workers, 1 = no Ray)")
     parser.add_argument("--worker-id", default=None, help="this worker's name with one worker (default <sink.group_id>-0; a restart under the same name takes its partitions back at once)")
+    parser.add_argument("--accept-data-loss", action="store_true", help="move on past records deleted by retention before the sink read them (logged and counted) instead of stopping with an error")
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -31,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         from app.config import load_settings
 
         settings = load_settings(args.config)
+        if args.accept_data_loss:
+            settings = settings.model_copy(update={"sink": settings.sink.model_copy(update={"accept_data_loss": True})})
         workers = args.workers or settings.sink.workers
         options = {"until_idle": not args.follow, "idle_polls": args.idle_polls, "max_seconds": args.max_seconds}
         if workers > 1:

@@ -43,6 +43,10 @@ class SeenKeys:
         """Keys held in all."""
         return self._keys
 
+    def __contains__(self, day_key: object) -> bool:
+        """Whether a greenhouse-day ``(greenhouse_id, day)`` is held (:meth:`get` reads no lake)."""
+        return day_key in self._days
+
     @property
     def days(self) -> int:
         """Greenhouse-days held."""

@@ -27,6 +27,12 @@ keeps those keys in bounded memory).
 A message the sink cannot take (not a reading, or a reading it cannot place in the lake) goes to
 the dead-letter topic with its reason and is passed over: one bad message never stops the sink,
 which would otherwise fail on it again after every restart.
+
+Records the bus deleted (retention) before the sink read them are different: the lake can never
+have them, so the sink stops with :class:`~app.bus.LostRecordsError` naming the partition, its
+checkpoint and the earliest offset still held (counted in ``gh_bus_offsets_lost_total``), and
+``jobs.sink`` exits non-zero. Only ``sink.accept_data_loss`` (``--accept-data-loss``) moves it on
+past them, logged and counted (``offsets_skipped`` in the stats).
 """
 
 from __future__ import annotations
@@ -37,15 +43,16 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
+from typing import NamedTuple
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.bus import Bus, Consumer, Message, OutgoingRecord, TopicPartition
+from app.bus import Bus, Consumer, LostRecordsError, Message, OutgoingRecord, TopicPartition
 from app.config import Settings
 from app.contracts.deadletter import DeadLetter
 from app.contracts.reading import ReadingError, UndecodableReading, reading_from_bus
@@ -78,6 +85,7 @@ class SinkStats:
     fenced_chunks: int = 0
     partitions_taken: int = 0
     partitions_released: int = 0
+    offsets_skipped: int = 0  # deleted by retention before they were read (only with accept_data_loss)
     elapsed_s: float = 0.0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -104,16 +112,30 @@ def _checkpoint_id(group: str, tp: TopicPartition) -> str:
     return f"{group}|{tp.topic}|{tp.partition}"
 
 
-@dataclass(frozen=True)
-class ChunkRow:
+class ChunkRow(NamedTuple):
     """One valid reading of a chunk: its position, greenhouse-day and dedupe key, and its row dict
-    (``None`` for a plain reading, whose columns stay in the chunk's :class:`PlainReadings`)."""
+    (``None`` for a plain reading, whose columns stay in the chunk's :class:`PlainReadings`). A
+    named tuple: the sink makes one per reading, and a tuple is made several times faster than a
+    frozen dataclass."""
 
     position: int
     greenhouse_id: str
     day: date
     key: SeenKey
     row: dict | None
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A chunk ready to write: offsets ``first..last`` of ``tp`` under ``epoch``, its files (pending
+    document and table each) and the dedupe keys of their readings per greenhouse-day."""
+
+    tp: TopicPartition
+    epoch: int
+    first: int
+    last: int
+    planned: list[tuple[dict, pa.Table]]
+    keys: dict[tuple[str, date], set[SeenKey]]
 
 
 class PartitionFenced(RuntimeError):
@@ -153,7 +175,8 @@ class LakeSink:
         self.batches.create_index([("path", 1)], unique=True)
         self.batches.create_index([("status", 1), ("sink_group", 1)])
         self.leases = PartitionLeases(store, self.group, self.topic, self.worker_id, ttl_s=settings.sink.lease_ttl_s)
-        self.seen = SeenKeys(self._lake_keys, max_days=seen_max_days, max_keys=seen_max_keys)
+        self.seen = SeenKeys(self._load_keys, max_days=seen_max_days, max_keys=seen_max_keys)
+        self._prefetched: dict[tuple[str, date], list[SeenKey]] = {}  # read ahead for ``seen``, several at once
         self._failpoint = self._parse_failpoint(settings.sink.failpoint)
         self.stats = SinkStats()
         self._owned: dict[int, int] = {}  # partition -> the epoch of this worker's lease
@@ -162,6 +185,8 @@ class LakeSink:
         self._buffered: dict[int, list[Message]] = defaultdict(list)  # partition -> its chunk so far
         self._since: dict[int, float] = {}  # partition -> when its chunk got its first message
         self._writers = ThreadPoolExecutor(max_workers=settings.sink.write_concurrency, thread_name_prefix="sink-write")
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-commit")
+        self._in_flight: tuple[PreparedChunk, Future[None]] | None = None  # the chunk being written
         bus.create_topic(self.topic, settings.topics.partitions)
         bus.create_topic(settings.topics.deadletter, settings.topics.partitions)
         self.partitions = bus.partitions_for(self.topic)
@@ -243,20 +268,19 @@ class LakeSink:
             self.leases.release(partition, self._owned.pop(partition))
             self.stats.partitions_released += 1
         for partition in plan.take:
-            epoch = self.leases.acquire(partition, reclaim=first)
-            if epoch is not None and not self._take(partition, epoch):
-                self.leases.release(partition, epoch)
+            taken = self.leases.acquire(partition, reclaim=first)
+            if taken is not None and not self._take(partition, taken):
+                self.leases.release(partition, taken)
         return self._owned != before
 
     def _reassign(self) -> None:
-        """Read exactly the owned partitions, each from its checkpoint."""
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        """Read exactly the owned partitions, each from its checkpoint (a checkpoint retention
+        has passed raises :class:`LostRecordsError` at the first poll: see :meth:`_poll`)."""
+        self._close_consumer()
         self.seen.clear()  # another worker may have written the greenhouse-days it remembers
         if not self._owned:
             return
-        self._consumer = self.bus.consumer(self.group, [self.topic], partitions=sorted(self._owned))
+        self._consumer = self.bus.consumer(self.group, [self.topic], partitions=sorted(self._owned), skip_lost=self.settings.sink.accept_data_loss)
         for partition in self._owned:
             tp = TopicPartition(self.topic, partition)
             checkpoint = self._checkpoint(tp)
@@ -264,6 +288,18 @@ class LakeSink:
                 self._consumer.seek(tp, checkpoint)
 
     # -- dedupe ----------------------------------------------------------------------------
+    def _load_keys(self, greenhouse_id: str, day: date) -> list[SeenKey]:
+        prefetched = self._prefetched.pop((greenhouse_id, day), None)
+        return prefetched if prefetched is not None else self._lake_keys(greenhouse_id, day)
+
+    def _prefetch_keys(self, day_keys: Iterable[tuple[str, date]]) -> None:
+        """Read the lake's keys of the greenhouse-days ``seen`` does not hold, several at once
+        (each is a round trip or two to a remote lake; a backlog meets many at a time)."""
+        self._prefetched.clear()
+        missing = [k for k in dict.fromkeys(day_keys) if k not in self.seen]
+        if len(missing) > 1:
+            self._prefetched = dict(zip(missing, self._writers.map(lambda k: self._lake_keys(*k), missing)))
+
     def _lake_keys(self, greenhouse_id: str, day: date) -> list[SeenKey]:
         """``(device_id, ts_ms)`` of every reading the lake holds for one greenhouse-day."""
         paths = self.lake.list_files(Lake.raw_partition(greenhouse_id, day))
@@ -299,7 +335,7 @@ class LakeSink:
         if dead:
             self.bus.produce(self.settings.topics.deadletter, dead)
         self._plain = plain
-        return sorted(out, key=lambda r: r.position)
+        return sorted(out, key=lambda r: r.position) if len(out) > len(plain.positions) else out  # plain ones come in order
 
     def _reject(self, tp: TopicPartition, msg: Message, exc: ReadingError) -> OutgoingRecord:
         self.stats.invalid += 1
@@ -308,15 +344,30 @@ class LakeSink:
         return OutgoingRecord(value=sink_dead_letter(tp, msg, exc).to_json())
 
     def _process_chunk(self, tp: TopicPartition, messages: list[Message]) -> None:
+        """Prepare, write and finish one chunk, here and now (what the pipeline of :meth:`_flush`
+        does with the write overlapping the next chunk's reading)."""
+        chunk = self._prepare_chunk(tp, messages)
+        self._write_chunk(chunk)
+        self._finish_chunk(chunk)
+
+    def _prepare_chunk(self, tp: TopicPartition, messages: list[Message]) -> PreparedChunk:
+        """The chunk's new readings as one table per greenhouse-day, each with its pending
+        document (nothing written yet)."""
         first, last = messages[0].offset, messages[-1].offset
         epoch = self._owned[tp.partition]
         if not self.leases.renew(tp.partition, epoch):  # also keeps a long run of chunks leased
             raise PartitionFenced(f"partition {tp.partition}: the lease of epoch {epoch} expired and was taken")
         groups, keys = self._new_rows(tp, messages)
-
-        # 1. pending documents, in one write (so that a crash after any file write can find and undo it)
         now = datetime.now(timezone.utc)
         planned = [(self._pending_doc(tp, epoch, first, last, gid, day, table, now), table) for (gid, day), table in sorted(groups.items())]
+        return PreparedChunk(tp, epoch, first, last, planned, keys)
+
+    def _write_chunk(self, chunk: PreparedChunk) -> None:
+        """Steps 1 to 4 of the module docstring for a prepared chunk (on the sink's commit thread
+        when pipelined: it touches the store and the lake, never the consumer or ``seen``)."""
+        tp, epoch, last, planned = chunk.tp, chunk.epoch, chunk.last, chunk.planned
+
+        # 1. pending documents, in one write (so that a crash after any file write can find and undo it)
         self.batches.insert_many_new([doc for doc, _ in planned])
         self._maybe_fail("after_pending")
 
@@ -341,16 +392,20 @@ class LakeSink:
             self._undo(planned)
             raise PartitionFenced(f"partition {tp.partition}: epoch {epoch} was fenced by a newer one")
         self._maybe_fail("after_checkpoint")
-        for (greenhouse_id, day), new_keys in keys.items():
-            self.seen.add(greenhouse_id, day, new_keys)
 
-        # 4. + 5. cosmetic after the commit point
+        # 4. cosmetic after the commit point
         self.batches.update_many({"_id": {"$in": [doc["_id"] for doc, _ in planned]}}, {"$set": {"status": "committed", "committed_at": datetime.now(timezone.utc)}})
-        assert self._consumer is not None
-        self._consumer.commit({tp: last + 1})
         self.stats.files += len(planned)
         self.stats.rows_written += sum(t.num_rows for _, t in planned)
         self.stats.chunks += 1
+
+    def _finish_chunk(self, chunk: PreparedChunk) -> None:
+        """After a chunk's commit point, on the consuming thread: remember its keys, and step 5
+        (the consumer is not thread-safe)."""
+        for (greenhouse_id, day), new_keys in chunk.keys.items():
+            self.seen.add(greenhouse_id, day, new_keys)
+        assert self._consumer is not None
+        self._consumer.commit({chunk.tp: chunk.last + 1})
         self._maybe_fail("after_commit")
 
     def _new_rows(self, tp: TopicPartition, messages: list[Message]) -> tuple[dict[tuple[str, date], pa.Table], dict[tuple[str, date], set[SeenKey]]]:
@@ -358,15 +413,20 @@ class LakeSink:
         picked: dict[tuple[str, date], list[ChunkRow]] = defaultdict(list)
         keys: dict[tuple[str, date], set[SeenKey]] = defaultdict(set)
         in_lake: dict[tuple[str, date], set[SeenKey]] = {}  # each greenhouse-day read once per chunk
-        for row in self._rows(tp, messages):
+        writing = self._in_flight[0].keys if self._in_flight is not None else {}  # not in ``seen`` yet
+        nothing: set[SeenKey] = set()
+        chunk_rows = self._rows(tp, messages)
+        self._prefetch_keys((row.greenhouse_id, row.day) for row in chunk_rows)
+        for row in chunk_rows:
             gkey = (row.greenhouse_id, row.day)
             if gkey not in in_lake:
                 in_lake[gkey] = self.seen.get(*gkey)
-            if row.key in keys[gkey] or row.key in in_lake[gkey]:
+            if row.key in keys[gkey] or row.key in in_lake[gkey] or row.key in writing.get(gkey, nothing):
                 self.stats.duplicates += 1
                 continue
             keys[gkey].add(row.key)
             picked[gkey].append(row)
+        self._prefetched.clear()  # read for this chunk only: never served later, when it may be stale
         return {gkey: self._table(tp, messages, rows) for gkey, rows in picked.items()}, keys
 
     def _table(self, tp: TopicPartition, messages: list[Message], rows: list[ChunkRow]) -> pa.Table:
@@ -439,6 +499,8 @@ class LakeSink:
         ``should_stop()`` is true after an empty poll; otherwise runs until interrupted. Gives its
         leases back when it stops."""
         started = time.monotonic()
+        if self.settings.sink.accept_data_loss:
+            log.warning("sink %s: accept_data_loss is on: records deleted by retention before they are read will be skipped (logged, counted), not stop the sink", self.worker_id)
         tick_s = self.settings.sink.lease_ttl_s / 3  # renew well before a lease expires
         next_tick = 0.0
         first = True
@@ -468,8 +530,11 @@ class LakeSink:
             self._flush()
         finally:
             self._buffered.clear()
-            if self._consumer is not None:
-                self._consumer.close()
+            try:
+                self._settle()  # never give the leases back under a write
+            except Exception:
+                log.exception("sink %s: the last chunk write failed", self.worker_id)
+            self._close_consumer()
             self.leases.leave(self._owned)
             self._owned.clear()
             self.stats.elapsed_s = round(time.monotonic() - started, 3)
@@ -479,7 +544,23 @@ class LakeSink:
         if self._consumer is None:  # nothing to read until a lease comes free
             time.sleep(self.settings.sink.poll_timeout_s)
             return []
-        return self._consumer.poll(self.settings.sink.max_batch_records, self.settings.sink.poll_timeout_s)
+        try:
+            return self._consumer.poll(self.settings.sink.max_batch_records, self.settings.sink.poll_timeout_s)
+        except LostRecordsError as exc:
+            raise LostRecordsError(
+                exc.topic,
+                exc.partition,
+                exc.position,
+                exc.earliest,
+                context=f"lake sink {self.group} (worker {self.worker_id}, checkpoint in {SINK_CHECKPOINTS})",
+                remedy="the lake can never have them; to move on past them anyway, run jobs.sink --accept-data-loss (sink.accept_data_loss)",
+            ) from exc
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            self.stats.offsets_skipped += sum(self._consumer.skipped.values())
+            self._consumer.close()
+            self._consumer = None
 
     def _consume(self, messages: list[Message]) -> None:
         """Add ``messages`` to their partitions' chunks; write the chunks that are full or old."""
@@ -492,22 +573,49 @@ class LakeSink:
         self._flush([p for p, msgs in self._buffered.items() if msgs and (len(msgs) >= full or now - self._since[p] >= wait_s)])
 
     def _flush(self, partitions: list[int] | None = None) -> None:
-        """Write the buffered chunks of ``partitions`` (default: all)."""
+        """Write the buffered chunks of ``partitions``, or (default) of all and wait until every
+        write is done. One chunk's write (steps 1 to 4) runs on the commit thread while the sink
+        reads and prepares the next: at most one is in flight, so chunks commit in order."""
         fenced = False
         for partition in sorted(self._buffered) if partitions is None else partitions:
-            chunk = self._buffered.pop(partition, [])
+            messages = self._buffered.pop(partition, [])
             self._since.pop(partition, None)
-            if not chunk or partition not in self._owned:
+            if not messages or partition not in self._owned:
                 continue
-            self.stats.messages += len(chunk)
+            self.stats.messages += len(messages)
             try:
-                self._process_chunk(TopicPartition(self.topic, partition), chunk)
+                chunk = self._prepare_chunk(TopicPartition(self.topic, partition), messages)
             except PartitionFenced as exc:
                 log.warning("%s: dropping the partition", exc)
-                del self._owned[partition]
+                self._owned.pop(partition, None)
                 fenced = True
+                continue
+            fenced |= self._settle()
+            if partition not in self._owned:  # the write in flight was of this partition, and fenced
+                continue
+            self._in_flight = (chunk, self._committer.submit(self._write_chunk, chunk))
+        if partitions is None:
+            fenced |= self._settle()
         if fenced:
+            self._settle()
             self._reassign()
+
+    def _settle(self) -> bool:
+        """Wait for the chunk write in flight and finish it; True when it was fenced (its
+        partition is dropped then). Any other failure of the write is raised here."""
+        if self._in_flight is None:
+            return False
+        chunk, write = self._in_flight
+        try:
+            write.result()
+        except PartitionFenced as exc:
+            log.warning("%s: dropping the partition", exc)
+            self._owned.pop(chunk.tp.partition, None)
+            return True
+        finally:
+            self._in_flight = None
+        self._finish_chunk(chunk)
+        return False
 
 
 def sink_dead_letter(tp: TopicPartition, msg: Message, exc: ReadingError) -> DeadLetter:
@@ -536,8 +644,10 @@ def _message_payload(value: bytes, undecodable: bool) -> object:
 
 
 def _by_partition(messages: Iterable[Message]) -> list[tuple[TopicPartition, list[Message]]]:
-    """Messages grouped by partition, each group in offset order."""
-    out: dict[TopicPartition, list[Message]] = defaultdict(list)
+    """Messages grouped by partition, each group in offset order (as a poll returns them)."""
+    out: dict[int, list[Message]] = defaultdict(list)
+    topic = ""
     for msg in messages:
-        out[TopicPartition(msg.topic, msg.partition)].append(msg)
-    return [(tp, sorted(msgs, key=lambda m: m.offset)) for tp, msgs in out.items()]
+        out[msg.partition].append(msg)
+        topic = msg.topic  # the sink consumes one topic
+    return [(TopicPartition(topic, partition), msgs) for partition, msgs in out.items()]

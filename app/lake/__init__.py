@@ -119,9 +119,11 @@ class Lake:
         selector = pafs.FileSelector(self.path(relative_dir), recursive=True, allow_not_found=True)
         try:
             infos = self.filesystem.get_file_info(selector)
-        except NotADirectoryError:
+        except (NotADirectoryError, FileNotFoundError):
             # fsspec's handler asks "is it a directory?" then "does it exist?": a directory
-            # another writer creates between the two reads as "not a directory". Ask once more.
+            # another writer creates between the two reads as "not a directory". Arrow's local
+            # filesystem fails to open a directory that is not there yet, then finds it there
+            # (created meanwhile) and reports "not found". Either way: ask once more.
             infos = self.filesystem.get_file_info(selector)
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
 

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from app.bus import Bus, OutgoingRecord, TopicPartition, UnknownTopicError, open_bus, partition_for_key
+from app.bus import Bus, LostRecordsError, OutgoingRecord, TopicPartition, UnknownTopicError, open_bus, partition_for_key
+from app.bus.metrics import lost_offsets
 from tests.helpers.engines import engine_url
 
 
@@ -162,3 +163,68 @@ def test_log_and_commits_survive_a_reopen(bus_url, t, g):
     assert [m.value for m in c2.poll(10, 1)] == [b"3", b"4", b"5", b"6"]
     c2.close()
     again.close()
+
+
+def test_start_offsets_follow_deleted_records(bus, t, g):
+    bus.create_topic(t, 2)
+    bus.produce(t, [OutgoingRecord(f"{i}".encode(), partition=0) for i in range(10)])
+    assert bus.start_offsets(t) == {0: 0, 1: 0}
+    bus.delete_records(t, {0: 4, 1: 0})
+    assert bus.start_offsets(t) == {0: 4, 1: 0}
+    bus.delete_records(t, {0: 10})
+    assert bus.start_offsets(t) == {0: 10, 1: 0}  # all deleted: the start is the end
+    assert bus.end_offsets(t) == {0: 10, 1: 0}
+
+
+def test_a_committed_offset_lost_to_retention_is_an_error_not_a_skip(bus, t, g):
+    """Records deleted (retention, DeleteRecords) before the group read them: poll raises, names
+    topic, partition, position and earliest offset, counts the metric, and keeps raising; only a
+    consumer opened with skip_lost moves on, counted."""
+    bus.create_topic(t, 1)
+    bus.produce(t, [OutgoingRecord(f"{i}".encode()) for i in range(10)])
+    tp = TopicPartition(t, 0)
+    c = bus.consumer(g, [t])
+    assert _values(c.poll(3, 2)) == [b"0", b"1", b"2"]
+    c.commit({tp: 3})
+    c.close()
+    bus.delete_records(t, {0: 6})
+    refused, skipped = lost_offsets(t, 0, skipped=False), lost_offsets(t, 0, skipped=True)
+
+    again = bus.consumer(g, [t])
+    for _ in range(2):  # the position stays: it raises every time, never reads on past the gap
+        with pytest.raises(LostRecordsError) as caught:
+            again.poll(10, 2)
+        err = caught.value
+        assert (err.topic, err.partition, err.position, err.earliest, err.lost) == (t, 0, 3, 6, 3)
+        assert f"{t}/0" in str(err) and "3" in str(err) and "6" in str(err) and not err.retriable
+    assert again.skipped == {}
+    again.close()
+    assert lost_offsets(t, 0, skipped=False) == refused + 6  # 3 per detection
+    assert lost_offsets(t, 0, skipped=True) == skipped
+
+    accepting = bus.consumer(g, [t], skip_lost=True)
+    assert _values(accepting.poll(10, 2)) == [b"6", b"7", b"8", b"9"]
+    assert accepting.skipped == {tp: 3}
+    assert accepting.committed(tp) == 3  # skipping moves the position, not the commit
+    accepting.close()
+    assert lost_offsets(t, 0, skipped=True) == skipped + 3
+
+    fresh = bus.consumer(g + "-new", [t])  # a group that never committed starts at the earliest held
+    assert _values(fresh.poll(10, 2)) == [b"6", b"7", b"8", b"9"]
+    fresh.close()
+
+
+def test_a_seek_below_the_earliest_offset_is_an_error(bus, t, g):
+    bus.create_topic(t, 1)
+    bus.produce(t, [OutgoingRecord(f"{i}".encode()) for i in range(5)])
+    bus.delete_records(t, {0: 5})
+    c = bus.consumer(g, [t])
+    c.seek(TopicPartition(t, 0), 2)
+    with pytest.raises(LostRecordsError) as caught:
+        c.poll(10, 2)
+    assert (caught.value.position, caught.value.earliest) == (2, 5)
+    c.seek(TopicPartition(t, 0), 5)
+    assert c.poll(10, 0.5) == []
+    bus.produce(t, [OutgoingRecord(b"5")])
+    assert _values(c.poll(10, 2)) == [b"5"]
+    c.close()
