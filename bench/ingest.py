@@ -1,45 +1,79 @@
 """Ingest benchmark: records/s and latency through the gateway into the bus, with baselines.
 
-For batches of 1 and 100 records per request it measures, in one run on one machine:
+In one run on one machine it measures the same readings through:
 
-- ``direct``: the same records written straight to the bus (``Bus.produce``), no HTTP;
-- ``uvicorn``: the same validation-and-produce code (``create_api(IngestService)``) behind plain
-  uvicorn in its own process, no Serve;
-- ``serve``: the gateway on Ray Serve (proxy + replica), as deployed.
+- ``direct``: written straight to the bus (``Bus.produce``, batches of 100), no HTTP, no checks;
+- ``in-process``: the gateway's code (``IngestService.produce_as``: parse, validate, authorize,
+  produce) called in this process, no HTTP: what a record costs the gateway itself;
+- ``uvicorn``: the gateway's FastAPI app behind plain uvicorn in a process of its own, no Serve;
+- ``serve``: the gateway on Ray Serve as the product ships it (``build_app``), behind HAProxy in
+  Ray's throughput mode (``app.serve.tuning.apply_serve_process_env``; ``--ingress proxy`` for
+  Serve's Python proxy actor instead, to compare).
 
-and prints the ratios serve/direct and serve/uvicorn. Load comes from ``--concurrency`` client
-threads in this process with keep-alive connections. Like real devices, the requests carry device
-tokens: eight devices (one per greenhouse) are registered in each mode's metadata store, and every
-request holds one device's readings and its token.
+Under uvicorn and Serve, four request shapes: REST Proxy v2 with 1 and with 100 records a request,
+v3 with one record a request, and v3 streaming (100 records a request, one JSON object a line,
+sent chunked, answered one result line each). Load comes from the compiled Go load generator
+``bench/loadgen`` (``bench/loadgen_client.py``; closed loop, ``--concurrency`` connections, one
+core) and every request carries a device token: eight devices, one per greenhouse, each request
+holding one device's readings. An answer counts only when it is 200 (and, for v3, every result
+line is ``error_code`` 200). Prints a table, the ratios (targets on 2 cores: serve/direct >= 0.5
+at batch 100, serve/uvicorn >= 0.5 at batch 1) and one JSON line. The machine's load average is
+printed too: other work on it makes the figures noisy.
 
-    python bench/ingest.py [--requests-1 1500] [--requests-100 200] [--concurrency 8] [--bus-url URL]
+    python bench/ingest.py [--seconds 8] [--concurrency 8] [--ingress haproxy|proxy] [--bus-url URL] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import multiprocessing
+import os
+import pstats
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from app.bus import OutgoingRecord, open_bus  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.contracts.reading import validate_reading  # noqa: E402
 from app.ingest.gateway import JSON_V2  # noqa: E402
 from app.serve.tuning import free_port  # noqa: E402
+from bench.loadgen_client import loadgen_binary, run_loadgen  # noqa: E402
 
 DEVICES = 8
+BODIES_PER_DEVICE = 10  # distinct request bodies per device, sent round-robin
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One request shape: ``name``, records per request, the path under the gateway's base URL
+    (``{topic}`` filled in), and how the load generator sends it."""
+
+    name: str
+    batch: int
+    path: str
+    content_type: str
+    v3: bool = False
+    chunked: bool = False
+
+
+SHAPES = (
+    Shape("v2", 1, "/topics/{topic}", JSON_V2),
+    Shape("v2", 100, "/topics/{topic}", JSON_V2),
+    Shape("v3", 1, "/v3/clusters/greenhouse/topics/{topic}/records", "application/json", v3=True),
+    Shape("v3-stream", 100, "/v3/clusters/greenhouse/topics/{topic}/records", "application/json", v3=True, chunked=True),
+)
 
 
 def device(i: int) -> tuple[str, str]:
@@ -47,25 +81,32 @@ def device(i: int) -> tuple[str, str]:
     return f"gh-{i % DEVICES + 1:02d}-climate", f"gh-{i % DEVICES + 1:02d}"
 
 
-def make_groups(batch: int, count: int) -> list[tuple[int, list[dict]]]:
-    """``count`` request bodies' readings of ``batch`` readings each, as ``(device index, readings)``:
-    one device per request, the devices in turn, every reading at its own second."""
+def make_groups(batch: int, count: int) -> list[list[dict]]:
+    """``count`` requests' readings, ``batch`` each: request ``j`` holds device ``j % 8``'s
+    readings, every reading at its own second."""
     start = datetime(2026, 6, 1, tzinfo=timezone.utc)
     groups = []
     for j in range(count):
         device_id, greenhouse_id = device(j)
-        ts = [start + timedelta(seconds=j * batch + k) for k in range(batch)]
-        readings = [
-            {
-                "greenhouse_id": greenhouse_id,
-                "device_id": device_id,
-                "ts": t.isoformat().replace("+00:00", "Z"),
-                "measurements": {"air_temp_c": 21.4, "rh_pct": 71.0, "co2_ppm": 455.0, "par_umol_m2_s": 640.0},
-            }
-            for t in ts
-        ]
-        groups.append((j % DEVICES, readings))
+        groups.append(
+            [
+                {
+                    "greenhouse_id": greenhouse_id,
+                    "device_id": device_id,
+                    "ts": (start + timedelta(seconds=j * batch + k)).isoformat().replace("+00:00", "Z"),
+                    "measurements": {"air_temp_c": 21.4, "rh_pct": 71.0, "co2_ppm": 455.0, "par_umol_m2_s": 640.0},
+                }
+                for k in range(batch)
+            ]
+        )
     return groups
+
+
+def body_of(shape: Shape, readings: list[dict]) -> bytes:
+    """One request body of ``shape`` (v3: the records concatenated; the load generator puts one a line)."""
+    if shape.v3:
+        return b"".join(orjson.dumps({"value": {"type": "JSON", "data": r}}) for r in readings)
+    return orjson.dumps({"records": [{"value": r} for r in readings]})
 
 
 def register_devices(settings: Settings) -> list[str]:
@@ -79,66 +120,60 @@ def register_devices(settings: Settings) -> list[str]:
         registry.close()
 
 
-def make_readings(n: int) -> list[dict]:
-    """``n`` readings of the bench devices (for the validation timing)."""
-    return [r for _, group in make_groups(1, n) for r in group]
-
-
-def summarise(name: str, batch: int, latencies: list[float], wall_s: float) -> dict:
-    lat = sorted(latencies)
-    records = len(lat) * batch
+def figures(mode: str, shape: str, batch: int, requests_per_s: float, p50_ms: float | None, p99_ms: float | None, errors: int = 0) -> dict:
     return {
-        "mode": name,
+        "mode": mode,
+        "shape": shape,
         "batch": batch,
-        "requests": len(lat),
-        "records_per_s": round(records / wall_s, 1),
-        "requests_per_s": round(len(lat) / wall_s, 1),
-        "p50_ms": round(lat[len(lat) // 2] * 1000, 2),
-        "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
+        "records_per_s": round(requests_per_s * batch, 1),
+        "requests_per_s": round(requests_per_s, 1),
+        "p50_ms": p50_ms,
+        "p99_ms": p99_ms,
+        "errors": errors,
     }
 
 
-def bench_direct(settings: Settings, bodies: list[list[dict]], batch: int) -> dict:
-    """Baseline: validate nothing, skip HTTP, write the same records straight to the bus."""
-    bus = open_bus(settings.bus_url)
-    bus.create_topic(settings.topics.sensors, settings.topics.partitions)
-    prepared = [[OutgoingRecord(orjson.dumps(r), key=r["greenhouse_id"].encode()) for r in body] for body in bodies]
+def timed(mode: str, shape: str, batch: int, calls: list, seconds: float) -> dict:
+    """Call ``calls`` in turn (round-robin) for ``seconds``; the figures of the calls."""
     latencies = []
     started = time.perf_counter()
-    for records in prepared:
+    while time.perf_counter() - started < seconds:
         t = time.perf_counter()
-        bus.produce(settings.topics.sensors, records)
+        calls[len(latencies) % len(calls)]()
         latencies.append(time.perf_counter() - t)
-    return summarise("direct", batch, latencies, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    lat = sorted(latencies)
+    return figures(mode, shape, batch, len(lat) / wall, round(lat[len(lat) // 2] * 1000, 2), round(lat[int(len(lat) * 0.99)] * 1000, 2))
 
 
-def load(url: str, bodies: list[tuple[str, bytes]], concurrency: int) -> tuple[list[float], float]:
-    """POST every ``(token, body)`` with ``concurrency`` threads; return per-request latencies and wall time."""
-    local = threading.local()
-    latencies: list[float] = []
-    lock = threading.Lock()
+def bench_direct(settings: Settings, seconds: float) -> dict:
+    """Baseline: the same readings straight to the bus, 100 a write, no validation, no HTTP."""
+    bus = open_bus(settings.bus_url, topics=settings.topics)
+    bus.create_topic(settings.topics.sensors, settings.topics.partitions)
+    prepared = [[OutgoingRecord(orjson.dumps(r), key=r["greenhouse_id"].encode()) for r in g] for g in make_groups(100, DEVICES * BODIES_PER_DEVICE)]
+    return timed("direct", "bus", 100, [lambda records=records: bus.produce(settings.topics.sensors, records) for records in prepared], seconds)
 
-    def one(request: tuple[str, bytes]) -> None:
-        token, body = request
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(timeout=60)
-        t = time.perf_counter()
-        r = client.post(url, content=body, headers={"content-type": JSON_V2, "authorization": f"Bearer {token}"})
-        elapsed = time.perf_counter() - t
-        if r.status_code != 200:
-            raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
-        with lock:
-            latencies.append(elapsed)
 
-    warm = min(20, len(bodies))
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, bodies[:warm]))
-        latencies.clear()
-        started = time.perf_counter()
-        list(pool.map(one, bodies[warm:]))
-        wall = time.perf_counter() - started
-    return latencies, wall
+def bench_in_process(settings: Settings, seconds: float, *, profile: bool) -> dict:
+    """The gateway's own code without HTTP: ``IngestService.produce_as`` on v2 bodies of 100."""
+    from app.ingest.gateway import IngestService
+    from app.security.credentials import DeviceIdentity, DeviceRegistry
+
+    service = IngestService(settings, open_bus(settings.bus_url, topics=settings.topics), DeviceRegistry.from_settings(settings))
+    shape = SHAPES[1]
+    bodies = [(DeviceIdentity(*device(j)), body_of(shape, g)) for j, g in enumerate(make_groups(100, DEVICES * BODIES_PER_DEVICE))]
+    calls = [lambda who=who, body=body: service.produce_as(who, settings.topics.sensors, body, content_type=JSON_V2) for who, body in bodies]
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    result = timed("in-process", "v2", 100, calls, seconds)
+    if profiler:
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        print(out.getvalue(), file=sys.stderr)
+    assert service.stats.rejected == 0, service.stats
+    return result
 
 
 def _uvicorn_main(settings_json: str, port: int) -> None:
@@ -149,7 +184,7 @@ def _uvicorn_main(settings_json: str, port: int) -> None:
     from app.security.credentials import DeviceRegistry
 
     settings = Settings.model_validate_json(settings_json)
-    api = create_api(IngestService(settings, open_bus(settings.bus_url), DeviceRegistry.from_settings(settings)))
+    api = create_api(IngestService(settings, open_bus(settings.bus_url, topics=settings.topics), DeviceRegistry.from_settings(settings)))
     uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -165,95 +200,127 @@ def wait_ready(url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests-1", type=int, default=1500, help="requests measured with 1 record each")
-    parser.add_argument("--requests-100", type=int, default=200, help="requests measured with 100 records each")
-    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
-    parser.add_argument("--bus-url", default=None, help="bus URL (default: an embedded bus in a temp dir)")
-    args = parser.parse_args(argv)
-
-    root = Path(tempfile.mkdtemp(prefix="gh-bench-ingest-"))
+def load_shapes(mode: str, binary: Path, base: str, settings: Settings, tokens: list[str], args: argparse.Namespace) -> list[dict]:
+    """Every request shape against the gateway at ``base``; its /stats must show no rejection."""
     results = []
-    plan = [(1, args.requests_1), (100, args.requests_100)]
+    for shape in SHAPES:
+        bodies = [body_of(shape, g) for g in make_groups(shape.batch, DEVICES * BODIES_PER_DEVICE)]
+        url = base + shape.path.format(topic=settings.topics.sensors)
+        out = run_loadgen(
+            binary,
+            shape.name,
+            url,
+            bodies,
+            args.seconds,
+            concurrency=args.concurrency,
+            tokens=tokens,
+            content_type=shape.content_type,
+            split_values=shape.v3,
+            chunked=shape.chunked,
+            check_results=shape.v3,
+            warmup_s=args.warmup,
+        )
+        results.append(figures(mode, shape.name, shape.batch, out["requests_per_s"], out["p50_ms"], out["p99_ms"], out["errors"]))
+        print(f"  {mode:8} {shape.name:9} batch={shape.batch:<3}: {results[-1]['records_per_s']:>9} records/s  {out.get('first_error', '')}", file=sys.stderr)
+    stats = httpx.get(f"{base}/stats", timeout=10).json()
+    if stats["rejected"]:
+        raise RuntimeError(f"{mode}: the gateway rejected records: {stats}")
+    return results
 
-    run = root.name.rsplit("-", 1)[-1]
-    topic = f"bench.sensors.{run}"  # a real bus keeps topics: never write into the product's topic
 
-    def settings_for(name: str) -> Settings:
-        overrides = {"bus_url": args.bus_url} if args.bus_url else {}
-        topics = {"sensors": f"{topic}.{name}", "deadletter": f"bench.dead.{run}.{name}", "control": f"bench.control.{run}.{name}"}
-        return Settings(data_dir=root / name, topics=topics, ingest={"topics": [topics["sensors"]]}, **overrides)
+def bench_uvicorn(settings: Settings, binary: Path, args: argparse.Namespace) -> list[dict]:
+    """The gateway's FastAPI app under plain uvicorn (one process, no Serve)."""
+    tokens = register_devices(settings)
+    port = free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=_uvicorn_main, args=(orjson.dumps(settings.for_replicas()).decode(), port), daemon=True)
+    proc.start()
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        return load_shapes("uvicorn", binary, f"http://127.0.0.1:{port}", settings, tokens, args)
+    finally:
+        proc.terminate()
+        proc.join(10)
 
-    print(f"# ingest benchmark, data in {root}", file=sys.stderr)
-    # one reading's validation cost, for context
-    sample = make_readings(1)[0]
-    t = time.perf_counter()
-    for _ in range(2000):
-        validate_reading(sample)
-    validate_us = (time.perf_counter() - t) / 2000 * 1e6
 
-    def requests_for(settings: Settings, groups: list[tuple[int, list[dict]]]) -> list[tuple[str, bytes]]:
-        tokens = register_devices(settings)
-        return [(tokens[d], orjson.dumps({"records": [{"value": r} for r in g]})) for d, g in groups]
+def bench_serve(settings: Settings, binary: Path, args: argparse.Namespace) -> tuple[str, list[dict]]:
+    """The gateway on Ray Serve (``build_app``), behind the ingress ``args.ingress`` chooses."""
+    from app.serve.tuning import apply_serve_process_env
 
-    for batch, n in plan:
-        groups = make_groups(batch, n + 20)
-        results.append(bench_direct(settings_for(f"direct-{batch}"), [g for _, g in groups[20:]], batch))
-        print(f"  direct   batch={batch}: {results[-1]['records_per_s']} records/s", file=sys.stderr)
-
-        port = free_port()
-        ctx = multiprocessing.get_context("spawn")
-        uvicorn_settings = settings_for(f"uvicorn-{batch}")
-        bodies = requests_for(uvicorn_settings, groups)
-        proc = ctx.Process(target=_uvicorn_main, args=(orjson.dumps(uvicorn_settings.for_replicas()).decode(), port), daemon=True)
-        proc.start()
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/healthz")
-            lat, wall = load(f"http://127.0.0.1:{port}/topics/{topic}.uvicorn-{batch}", bodies, args.concurrency)
-            results.append(summarise("uvicorn", batch, lat, wall))
-        finally:
-            proc.terminate()
-            proc.join(10)
-        print(f"  uvicorn  batch={batch}: {results[-1]['records_per_s']} records/s", file=sys.stderr)
-
+    if args.ingress is not None:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if args.ingress == "haproxy" else "0"
+    ingress = "haproxy" if apply_serve_process_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "1" else "proxy"
     import ray
     from ray import serve
 
     from app.serve.args import AppArgs
     from app.serve.ingest import build_app
 
+    tokens = register_devices(settings)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for batch, n in plan:
-            serve_settings = settings_for(f"serve-{batch}")
-            bodies = requests_for(serve_settings, make_groups(batch, n + 20))
-            serve.run(build_app(AppArgs(settings=serve_settings.for_replicas())), name=f"ingest-{batch}", route_prefix=f"/b{batch}")
-            lat, wall = load(f"http://127.0.0.1:{port}/b{batch}/topics/{topic}.serve-{batch}", bodies, args.concurrency)
-            results.append(summarise("serve", batch, lat, wall))
-            print(f"  serve    batch={batch}: {results[-1]['records_per_s']} records/s", file=sys.stderr)
-            serve.delete(f"ingest-{batch}")
+        serve.run(build_app(AppArgs(settings=settings.for_replicas())), name="ingest", route_prefix="/")
+        return ingress, load_shapes("serve", binary, f"http://127.0.0.1:{port}", settings, tokens, args)
     finally:
         serve.shutdown()
         ray.shutdown()
 
-    by = {(r["mode"], r["batch"]): r for r in results}
-    ratios = {}
-    for batch, _ in plan:
-        s = by[("serve", batch)]["records_per_s"]
-        ratios[f"batch{batch}_serve_over_direct"] = round(s / by[("direct", batch)]["records_per_s"], 4)
-        ratios[f"batch{batch}_serve_over_uvicorn"] = round(s / by[("uvicorn", batch)]["records_per_s"], 4)
 
-    print(f"\n{'mode':8} {'batch':>5} {'records/s':>11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+def ratios_of(results: list[dict]) -> dict[str, float]:
+    """serve over direct at batch 100 and serve over uvicorn for every shape."""
+    by = {(r["mode"], r["shape"], r["batch"]): r["records_per_s"] for r in results}
+    direct = by[("direct", "bus", 100)]
+    out = {}
+    for shape in SHAPES:
+        key = (shape.name, shape.batch)
+        serve, uvicorn = by[("serve", *key)], by[("uvicorn", *key)]
+        if shape.batch == 100:
+            out[f"{shape.name}_batch100_serve_over_direct"] = round(serve / direct, 3)
+        out[f"{shape.name}_batch{shape.batch}_serve_over_uvicorn"] = round(serve / uvicorn, 3) if uvicorn else 0.0
+    out["in_process_batch100_over_direct"] = round(by[("in-process", "v2", 100)] / direct, 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per mode and request shape")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds of load before each measurement")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections of the load generator")
+    parser.add_argument("--ingress", choices=("haproxy", "proxy"), default=None, help="Serve's HTTP ingress: HAProxy to the replica (default, what the product ships) or Serve's Python proxy")
+    parser.add_argument("--bus-url", default=None, help="bus URL (default: an embedded bus in a temp dir)")
+    parser.add_argument("--profile", action="store_true", help="profile the in-process run and print where its time goes")
+    args = parser.parse_args(argv)
+    binary = loadgen_binary()
+    if binary is None:
+        parser.error("bench/loadgen could not be built: install Go (https://go.dev/dl/)")
+
+    root = Path(tempfile.mkdtemp(prefix="gh-bench-ingest-"))
+    run = root.name.rsplit("-", 1)[-1]
+
+    def settings_for(name: str) -> Settings:  # a real bus keeps topics: never write into the product's topic
+        topics = {"sensors": f"bench.sensors.{run}.{name}", "deadletter": f"bench.dead.{run}.{name}", "control": f"bench.control.{run}.{name}"}
+        return Settings(data_dir=root / name, topics=topics, ingest={"topics": [topics["sensors"]]}, **({"bus_url": args.bus_url} if args.bus_url else {}))
+
+    print(f"# ingest benchmark, data in {root}, load average {os.getloadavg()}", file=sys.stderr)
+    results = [bench_direct(settings_for("direct"), args.seconds)]
+    results.append(bench_in_process(settings_for("in-process"), args.seconds, profile=args.profile))
     for r in results:
-        print(f"{r['mode']:8} {r['batch']:>5} {r['records_per_s']:>11} {r['requests_per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8}")
+        print(f"  {r['mode']:8} batch=100: {r['records_per_s']:>9} records/s", file=sys.stderr)
+    results += bench_uvicorn(settings_for("uvicorn"), binary, args)
+    ingress, served = bench_serve(settings_for("serve"), binary, args)
+    results += served
+    ratios = ratios_of(results)
+
+    print(f"\n{'mode':10} {'shape':9} {'batch':>5} {'records/s':>11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for r in results:
+        print(f"{r['mode']:10} {r['shape']:9} {r['batch']:>5} {r['records_per_s']:>11} {r['requests_per_s']:>9} {r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {r['errors']:>6}")
     print()
     for k, v in ratios.items():
-        print(f"{k:32} {v}")
-    print(f"validate_reading: {validate_us:.1f} us per reading; concurrency {args.concurrency}; cpus 2 (client in the same machine)")
-    print(json.dumps({"bench": "ingest", "results": results, "ratios": ratios, "validate_us": round(validate_us, 2)}))
+        print(f"{k:40} {v}")
+    load = os.getloadavg()
+    print(f"serve ingress: {ingress}; bus: {args.bus_url or 'embedded'}; concurrency {args.concurrency}; 2 cpus for Ray, client on the same machine; load average now {load[0]:.2f}")
+    print(json.dumps({"bench": "ingest", "ingress": ingress, "results": results, "ratios": ratios, "load_average": load}))
     return 0
 
 

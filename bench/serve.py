@@ -74,8 +74,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -94,10 +92,9 @@ sys.path.insert(0, str(REPO))
 
 from app.config import Settings  # noqa: E402
 from app.serve.tuning import free_port  # noqa: E402
+from bench.loadgen_client import loadgen_binary, run_loadgen  # noqa: E402
 
-LOADGEN_SRC = REPO / "bench" / "loadgen"
 WARM_STEPS = 125  # simulated minutes that fill an online window (features look back up to two hours)
-BEARER_ENV = "GH_LOADGEN_BEARER_TOKEN"  # bench/loadgen reads the token from here (not from its argv)
 
 
 def stats(name: str, latencies: list[float], wall_s: float, errors: int) -> dict:
@@ -169,51 +166,6 @@ def fixed_rate(url: str, bodies: list[dict], seconds: float, rate: float, header
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(n)))
     return latencies, time.perf_counter() - t0, errors[0]
-
-
-def loadgen_binary() -> Path | None:
-    """The Go load generator, (re)built when its source is newer than the binary; ``None`` when it
-    cannot be had (no Go toolchain and no up-to-date binary, or the build failed)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    binary = cache / "greenhouse-mlops" / "bin" / "gh-loadgen"
-    newest_source = max(f.stat().st_mtime for f in LOADGEN_SRC.iterdir() if f.suffix in (".go", ".mod"))
-    if binary.exists() and binary.stat().st_mtime >= newest_source:
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        return None
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-    done = subprocess.run([go, "build", "-o", str(binary), "."], cwd=LOADGEN_SRC, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"warning: building bench/loadgen failed:\n{done.stderr.strip()}", file=sys.stderr)
-        return None
-    return binary
-
-
-def run_loadgen(binary: Path, name: str, url: str, bodies: list[dict], seconds: float, *, concurrency: int = 0, rate: float = 0.0, token: str | None = None) -> dict:
-    """One Go load-generator run (closed loop with ``concurrency``, open loop at ``rate``; ``token``
-    sent as the bearer token, handed over in the environment)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        f.write("\n".join(json.dumps(b) for b in bodies) + "\n")
-    try:
-        cmd = [str(binary), "-url", url, "-bodies", f.name, "-duration", str(seconds), "-procs", "1"]
-        cmd += ["-concurrency", str(concurrency)] if concurrency else ["-rate", str(rate)]
-        env = {**os.environ, BEARER_ENV: token} if token else None
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    finally:
-        os.unlink(f.name)
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    return {
-        "endpoint": name,
-        "requests": out["requests"],
-        "errors": out["errors"],
-        "requests_per_s": out["requests_per_s"],
-        "p50_ms": out["p50_ms"],
-        "p99_ms": out["p99_ms"],
-        "max_ms": out["max_ms"],
-        **({"first_error": out["first_error"]} if out.get("first_error") else {}),
-    }
 
 
 def _cpu_snapshot() -> tuple[float, float, dict[int, tuple[str, float]]] | None:

@@ -294,6 +294,7 @@ app.add_typer(__import__("app.cli.credentials", fromlist=["operators_app"]).oper
 app.add_typer(__import__("app.cli.keys", fromlist=["app"]).app, name="keys")
 app.add_typer(__import__("app.cli.rollout", fromlist=["app"]).app, name="rollout")
 app.add_typer(__import__("app.cli.lineage", fromlist=["app"]).app, name="lineage")
+app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(__import__("app.cli.serve", fromlist=["serve"]).serve)
 
 
 def main() -> None:

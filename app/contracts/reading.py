@@ -98,7 +98,7 @@ class Measurements(BaseModel):
                     raise ValueError(f"measurement {short_repr(key)} must be finite")
                 continue
             raise ValueError(f"measurement {short_repr(key)} must be a number, string or boolean")
-        if not any(v is not None for v in self.model_dump().values()):
+        if all(getattr(self, name) is None for name in MEASUREMENT_NAMES) and all(v is None for v in extras.values()):
             raise ValueError("measurements must hold at least one value")
 
     def known(self) -> dict[str, float | None]:
@@ -221,6 +221,11 @@ def validate_reading(value: Any, *, now: datetime | None = None, max_future_skew
     if reading.ts > now + timedelta(seconds=max_future_skew_s):
         raise ReadingError(f"ts: {reading.ts.isoformat()} is more than {max_future_skew_s:.0f} s in the future")
     return reading
+
+
+def reading_json(reading: Reading) -> bytes:
+    """A valid reading as the bus holds it: its JSON without absent fields (``ts`` in RFC 3339 UTC)."""
+    return orjson.dumps(reading.model_dump(mode="json", exclude_none=True))
 
 
 def reading_from_bus(raw: bytes | str, *, now: datetime | None = None) -> Reading:

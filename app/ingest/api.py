@@ -7,6 +7,8 @@ Routes (Kafka REST Proxy v2 subset; every one but the last two needs a device cr
 - ``GET /topics``, ``GET /topics/{topic}``: the topics devices may produce to.
 - ``GET /healthz``: liveness; ``GET /stats``: counters since start.
 - ``GET /openapi.json``, ``/docs``: the OpenAPI document.
+- REST Proxy v3 produce, ``POST /v3/clusters/{cluster_id}/topics/{topic}/records`` (streaming
+  too): :mod:`app.ingest.api_v3`, on the same service and credentials.
 
 A credential is ``Authorization: Bearer <device token>``, or a client certificate the TLS edge
 verified (:mod:`app.security.edge`; trusted only with the edge's secret header). The OpenAPI
@@ -23,13 +25,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.contracts.reading import Reading
 from app.ingest import errors
+from app.ingest.api_v3 import add_v3_routes
 from app.ingest.gateway import BINARY_V2, JSON_V2, RESPONSE_MEDIA_TYPE, WWW_AUTHENTICATE, IngestResponse, IngestService, request_error, unauthorized
+from app.ingest.offload import Offload
 from app.security.credentials import DeviceIdentity
 from app.security.edge import client_device
 
@@ -172,6 +175,7 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
     function returning it (the edge may make it after the gateway starts); without it,
     client-certificate identities from the edge are not trusted."""
     secret_of = edge_secret if callable(edge_secret) else lambda: edge_secret
+    offload = Offload()
     api = FastAPI(title="Greenhouse ingest gateway", version="1", description="Kafka REST Proxy v2 compatible produce API for greenhouse sensor readings.", default_response_class=KafkaResponse)
 
     def identify(request: Request) -> DeviceIdentity | None:
@@ -203,7 +207,7 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
             if size > limit:
                 return _respond(request_error(413, errors.BODY_TOO_LARGE, f"request body exceeds {limit} bytes"))
             chunks.append(chunk)
-        result = await run_in_threadpool(service.produce_as, identity, topic, b"".join(chunks), content_type=headers.get("content-type"), accept=headers.get("accept"))
+        result = await offload(service.produce_as, identity, topic, b"".join(chunks), content_type=headers.get("content-type"), accept=headers.get("accept"))
         return _respond(result)
 
     @api.get("/topics", summary="Topics devices may produce to", response_model=list[str], responses=dict([_UNAUTHORIZED]), openapi_extra={"security": _SECURITY})
@@ -216,7 +220,9 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
     async def topic_info(topic: str, request: Request) -> Response:
         if identify(request) is None:
             return _respond(unauthorized())
-        return _respond(await run_in_threadpool(service.topic_info, topic))
+        return _respond(await offload(service.topic_info, topic))
+
+    add_v3_routes(api, service, identify, offload)
 
     @api.get("/healthz", summary="Liveness", response_model=Health)
     async def healthz() -> Response:

@@ -11,8 +11,12 @@ record is validated against the reading contract and against the credential (its
 device, its greenhouse's partition). Rejected records are turned into
 :class:`~app.contracts.deadletter.DeadLetter` bytes *before* anything is written, so that nothing
 after the bus write can fail the request (a retry would duplicate what was accepted); then valid
-ones go to the bus in one write (key = greenhouse id, so a greenhouse stays ordered) and the dead
-letters to the dead-letter topic. Nothing is answered 200 before the bus has it durably.
+ones go to the bus in one write (key = greenhouse id, so a greenhouse stays ordered; requests served
+at the same time share it, :mod:`app.ingest.write_batcher`) and the dead letters to the dead-letter
+topic. Nothing is answered 200 before the bus has it durably.
+
+REST Proxy v3 (:mod:`app.ingest.v3`) takes its records out of their own envelope and goes through
+:meth:`IngestService.produce_decoded`, the same path from validation to the dead letters.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import orjson
 from app.bus import Bus, BusError, OutgoingRecord, UnknownTopicError, partition_for_key
 from app.config import Settings
 from app.contracts.deadletter import DeadLetter
-from app.contracts.reading import Reading, ReadingError, reason_code, validate_reading
+from app.contracts.reading import Reading, ReadingError, reading_json, reason_code, validate_reading
+from app.contracts.reading_plain import PlainReading, plain_reading
 from app.ingest import errors
+from app.ingest.write_batcher import WriteBatcher
 from app.security.credentials import DeviceIdentity, bearer_token
 
 log = logging.getLogger(__name__)
@@ -117,7 +123,7 @@ def parse_produce_body(body: bytes, max_records: int) -> list[Any] | IngestRespo
     return records
 
 
-def authorize_reading(reading: Reading, partition: int | None, identity: DeviceIdentity, partitions: int) -> Rejection | None:
+def authorize_reading(reading: Reading | PlainReading, partition: int | None, identity: DeviceIdentity, partitions: int) -> Rejection | None:
     """``None`` when ``identity`` may write ``reading`` (to ``partition``, when the record names
     one), else why not: another greenhouse (40302), another device (40303), or a partition that is
     not the greenhouse's own (40304; the key is always the greenhouse id)."""
@@ -132,37 +138,85 @@ def authorize_reading(reading: Reading, partition: int | None, identity: DeviceI
     return None
 
 
-def convert_record(record: Any, *, binary: bool, now: datetime, max_future_skew_s: float, identity: DeviceIdentity, partitions: int) -> OutgoingRecord | Rejection:
-    """One REST Proxy record -> the bus record to write (key = greenhouse id), or why not.
+@dataclass(frozen=True, slots=True)
+class RecordValue:
+    """A record's reading as decoded from its envelope (REST Proxy v2 or v3), and the partition the
+    record names (``None``: the key chooses)."""
 
-    ``binary`` records carry base64 of the reading's JSON (else the reading itself); the reading
-    is checked by :func:`~app.contracts.reading.validate_reading` against ``now``, then by
-    :func:`authorize_reading` against the sender's ``identity`` (``partitions``: the topic's count).
-    """
+    value: Any
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Where the bus put one accepted record, and the size of the value written."""
+
+    partition: int
+    offset: int
+    value_bytes: int
+
+
+RecordOutcome = Written | Rejection
+"""What became of one record of a produce request."""
+_NOT_WRITTEN = Rejection(errors.BROKER_ERROR, "not written")
+
+
+def checked_partition(partition: Any) -> Rejection | None:
+    """``None`` when ``partition`` is absent or a non-negative integer, else the 42206 rejection."""
+    if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool) or partition < 0):
+        return Rejection(errors.INVALID_RECORD, "partition: must be a non-negative integer")
+    return None
+
+
+def decode_base64_json(text: Any) -> Any | Rejection:
+    """The JSON value ``text`` holds as base64 (the binary embedded format), or the 42203 rejection."""
+    if not isinstance(text, str):
+        return Rejection(errors.VALUE_CONVERSION_FAILED, "value: binary records need a base64 string")
+    try:
+        return orjson.loads(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError):
+        return Rejection(errors.VALUE_CONVERSION_FAILED, "value: not base64-encoded JSON")
+
+
+def v2_record_value(record: Any, *, binary: bool) -> RecordValue | Rejection:
+    """The reading and partition of one REST Proxy v2 record (``binary``: its value is base64 of
+    the reading's JSON), or why the record is not one."""
     if not isinstance(record, dict):
         return Rejection(errors.INVALID_RECORD, "record: must be an object with a 'value'")
     if "value" not in record or record["value"] is None:
         return Rejection(errors.INVALID_RECORD, "value: a record needs a non-null 'value'")
-    value = record["value"]
-    if binary:
-        if not isinstance(value, str):
-            return Rejection(errors.VALUE_CONVERSION_FAILED, "value: binary records need a base64 string")
-        try:
-            value = orjson.loads(base64.b64decode(value, validate=True))
-        except (binascii.Error, ValueError):
-            return Rejection(errors.VALUE_CONVERSION_FAILED, "value: not base64-encoded JSON")
+    value = decode_base64_json(record["value"]) if binary else record["value"]
+    if isinstance(value, Rejection):
+        return value
     partition = record.get("partition")
-    if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool) or partition < 0):
-        return Rejection(errors.INVALID_RECORD, "partition: must be a non-negative integer")
-    try:
-        reading = validate_reading(value, now=now, max_future_skew_s=max_future_skew_s)
-    except ReadingError as exc:
-        return Rejection(errors.INVALID_RECORD, exc.reason)
-    denied = authorize_reading(reading, partition, identity, partitions)
+    return checked_partition(partition) or RecordValue(value, partition)
+
+
+def convert_value(decoded: RecordValue, *, now: datetime, max_future_skew_s: float, identity: DeviceIdentity, partitions: int) -> OutgoingRecord | Rejection:
+    """A decoded record -> the bus record to write (key = greenhouse id), or why not: the reading
+    is checked (:func:`~app.contracts.reading_plain.plain_reading` for a plain one, else
+    :func:`~app.contracts.reading.validate_reading`) against ``now``, then by
+    :func:`authorize_reading` against the sender's ``identity`` (``partitions``: the topic's count)."""
+    reading: Reading | PlainReading | None = plain_reading(decoded.value, now=now, max_future_skew_s=max_future_skew_s)
+    if reading is None:  # not certainly plain and valid: the model decides, with its reason
+        try:
+            reading = validate_reading(decoded.value, now=now, max_future_skew_s=max_future_skew_s)
+        except ReadingError as exc:
+            return Rejection(errors.INVALID_RECORD, exc.reason)
+    denied = authorize_reading(reading, decoded.partition, identity, partitions)
     if denied:
         return denied
-    data = orjson.dumps(reading.model_dump(mode="json", exclude_none=True))
-    return OutgoingRecord(value=data, key=reading.greenhouse_id.encode(), partition=partition)
+    data = reading.json if isinstance(reading, PlainReading) else reading_json(reading)
+    return OutgoingRecord(value=data, key=reading.greenhouse_id.encode(), partition=decoded.partition)
+
+
+def convert_record(record: Any, *, binary: bool, now: datetime, max_future_skew_s: float, identity: DeviceIdentity, partitions: int) -> OutgoingRecord | Rejection:
+    """One REST Proxy v2 record -> the bus record to write, or why not
+    (:func:`v2_record_value`, then :func:`convert_value`)."""
+    decoded = v2_record_value(record, binary=binary)
+    if isinstance(decoded, Rejection):
+        return decoded
+    return convert_value(decoded, now=now, max_future_skew_s=max_future_skew_s, identity=identity, partitions=partitions)
 
 
 def dead_letter_bytes(topic: str, raw: Any, rejection: Rejection, now: datetime) -> bytes:
@@ -195,6 +249,7 @@ class IngestService:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._on_result = on_result
         self._partitions: dict[str, int] = {}
+        self._writer = WriteBatcher(bus)  # concurrent requests share bus writes
         self.stats = IngestStats()
         topics = settings.topics
         for topic in {topics.sensors, topics.control, topics.deadletter, *settings.ingest.topics}:
@@ -212,16 +267,24 @@ class IngestService:
             return self.devices.by_certificate(client_device)
         return None
 
-    def check_request(self, topic: str, content_type: str | None, content_length: int | None, accept: str | None) -> IngestResponse | None:
-        """Checks that need neither credential nor body (406, 404, 415, 413, in this order);
-        ``None`` when the request may proceed."""
+    def now(self) -> datetime:
+        """The service's clock (UTC)."""
+        return self._clock()
+
+    def note_request(self) -> None:
+        """Count a produce request (the v3 path counts its own)."""
+        self.stats.requests += 1
+
+    def check_request(self, topic: str, content_type: str | None, content_length: int | None, accept: str | None, *, media_types: tuple[str, ...] = (JSON_V2, BINARY_V2)) -> IngestResponse | None:
+        """Checks that need neither credential nor body (406, 404, 415 unless ``content_type`` is
+        one of ``media_types``, 413, in this order); ``None`` when the request may proceed."""
         if accept and not any(a.split(";", 1)[0].strip().lower() in _ACCEPTABLE for a in accept.split(",")):
             return request_error(406, errors.NOT_ACCEPTABLE, f"cannot produce any of Accept: {accept}; use {RESPONSE_MEDIA_TYPE}")
         if topic not in self.settings.ingest.topics:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
         media = _media_type(content_type)
-        if media not in (JSON_V2, BINARY_V2):
-            return request_error(415, errors.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Type {content_type or '(none)'!r}; use {JSON_V2} or {BINARY_V2}")
+        if media not in media_types:
+            return request_error(415, errors.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Type {content_type or '(none)'!r}; use {' or '.join(media_types)}")
         limit = self.settings.ingest.max_body_bytes
         if content_length is not None and content_length > limit:
             return request_error(413, errors.BODY_TOO_LARGE, f"request body of {content_length} bytes exceeds {limit} bytes")
@@ -240,35 +303,46 @@ class IngestService:
     def produce_as(self, identity: DeviceIdentity, topic: str, body: bytes, *, content_type: str | None, accept: str | None = None) -> IngestResponse:
         """Produce for a device already authenticated by :meth:`authenticate` (the HTTP layer
         does that before it reads the body)."""
-        self.stats.requests += 1
+        self.note_request()
         early = self.check_request(topic, content_type, len(body), accept)
         if early:
             return early
         records = parse_produce_body(body, self.settings.ingest.max_records_per_request)
         if isinstance(records, IngestResponse):
             return records
-        now = self._clock()
         binary = _media_type(content_type) == BINARY_V2
-        skew_s = self.settings.ingest.max_future_skew_s
+        outcomes = self.produce_decoded(identity, topic, records, [v2_record_value(r, binary=binary) for r in records])
+        if isinstance(outcomes, IngestResponse):
+            return outcomes
+        return _produce_answer(outcomes)
+
+    def produce_decoded(self, identity: DeviceIdentity, topic: str, raws: list[Any], decoded: list[RecordValue | Rejection]) -> list[RecordOutcome] | IngestResponse:
+        """Validate, authorize and write records already taken out of their envelopes (v2 or v3):
+        ``raws`` as sent (kept in dead letters), ``decoded`` their readings. One outcome per
+        record, or the request-level answer when nothing could be written (404 topic, 503 bus).
+        Rejected records go to the dead-letter topic; nothing here raises for bad input."""
+        now = self._clock()
         try:
             partitions = self._partition_count(topic)
         except UnknownTopicError:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
-        converted = [convert_record(r, binary=binary, now=now, max_future_skew_s=skew_s, identity=identity, partitions=partitions) for r in records]
-        rejected = [(raw, c) for raw, c in zip(records, converted) if isinstance(c, Rejection)]
+        skew_s = self.settings.ingest.max_future_skew_s
+        converted = [d if isinstance(d, Rejection) else convert_value(d, now=now, max_future_skew_s=skew_s, identity=identity, partitions=partitions) for d in decoded]
+        rejected = [(raw, c) for raw, c in zip(raws, converted, strict=True) if isinstance(c, Rejection)]
         letters = [OutgoingRecord(value=dead_letter_bytes(topic, raw, r, now)) for raw, r in rejected]  # before any write: see the module docstring
         try:
-            offsets, accepted = self._write(topic, converted)
+            outcomes = self._write(topic, converted)
         except UnknownTopicError:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
         except BusError as exc:
-            log.warning("bus write failed for %d records: %s", len(records) - len(rejected), exc)
+            log.warning("bus write failed for %d records: %s", len(raws) - len(rejected), exc)
             self._dead_letter(letters)
             return request_error(503, errors.BUS_UNAVAILABLE, "the bus is unavailable, nothing was written; retry")
         # from here on nothing may fail the request: the bus has the accepted records
         self._dead_letter(letters)
-        self._count(len(records), accepted, [reason_code(r.reason) for _, r in rejected])
-        return _produce_answer(offsets, accepted, [r for _, r in rejected])
+        accepted = sum(isinstance(o, Written) for o in outcomes)
+        self._count(len(raws), accepted, [reason_code(r.reason) for _, r in rejected])
+        return outcomes
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
@@ -276,29 +350,21 @@ class IngestService:
             count = self._partitions[topic] = self.bus.partitions_for(topic)
         return count
 
-    def _write(self, topic: str, converted: list[OutgoingRecord | Rejection]) -> tuple[list[dict[str, Any]], int]:
-        """Write the accepted records in one bus call; the per-record offsets and how many the bus
-        took. Raises :class:`~app.bus.BusError` when the bus refused the whole write."""
-        offsets: list[dict[str, Any]] = []
-        outgoing: list[tuple[int, OutgoingRecord]] = []
-        for i, c in enumerate(converted):
-            if isinstance(c, Rejection):
-                offsets.append(_offset(None, None, c.code, c.reason))
-            else:
-                offsets.append(_offset(None, None, errors.BROKER_ERROR, "not written"))  # set below
-                outgoing.append((i, c))
+    def _write(self, topic: str, converted: list[OutgoingRecord | Rejection]) -> list[RecordOutcome]:
+        """Write the accepted records in one bus call; each record's outcome. Raises
+        :class:`~app.bus.BusError` when the bus refused the whole write."""
+        outcomes: list[RecordOutcome] = [c if isinstance(c, Rejection) else _NOT_WRITTEN for c in converted]  # set below
+        outgoing = [(i, c) for i, c in enumerate(converted) if not isinstance(c, Rejection)]
         if not outgoing:
-            return offsets, 0
-        results = self.bus.produce(topic, [record for _, record in outgoing])
-        accepted = 0
-        for (i, _), res in zip(outgoing, results):
-            if res.ok:
-                accepted += 1
-                offsets[i] = _offset(res.partition, res.offset, None, None)
+            return outcomes
+        results = self._writer.produce(topic, [record for _, record in outgoing])
+        for (i, record), res in zip(outgoing, results, strict=True):
+            if res.ok and res.partition is not None and res.offset is not None:
+                outcomes[i] = Written(res.partition, res.offset, len(record.value))
             else:
                 code = errors.BROKER_RETRIABLE if res.retriable else errors.PARTITION_NOT_FOUND if "partition" in (res.error or "") else errors.BROKER_ERROR
-                offsets[i] = _offset(None, None, code, res.error)
-        return offsets, accepted
+                outcomes[i] = Rejection(code, res.error or "not written")
+        return outcomes
 
     def _count(self, records: int, accepted: int, rejected_reasons: list[str]) -> None:
         self.stats.accepted += accepted
@@ -332,13 +398,14 @@ class IngestService:
         return IngestResponse(200, {"name": topic, "configs": {}, "partitions": [{"partition": p, "leader": 0, "replicas": []} for p in range(count)]})
 
 
-def _produce_answer(offsets: list[dict[str, Any]], accepted: int, rejections: list[Rejection]) -> IngestResponse:
-    """200 when a record was accepted; else 403 when a record was refused for the credential
-    (the first such code), else 422. Per-record results are in ``offsets`` either way."""
+def _produce_answer(outcomes: list[RecordOutcome]) -> IngestResponse:
+    """The v2 answer: 200 when a record was accepted; else 403 when a record was refused for the
+    credential (the first such code), else 422. Per-record results are in ``offsets`` either way."""
+    offsets = [_offset(o.partition, o.offset, None, None) if isinstance(o, Written) else _offset(None, None, o.code, o.reason) for o in outcomes]
     body: dict[str, Any] = {"key_schema_id": None, "value_schema_id": None, "offsets": offsets}
-    if accepted:
+    if any(isinstance(o, Written) for o in outcomes):
         return IngestResponse(200, body)
-    forbidden = [r for r in rejections if r.code in errors.FORBIDDEN_RECORD_CODES]
+    forbidden = [o for o in outcomes if isinstance(o, Rejection) and o.code in errors.FORBIDDEN_RECORD_CODES]
     if forbidden:
         body["error_code"] = forbidden[0].code
         body["message"] = f"no record was accepted: {len(forbidden)} not authorized for this credential (see offsets[].error)"

@@ -46,7 +46,9 @@ def run_sink_workers(settings: Settings, workers: int, run_options: dict[str, An
     :meth:`LakeSink.run` for ``run_options``); the merged stats and each worker's."""
     import ray
 
-    actor = ray.remote(num_cpus=WORKER_NUM_CPUS, max_restarts=3, max_task_retries=3)(SinkWorker)
+    # SPREAD: one worker per node where there are enough, so a lost node takes one worker's
+    # partitions (the others take them over) and each node's network and disks carry a share
+    actor = ray.remote(num_cpus=WORKER_NUM_CPUS, max_restarts=3, max_task_retries=3, scheduling_strategy="SPREAD")(SinkWorker)
     actors = [actor.remote(settings, name) for name in worker_names(settings, workers)]  # type: ignore[attr-defined]
     try:
         per_worker: list[dict[str, Any]] = ray.get([a.run.remote(run_options) for a in actors])

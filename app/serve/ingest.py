@@ -1,6 +1,7 @@
 """The ingest gateway as a Ray Serve application.
 
-``serve run serve_configs/ingest.yaml`` (or ``serve deploy``) imports :func:`build_app`; the
+``greenhouse serve serve_configs/ingest.yaml`` (``serve run`` with the fast ingress,
+:mod:`app.cli.serve`) or ``serve deploy`` imports :func:`build_app`; the
 ``args`` of the config file become :class:`~app.serve.args.AppArgs`. Tests and the demo call
 ``build_app(AppArgs(settings=settings.for_replicas()))`` so replicas see exactly
 the caller's settings. Devices authenticate against the device registry in the settings' metadata
@@ -21,6 +22,7 @@ from app.config import Settings
 from app.ingest.api import create_api
 from app.ingest.gateway import IngestService
 from app.serve.args import AppArgs
+from app.serve.tuning import ACCESS_LOG_OFF
 
 
 class EdgeSecret:
@@ -42,7 +44,7 @@ class EdgeSecret:
         return self._secret
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, health_check_period_s=10)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, health_check_period_s=10, logging_config=ACCESS_LOG_OFF)
 @serve.ingress()
 class IngestGateway:
     """Serve replica: one :class:`IngestService` on its own bus connection and device registry."""

@@ -12,6 +12,13 @@
 // result is one JSON line on stdout: requests (successful, HTTP 200), errors, duration_s,
 // requests_per_s, p50_ms, p90_ms, p99_ms, max_ms, mean_ms (plus the first error seen, if any).
 //
+// For the ingest gateway: -content-type sets the Content-Type (default application/json);
+// -tokens FILE holds one bearer token per line, body i going with token i (round-robin; else the
+// one token in $GH_LOADGEN_BEARER_TOKEN); -split-values sends each body line's concatenated JSON
+// values one per line (REST Proxy v3 records); -chunked sends bodies without a Content-Length
+// (chunked: v3 streaming mode); -check-results counts an answer as an error unless each of its
+// lines is a JSON object with "error_code": 200 (v3 results).
+//
 //	gh-loadgen -url http://127.0.0.1:8000/climate/control -bodies bodies.jsonl -concurrency 8 -duration 20
 //	gh-loadgen -url http://127.0.0.1:8000/climate/control -body '{"greenhouse_id":"gh-01"}' -rate 50 -duration 20
 package main
@@ -79,33 +86,88 @@ func (r *recorder) record(d time.Duration, err error) {
 }
 
 type poster struct {
-	client *http.Client
-	url    string
-	bodies [][]byte
-	bearer string // sent as "Authorization: Bearer ..." when set
+	client       *http.Client
+	url          string
+	bodies       [][]byte
+	bearers      []string // body i is sent with "Authorization: Bearer " + bearers[i % len] (none when empty)
+	contentType  string
+	chunked      bool // send without a Content-Length (Transfer-Encoding: chunked)
+	checkResults bool // every answer line must be a JSON object with "error_code": 200
 }
 
 // post sends body i (round-robin) and reads the whole answer, so the connection is reused.
 func (p *poster) post(i int) error {
 	body := p.bodies[i%len(p.bodies)]
-	req, err := http.NewRequest(http.MethodPost, p.url, bytes.NewReader(body))
+	var reader io.Reader = bytes.NewReader(body)
+	if p.chunked {
+		reader = io.MultiReader(reader) // a reader of unknown length: net/http sends it chunked
+	}
+	req, err := http.NewRequest(http.MethodPost, p.url, reader)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if p.bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+p.bearer)
+	req.Header.Set("Content-Type", p.contentType)
+	if len(p.bearers) > 0 {
+		req.Header.Set("Authorization", "Bearer "+p.bearers[i%len(p.bearers)])
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return err
 	}
-	_, copyErr := io.Copy(io.Discard, resp.Body)
+	answer, readErr := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d", resp.StatusCode)
+		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, answer)
 	}
-	return copyErr
+	if readErr == nil && p.checkResults {
+		return checkResults(answer)
+	}
+	return readErr
+}
+
+// checkResults fails unless every line of answer is a JSON object with "error_code": 200.
+func checkResults(answer []byte) error {
+	for _, line := range bytes.Split(bytes.TrimSpace(answer), []byte("\n")) {
+		var result struct {
+			ErrorCode int    `json:"error_code"`
+			Message   string `json:"message"`
+		}
+		if err := json.Unmarshal(line, &result); err != nil || result.ErrorCode != 200 {
+			return fmt.Errorf("result %d: %s (%.200s)", result.ErrorCode, result.Message, line)
+		}
+	}
+	return nil
+}
+
+// splitValues returns the JSON values concatenated in body, each followed by a newline.
+func splitValues(body []byte) ([]byte, error) {
+	var out bytes.Buffer
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		var value json.RawMessage
+		if err := dec.Decode(&value); err == io.EOF {
+			return out.Bytes(), nil
+		} else if err != nil {
+			return nil, err
+		}
+		out.Write(value)
+		out.WriteByte('\n')
+	}
+}
+
+// readLines returns the non-empty lines of a file.
+func readLines(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out, nil
 }
 
 func closedLoop(p *poster, rec *recorder, concurrency int, duration time.Duration) time.Duration {
@@ -152,7 +214,7 @@ func openLoop(p *poster, rec *recorder, rate float64, duration time.Duration, la
 	return time.Since(t0)
 }
 
-func readBodies(path string, extra []string) ([][]byte, error) {
+func readBodies(path string, extra []string, split bool) ([][]byte, error) {
 	var out [][]byte
 	if path != "" {
 		f, err := os.Open(path)
@@ -177,7 +239,13 @@ func readBodies(path string, extra []string) ([][]byte, error) {
 		out = append(out, []byte(b))
 	}
 	for i, b := range out {
-		if !json.Valid(b) {
+		if split {
+			values, err := splitValues(b)
+			if err != nil {
+				return nil, fmt.Errorf("body %d is not concatenated JSON: %v", i, err)
+			}
+			out[i] = values
+		} else if !json.Valid(b) {
 			return nil, fmt.Errorf("body %d is not valid JSON", i)
 		}
 	}
@@ -236,6 +304,11 @@ func main() {
 	warmup := flag.Float64("warmup", 0, "seconds of unrecorded closed-loop load first (uses -concurrency, or 4 workers)")
 	timeout := flag.Float64("timeout", 30, "per-request timeout in seconds")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: Go's default)")
+	contentType := flag.String("content-type", "application/json", "Content-Type of every request")
+	tokensFile := flag.String("tokens", "", "file with one bearer token per line: body i goes with token i (round-robin)")
+	split := flag.Bool("split-values", false, "send each body line's concatenated JSON values one per line")
+	chunked := flag.Bool("chunked", false, "send bodies chunked, without a Content-Length (REST Proxy v3 streaming)")
+	check := flag.Bool("check-results", false, "an answer is an error unless each of its lines has \"error_code\": 200")
 	flag.Parse()
 
 	fail := func(format string, a ...any) {
@@ -254,9 +327,17 @@ func main() {
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
-	bodies, err := readBodies(*bodiesFile, extra)
+	bodies, err := readBodies(*bodiesFile, extra, *split)
 	if err != nil {
 		fail("%v", err)
+	}
+	var bearers []string
+	if *tokensFile != "" {
+		if bearers, err = readLines(*tokensFile); err != nil || len(bearers) == 0 {
+			fail("-tokens %s: no tokens (%v)", *tokensFile, err)
+		}
+	} else if token := os.Getenv(bearerEnv); token != "" {
+		bearers = []string{token}
 	}
 	transport := &http.Transport{
 		Proxy:               nil,
@@ -266,7 +347,8 @@ func main() {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	p := &poster{client: &http.Client{Transport: transport, Timeout: time.Duration(*timeout * float64(time.Second))}, url: *url, bodies: bodies, bearer: os.Getenv(bearerEnv)}
+	client := &http.Client{Transport: transport, Timeout: time.Duration(*timeout * float64(time.Second))}
+	p := &poster{client: client, url: *url, bodies: bodies, bearers: bearers, contentType: *contentType, chunked: *chunked, checkResults: *check}
 
 	if *warmup > 0 {
 		workers := *concurrency
