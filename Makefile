@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 STACK_KAFKA_BROKERS ?= 3
 export STACK_KAFKA_BROKERS
 
-.PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess bench-control clean
+.PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess bench-control bench-scale clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ bench-preprocess: install
 
 bench-control: install
 	$(BIN)/python bench/control.py $(BENCH_ARGS)
+
+bench-scale: install
+	stack/with-stack $(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .greenhouse .pytest_cache
