@@ -2,7 +2,7 @@
 ``main`` of the module here with the same name).
 
 Each ``main(argv)`` parses its arguments, builds settings, calls the stage in ``app``, prints one JSON
-summary line and returns the exit code. ``greenhouse preprocess|train|tune|promote|sink|drift`` call them
+summary line and returns the exit code. ``greenhouse preprocess|train|tune|promote|sink|drift|batch_predict`` call them
 in-process; ``python -m jobs.<name>`` (a Ray job, a RayJob, Airflow) runs them in the job's process.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.entrypoints import drift, preprocess, promote, sink, train, tune
+from app.entrypoints import batch_predict, drift, preprocess, promote, sink, train, tune
 from app.orchestration.registry import job_spec
 
 Main = Callable[[list[str] | None], int]
-MAINS: dict[str, Main] = {"sink": sink.main, "preprocess": preprocess.main, "train": train.main, "tune": tune.main, "promote": promote.main, "drift": drift.main}
+MAINS: dict[str, Main] = {"sink": sink.main, "preprocess": preprocess.main, "train": train.main, "tune": tune.main, "promote": promote.main, "drift": drift.main, "batch_predict": batch_predict.main}
 
 
 def main_of(job: str) -> Main:

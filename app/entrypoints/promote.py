@@ -1,7 +1,7 @@
 """Promote job: ``python -m jobs.promote [--model-name NAME] [--min-improvement X] [--rollout [--steps 0.1,0.5,1]]``.
 
 Moves alias ``champion`` to the ``challenger`` version only when the challenger's skill against
-persistence (15-min indoor air temperature) beats the champion's on the same validation window
+persistence (15-min indoor air temperature) beats the champion's on the same test window
 (the challenger's feature set; both models are evaluated now). Otherwise leaves the champion and
 says why. With ``--rollout`` a challenger that passes starts a canary rollout instead (serving
 replicas then judge it online, step by step, and promote or roll it back: docs/rollouts.md);
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.entrypoints.runtime import add_model_name, job_parser, run_job
+from app.entrypoints.runtime import add_model_name, init_ray, job_parser, run_job
 
 
 def _steps(text: str) -> list[float]:
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.train.promotion import run_promotion
 
         settings = load_settings(args.config)
+        init_ray(settings.ray.auth_token_file)  # both models forecast the test window with Ray Data
         model_name = args.model_name or settings.control.model_name
         if not args.rollout:
             return run_promotion(settings, model_name, min_improvement=args.min_improvement).summary()

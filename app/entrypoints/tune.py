@@ -29,14 +29,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tune_and_train(args: argparse.Namespace) -> dict:
     from app.config import load_settings
-    from app.preprocess import load_feature_set, read_feature_set_ray
+    from app.preprocess import read_feature_set_ray
+    from app.preprocess.pipeline import feature_set_doc
     from app.train.pipeline import latest_feature_set_id, run_training
     from app.train.tune import TuneParams, tune_boosters
 
     settings = load_settings(args.config)
     init_ray(settings.ray.auth_token_file)
     fs_id = args.feature_set_id or latest_feature_set_id(settings)
-    _, _, doc = load_feature_set(settings, fs_id)
+    doc = feature_set_doc(settings, fs_id)
     tune_params = TuneParams(**{name: getattr(args, name) for name in ("num_samples", "max_rounds", "grace_rounds", "num_workers", "max_concurrent_trials", "seed")})
     best, search = tune_boosters(
         read_feature_set_ray(settings, fs_id, "train"),

@@ -185,7 +185,7 @@ def submit(
     from app.kuberay.runner import KubeRayRunner
     from app.orchestration.runner import JobRequest
 
-    request = JobRequest(job, name or f"greenhouse-{job}-{uuid.uuid4().hex[:6]}", tuple(ctx.args))
+    request = JobRequest(job, name or f"greenhouse-{job.replace('_', '-')}-{uuid.uuid4().hex[:6]}", tuple(ctx.args))  # a Kubernetes name: no underscores
     objects = _objects(source)
     with _client(kube) as client:
         runner = KubeRayRunner(client, objects, fetch_logs=False)

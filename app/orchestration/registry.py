@@ -43,6 +43,7 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("tune", "jobs.tune", "Search hyperparameters with Ray Tune, then train the best.", takes_model_name=True),
         JobSpec("promote", "jobs.promote", "Move alias champion to the challenger if it forecasts better.", takes_model_name=True),
         JobSpec("drift", "jobs.drift", "Compare the newest lake days with the feature set's baseline (PSI) and the online error."),
+        JobSpec("batch_predict", "jobs.batch_predict", "Run a registered model over a feature set window with Ray Data; predictions to the lake.", takes_model_name=True),
     )
 }
 

@@ -54,7 +54,9 @@ class Forecaster:
         from app.tracking import warm_imports
 
         warm_imports()  # at start, not on the first model load
-        self.tracking_url = args.load().tracking_url
+        settings = args.load()
+        self.tracking_url = settings.tracking_url
+        self.model_cache_dir = settings.model_cache_path  # versions this node fetched before load from disk
         freeze_startup_heap()
 
     @serve.multiplexed(max_num_models_per_replica=4)
@@ -62,7 +64,7 @@ class Forecaster:
         from app.tracking import load_forecast_model
 
         started = time.monotonic()
-        model = await asyncio.to_thread(load_forecast_model, self.tracking_url, f"models:/{model_id}")
+        model = await asyncio.to_thread(load_forecast_model, self.tracking_url, f"models:/{model_id}", cache_dir=self.model_cache_dir)
         for booster in model.boosters.values():
             booster.set_param({"nthread": XGBOOST_THREADS})
         log.info("loaded model %s in %.1f s", model_id, time.monotonic() - started)

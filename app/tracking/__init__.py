@@ -3,7 +3,9 @@
 - :class:`Tracking` (``client``): runs, params, metrics, artifacts, registered versions and aliases
   on one tracking URL through an explicit ``MlflowClient``; :func:`resolve_alias`;
 - ``models``: log and register a forecast model (:func:`log_forecast_model`), load one back
-  (:func:`load_forecast_model`), and :func:`warm_imports` for serving replicas;
+  (:func:`load_forecast_model`, optionally through the node-local cache), and :func:`warm_imports`
+  for serving replicas;
+- ``cache``: the node-local cache of registered model versions (fetched once per node);
 - ``pyfunc``: the MLflow pyfunc wrapper the models are logged as.
 
 No global mlflow URIs are set: every call names its tracking URL. Importing this package does not

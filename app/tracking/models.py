@@ -111,31 +111,75 @@ def artifact_location(tracking_url: str, model_uri: str) -> str:
     return client.get_model_version_download_uri(*found)
 
 
-def load_pyfunc(tracking_url: str, model_uri: str) -> Any:
-    """The MLflow pyfunc at ``model_uri`` (``models:/<name>/<version>``, ``models:/<name>@<alias>``,
-    ``runs:/...``) on ``tracking_url``: downloaded to a temporary directory and loaded from there."""
-    quiet_telemetry()
+def registered_version(tracking_url: str, model_uri: str) -> tuple[str, str] | None:
+    """``(name, version)`` of a ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` URI (the
+    alias resolved on ``tracking_url`` now; ``LookupError`` when it names nothing); ``None`` for
+    other URIs (a logged model id, ``runs:/...``, a path)."""
+    from app.tracking.client import resolve_alias
+
+    if not model_uri.startswith("models:/"):
+        return None
+    rest = model_uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        version = resolve_alias(tracking_url, name, alias)
+        if version is None:
+            raise LookupError(f"model {name!r} has no alias {alias!r}")
+        return name, version
+    name, _, version = rest.rpartition("/")
+    return (name, version) if name and version.isdigit() else None
+
+
+def _download(tracking_url: str, model_uri: str, dst: Path) -> Path:
+    """Fetch the files of the model at ``model_uri`` into ``dst``; the local directory."""
     import mlflow.artifacts
-    import mlflow.pyfunc
 
     from app.tracking.client import Tracking
 
     server = Tracking(tracking_url).url  # without ca_file (Tracking made the CA trusted)
     source = artifact_location(tracking_url, model_uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=server, registry_uri=server))
+
+
+def _load_local(local: Path) -> Any:
+    """The pyfunc in the local directory ``local``."""
+    import mlflow.pyfunc
+
+    try:
+        return mlflow.pyfunc.load_model(str(local))
+    finally:
+        # loading prepends the model's code copy to sys.path; this process runs its own copy of
+        # ``app`` (already imported), and the directory may go (a temporary download)
+        code = os.path.join(str(local), "code")
+        sys.path[:] = [p for p in sys.path if p != code]
+
+
+def load_pyfunc(tracking_url: str, model_uri: str, *, cache_dir: str | Path | None = None) -> Any:
+    """The MLflow pyfunc at ``model_uri`` (``models:/<name>/<version>``, ``models:/<name>@<alias>``,
+    ``runs:/...``) on ``tracking_url``.
+
+    With ``cache_dir`` (settings ``model_cache_path``: a directory on this node) a registered
+    version is fetched once per node and loaded from the cache afterwards
+    (:mod:`app.tracking.cache`; an alias is resolved to its version first); without it, or for
+    other URIs, the files go to a temporary directory that is removed after loading."""
+    from app.tracking.cache import cached_version
+    from app.tracking.client import Tracking
+
+    quiet_telemetry()
+    found = registered_version(tracking_url, model_uri) if cache_dir is not None else None
+    if cache_dir is not None and found is not None:
+        name, version = found
+        exact = f"models:/{name}/{version}"
+        local, _ = cached_version(cache_dir, Tracking(tracking_url).url, name, version, lambda dst: _download(tracking_url, exact, dst))
+        return _load_local(local)
     with tempfile.TemporaryDirectory(prefix="gh-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=server, registry_uri=server)
-        try:
-            return mlflow.pyfunc.load_model(local)
-        finally:
-            # loading prepends the model's code copy to sys.path; this process runs its own copy
-            # of ``app`` (already imported), and the directory is about to go
-            code = os.path.join(local, "code")
-            sys.path[:] = [p for p in sys.path if p != code]
+        return _load_local(_download(tracking_url, model_uri, Path(tmp)))
 
 
-def load_forecast_model(tracking_url: str, model_uri: str) -> Any:
+def load_forecast_model(tracking_url: str, model_uri: str, *, cache_dir: str | Path | None = None) -> Any:
     """The forecast model (``app.train.model.ForecastModel``) registered at ``model_uri`` on
     ``tracking_url``, e.g. ``models:/greenhouse-forecaster@champion`` or
-    ``models:/greenhouse-forecaster/3``: loaded by the loader it was logged with. Models logged
-    by earlier versions of the code load too."""
-    return load_pyfunc(tracking_url, model_uri).unwrap_python_model().model
+    ``models:/greenhouse-forecaster/3``: loaded by the loader it was logged with (from the
+    node-local ``cache_dir`` when given, see :func:`load_pyfunc`). Models logged by earlier
+    versions of the code load too."""
+    return load_pyfunc(tracking_url, model_uri, cache_dir=cache_dir).unwrap_python_model().model

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.contracts.vocabulary import INTERVAL_SIDES, TARGET_VARIABLES, forecast_key, horizon_of, interval_key, target_column
-from app.train.model import ForecastModel, fill_plans
+from app.contracts.vocabulary import INTERVAL_SIDES, TARGET_VARIABLES, horizon_of, interval_key, target_column, variable_of
+from app.train.model import ForecastModel
 from app.train.prior import Columns, NormalEquations, PhysicsPrior, fit_prior
 from app.train.trainer import BoosterParams, target_specs
 
@@ -114,28 +114,31 @@ def _fit_target(xgb_params: dict[str, Any], spec: dict[str, Any], key: str, prio
 
 def calibrate_intervals(model: ForecastModel, validation: pd.DataFrame, coverage: float = NOMINAL_COVERAGE) -> dict[str, float]:
     """Widen (or narrow) each forecast's interval so that it holds ``coverage`` of the
-    validation window's outcomes (split-conformal: the ``coverage`` quantile of how far each
-    outcome falls outside the raw edges); sets and returns ``model.edge_widening``."""
+    validation window's outcomes (:func:`interval_widening` of the model's raw forecasts, made in
+    this process); sets and returns ``model.edge_widening``."""
+    from app.train.evaluate import forecast_table
+
     model.edge_widening = {}
     if not model.edge_boosters or validation.empty:
         return model.edge_widening
-    frame = fill_plans(validation, model.horizons_min)
-    columns = list(dict.fromkeys([*model.input_columns(), *model.variables, "outside_temp_c", "air_temp_c"]))
-    out = model.predict_arrays(frame[columns].to_numpy(dtype=np.float64), columns, intervals=True)
-    names = model.output_keys() + model.interval_keys()
+    model.edge_widening = interval_widening(forecast_table(model, validation), [k for k in model.output_keys() if k in model.edge_boosters], coverage)
+    return model.edge_widening
+
+
+def interval_widening(table: pd.DataFrame, keys: Sequence[str], coverage: float = NOMINAL_COVERAGE) -> dict[str, float]:
+    """Per forecast key, how far to move its interval's edges out so that they hold ``coverage``
+    of the outcomes in ``table`` (a forecast table of the validation window with the raw edges,
+    :func:`app.train.evaluate.forecast_table`). Split-conformal: the ``coverage`` quantile of how
+    far each outcome falls outside the raw edges (never narrower than half the median width)."""
     widening = {}
-    for v in model.variables:
-        for h in model.horizons_min:
-            key = forecast_key(v, h)
-            if key not in model.edge_boosters:
-                continue
-            actual = frame[target_column(v, h)].to_numpy(dtype=np.float64)
-            low, high = out[:, names.index(interval_key(v, h, "low"))], out[:, names.index(interval_key(v, h, "high"))]
-            scores = np.maximum(low - actual, actual - high)
-            level = min(1.0, np.ceil((len(scores) + 1) * coverage) / len(scores))
-            half_width = float(np.median(high - low)) / 2
-            widening[key] = max(float(np.quantile(scores, level)), -0.5 * half_width)
-    model.edge_widening = widening
+    for key in keys:
+        v, h = variable_of(key), horizon_of(key)
+        actual = table[target_column(v, h)].to_numpy(dtype=np.float64)
+        low, high = table[interval_key(v, h, "low")].to_numpy(dtype=np.float64), table[interval_key(v, h, "high")].to_numpy(dtype=np.float64)
+        scores = np.maximum(low - actual, actual - high)
+        level = min(1.0, np.ceil((len(scores) + 1) * coverage) / len(scores))
+        half_width = float(np.median(high - low)) / 2
+        widening[key] = max(float(np.quantile(scores, level)), -0.5 * half_width)
     return widening
 
 
@@ -158,4 +161,4 @@ def fit_local(
     return model
 
 
-__all__ = ["NOMINAL_COVERAGE", "calibrate_intervals", "fit_local", "fit_model", "target_specs"]
+__all__ = ["NOMINAL_COVERAGE", "calibrate_intervals", "fit_local", "fit_model", "interval_widening", "target_specs"]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from app.config import Settings
 from app.tracking import LINEAGE_TAG_PREFIX
 from app.train.model import ForecastModel, load_saved_model
-from app.train.trainer import BoosterParams
+from app.train.trainer import BoosterParams, TrainRun
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +64,8 @@ class TrainResult:
     train_rows: int = 0
     validation_rows: int = 0
     test_rows: int = 0
+    train_rows_by_rank: list[int] = field(default_factory=list)
+    """Train rows each Ray Train worker fitted (disjoint shards of the train window)."""
     elapsed_s: float = 0.0
     degraded: bool = False
     """Trained on shuffled targets (``TrainJobParams.shuffle_targets``)."""
@@ -95,7 +97,7 @@ def run_training(
     ``run_ids`` are the ids of the orchestration that started this training (the Airflow DAG
     run, the Ray job submission: ``app.orchestration.run_ids.run_ids_from_env`` in the job's
     entry point); they are tagged on the run as ``lineage.<key>`` (see :func:`training_tags`)."""
-    from app.preprocess import load_feature_set
+    from app.preprocess.pipeline import feature_set_doc
     from app.tracking import Tracking
 
     say = on_progress or (lambda msg: None)
@@ -103,14 +105,16 @@ def run_training(
     model_name = params.model_name or settings.control.model_name
     fs_id = params.feature_set_id or latest_feature_set_id(settings)
     say(f"loading feature set {fs_id}")
-    train_df, validation_df, doc = load_feature_set(settings, fs_id)
-    if train_df.empty or validation_df.empty:
+    doc = feature_set_doc(settings, fs_id)
+    if not doc.get("rows", {}).get("train") or not doc.get("rows", {}).get("validation"):
         raise LookupError(f"feature set {fs_id} has an empty train or validation window: build it from more data")
     horizons = [int(h) for h in doc["params"]["horizons_min"]]
     features = list(doc["feature_columns"])
 
-    model = _fit(settings, params, doc, say)
-    evaluation = _evaluate(settings, model, validation_df, fs_id, say)
+    validation = _read(settings, fs_id, "validation")
+    run = _fit(settings, params, doc, validation, say)
+    model = run.model
+    evaluation = _evaluate(settings, model, validation, doc, say)
 
     tracking = Tracking(settings.tracking_url)
     with tracking.run(params.experiment, f"train-{fs_id}", tags=training_tags(doc, params, run_ids, tags)) as run_id:
@@ -121,8 +125,9 @@ def run_training(
                 "feature_set_id": fs_id,
                 "horizons_min": horizons,
                 "num_workers": params.num_workers,
-                "train_rows": len(train_df),
-                "validation_rows": len(validation_df),
+                "train_rows": run.train_rows,
+                "train_rows_by_rank": run.train_rows_by_rank,
+                "validation_rows": evaluation.validation_rows,
                 "test_rows": len(evaluation.test),
                 "features": len(features),
                 "shuffle_targets": params.shuffle_targets,
@@ -138,45 +143,63 @@ def run_training(
         alias=params.alias,
         feature_set_id=fs_id,
         metrics=evaluation.metrics,
-        train_rows=len(train_df),
-        validation_rows=len(validation_df),
+        train_rows=run.train_rows,
+        validation_rows=evaluation.validation_rows,
         test_rows=len(evaluation.test),
+        train_rows_by_rank=run.train_rows_by_rank,
         elapsed_s=round(time.monotonic() - started, 1),
         degraded=params.shuffle_targets,
     )
 
 
+def _read(settings: Settings, fs_id: str, window: str) -> Any:
+    """A window of the feature set read into the object store by Ray Data tasks (the blocks stay
+    on the nodes that read them): training and the interval calibration share one read."""
+    from app.preprocess import read_feature_set_ray
+
+    return read_feature_set_ray(settings, fs_id, window).materialize()
+
+
 @dataclass
 class _Evaluation:
     test: pd.DataFrame
+    """The test window's forecast table (:func:`app.train.evaluate.forecast_table`)."""
+    example: pd.DataFrame
+    """A few input rows (the logged model's input example)."""
     metrics: dict[str, float]
     intervals: dict[str, Any]
+    validation_rows: int
 
 
-def _evaluate(settings: Settings, model: ForecastModel, validation: pd.DataFrame, fs_id: str, say: Callable[[str], None]) -> _Evaluation:
+def _evaluate(settings: Settings, model: ForecastModel, validation: Any, doc: Mapping[str, Any], say: Callable[[str], None]) -> _Evaluation:
     """Calibrate the intervals and score on the validation window (``validation_*`` metrics:
     early stopping saw it), then, last, read the untouched test window and score on it (the
-    unprefixed metrics, with bootstrap intervals)."""
-    from app.preprocess import load_test_window
-    from app.train.evaluate import evaluate, interval_metrics, intervals_json, skill_intervals
-    from app.train.fit import calibrate_intervals
+    unprefixed metrics, with bootstrap intervals). The forecasts come from batch inference on the
+    cluster (:mod:`app.train.batch_inference`); the driver holds only the forecast tables."""
+    from app.train.batch_inference import StoredModel, forecast_window, window_dataset
+    from app.train.evaluate import interval_metrics, intervals_json, table_metrics, table_skill_intervals, widened
+    from app.train.fit import interval_widening
 
+    keys = model.output_keys()
     say("calibrating the forecast intervals on the validation window")
-    calibrate_intervals(model, validation)
-    metrics = {f"validation_{k}": v for k, v in evaluate(model, validation).items()}
+    model.edge_widening = {}
+    rows = doc.get("rows", {})
+    raw = forecast_window(validation, StoredModel.put(model), rows=rows.get("validation"))
+    model.edge_widening = interval_widening(raw, [k for k in keys if k in model.edge_boosters])
+    metrics = {f"validation_{k}": v for k, v in table_metrics(widened(raw, model.edge_widening), keys).items()}
     say("final evaluation on the untouched test window")
-    test = load_test_window(settings, fs_id)
-    if test.empty:
-        raise LookupError(f"feature set {fs_id} has an empty test window: build it from more data or a larger test_fraction")
-    intervals = skill_intervals(model, test)
-    metrics |= evaluate(model, test) | interval_metrics(intervals)
-    return _Evaluation(test, metrics, intervals_json(intervals))
+    window = window_dataset(settings, doc, "test")
+    test = forecast_window(window, StoredModel.put(model), rows=rows.get("test"))
+    intervals = table_skill_intervals(test, keys)
+    metrics |= table_metrics(test, keys) | interval_metrics(intervals)
+    example = validation.take_batch(5, batch_format="pandas")[model.input_columns()].reset_index(drop=True)  # already in the object store
+    return _Evaluation(test, example, metrics, intervals_json(intervals), len(raw))
 
 
-def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say: Callable[[str], None]) -> ForecastModel:
+def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], validation: Any, say: Callable[[str], None]) -> TrainRun:
     """Fit every booster on the feature set ``doc`` with Ray Train (on shuffled targets when
-    ``params.shuffle_targets``); the model carries the feature set's feature parameters."""
-    from app.preprocess import read_feature_set_ray
+    ``params.shuffle_targets``), each stopped early on ``validation`` (a Ray Dataset); the model
+    carries the feature set's feature parameters."""
     from app.train.trainer import fit_forecast_model
 
     fs_id = str(doc["_id"])
@@ -185,9 +208,9 @@ def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say
         f"training {2 * len(horizons)} forecasts (a physics prior, boosters and interval edges) with Ray Train ({params.num_workers} worker(s))"
         + (" on shuffled targets" if params.shuffle_targets else "")
     )
-    model = fit_forecast_model(
-        read_feature_set_ray(settings, fs_id, "train"),
-        read_feature_set_ray(settings, fs_id, "validation"),
+    run = fit_forecast_model(
+        _read(settings, fs_id, "train"),
+        validation,
         list(doc["feature_columns"]),
         horizons,
         params.booster,
@@ -198,8 +221,8 @@ def _fit(settings: Settings, params: TrainJobParams, doc: Mapping[str, Any], say
         shuffle_targets=params.shuffle_targets,
     )
     fs_params = doc["params"]
-    model.feature_params = {k: fs_params[k] for k in ("step_s", "max_fill_steps", "latitude", "longitude") if k in fs_params}
-    return model
+    run.model.feature_params = {k: fs_params[k] for k in ("step_s", "max_fill_steps", "latitude", "longitude") if k in fs_params}
+    return run
 
 
 def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, evaluation: _Evaluation, model_name: str, say: Callable[[str], None]) -> str:
@@ -212,12 +235,12 @@ def _log_model_and_plot(tracking: Any, run_id: str, model: ForecastModel, evalua
 
     horizon = 15 if 15 in model.horizons_min else model.horizons_min[0]
     with tempfile.TemporaryDirectory() as tmp:
-        plot = plot_forecast_vs_actual(model, evaluation.test, Path(tmp) / "forecast_vs_actual_15min.png", horizon_min=horizon)
+        plot = plot_forecast_vs_actual(evaluation.test, model.variables, Path(tmp) / "forecast_vs_actual_15min.png", horizon_min=horizon)
         tracking.log_artifact(run_id, plot, "plots")
         skill = Path(tmp) / "test_window_skill.json"
         skill.write_text(json.dumps(evaluation.intervals, indent=1))
         tracking.log_artifact(run_id, skill, "evaluation")
         model_dir = model.save(Path(tmp) / "forecast_model")
-        example = evaluation.test[model.input_columns()].head(5).reset_index(drop=True)
+        example = evaluation.example
         say("logging the model to MLflow and registering it")
         return log_forecast_model(tracking.url, run_id, model_dir, load=load_saved_model, input_example=example, output_example=model.predict(example), registered_name=model_name)

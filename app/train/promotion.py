@@ -7,15 +7,22 @@ never the challenger). The challenger passes when the difference of their skills
 paired block-bootstrap interval (:func:`app.train.bootstrap.skill_difference`), clears
 ``min_improvement`` at the interval's low end: a challenger that is better only by noise does
 not replace a champion.
+
+Each model's forecasts come from the batch prediction stage (:mod:`app.train.batch_predict`: Ray
+Data over the cluster, written to ``predictions/<model>/<version>/<feature_set_id>/test/`` and
+recorded), and the verdict is computed from those predictions.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.train.model import ForecastModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRIMARY_METRIC = "skill_air_temp_c_15min"
 
@@ -83,22 +90,15 @@ def run_promotion(settings: Settings, model_name: str | None = None, *, metric: 
 def _judge(settings: Settings, model_name: str, challenger: str, champion: str | None, key: str, min_improvement: float) -> PromotionDecision:
     """The verdict on ``challenger`` against ``champion`` (None: none yet) for forecast ``key``;
     moves nothing."""
-    from app.preprocess import load_test_window
-    from app.tracking import load_forecast_model
     from app.train.bootstrap import skill_difference, skill_interval
-    from app.train.evaluate import errors_of
+    from app.train.evaluate import errors_from
 
-    def registered(version: str) -> ForecastModel:
-        return load_forecast_model(settings.tracking_url, f"models:/{model_name}/{version}")
-
-    challenger_model = registered(challenger)
-    fs_id = challenger_model.feature_set_id
-    window = load_test_window(settings, fs_id)
-    mine = errors_of(challenger_model, window, key)
+    fs_id = feature_set_of(settings, model_name, challenger)
+    mine = errors_from(forecasts_on_test_window(settings, model_name, challenger, fs_id), key)
     challenger_skill = skill_interval(mine).value
     if champion is None:
         return PromotionDecision(True, "no champion yet: the challenger passes", model_name, challenger, None, None, challenger_skill, None, fs_id)
-    theirs = errors_of(registered(champion), window, key)
+    theirs = errors_from(forecasts_on_test_window(settings, model_name, champion, fs_id), key)
     diff = skill_difference(mine, theirs)
     champion_skill = challenger_skill - diff.value
     verdict = diff.low > min_improvement
@@ -107,3 +107,31 @@ def _judge(settings: Settings, model_name: str, challenger: str, champion: str |
     )
     reason = f"{compared} clears +{min_improvement}" if verdict else f"{compared} does not clear +{min_improvement} at its low end"
     return PromotionDecision(verdict, reason, model_name, challenger, champion, champion, challenger_skill, champion_skill, fs_id, difference_ci=(round(diff.low, 4), round(diff.high, 4)))
+
+
+def feature_set_of(settings: Settings, model_name: str, version: str) -> str:
+    """The feature set version ``version`` was trained on: its training run's ``feature_set_id``
+    tag (or param); a version without either is loaded to ask the model."""
+    from app.tracking import Tracking, load_forecast_model
+
+    tracking = Tracking(settings.tracking_url)
+    found = tracking.model_version(model_name, version)
+    if found and found.get("run_id"):
+        run = tracking.get_run(found["run_id"])
+        fs_id = run["tags"].get("feature_set_id") or run["params"].get("feature_set_id")
+        if fs_id:
+            return str(fs_id)
+    model: ForecastModel = load_forecast_model(settings.tracking_url, f"models:/{model_name}/{version}", cache_dir=settings.model_cache_path)
+    return model.feature_set_id
+
+
+def forecasts_on_test_window(settings: Settings, model_name: str, version: str, fs_id: str) -> pd.DataFrame:
+    """The forecast table of registered ``version`` on the test window of ``fs_id``: the batch
+    prediction stage (Ray Data ``map_batches``, predictions written to the lake and recorded),
+    collected in window order."""
+    from app.train.batch_predict import BatchPredictParams, run_batch_predict
+
+    done = run_batch_predict(settings, BatchPredictParams(model_name=model_name, version=version, feature_set_id=fs_id, window="test"), collect=True)
+    if done.table is None:
+        raise RuntimeError("batch prediction returned no forecast table")
+    return done.table

@@ -1,14 +1,16 @@
 """Data-parallel training of the forecast model with Ray Train V2 (XGBoostTrainer).
 
-One Train run fits the whole model (:func:`app.train.fit.fit_model`): each worker reads its
-shard of the feature set's train and validation windows, and XGBoost's collective (set up by Ray
-Train) makes the prior's statistics and every booster's histograms data-parallel across workers.
-Rank 0 reports a checkpoint holding the saved model.
+One Train run fits the whole model (:func:`app.train.fit.fit_model`): the feature set's train and
+validation windows come as Ray Datasets (read by Ray Data tasks, never loaded in the driver), Ray
+Train streams each worker its own shard of them, and XGBoost's collective (set up by Ray Train)
+makes the prior's statistics and every booster's histograms data-parallel across workers. Rank 0
+reports a checkpoint holding the saved model and how many rows each worker fitted.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,19 @@ def shuffled_targets(frame: Any, target_columns: list[str], *, seed: int) -> Any
     return out
 
 
+def rows_by_rank(rows: int, rank: int, world_size: int) -> list[int]:
+    """How many train rows each worker holds (this one's is ``rows``), summed over the workers
+    with XGBoost's collective, so that rank 0 can report every worker's share."""
+    import numpy as np
+    import xgboost
+
+    mine = np.zeros(world_size, dtype=np.float64)
+    mine[rank] = rows
+    if xgboost.collective.is_distributed():
+        mine = xgboost.collective.allreduce(mine, xgboost.collective.Op.SUM)
+    return [int(n) for n in mine]
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Train worker: fit the model on this worker's shards (collectively: the
     prior's statistics and every booster's histograms are summed over the workers)."""
@@ -103,13 +118,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         validation = None
     params = BoosterParams(**config["booster"])
     model = fit_model(frame, validation, config["feature_columns"], config["horizons_min"], params, edges=config["edges"], feature_set_id=config["feature_set_id"])
-    metrics = {"boosters": len(model.boosters) + len(model.edge_boosters), "train_rows_rank": len(frame)}
+    by_rank = rows_by_rank(len(frame), rank, ray.train.get_context().get_world_size())
+    metrics = {"boosters": len(model.boosters) + len(model.edge_boosters), "train_rows_rank": len(frame), "train_rows_by_rank": by_rank}
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             model.save(tmp)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics)
+
+
+@dataclass
+class TrainRun:
+    """What one Ray Train run produced: the model (its interval edges not calibrated yet) and how
+    many train rows each worker fitted (their shards are disjoint: the sum is the window)."""
+
+    model: ForecastModel
+    train_rows_by_rank: list[int] = field(default_factory=list)
+
+    @property
+    def train_rows(self) -> int:
+        """The rows of the train window the workers fitted, all shards together."""
+        return sum(self.train_rows_by_rank)
 
 
 def fit_forecast_model(
@@ -126,18 +156,25 @@ def fit_forecast_model(
     shuffle_targets: bool = False,
     shuffle_seed: int = 0,
     edges: bool = True,
-) -> ForecastModel:
+    cpus_per_worker: float = 1.0,
+) -> TrainRun:
     """Fit the model (:func:`app.train.fit.fit_model`) with Ray Train on ``train_dataset`` (a Ray
-    Dataset), each booster stopped early on ``validation_dataset`` (when given); return it. Its
-    interval edges are not calibrated yet (:func:`app.train.fit.calibrate_intervals`).
+    Dataset), each booster stopped early on ``validation_dataset`` (when given); return it with the
+    rows each worker fitted. Its interval edges are not calibrated yet
+    (:func:`app.train.fit.interval_widening`).
+
+    The driver never holds the data: the windows are read by Ray Data tasks into the object
+    store (on the nodes that read them) and streamed to the ``num_workers`` workers, one disjoint
+    shard each (Ray Train's ``streaming_split``); each worker turns only its shard into pandas.
 
     ``shuffle_targets`` permutes each worker's targets across its rows (seed ``shuffle_seed`` +
     rank) before fitting: a deliberately useless model, see :func:`shuffled_targets`."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    # Read the (small) feature set before the workers take their CPUs: read tasks that start
-    # after the workers hold every free CPU would wait for one forever on a small cluster.
+    # Run the read tasks before the workers take their CPUs: read tasks that start after the
+    # workers hold every free CPU would wait for one forever on a small cluster. The blocks stay
+    # in the object store of the nodes that read them (the driver holds references, not rows).
     datasets = {"train": train_dataset.materialize()}
     if validation_dataset is not None:
         datasets["validation"] = validation_dataset.materialize()
@@ -153,7 +190,7 @@ def fit_forecast_model(
     trainer = XGBoostTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 1}),
+        scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
         datasets=datasets,
         run_config=RunConfig(storage_path=str(Path(storage_path).resolve()), name=run_name),
     )
@@ -161,4 +198,5 @@ def fit_forecast_model(
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
-        return ForecastModel.load(directory)
+        model = ForecastModel.load(directory)
+    return TrainRun(model, [int(n) for n in (result.metrics or {}).get("train_rows_by_rank", [])])

@@ -41,7 +41,7 @@ def test_overlays_render_the_expected_objects(rendered):
         kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
         assert ("RayCluster", "greenhouse") in kinds and ("RayService", "greenhouse-serve") in kinds
         jobs = {o["metadata"]["labels"]["greenhouse.io/job"] for o in objects if o["kind"] == "RayJob"}
-        assert jobs == {"sink", "preprocess", "train", "tune", "promote", "drift"}
+        assert jobs == {"sink", "preprocess", "train", "tune", "promote", "drift", "batch_predict"}
         namespace = {"dev": "greenhouse-dev", "prod": "greenhouse"}[name]
         assert all(o["metadata"].get("namespace") == namespace for o in objects if o["kind"] != "Namespace")
         assert not any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == "greenhouse-serve-config" for o in objects)  # local-config
@@ -112,7 +112,7 @@ def test_entrypoints_env_vars_and_ray_version(rendered):
     assert version == "2.60.0"
     for name, objects in rendered.items():
         assert m.entrypoint_errors(objects) == [], name
-        assert set(m.entrypoint_modules(objects).values()) == {"jobs.sink", "jobs.preprocess", "jobs.train", "jobs.tune", "jobs.promote", "jobs.drift"}
+        assert set(m.entrypoint_modules(objects).values()) == {"jobs.sink", "jobs.preprocess", "jobs.train", "jobs.tune", "jobs.promote", "jobs.drift", "jobs.batch_predict"}
         env = m.env_var_names(objects)
         assert {"GH_CONTROL__SIGNING_KEY_FILE", "GH_METADATA_URL", "GH_BUS_URL", "GH_LAKE_URL"} <= set(env)
         assert m.env_var_errors(objects) == [], name

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_registered_job_has_an_entrypoint_and_a_thin_shim():
-    assert set(MAINS) == set(JOBS) == {"sink", "preprocess", "train", "tune", "promote", "drift"}
+    assert set(MAINS) == set(JOBS) == {"sink", "preprocess", "train", "tune", "promote", "drift", "batch_predict"}
     for name, spec in JOBS.items():
         assert spec.module == f"jobs.{name}" and job_of_module(spec.module) is spec
         shim = ast.parse((REPO / "jobs" / f"{name}.py").read_text())

@@ -22,6 +22,8 @@ READS: list[tuple[str, str]] = []
 """(the training's progress message when it happened, a path read) for every read of the lake
 during the module's training run: the test window must not be among them before the final
 evaluation."""
+DRIVER_READS: list[str] = []
+"""Paths the training run's driver read into memory itself (``Lake.read_table``), not through Ray Data."""
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,14 @@ def _recording_reads(phase: list[str]):
 
         return wrapper
 
+    def read_table(self, paths, *args, **kwargs):
+        paths = list(paths)
+        DRIVER_READS.extend(str(p) for p in paths)
+        return original_read_table(self, paths, *args, **kwargs)
+
+    original_read_table = Lake.read_table
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Lake, "read_table", recorded(Lake.read_table, lambda self, paths, *a, **k: list(paths)))
+        patch.setattr(Lake, "read_table", recorded(read_table, lambda self, paths, *a, **k: list(paths)))
         patch.setattr(Lake, "list_files", recorded(Lake.list_files, lambda self, prefix, *a, **k: [prefix]))
         patch.setattr(ray.data, "read_parquet", recorded(ray.data.read_parquet, lambda paths, *a, **k: [paths] if isinstance(paths, str) else list(paths)))
         yield
@@ -69,6 +77,13 @@ def test_the_test_window_is_read_only_by_the_final_evaluation(trained):
     assert {when for when, _ in test_reads} == {FINAL_EVALUATION}, test_reads
     phases = [when for when, _ in READS]
     assert any("training" in p for p in phases) and phases.index(FINAL_EVALUATION) > max(i for i, p in enumerate(phases) if "training" in p or "calibrating" in p)
+
+
+def test_the_driver_never_reads_the_feature_set_into_memory(trained):
+    """Training, calibration and evaluation read every window through Ray Data (workers and
+    inference actors); the driver holds forecast tables, never the windows."""
+    assert [p for p in DRIVER_READS if "/features/" in p] == []
+    assert any("split=train" in path for _, path in READS)  # read, by Ray Data
 
 
 def test_the_windows_follow_each_other_without_overlap(trained):
@@ -196,6 +211,20 @@ def test_promotion_needs_better_skill_on_the_same_test_window(trained):
     assert decision.challenger_skill < decision.champion_skill
     assert decision.difference_ci is not None and decision.difference_ci[0] < decision.difference_ci[1] < 0  # a real interval, all below 0
     assert Tracking(settings.tracking_url).version_by_alias(result.model_name, "champion") == result.model_version
+    # both judged from batch predictions written to the lake, the same figures as predicting in process
+    from app.lake import Lake
+    from app.preprocess import load_test_window
+    from app.train.bootstrap import skill_difference, skill_interval
+    from app.train.evaluate import errors_of
+
+    lake = Lake.from_url(settings.lake_url)
+    for version in (result.model_version, weak.model_version):
+        assert lake.list_files(f"predictions/{result.model_name}/{version}/{info.feature_set_id}/test")
+    window = load_test_window(settings, info.feature_set_id)
+    mine, theirs = (errors_of(_registered_model(settings, r), window, "air_temp_c_15min") for r in (weak, result))
+    assert decision.challenger_skill == skill_interval(mine).value
+    diff = skill_difference(mine, theirs)
+    assert decision.difference_ci == (round(diff.low, 4), round(diff.high, 4))
 
 
 def test_tune_job_searches_with_early_stopping_and_registers_the_best(trained):
@@ -224,3 +253,110 @@ def test_tune_job_searches_with_early_stopping_and_registers_the_best(trained):
     tracking = Tracking(settings.tracking_url)
     assert tracking.version_by_alias(summary["model_name"], "challenger") == summary["model_version"]
     assert tracking.get_run(summary["run_id"])["tags"]["tuned"] == "true"
+
+
+def test_two_workers_fit_disjoint_shards_of_the_streamed_train_window(trained):
+    """Ray Train with 2 workers: each fits its own shard of the train window (the shares add up to
+    the window), and the model they fit together forecasts well."""
+    from app.preprocess import read_feature_set_ray
+    from app.preprocess.pipeline import feature_set_doc
+    from app.train.batch_inference import StoredModel, forecast_window
+    from app.train.evaluate import table_metrics
+    from app.train.trainer import BoosterParams, fit_forecast_model
+
+    settings, info, _ = trained
+    doc = feature_set_doc(settings, info.feature_set_id)
+    validation = read_feature_set_ray(settings, info.feature_set_id, "validation")
+    run = fit_forecast_model(
+        read_feature_set_ray(settings, info.feature_set_id, "train"),
+        validation,
+        list(doc["feature_columns"]),
+        [15, 60],
+        BoosterParams(num_boost_round=40, eta=0.2),
+        num_workers=2,
+        cpus_per_worker=0.5,
+        storage_path=settings.data_dir / "ray_results",
+        run_name="two-workers",
+        feature_set_id=info.feature_set_id,
+        edges=False,
+    )
+    assert len(run.train_rows_by_rank) == 2 and min(run.train_rows_by_rank) > 0, run.train_rows_by_rank
+    assert run.train_rows == info.rows_train  # disjoint shards covering the window
+    metrics = table_metrics(forecast_window(validation, StoredModel.put(run.model)), run.model.output_keys())
+    assert metrics["rows"] == info.rows_validation
+    assert metrics["skill_air_temp_c_15min"] > 0.3, metrics
+
+
+def test_batch_inference_scores_exactly_as_predicting_in_process(trained):
+    """The same registered model over the same test rows: Ray Data map_batches (what training's
+    evaluation and promotion use) and model.predict in this process give the same figures, to
+    the last bit; and they are the figures training logged."""
+    from app.preprocess import load_test_window
+    from app.preprocess.pipeline import feature_set_doc
+    from app.train.batch_inference import RegisteredModel, forecast_window, window_dataset
+    from app.train.evaluate import evaluate, interval_metrics, skill_intervals, table_metrics, table_skill_intervals
+
+    settings, info, result = trained
+    model = _registered_model(settings, result)
+    window = load_test_window(settings, info.feature_set_id)
+    direct = evaluate(model, window) | interval_metrics(skill_intervals(model, window))
+    source = RegisteredModel(settings.tracking_url, result.model_name, result.model_version, str(settings.model_cache_path))
+    table = forecast_window(window_dataset(settings, feature_set_doc(settings, info.feature_set_id), "test"), source)
+    batch = table_metrics(table, model.output_keys()) | interval_metrics(table_skill_intervals(table, model.output_keys()))
+    assert batch == direct
+    assert {k: v for k, v in result.metrics.items() if not k.startswith("validation_")} == direct
+    # the validation figures too (interval calibration on batch forecasts, then widened edges)
+    from app.preprocess import load_feature_set
+
+    _, validation, _ = load_feature_set(settings, info.feature_set_id)
+    assert {f"validation_{k}": v for k, v in evaluate(model, validation).items()} == {k: v for k, v in result.metrics.items() if k.startswith("validation_")}
+
+
+def test_batch_predict_job_writes_predictions_to_the_lake(trained, monkeypatch, capsys):
+    from app.entrypoints.batch_predict import main
+    from app.lake import Lake
+    from app.metadata import open_metadata
+    from app.train.batch_predict import BATCH_PREDICTIONS
+
+    settings, info, result = trained
+    with pytest.raises(SystemExit) as help_exit:
+        main(["--help"])
+    assert help_exit.value.code == 0 and "predictions/<model>/<version>/<feature_set_id>/<window>/" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setenv("GH_DATA_DIR", str(settings.data_dir))
+    args = ["--model-name", result.model_name, "--version", result.model_version, "--feature-set-id", info.feature_set_id, "--window", "test"]
+    assert main(args) == 0
+    summary = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["job"] == "batch_predict" and summary["ok"] and summary["rows"] == info.rows_test
+    relative = f"predictions/{result.model_name}/{result.model_version}/{info.feature_set_id}/test"
+    assert summary["relative_path"] == relative and summary["files"] >= 1
+    assert summary["metrics"]["skill_air_temp_c_15min"] == pytest.approx(result.metrics["skill_air_temp_c_15min"], abs=1e-4)
+    lake = Lake.from_url(settings.lake_url)
+    written = lake.read_table(lake.list_files(relative)).to_pandas()
+    assert len(written) == info.rows_test
+    assert {"greenhouse_id", "ts", "air_temp_c", "target_air_temp_c_15min", "air_temp_c_15min", "air_temp_c_15min_low", "air_temp_c_15min_high"} <= set(written.columns)
+    doc = open_metadata(settings.metadata_url).collection(BATCH_PREDICTIONS).find_one({"_id": relative})
+    assert doc["model_version"] == result.model_version and doc["rows"] == info.rows_test and doc["files"] == summary["files"]
+
+
+def test_a_time_range_keeps_only_its_rows_and_gets_its_own_directory():
+    """``--start``/``--end`` (what the inference actors do with them, without Ray)."""
+    from datetime import datetime, timezone
+
+    from app.train.batch_inference import Forecasting
+    from app.train.batch_predict import predictions_path, window_label
+    from tests.train.test_model_unit import fit_local, frame
+
+    rows = frame(120)
+    model = fit_local(rows)
+
+    class Source:
+        def load(self):
+            return model
+
+    start, end = rows["ts"].iloc[10], rows["ts"].iloc[40]
+    ranged = Forecasting(Source(), start.isoformat(), end.isoformat())(rows)
+    assert ranged["ts"].tolist() == rows["ts"].iloc[10:40].tolist()
+    np.testing.assert_array_equal(ranged["air_temp_c_15min"].to_numpy(), model.predict(rows.iloc[10:40])["air_temp_c_15min"].to_numpy())
+    assert len(Forecasting(Source(), None, start.tz_localize(None).isoformat())(rows)) == 10  # naive: UTC
+    label = window_label("test", datetime(2026, 6, 1, 2, tzinfo=timezone.utc), datetime(2026, 6, 1, 5))
+    assert predictions_path("m", "3", "fs-1", label) == "predictions/m/3/fs-1/test-20260601T020000-20260601T050000"
