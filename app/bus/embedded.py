@@ -228,10 +228,14 @@ class EmbeddedConsumer:
                 room = max_records - len(out)
                 if room <= 0:
                     break
+                # the head before the records: every offset below it was written by then, so an
+                # empty read with the head past ``pos`` means deleted records, not ones that a
+                # producer appended between the two reads
+                head = self._head(tp)
                 rows = self._conn.execute(
                     "SELECT offset, key, value, ts_ms FROM records WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?", (tp.topic, tp.partition, pos, room)
                 ).fetchall()
-                first = rows[0][0] if rows else self._head(tp)
+                first = rows[0][0] if rows else head
                 if first > pos:  # offsets are dense: records below ``first`` were deleted unread
                     lost = self._lose(tp, pos, first)
                     if lost is not None:

@@ -145,6 +145,32 @@ def test_concurrent_producers_lose_nothing(bus, t, g):
     c.close()
 
 
+def test_a_write_landing_between_the_embedded_consumers_reads_is_not_a_loss(tmp_path, monkeypatch, t, g):
+    """The embedded consumer tells deleted records from new ones by the partition's head: a write
+    that lands while it reads (a device posting as the sink polls at the head) must be read, not
+    reported as records lost to retention."""
+    from app.bus.embedded import EmbeddedConsumer
+
+    bus = open_bus(f"file://{tmp_path / 'bus'}")
+    bus.create_topic(t, 1)
+    c = bus.consumer(g, [t])
+    read_head = EmbeddedConsumer._head
+    writes = []
+
+    def head_with_a_write_landing(self, tp):
+        if not writes:  # once: the device's write commits in the middle of this poll
+            writes.append(bus.produce(t, [OutgoingRecord(b"a"), OutgoingRecord(b"b")]))
+        return read_head(self, tp)
+
+    monkeypatch.setattr(EmbeddedConsumer, "_head", head_with_a_write_landing)
+    seen = []
+    for _ in range(3):
+        seen.extend(c.poll(10, 0.05))
+    assert writes and _values(seen) == [b"a", b"b"]
+    c.close()
+    bus.close()
+
+
 def test_log_and_commits_survive_a_reopen(bus_url, t, g):
     """Durable: a new client (as after a process restart) sees every record and commit."""
     url = bus_url
