@@ -8,10 +8,15 @@ offset committed is the *next* offset to read, as in Kafka).
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from app.bus.metrics import count_lost_offsets
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,3 +187,17 @@ def target_partition(record: OutgoingRecord, partitions: int, fallback: int) -> 
     if record.partition is not None:
         return record.partition if 0 <= record.partition < partitions else None
     return partition_for_key(record.key, partitions, fallback=fallback)
+
+
+def lost_records(tp: TopicPartition, position: int, earliest: int, *, group_id: str, skip_lost: bool, skipped: dict[TopicPartition, int]) -> LostRecordsError | None:
+    """A consumer of ``group_id`` found records ``[position, earliest)`` of ``tp`` deleted before
+    it read them: count them (``gh_bus_offsets_lost_total``) and return the error to raise; with
+    ``skip_lost``, log it, add them to ``skipped`` and return ``None`` (the caller moves on to
+    ``earliest``)."""
+    count_lost_offsets(tp.topic, tp.partition, earliest - position, skipped=skip_lost)
+    lost = LostRecordsError(tp.topic, tp.partition, position, earliest, context=f"consumer group {group_id}")
+    if not skip_lost:
+        return lost
+    log.error("%s; skip_lost: moving on to offset %d", lost, earliest)
+    skipped[tp] = skipped.get(tp, 0) + lost.lost
+    return None

@@ -12,17 +12,13 @@ exactly as on Kafka (or skips, counted, with ``skip_lost``).
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.bus.base import BusError, LostRecordsError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
-from app.bus.metrics import count_lost_offsets
-
-log = logging.getLogger(__name__)
+from app.bus.base import BusError, LostRecordsError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, lost_records, target_partition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -261,14 +257,10 @@ class EmbeddedConsumer:
     def _lose(self, tp: TopicPartition, position: int, earliest: int) -> LostRecordsError | None:
         """Records ``[position, earliest)`` were deleted before this consumer read them: the
         error to raise, or (``skip_lost``) ``None`` after moving past them, counted."""
-        count_lost_offsets(tp.topic, tp.partition, earliest - position, skipped=self.skip_lost)
-        lost = LostRecordsError(tp.topic, tp.partition, position, earliest, context=f"consumer group {self.group_id}")
-        if not self.skip_lost:
-            return lost
-        log.error("%s; skip_lost: moving on to offset %d", lost, earliest)
-        self.skipped[tp] = self.skipped.get(tp, 0) + lost.lost
-        self._positions[tp] = earliest
-        return None
+        lost = lost_records(tp, position, earliest, group_id=self.group_id, skip_lost=self.skip_lost, skipped=self.skipped)
+        if lost is None:
+            self._positions[tp] = earliest
+        return lost
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         with self._lock:

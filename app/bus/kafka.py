@@ -52,8 +52,7 @@ from kafka import codec as kafka_codec
 from kafka.errors import KafkaConnectionError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from app.bus.base import BusError, LostRecordsError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, target_partition
-from app.bus.metrics import count_lost_offsets
+from app.bus.base import BusError, Message, OutgoingRecord, ProduceResult, TopicPartition, UnknownTopicError, lost_records, target_partition
 
 log = logging.getLogger(__name__)
 
@@ -426,12 +425,9 @@ class KafkaBusConsumer:
                     raise beyond
                 log.error("%s; skip_lost: moving to the earliest offset held, %d", beyond, first)
             elif position < first:
-                count_lost_offsets(ktp.topic, ktp.partition, first - position, skipped=self.skip_lost)
-                lost = LostRecordsError(ktp.topic, ktp.partition, position, first, context=f"consumer group {self.group_id}")
-                if not self.skip_lost:
+                lost = lost_records(tp, position, first, group_id=self.group_id, skip_lost=self.skip_lost, skipped=self.skipped)
+                if lost is not None:
                     raise lost
-                log.error("%s; skip_lost: moving on to offset %d", lost, first)
-                self.skipped[tp] = self.skipped.get(tp, 0) + lost.lost
             else:
                 continue  # in range again (a leader's view moved meanwhile): fetch it once more
             self._consumer.seek(ktp, first)
