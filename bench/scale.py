@@ -2,24 +2,48 @@
 real stack and a multi-node Ray cluster, reporting the cost per reading of each stage.
 
 For each scale (``--scales 1,10``: ``--greenhouses`` x scale greenhouses, one device each, every
-``--step-s`` seconds for ``--hours`` simulated hours) on a fresh topic, lake folder and database:
+``--step-s`` seconds for ``--hours`` simulated hours), ``--rounds`` times, on a fresh topic, lake
+folder and database each time:
 
 - ``gateway``: devices post their readings (``--batch`` per request, ``--clients`` at once) to the
   ingest gateway on a Ray head + two worker nodes (``tests/helpers/ray_cluster.py``; two replicas,
   one per worker, behind the head's HAProxy); the clock stops when the last one is answered;
-- ``sink``: ``python -m jobs.sink`` as a Ray job on that cluster, until the topic is drained into
-  the lake (HDFS) with its metadata (FerretDB);
+- ``sink``: ``python -m jobs.sink --workers 1`` as a Ray job on that cluster, until the topic is
+  drained into the lake (HDFS) with its metadata (FerretDB);
+- ``sink_x2``: the same topic drained again by ``jobs.sink --workers 2`` (``--sink-workers``) into
+  a lake folder, database and consumer group of its own: the sink's scaling efficiency from 1 to 2
+  workers is rows/s of 2 over twice rows/s of 1, both from the job's whole wall time (start-up,
+  and the idle polls that end it, included);
 - ``features``: ``python -m jobs.preprocess`` as a Ray job (Ray Data over the lake);
-- ``batch_predict``: the hook for ``jobs.batch_predict`` (``--batch-predict "ARGS"`` runs it as a
-  job with those arguments; off by default while that job is being built).
+- ``batch_predict``: with ``--batch-predict "ARGS"``, ``python -m jobs.batch_predict ARGS
+  --feature-set-id <the one the features stage wrote>`` as a job; ARGS name a registered model
+  whose features match (``--model-name M --alias champion``). Off by default: the bench trains no
+  model.
 
-Wall time per stage, and CPU-seconds: the CPU every process of the cluster's nodes used meanwhile
-(from /proc, the nodes' sessions, sampled every 0.25 s so that a process that exits within the
-stage counts up to its last sample) plus this process's own. Per stage it prints both per reading at each
-scale and the ratio 10x/1x per reading (the target: within 1.2x). Start the stack first
-(``stack/stack up``); progress goes to stderr, the last line is one JSON document::
+How CPU is counted. This process moves itself into a cgroup of its own (v1 ``cpuacct``) before it
+starts the Ray nodes, so every process of the cluster (raylets, GCS, dashboard and agents, Ray
+workers and actors, job drivers, Data workers, Serve replicas, HAProxy) and this process (the
+devices' HTTP client) are charged there by the kernel while they run: a stage's CPU-seconds are the
+group's ``cpuacct.usage`` after minus before, and a process that exits within the stage counts in
+full. What it misses: Kafka, HDFS and FerretDB (the stack's processes, shared with other work on
+the machine), so the sink's and the gateway's cost on the engines is not in the figure;
+``machine_cpu_s`` (every core's busy time from /proc/stat over the stage) bounds it from above,
+other tenants of the machine included. ``cpu_sampled_s`` is the earlier count, kept as a
+cross-check: each cluster process's own CPU from /proc every 0.25 s, so a process that exits
+loses what it used after its last sample, and a job's driver is not seen at all (Ray's job
+supervisor starts the entrypoint in a session of its own): a lower bound, about half the cgroup's
+figure for the one-worker sink, whose work runs in the driver (the whole CPU figure where no
+cgroup can be made). Counting each node's process tree with its reaped children's times (``cutime``)
+was tried and came out below the samples: the time of exited Ray workers did not reach a live
+ancestor.
 
-    python bench/scale.py [--greenhouses 20] [--scales 1,10] [--hours 6] [--step-s 60]
+Per stage it prints wall time and CPU per reading at each scale (raw: the stage's whole cost over
+its readings, start-up included), the ratio Nx/1x of those (the target: within 1.2x), and the
+marginal cost (the cost at Nx minus the cost at 1x over the readings added: start-up cancels).
+Start the stack first (``stack/stack up``); progress goes to stderr, the last line is one JSON
+document::
+
+    python bench/scale.py [--greenhouses 20] [--scales 1,10] [--hours 12] [--step-s 60] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -28,6 +52,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -44,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.metadata import open_metadata  # noqa: E402
 from app.orchestration.ray_jobs import submit_and_wait  # noqa: E402
 from app.security.credentials import DeviceRegistry  # noqa: E402
+from tests.helpers.engines import with_database  # noqa: E402
 from tests.helpers.ray_cluster import WORKER_RESOURCE, LocalRayCluster, session_pids  # noqa: E402
 from tests.helpers.stack import stack_settings  # noqa: E402
 
@@ -54,6 +80,42 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def log(msg: str) -> None:
     print(f"[scale] {msg}", file=sys.stderr, flush=True)
+
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+class CpuGroup:
+    """A cgroup (v1 ``cpuacct``) of its own for this process and everything it starts from then
+    on: the Ray nodes and every process they fork (raylets, workers, job drivers, Data workers,
+    replicas, HAProxy). The kernel charges a process's CPU to its group as it runs, so a process
+    that exits within a stage counts in full. ``usage_s()`` is None where no such cgroup can be
+    made (no cgroup v1 ``cpuacct`` mount, or no permission)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+
+    def __enter__(self) -> CpuGroup:
+        path = CPUACCT / f"gh-scale-{os.getpid()}"
+        try:
+            path.mkdir()
+            (path / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError as exc:
+            log(f"no cpuacct cgroup ({exc}): CPU from 0.25-s samples of /proc only (a lower bound)")
+            return self
+        self.path = path
+        return self
+
+    def usage_s(self) -> float | None:
+        return int((self.path / "cpuacct.usage").read_text()) / 1e9 if self.path else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path:
+            (CPUACCT / "cgroup.procs").write_text(str(os.getpid()))
+            try:
+                self.path.rmdir()
+            except OSError as err:  # a process of the cluster still alive: leave the group
+                log(f"cgroup {self.path} not removed: {err}")
 
 
 def cluster_cpu(cluster: LocalRayCluster) -> dict[tuple[int, int], float]:
@@ -69,13 +131,22 @@ def cluster_cpu(cluster: LocalRayCluster) -> dict[tuple[int, int], float]:
     return seen
 
 
-class Meter:
-    """Wall and CPU of one stage: the cluster's processes plus this one. The cluster's are sampled
-    every ``every_s`` so that processes that exit within the stage (a job's driver, Data workers)
-    count up to their last sample."""
+def machine_busy_s() -> float:
+    """CPU-seconds the whole machine spent busy (every core, /proc/stat): an upper bound that
+    includes Kafka, HDFS, FerretDB and whatever else runs on the machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
 
-    def __init__(self, cluster: LocalRayCluster, every_s: float = 0.25) -> None:
-        self.cluster, self.every_s = cluster, every_s
+
+class Meter:
+    """Wall and CPU of one stage (the module docstring says how CPU is counted): ``cpu_s`` from
+    the cgroup (else ``cpu_sampled_s``), ``cpu_sampled_s`` each cluster process's CPU up to its last
+    0.25-s sample plus this process's own (a lower bound, kept as a cross-check), ``machine_cpu_s``
+    the whole machine's busy CPU (an upper bound)."""
+
+    def __init__(self, cluster: LocalRayCluster, group: CpuGroup, every_s: float = 0.25) -> None:
+        self.cluster, self.group, self.every_s = cluster, group, every_s
 
     def _sample(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -87,16 +158,23 @@ class Meter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
+        self._machine, self._group = machine_busy_s(), self.group.usage_s()
         self._wall, self._own = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.perf_counter() - self._wall
-        own = time.process_time() - self._own
+        self.own_cpu_s = time.process_time() - self._own
+        group = self.group.usage_s()
+        self.machine_cpu_s = machine_busy_s() - self._machine
         self._stop.set()
         self._thread.join()
         self._last.update(cluster_cpu(self.cluster))
-        self.cpu_s = own + sum(cpu - self._first.get(key, 0.0) for key, cpu in self._last.items())
+        self.cpu_sampled_s = self.own_cpu_s + sum(cpu - self._first.get(key, 0.0) for key, cpu in self._last.items())
+        self.cpu_s = group - self._group if group is not None and self._group is not None else self.cpu_sampled_s
+
+    def stage(self, **extra: Any) -> dict[str, Any]:
+        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "cpu_sampled_s": self.cpu_sampled_s, "machine_cpu_s": self.machine_cpu_s, "own_cpu_s": self.own_cpu_s, **extra}
 
 
 def deploy_gateway(cluster: LocalRayCluster, name: str, settings_data: dict[str, Any]) -> str:
@@ -182,85 +260,146 @@ def run_job(cluster: LocalRayCluster, entrypoint: str, config_file: Path, name: 
     return result.summary or {}
 
 
-def one_scale(cluster: LocalRayCluster, scale: int, args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+def one_scale(cluster: LocalRayCluster, group: CpuGroup, scale: int, args: argparse.Namespace, data_dir: Path, round_: int) -> dict[str, Any]:
     greenhouses = args.greenhouses * scale
     steps = int(args.hours * 3600 / args.step_s)
-    run, settings = stack_settings(data_dir / f"x{scale}", f"scale{scale}", partitions=args.partitions, sink_batch_records=5000)
+    name = f"scale{scale}r{round_}"
+    run, settings = stack_settings(data_dir / name, name, partitions=args.partitions, sink_batch_records=5000)
     settings_data = settings.for_replicas()
     settings_data["ray"]["auth_token_file"] = str(cluster.token_file)  # the jobs' ray.init(): this cluster's token
-    config_file = data_dir / f"settings-x{scale}.json"
+    config_file = data_dir / f"settings-{name}.json"
     config_file.write_text(json.dumps(settings_data))
+    # the same topic sunk again by two workers: a sink group, lake folder and database of their own
+    database2 = f"gh_{name}_{run}_w2"
+    settings2 = json.loads(json.dumps(settings_data))
+    settings2["sink"]["group_id"] += "-w2"
+    settings2["lake_url"] += "-w2"
+    settings2["metadata_url"] = with_database(settings_data["metadata_url"], database2)
+    config_file2 = data_dir / f"settings-{name}-w2.json"
+    config_file2.write_text(json.dumps(settings2))
     store = open_metadata(settings.metadata_url)
     registry = DeviceRegistry(store)
     tokens = {f"gh-{scale}x-{g:04d}": "" for g in range(greenhouses)}
     for gh in tokens:
         tokens[gh] = registry.add(f"{gh}-climate", gh)
-    prefix = deploy_gateway(cluster, f"scale{scale}x", settings_data)
+    prefix = deploy_gateway(cluster, name, settings_data)
     readings = greenhouses * steps
-    log(f"{scale}x: {greenhouses} greenhouses x {steps} steps = {readings} readings")
+    log(f"{scale}x round {round_}: {greenhouses} greenhouses x {steps} steps = {readings} readings")
     stages: dict[str, dict[str, Any]] = {}
     try:
-        with Meter(cluster) as m:
+        with Meter(cluster, group) as m:
             accepted, failed = asyncio.run(post_all(prefix, settings.topics.sensors, tokens, steps, args.step_s, args.batch, args.clients))
-        stages["gateway"] = {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "accepted": accepted, "failed_requests": failed}
+        stages["gateway"] = m.stage(accepted=accepted, failed_requests=failed)
         log(f"{scale}x gateway: {accepted} accepted in {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
-        with Meter(cluster) as m:
-            summary = run_job(cluster, "python -m jobs.sink --idle-polls 3", config_file, f"sink-{scale}x")
-        stages["sink"] = {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "summary": summary}
-        log(f"{scale}x sink: {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
-        with Meter(cluster) as m:
-            summary = run_job(cluster, "python -m jobs.preprocess", config_file, f"features-{scale}x")
-        stages["features"] = {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "summary": summary}
+        with Meter(cluster, group) as m:
+            summary = run_job(cluster, "python -m jobs.sink --workers 1 --idle-polls 3", config_file, f"sink-{name}")
+        stages["sink"] = m.stage(summary=summary, rows_per_s=readings / m.wall_s)
+        log(f"{scale}x sink (1 worker): {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
+        if args.sink_workers > 1:
+            with Meter(cluster, group) as m:
+                summary = run_job(cluster, f"python -m jobs.sink --workers {args.sink_workers} --idle-polls 3", config_file2, f"sink{args.sink_workers}-{name}")
+            stages[f"sink_x{args.sink_workers}"] = m.stage(summary=summary, rows_per_s=readings / m.wall_s)
+            log(f"{scale}x sink ({args.sink_workers} workers): {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
+        with Meter(cluster, group) as m:
+            summary = run_job(cluster, "python -m jobs.preprocess", config_file, f"features-{name}")
+        stages["features"] = m.stage(summary=summary)
         log(f"{scale}x features: {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
         if args.batch_predict is not None:
-            with Meter(cluster) as m:
-                summary = run_job(cluster, f"python -m jobs.batch_predict {args.batch_predict}", config_file, f"predict-{scale}x")
-            stages["batch_predict"] = {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "summary": summary}
+            extra = args.batch_predict
+            feature_set = summary.get("feature_set_id") or summary.get("id")
+            if feature_set and "--feature-set-id" not in extra:
+                extra += f" --feature-set-id {feature_set}"
+            with Meter(cluster, group) as m:
+                summary = run_job(cluster, f"python -m jobs.batch_predict {extra}", config_file, f"predict-{name}")
+            stages["batch_predict"] = m.stage(summary=summary)
+            log(f"{scale}x batch_predict: {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
     finally:
         httpx.delete(f"{cluster.dashboard_url}/api/serve/applications/", headers=cluster.headers, timeout=60)
-        store.client.drop_database(f"gh_scale{scale}_{run}")  # type: ignore[attr-defined]
-    for s in stages.values():
+        store.client.drop_database(f"gh_{name}_{run}")  # type: ignore[attr-defined]
+        store.client.drop_database(database2)  # type: ignore[attr-defined]
+    return {"scale": scale, "round": round_, "greenhouses": greenhouses, "readings": readings, "stages": stages}
+
+
+METRICS = ("wall_s", "cpu_s", "cpu_sampled_s", "machine_cpu_s", "own_cpu_s")
+
+
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scale's rounds folded into their medians per stage (and per-reading figures)."""
+    readings = rounds[0]["readings"]
+    stages: dict[str, dict[str, Any]] = {}
+    for stage in rounds[0]["stages"]:
+        runs = [r["stages"][stage] for r in rounds if stage in r["stages"]]
+        s = {k: statistics.median(run[k] for run in runs) for k in METRICS}
+        s["rounds"] = {k: [round(run[k], 3) for run in runs] for k in METRICS}
+        if "rows_per_s" in runs[0]:
+            s["rows_per_s"] = readings / s["wall_s"]
         s["wall_ms_per_reading"] = 1000 * s["wall_s"] / readings
         s["cpu_ms_per_reading"] = 1000 * s["cpu_s"] / readings
-    return {"scale": scale, "greenhouses": greenhouses, "readings": readings, "stages": stages}
+        stages[stage] = s
+    return {"scale": rounds[0]["scale"], "greenhouses": rounds[0]["greenhouses"], "readings": readings, "stages": stages, "runs": rounds}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--greenhouses", type=int, default=20, help="the 1x fleet (default 20)")
     parser.add_argument("--scales", default="1,10", help="fleet multiples, comma-separated (default 1,10)")
-    parser.add_argument("--hours", type=float, default=6.0, help="simulated hours per greenhouse (default 6; the features job finds no complete rows in 2)")
+    parser.add_argument("--hours", type=float, default=12.0, help="simulated hours per greenhouse (default 12; the features job finds no complete rows in 2)")
     parser.add_argument("--step-s", type=float, default=60.0, help="seconds between a device's readings (default 60)")
     parser.add_argument("--batch", type=int, default=60, help="readings per request (default 60)")
     parser.add_argument("--clients", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-predict", default=None, metavar="ARGS", help="also run `python -m jobs.batch_predict ARGS` as the last stage")
+    parser.add_argument("--rounds", type=int, default=1, help="run every scale this many times (fresh topic each) and report the medians (default 1)")
+    parser.add_argument("--sink-workers", type=int, default=2, help="also sink the same topic with this many workers, for the scaling efficiency (default 2; 1: skip)")
+    parser.add_argument(
+        "--batch-predict",
+        default=None,
+        metavar="ARGS",
+        help="also run `python -m jobs.batch_predict ARGS --feature-set-id <the features stage's>` as the last stage; ARGS name a registered model whose features match, e.g. '--model-name M --alias champion'",
+    )
     args = parser.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",")]
     log("starting a Ray head and two worker nodes")
-    with LocalRayCluster(workers=2) as cluster, tempfile.TemporaryDirectory(prefix="gh-scale-") as tmp:
-        results = [one_scale(cluster, scale, args, Path(tmp)) for scale in scales]
+    with CpuGroup() as group, LocalRayCluster(workers=2) as cluster, tempfile.TemporaryDirectory(prefix="gh-scale-") as tmp:
+        runs = [one_scale(cluster, group, scale, args, Path(tmp), round_) for round_ in range(args.rounds) for scale in scales]
+    results = [median_of([r for r in runs if r["scale"] == scale]) for scale in scales]
     base = results[0]
     header = "stage".ljust(14)
     for r in results:
         header += f"{r['scale']}x wall ms/rd".rjust(16) + f"{r['scale']}x CPU ms/rd".rjust(16)
     for r in results[1:]:
-        header += f"{r['scale']}x/{base['scale']}x CPU".rjust(14)
+        header += f"{r['scale']}x/{base['scale']}x wall".rjust(14) + f"{r['scale']}x/{base['scale']}x CPU".rjust(14) + "marg. CPU ms/rd".rjust(17) + "marg. wall ms/rd".rjust(18)
+    print(f"per reading (raw: the stage's whole cost / readings), median of {args.rounds} round(s); marginal: (cost at Nx - cost at {base['scale']}x) / (readings at Nx - at {base['scale']}x)")
     print(header)
     ratios: dict[str, dict[str, float]] = {}
+    nan = float("nan")
     for stage in base["stages"]:
         row = f"{stage:<14}"
         for r in results:
             s = r["stages"].get(stage, {})
-            row += f"{s.get('wall_ms_per_reading', float('nan')):>16.3f}{s.get('cpu_ms_per_reading', float('nan')):>16.3f}"
+            row += f"{s.get('wall_ms_per_reading', nan):>16.3f}{s.get('cpu_ms_per_reading', nan):>16.3f}"
         for r in results[1:]:
             s, b = r["stages"].get(stage), base["stages"][stage]
-            ratio_cpu = s["cpu_ms_per_reading"] / b["cpu_ms_per_reading"] if s and b["cpu_ms_per_reading"] else float("nan")
-            ratio_wall = s["wall_ms_per_reading"] / b["wall_ms_per_reading"] if s and b["wall_ms_per_reading"] else float("nan")
-            ratios[f"{stage}_{r['scale']}x_over_{base['scale']}x"] = {"cpu_per_reading": ratio_cpu, "wall_per_reading": ratio_wall}
-            row += f"{ratio_cpu:>14.2f}"
+            ratio_cpu = s["cpu_ms_per_reading"] / b["cpu_ms_per_reading"] if s and b["cpu_ms_per_reading"] else nan
+            ratio_wall = s["wall_ms_per_reading"] / b["wall_ms_per_reading"] if s and b["wall_ms_per_reading"] else nan
+            extra = r["readings"] - base["readings"]
+            marg_cpu = 1000 * (s["cpu_s"] - b["cpu_s"]) / extra if s and extra else nan
+            marg_wall = 1000 * (s["wall_s"] - b["wall_s"]) / extra if s and extra else nan
+            ratios[f"{stage}_{r['scale']}x_over_{base['scale']}x"] = {
+                "cpu_per_reading": ratio_cpu,
+                "wall_per_reading": ratio_wall,
+                "marginal_cpu_ms_per_reading": marg_cpu,
+                "marginal_wall_ms_per_reading": marg_wall,
+            }
+            row += f"{ratio_wall:>14.2f}{ratio_cpu:>14.2f}{marg_cpu:>17.3f}{marg_wall:>18.3f}"
         print(row)
-    print(json.dumps({"results": results, "ratios": ratios}, default=str))
+    efficiency: dict[str, float] = {}
+    key = f"sink_x{args.sink_workers}"
+    for r in results:
+        one, many = r["stages"].get("sink"), r["stages"].get(key)
+        if one and many:
+            efficiency[f"{r['scale']}x"] = many["rows_per_s"] / (args.sink_workers * one["rows_per_s"])
+            print(f"sink {r['scale']}x: 1 worker {one['rows_per_s']:.0f} rows/s, {args.sink_workers} workers {many['rows_per_s']:.0f} rows/s, efficiency {efficiency[str(r['scale']) + 'x']:.2f}")
+    print(json.dumps({"args": vars(args), "results": results, "ratios": ratios, "sink_scaling_efficiency": efficiency}, default=str))
     return 0
 
 
