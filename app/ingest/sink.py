@@ -375,7 +375,7 @@ class LakeSink:
         stem = file_stem(tp.topic, tp.partition, epoch)
         try:
             list(self._writers.map(lambda planned_file: self.lake.write_parquet(planned_file[1], planned_file[0]["relative_path"], staging_prefix=stem, replace=False), planned))
-        except OSError:
+        except Exception:  # WebHDFS reports a file deleted under a writer as RuntimeError, not OSError
             if self.leases.renew(tp.partition, epoch):
                 raise
             # fenced meanwhile: the new owner cleared this epoch's staged files as it took over

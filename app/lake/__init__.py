@@ -112,7 +112,10 @@ class Lake:
         """Delete one file if it exists (absolute paths inside the root are accepted too)."""
         path = relative_or_absolute if relative_or_absolute.startswith(self.root + "/") else self.path(relative_or_absolute)
         if self.filesystem.get_file_info(path).type == pafs.FileType.File:
-            self.filesystem.delete_file(path)
+            try:
+                self.filesystem.delete_file(path)
+            except FileNotFoundError:  # another writer deleted it meanwhile (a sink fencing a zombie's files)
+                pass
 
     def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
         """Absolute paths of files under a root-relative directory (recursive), sorted."""

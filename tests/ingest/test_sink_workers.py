@@ -133,6 +133,32 @@ def test_a_fenced_worker_cannot_commit_and_removes_only_its_own_files(sink_setti
     assert {d["worker"] for d in docs} == {"heir"}
 
 
+def test_a_write_failing_because_the_worker_was_fenced_is_a_fence_not_a_crash(sink_settings):
+    """A zombie whose files the heir removed mid-write sees its lake write fail (WebHDFS raises
+    RuntimeError for a file deleted under its writer): that is PartitionFenced, which the sink
+    survives, not an error that stops the job."""
+    settings = sink_settings
+    readings = make_readings(200, greenhouses=2)
+    ingest(settings, readings)
+    zombie = new_sink(settings, "zombie")
+    assert zombie.rebalance(first=True)
+    zombie._reassign()
+    batch = zombie._consumer.poll(1000, 5.0)
+    assert batch, "nothing to read"
+    tp = TopicPartition(batch[0].topic, batch[0].partition)
+    chunk = zombie._prepare_chunk(tp, [m for m in batch if m.partition == tp.partition])
+    time.sleep(LEASE_TTL_S + 0.5)
+    assert new_sink(settings, "heir").run().rows_written == len(readings)
+
+    def write_under_a_deleted_file(*args, **kwargs):
+        raise RuntimeError("LeaseExpiredException: No lease on /_staging/x: File does not exist")
+
+    zombie.lake.write_parquet = write_under_a_deleted_file  # type: ignore[method-assign]
+    with pytest.raises(PartitionFenced):
+        zombie._write_chunk(chunk)
+    assert_exactly_once(settings, readings)
+
+
 def test_two_workers_share_the_partitions_exactly_once(sink_settings):
     settings = sink_settings
     sinks = [new_sink(settings, f"w{i}") for i in range(2)]
