@@ -80,3 +80,24 @@ def test_listing_a_directory_created_while_being_listed_does_not_fail():
     lake = Lake(pafs.PyFileSystem(pafs.FSSpecHandler(memory)), f"/race-{uuid.uuid4().hex[:8]}")
     assert lake.list_files(STAGING) == []
     assert CreatedMeanwhile.raced
+
+
+def test_deleting_a_file_another_writer_removed_meanwhile_is_not_an_error():
+    """A sink fencing a zombie and the zombie undoing its own chunk may delete one file at once."""
+    import pyarrow.fs as pafs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class RemovedMeanwhile(MemoryFileSystem):
+        armed = False
+
+        def exists(self, path, **kwargs):  # pyarrow's handler asks just before it deletes
+            if self.armed:
+                self.store.pop(self._strip_protocol(path), None)  # the other writer's delete lands here
+            return super().exists(path, **kwargs)
+
+    memory = RemovedMeanwhile(skip_instance_cache=True)
+    lake = Lake(pafs.PyFileSystem(pafs.FSSpecHandler(memory)), f"/gone-{uuid.uuid4().hex[:8]}")
+    path = lake.write_parquet(table(3), "raw/a.parquet")
+    memory.armed = True
+    lake.delete(path)
+    assert not lake.exists("raw/a.parquet")
