@@ -109,24 +109,31 @@ def summary_of(proc: subprocess.Popen, timeout: float = 240) -> dict:
     return orjson.loads(out.decode().strip().splitlines()[-1])
 
 
-def test_a_fenced_worker_cannot_commit_and_removes_only_its_own_files(sink_settings):
-    settings = sink_settings
-    readings = make_readings(400, greenhouses=4)
-    ingest(settings, readings)
+def zombie_with_a_chunk_read(settings: Settings) -> tuple[LakeSink, TopicPartition, list]:
+    """A worker named "zombie" that took every partition and read one partition's chunk (not
+    written yet): the partition and its messages."""
     zombie = new_sink(settings, "zombie")
     assert zombie.rebalance(first=True)
     zombie._reassign()
     batch = zombie._consumer.poll(1000, 5.0)
     assert batch, "nothing to read"
+    tp = TopicPartition(batch[0].topic, batch[0].partition)
+    return zombie, tp, [m for m in batch if m.partition == tp.partition]
+
+
+def test_a_fenced_worker_cannot_commit_and_removes_only_its_own_files(sink_settings):
+    settings = sink_settings
+    readings = make_readings(400, greenhouses=4)
+    ingest(settings, readings)
+    zombie, tp, messages = zombie_with_a_chunk_read(settings)
     time.sleep(LEASE_TTL_S + 0.5)  # the zombie pauses past its lease...
     heir = new_sink(settings, "heir")
     stats = heir.run()  # ...another worker takes every partition and sinks everything
     assert stats.partitions_taken == 4 and stats.rows_written == len(readings)
     lake = Lake.from_url(settings.lake_url)
     heirs_files = lake.list_files("raw/sensors")
-    tp = TopicPartition(batch[0].topic, batch[0].partition)
     with pytest.raises(PartitionFenced):  # the zombie wakes up and tries to write its chunk
-        zombie._process_chunk(tp, [m for m in batch if m.partition == tp.partition])
+        zombie._process_chunk(tp, messages)
     assert lake.list_files("raw/sensors") == heirs_files, "the zombie left or removed a file"
     assert_exactly_once(settings, readings)
     docs = open_metadata(settings.metadata_url).collection(LAKE_BATCHES).find({})
@@ -140,13 +147,8 @@ def test_a_write_failing_because_the_worker_was_fenced_is_a_fence_not_a_crash(si
     settings = sink_settings
     readings = make_readings(200, greenhouses=2)
     ingest(settings, readings)
-    zombie = new_sink(settings, "zombie")
-    assert zombie.rebalance(first=True)
-    zombie._reassign()
-    batch = zombie._consumer.poll(1000, 5.0)
-    assert batch, "nothing to read"
-    tp = TopicPartition(batch[0].topic, batch[0].partition)
-    chunk = zombie._prepare_chunk(tp, [m for m in batch if m.partition == tp.partition])
+    zombie, tp, messages = zombie_with_a_chunk_read(settings)
+    chunk = zombie._prepare_chunk(tp, messages)
     time.sleep(LEASE_TTL_S + 0.5)
     assert new_sink(settings, "heir").run().rows_written == len(readings)
 
