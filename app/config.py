@@ -72,10 +72,12 @@ class SinkSettings(BaseModel):
 
     group_id: str = "lake-sink"
     # Records per poll, and per chunk of a partition: a chunk is written (one file per
-    # greenhouse-day) when it holds this many, has waited chunk_wait_s, or the topic is idle.
+    # greenhouse-day) when it holds this many, has waited chunk_wait_s, or the topic is idle:
+    # a poll brought nothing for idle_flush_s (the end of a burst reaches the lake that soon).
     max_batch_records: int = Field(default=20_000, ge=1)
     chunk_wait_s: float = Field(default=2.0, ge=0)
     poll_timeout_s: float = Field(default=1.0, gt=0)
+    idle_flush_s: float = Field(default=0.2, gt=0)
     # Files of one chunk written at once (a remote lake's round trips, not its bandwidth, bound one write).
     write_concurrency: int = Field(default=4, ge=1, le=64)
     # Workers of one sink job (Ray actors sharing the partitions; 1: the job's own process).

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from app.contracts.reading import EARLIEST_TS, ID_PATTERN, MEASUREMENT_BOUNDS, MEASUREMENT_NAMES, ON_BUS_MAX_FUTURE_SKEW_S, READING_SCHEMA_VERSION, epoch_ms
+from app.contracts.reading import EARLIEST_TS, ID_PATTERN, MEASUREMENT_BOUNDS, MEASUREMENT_NAMES, ON_BUS_MAX_FUTURE_SKEW_S, READING_SCHEMA_VERSION
 
 BLOCK = 2048
 """Values parsed together."""
@@ -39,15 +39,18 @@ _PARSE = pajson.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_beh
 
 @dataclass(frozen=True)
 class PlainReadings:
-    """The plain values of a chunk: their positions in it and their columns (``greenhouse_id``,
-    ``device_id``, ``ts`` as UTC datetimes, ``ts_ms``, one column per known measurement)."""
+    """The plain values of a chunk, as columns (no Python object per reading): their positions in
+    it (``int64``), ``greenhouse_id`` and ``device_id`` (Arrow strings), ``ts_ms`` (``int64`` epoch
+    milliseconds of the UTC instant) and one Arrow column per known measurement."""
 
-    positions: list[int]
-    greenhouse_id: list[str]
-    device_id: list[str]
-    ts: list[datetime]
-    ts_ms: list[int]
+    positions: np.ndarray
+    greenhouse_id: pa.Array
+    device_id: pa.Array
+    ts_ms: np.ndarray
     measurements: dict[str, pa.Array]
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 def plain_readings(values: Sequence[bytes], *, now: datetime | None = None) -> PlainReadings:
@@ -55,15 +58,25 @@ def plain_readings(values: Sequence[bytes], *, now: datetime | None = None) -> P
     latest = (now or datetime.now(timezone.utc)) + timedelta(seconds=ON_BUS_MAX_FUTURE_SKEW_S)
     found: list[PlainReadings] = []
     for start in range(0, len(values), BLOCK):
-        found += _plain_block(values, [i for i in range(start, min(start + BLOCK, len(values))) if not _suspect(values[i])], latest)
+        found += _plain_block(values, _unsuspected(values, range(start, min(start + BLOCK, len(values)))), latest)
+    if not found:
+        return PlainReadings(np.zeros(0, np.int64), pa.array([], pa.string()), pa.array([], pa.string()), np.zeros(0, np.int64), {name: pa.array([], pa.float64()) for name in MEASUREMENT_NAMES})
     return PlainReadings(
-        positions=[i for p in found for i in p.positions],
-        greenhouse_id=[g for p in found for g in p.greenhouse_id],
-        device_id=[d for p in found for d in p.device_id],
-        ts=[t for p in found for t in p.ts],
-        ts_ms=[t for p in found for t in p.ts_ms],
-        measurements={name: pa.concat_arrays([p.measurements[name] for p in found]) if found else pa.array([], pa.float64()) for name in MEASUREMENT_NAMES},
+        positions=np.concatenate([p.positions for p in found]),
+        greenhouse_id=pa.concat_arrays([p.greenhouse_id for p in found]),
+        device_id=pa.concat_arrays([p.device_id for p in found]),
+        ts_ms=np.concatenate([p.ts_ms for p in found]),
+        measurements={name: pa.concat_arrays([p.measurements[name] for p in found]) for name in MEASUREMENT_NAMES},
     )
+
+
+def _unsuspected(values: Sequence[bytes], block: range) -> list[int]:
+    """The positions of ``block`` whose values are not :func:`_suspect` (looked for in the whole
+    block at once first: most blocks have no line break and no escape anywhere)."""
+    joined = b"".join(values[i] for i in block)
+    if b"\n" in joined or b"\\u" in joined:
+        return [i for i in block if not _suspect(values[i])]
+    return [i for i in block if values[i].strip()]
 
 
 def _suspect(value: bytes) -> bool:
@@ -126,6 +139,8 @@ def _absent_unknowns(table: pa.Table, values: list[bytes]) -> np.ndarray:
     unknown = [name for name in table.column_names if name not in _TOP_FIELDS]
     unknown += [child.name for child in table.schema.field("measurements").type if child.name not in MEASUREMENT_NAMES]
     version_null = np.asarray(table["schema_version"].is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if not unknown and not version_null.any():  # the usual block: nothing to look for
+        return np.ones(len(values), dtype=bool)
     keys = [f'"{name}"'.encode() for name in unknown]
     return np.array([not any(k in v for k in keys) and not (null and b'"schema_version"' in v) for v, null in zip(values, version_null, strict=True)], dtype=bool)
 
@@ -135,24 +150,43 @@ def _checked_times(table: pa.Table, positions: list[int], rows: np.ndarray, late
     if not len(rows):
         return None
     picked = table.take(pa.array(rows, pa.int64()))
-    keep, stamps = [], []
-    for i, text in enumerate(picked["ts"].to_pylist()):
-        try:
-            stamp = datetime.fromisoformat(text).astimezone(timezone.utc)
-        except (ValueError, OverflowError):
-            continue
-        if EARLIEST_TS <= stamp <= latest:
-            keep.append(i)
-            stamps.append(stamp)
-    if not keep:
+    micros = _epoch_us(picked["ts"])
+    keep = np.flatnonzero((micros >= _epoch_us_of(EARLIEST_TS)) & (micros <= _epoch_us_of(latest)))
+    if not len(keep):
         return None
     picked = picked.take(pa.array(keep, pa.int64()))
     measurements = picked["measurements"].combine_chunks()
     return PlainReadings(
-        positions=[positions[i] for i in keep],
-        greenhouse_id=picked["greenhouse_id"].to_pylist(),
-        device_id=picked["device_id"].to_pylist(),
-        ts=stamps,
-        ts_ms=[epoch_ms(t) for t in stamps],
+        positions=np.asarray(positions, dtype=np.int64)[keep],
+        greenhouse_id=picked["greenhouse_id"].combine_chunks(),
+        device_id=picked["device_id"].combine_chunks(),
+        ts_ms=micros[keep] // 1000,  # floor, as epoch_ms and Arrow's timestamp("ms") truncate
         measurements={name: measurements.field(name) for name in MEASUREMENT_NAMES},
     )
+
+
+_UNPARSED = np.iinfo(np.int64).min  # below any bound: the row is left to the slow path
+
+
+def _epoch_us(stamps: pa.ChunkedArray) -> np.ndarray:
+    """RFC 3339 strings (already matched by :data:`_RFC3339`) as epoch microseconds, in bulk; when
+    one of them is no real instant (a 30 February, a 24:00 offset) Arrow refuses the whole column,
+    and each is then parsed alone, the bad ones marked :data:`_UNPARSED`."""
+    try:
+        return pc.cast(stamps, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return np.array([_one_epoch_us(text) for text in stamps.to_pylist()], dtype=np.int64)
+
+
+def _one_epoch_us(text: str) -> int:
+    try:
+        return _epoch_us_of(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):
+        return int(_UNPARSED)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _epoch_us_of(stamp: datetime) -> int:
+    return (stamp - _EPOCH) // timedelta(microseconds=1)

@@ -55,15 +55,15 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return table.sort_by([("ts", "ascending"), ("device_id", "ascending")])
 
 
-def plain_table(plain: PlainReadings, picks: list[int], messages: Sequence[Message]) -> pa.Table:
+def plain_table(plain: PlainReadings, picks: Sequence[int] | np.ndarray, messages: Sequence[Message]) -> pa.Table:
     """The raw-table rows of plain readings ``picks`` (indexes into ``plain``) whose bus messages
     are ``messages`` (same order), column by column: the same rows :func:`reading_row` makes of
     them (a plain reading has no unknown fields, so no ``extra_json``)."""
     n = len(picks)
-    index = pa.array(picks, pa.int64())
+    index = pa.array(np.asarray(picks, dtype=np.int64))
     columns: dict[str, pa.Array] = {
-        "device_id": pa.array([plain.device_id[i] for i in picks], pa.string()),
-        "ts": pa.array([plain.ts_ms[i] for i in picks], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "device_id": plain.device_id.take(index),
+        "ts": pa.array(plain.ts_ms[np.asarray(picks, dtype=np.int64)], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
         "schema_version": pa.array(np.full(n, READING_SCHEMA_VERSION, dtype=np.int16)),
         **{name: plain.measurements[name].take(index) for name in MEASUREMENT_NAMES},
         "extra_json": pa.nulls(n, pa.string()),

@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
-from typing import NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -58,9 +57,10 @@ from app.contracts.deadletter import DeadLetter
 from app.contracts.reading import ReadingError, UndecodableReading, reading_from_bus
 from app.contracts.reading_columns import plain_readings
 from app.ingest import errors
-from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, SeenKey, SeenKeys
+from app.ingest.chunk import ChunkColumns, SlowRow, chunk_table, unseen
+from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, DayKey, SeenKey, SeenKeys
 from app.ingest.leases import PartitionLeases, fair_share, plan_rebalance
-from app.ingest.records import SCHEMA_FINGERPRINT, plain_table, reading_row, rows_to_table
+from app.ingest.records import SCHEMA_FINGERPRINT, reading_row
 from app.lake import STAGING, Lake
 from app.metadata import LAKE_BATCHES, DuplicateKeyError, MetadataStore
 
@@ -112,19 +112,6 @@ def _checkpoint_id(group: str, tp: TopicPartition) -> str:
     return f"{group}|{tp.topic}|{tp.partition}"
 
 
-class ChunkRow(NamedTuple):
-    """One valid reading of a chunk: its position, greenhouse-day and dedupe key, and its row dict
-    (``None`` for a plain reading, whose columns stay in the chunk's :class:`PlainReadings`). A
-    named tuple: the sink makes one per reading, and a tuple is made several times faster than a
-    frozen dataclass."""
-
-    position: int
-    greenhouse_id: str
-    day: date
-    key: SeenKey
-    row: dict | None
-
-
 @dataclass(frozen=True)
 class PreparedChunk:
     """A chunk ready to write: offsets ``first..last`` of ``tp`` under ``epoch``, its files (pending
@@ -135,7 +122,7 @@ class PreparedChunk:
     first: int
     last: int
     planned: list[tuple[dict, pa.Table]]
-    keys: dict[tuple[str, date], set[SeenKey]]
+    keys: dict[DayKey, set[SeenKey]]
 
 
 class PartitionFenced(RuntimeError):
@@ -181,7 +168,6 @@ class LakeSink:
         self.stats = SinkStats()
         self._owned: dict[int, int] = {}  # partition -> the epoch of this worker's lease
         self._consumer: Consumer | None = None
-        self._plain = plain_readings([])  # the current chunk's plain readings
         self._buffered: dict[int, list[Message]] = defaultdict(list)  # partition -> its chunk so far
         self._since: dict[int, float] = {}  # partition -> when its chunk got its first message
         self._writers = ThreadPoolExecutor(max_workers=settings.sink.write_concurrency, thread_name_prefix="sink-write")
@@ -309,24 +295,21 @@ class LakeSink:
         return list(zip(table["device_id"].to_pylist(), pc.cast(table["ts"], pa.int64()).to_pylist()))
 
     # -- one chunk --------------------------------------------------------------------------
-    def _rows(self, tp: TopicPartition, messages: list[Message]) -> list[ChunkRow]:
-        """The chunk's readings in offset order: the plain ones parsed in bulk
-        (:mod:`app.contracts.reading_columns`), every other one by the contract's own check;
-        messages that are no valid reading, or that cannot be made a row, are counted and
-        dead-lettered."""
+    def _readings(self, tp: TopicPartition, messages: list[Message]) -> ChunkColumns:
+        """The chunk's valid readings as one table (:mod:`app.ingest.chunk`): the plain ones
+        parsed in bulk (:mod:`app.contracts.reading_columns`), every other one by the contract's
+        own check; messages that are no valid reading, or that cannot be made a row, are counted
+        and dead-lettered."""
         plain = plain_readings([m.value for m in messages])
-        out: list[ChunkRow] = [
-            ChunkRow(pos, gid, ts.date(), (device, ms), None) for pos, gid, ts, device, ms in zip(plain.positions, plain.greenhouse_id, plain.ts, plain.device_id, plain.ts_ms, strict=True)
-        ]
+        slow: list[SlowRow] = []
         dead: list[OutgoingRecord] = []
-        done = set(plain.positions)
+        done = set(plain.positions.tolist())
         for pos, msg in enumerate(messages):
             if pos in done:
                 continue
             try:
                 reading = reading_from_bus(msg.value)
-                row = reading_row(reading, tp.topic, tp.partition, msg.offset, msg.timestamp_ms)
-                out.append(ChunkRow(pos, reading.greenhouse_id, reading.ts.date(), (reading.device_id, reading.ts_ms), row))
+                slow.append(SlowRow(pos, reading.greenhouse_id, reading_row(reading, tp.topic, tp.partition, msg.offset, msg.timestamp_ms)))
             except ReadingError as exc:
                 dead.append(self._reject(tp, msg, exc))
             except Exception as exc:  # a record the lake cannot take must not stop the sink for good
@@ -334,8 +317,7 @@ class LakeSink:
                 dead.append(self._reject(tp, msg, ReadingError(f"value: cannot be placed in the lake ({type(exc).__name__})")))
         if dead:
             self.bus.produce(self.settings.topics.deadletter, dead)
-        self._plain = plain
-        return sorted(out, key=lambda r: r.position) if len(out) > len(plain.positions) else out  # plain ones come in order
+        return ChunkColumns(chunk_table(plain, slow, messages))
 
     def _reject(self, tp: TopicPartition, msg: Message, exc: ReadingError) -> OutgoingRecord:
         self.stats.invalid += 1
@@ -408,38 +390,22 @@ class LakeSink:
         self._consumer.commit({chunk.tp: chunk.last + 1})
         self._maybe_fail("after_commit")
 
-    def _new_rows(self, tp: TopicPartition, messages: list[Message]) -> tuple[dict[tuple[str, date], pa.Table], dict[tuple[str, date], set[SeenKey]]]:
+    def _new_rows(self, tp: TopicPartition, messages: list[Message]) -> tuple[dict[DayKey, pa.Table], dict[DayKey, set[SeenKey]]]:
         """The chunk's readings not yet in the lake, as one table per greenhouse-day, and their keys."""
-        picked: dict[tuple[str, date], list[ChunkRow]] = defaultdict(list)
-        keys: dict[tuple[str, date], set[SeenKey]] = defaultdict(set)
-        in_lake: dict[tuple[str, date], set[SeenKey]] = {}  # each greenhouse-day read once per chunk
+        chunk = self._readings(tp, messages)
+        days = chunk.days()
+        self._prefetch_keys(d.key for d in days)
         writing = self._in_flight[0].keys if self._in_flight is not None else {}  # not in ``seen`` yet
-        nothing: set[SeenKey] = set()
-        chunk_rows = self._rows(tp, messages)
-        self._prefetch_keys((row.greenhouse_id, row.day) for row in chunk_rows)
-        for row in chunk_rows:
-            gkey = (row.greenhouse_id, row.day)
-            if gkey not in in_lake:
-                in_lake[gkey] = self.seen.get(*gkey)
-            if row.key in keys[gkey] or row.key in in_lake[gkey] or row.key in writing.get(gkey, nothing):
-                self.stats.duplicates += 1
-                continue
-            keys[gkey].add(row.key)
-            picked[gkey].append(row)
+        tables: dict[DayKey, pa.Table] = {}
+        keys: dict[DayKey, set[SeenKey]] = {}
+        for day in days:
+            first = chunk.first_of_each_key(day.rows)
+            rows, day_keys = unseen(chunk.keys(first), first, self.seen.get(*day.key), writing.get(day.key, set()))
+            self.stats.duplicates += len(day.rows) - len(rows)
+            if len(rows):
+                tables[day.key], keys[day.key] = chunk.lake_table(rows), set(day_keys)
         self._prefetched.clear()  # read for this chunk only: never served later, when it may be stale
-        return {gkey: self._table(tp, messages, rows) for gkey, rows in picked.items()}, keys
-
-    def _table(self, tp: TopicPartition, messages: list[Message], rows: list[ChunkRow]) -> pa.Table:
-        """One greenhouse-day's rows as a lake table: the plain ones column by column, the others
-        from their row dicts."""
-        slow = [r.row for r in rows if r.row is not None]
-        plain_at = {pos: i for i, pos in enumerate(self._plain.positions)}
-        fast = [plain_at[r.position] for r in rows if r.row is None]
-        tables = [plain_table(self._plain, fast, [messages[self._plain.positions[i]] for i in fast])] if fast else []
-        if slow:
-            tables.append(rows_to_table(slow))
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        return table.sort_by([("ts", "ascending"), ("device_id", "ascending")])
+        return tables, keys
 
     def _undo(self, planned: list[tuple[dict, pa.Table]]) -> None:
         """Remove a fenced chunk's files and documents (they never became part of the lake)."""
@@ -512,10 +478,11 @@ class LakeSink:
                     if self.rebalance(first=first):
                         self._reassign()
                     first, next_tick = False, time.monotonic() + tick_s
-                messages = self._poll()
+                waiting = any(self._buffered.values())  # a chunk waits: an idle topic writes it sooner
+                messages = self._poll(min(self.settings.sink.poll_timeout_s, self.settings.sink.idle_flush_s) if waiting else self.settings.sink.poll_timeout_s)
                 if not messages:
                     self._flush()
-                    empty += 1
+                    empty += 0 if waiting else 1  # idle is counted in whole poll timeouts
                     if until_idle and empty >= idle_polls and not self.leases.free_partitions(self.partitions):
                         break
                     if should_stop is not None and should_stop():
@@ -540,12 +507,12 @@ class LakeSink:
             self.stats.elapsed_s = round(time.monotonic() - started, 3)
         return self.stats
 
-    def _poll(self) -> list[Message]:
+    def _poll(self, timeout_s: float) -> list[Message]:
         if self._consumer is None:  # nothing to read until a lease comes free
-            time.sleep(self.settings.sink.poll_timeout_s)
+            time.sleep(timeout_s)
             return []
         try:
-            return self._consumer.poll(self.settings.sink.max_batch_records, self.settings.sink.poll_timeout_s)
+            return self._consumer.poll(self.settings.sink.max_batch_records, timeout_s)
         except LostRecordsError as exc:
             raise LostRecordsError(
                 exc.topic,
