@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from app.bus import Message
 from app.contracts.reading_columns import PlainReadings
-from app.ingest.dedupe import DayKey, SeenKey
+from app.ingest.dedupe import DayKey, DayKeys, Keys
 from app.ingest.records import RAW_SCHEMA, plain_table
 
 GREENHOUSE = "greenhouse_id"
@@ -72,8 +72,8 @@ class ChunkColumns:
         self.table = table.combine_chunks()  # one dictionary per column when encoded below
         self.ts_ms = table["ts"].cast(pa.int64()).to_numpy()
         self.day = self.ts_ms // MS_PER_DAY
-        encoded = pc.dictionary_encode(table["device_id"]).combine_chunks()
-        self.device_code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.devices = device_keys(self.table["device_id"], self.ts_ms)
+        self.device_code = self.devices.codes
 
     def days(self) -> list[DayRows]:
         """The chunk's greenhouse-days, sorted, each with its rows in message order."""
@@ -97,9 +97,9 @@ class ChunkColumns:
         _, first = np.unique(key, return_index=True)  # a stable sort: the first copy's index
         return rows[np.sort(first)]
 
-    def keys(self, rows: np.ndarray) -> list[SeenKey]:
-        """``(device_id, ts_ms)`` of ``rows``, the sink's dedupe keys."""
-        return list(zip(self.table["device_id"].take(pa.array(rows, pa.int64())).to_pylist(), self.ts_ms[rows].tolist(), strict=True))
+    def keys(self, rows: np.ndarray) -> Keys:
+        """The dedupe keys ``(device_id, ts_ms)`` of ``rows``."""
+        return self.devices.take(rows)
 
     def lake_table(self, rows: np.ndarray) -> pa.Table:
         """``rows`` as a lake file's table (:data:`RAW_SCHEMA`), sorted by time then device."""
@@ -107,10 +107,21 @@ class ChunkColumns:
         return picked.sort_by([("ts", "ascending"), ("device_id", "ascending")])
 
 
-def unseen(keys: list[SeenKey], rows: np.ndarray, *known: set[SeenKey]) -> tuple[np.ndarray, list[SeenKey]]:
-    """The rows, and their keys, whose key none of the ``known`` sets holds."""
-    known = tuple(k for k in known if k)
-    if not known:
+def unseen(keys: Keys, rows: np.ndarray, *known: DayKeys | None) -> tuple[np.ndarray, Keys]:
+    """The rows, and their keys, whose key none of the ``known`` holds."""
+    held = np.zeros(len(rows), dtype=bool)
+    for day_keys in known:
+        if day_keys:
+            held |= day_keys.contains(keys)
+    if not held.any():
         return rows, keys
-    keep = [i for i, key in enumerate(keys) if not any(key in k for k in known)]
-    return rows[keep], [keys[i] for i in keep]
+    keep = np.flatnonzero(~held)
+    return rows[keep], keys.take(keep)
+
+
+def device_keys(device_id: pa.ChunkedArray | pa.Array, ts_ms: np.ndarray) -> Keys:
+    """The keys of a ``device_id`` column and its times."""
+    encoded = pc.dictionary_encode(device_id)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return Keys(encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), ts_ms)

@@ -57,8 +57,8 @@ from app.contracts.deadletter import DeadLetter
 from app.contracts.reading import ReadingError, UndecodableReading, reading_from_bus
 from app.contracts.reading_columns import plain_readings
 from app.ingest import errors
-from app.ingest.chunk import ChunkColumns, SlowRow, chunk_table, unseen
-from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, DayKey, SeenKey, SeenKeys
+from app.ingest.chunk import ChunkColumns, SlowRow, chunk_table, device_keys, unseen
+from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, DayKey, DayKeys, Keys, SeenKeys
 from app.ingest.leases import PartitionLeases, fair_share, plan_rebalance
 from app.ingest.records import SCHEMA_FINGERPRINT, reading_row
 from app.lake import STAGING, Lake
@@ -122,7 +122,7 @@ class PreparedChunk:
     first: int
     last: int
     planned: list[tuple[dict, pa.Table]]
-    keys: dict[DayKey, set[SeenKey]]
+    keys: dict[DayKey, Keys]
 
 
 class PartitionFenced(RuntimeError):
@@ -163,7 +163,7 @@ class LakeSink:
         self.batches.create_index([("status", 1), ("sink_group", 1)])
         self.leases = PartitionLeases(store, self.group, self.topic, self.worker_id, ttl_s=settings.sink.lease_ttl_s)
         self.seen = SeenKeys(self._load_keys, max_days=seen_max_days, max_keys=seen_max_keys)
-        self._prefetched: dict[tuple[str, date], list[SeenKey]] = {}  # read ahead for ``seen``, several at once
+        self._prefetched: dict[DayKey, DayKeys] = {}  # read ahead for ``seen``, several at once
         self._failpoint = self._parse_failpoint(settings.sink.failpoint)
         self.stats = SinkStats()
         self._owned: dict[int, int] = {}  # partition -> the epoch of this worker's lease
@@ -274,7 +274,7 @@ class LakeSink:
                 self._consumer.seek(tp, checkpoint)
 
     # -- dedupe ----------------------------------------------------------------------------
-    def _load_keys(self, greenhouse_id: str, day: date) -> list[SeenKey]:
+    def _load_keys(self, greenhouse_id: str, day: date) -> DayKeys:
         prefetched = self._prefetched.pop((greenhouse_id, day), None)
         return prefetched if prefetched is not None else self._lake_keys(greenhouse_id, day)
 
@@ -286,13 +286,13 @@ class LakeSink:
         if len(missing) > 1:
             self._prefetched = dict(zip(missing, self._writers.map(lambda k: self._lake_keys(*k), missing)))
 
-    def _lake_keys(self, greenhouse_id: str, day: date) -> list[SeenKey]:
+    def _lake_keys(self, greenhouse_id: str, day: date) -> DayKeys:
         """``(device_id, ts_ms)`` of every reading the lake holds for one greenhouse-day."""
         paths = self.lake.list_files(Lake.raw_partition(greenhouse_id, day))
         if not paths:
-            return []
+            return DayKeys()
         table = self.lake.read_table(paths, columns=["device_id", "ts"])
-        return list(zip(table["device_id"].to_pylist(), pc.cast(table["ts"], pa.int64()).to_pylist()))
+        return DayKeys(device_keys(table["device_id"], pc.cast(table["ts"], pa.int64()).to_numpy()))
 
     # -- one chunk --------------------------------------------------------------------------
     def _readings(self, tp: TopicPartition, messages: list[Message]) -> ChunkColumns:
@@ -390,20 +390,23 @@ class LakeSink:
         self._consumer.commit({chunk.tp: chunk.last + 1})
         self._maybe_fail("after_commit")
 
-    def _new_rows(self, tp: TopicPartition, messages: list[Message]) -> tuple[dict[DayKey, pa.Table], dict[DayKey, set[SeenKey]]]:
+    def _new_rows(self, tp: TopicPartition, messages: list[Message]) -> tuple[dict[DayKey, pa.Table], dict[DayKey, Keys]]:
         """The chunk's readings not yet in the lake, as one table per greenhouse-day, and their keys."""
         chunk = self._readings(tp, messages)
         days = chunk.days()
         self._prefetch_keys(d.key for d in days)
         writing = self._in_flight[0].keys if self._in_flight is not None else {}  # not in ``seen`` yet
         tables: dict[DayKey, pa.Table] = {}
-        keys: dict[DayKey, set[SeenKey]] = {}
+        keys: dict[DayKey, Keys] = {}
         for day in days:
             first = chunk.first_of_each_key(day.rows)
-            rows, day_keys = unseen(chunk.keys(first), first, self.seen.get(*day.key), writing.get(day.key, set()))
+            in_flight = DayKeys(writing[day.key]) if day.key in writing else None
+            rows, keys[day.key] = unseen(chunk.keys(first), first, self.seen.get(*day.key), in_flight)
             self.stats.duplicates += len(day.rows) - len(rows)
             if len(rows):
-                tables[day.key], keys[day.key] = chunk.lake_table(rows), set(day_keys)
+                tables[day.key] = chunk.lake_table(rows)
+            else:
+                del keys[day.key]
         self._prefetched.clear()  # read for this chunk only: never served later, when it may be stale
         return tables, keys
 

@@ -13,6 +13,7 @@ from app.bus import Message
 from app.contracts.reading import ReadingError, reading_from_bus
 from app.contracts.reading_columns import plain_readings
 from app.ingest.chunk import ChunkColumns, SlowRow, chunk_table, unseen
+from app.ingest.dedupe import DayKeys, Keys
 from app.ingest.records import reading_row, rows_to_table
 
 NOW = datetime(2026, 6, 5, tzinfo=timezone.utc)
@@ -85,7 +86,7 @@ def test_days_first_copies_and_lake_rows_match_the_reference():
         for day in days:
             first = chunk.first_of_each_key(day.rows)
             rows, keys = expected[day.key]
-            assert chunk.keys(first) == keys, "not the first copy of each key, in message order"
+            assert chunk.keys(first).pairs() == keys, "not the first copy of each key, in message order"
             assert chunk.lake_table(first).equals(rows_to_table(rows))
 
 
@@ -94,12 +95,12 @@ def test_keys_already_known_are_dropped_with_their_rows():
     chunk = built(messages)
     day = chunk.days()[0]
     first = chunk.first_of_each_key(day.rows)
-    keys = chunk.keys(first)
-    known = set(keys[::3])
-    rows, kept = unseen(keys, first, known, set())
-    assert kept == [k for k in keys if k not in known]
-    assert chunk.keys(rows) == kept
-    assert unseen(keys, first, set(), set())[0] is first  # nothing known: nothing looked up
+    keys = chunk.keys(first).pairs()
+    known, in_flight = set(keys[::3]), set(keys[1::5])
+    rows, kept = unseen(chunk.keys(first), first, DayKeys(Keys.of(sorted(known))), None, DayKeys(Keys.of(sorted(in_flight))))
+    assert kept.pairs() == [k for k in keys if k not in known and k not in in_flight]
+    assert chunk.keys(rows).pairs() == kept.pairs()
+    assert unseen(chunk.keys(first), first, DayKeys(), None)[0] is first  # nothing known: nothing dropped
 
 
 def test_an_empty_chunk_has_no_days():

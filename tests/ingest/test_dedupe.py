@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pytest
 
-from app.ingest.dedupe import SeenKeys
+from app.ingest.dedupe import DayKeys, Keys, SeenKeys
 
 DAY = date(2026, 6, 1)
 
@@ -16,7 +17,7 @@ def loader(keys_per_day: int):
 
     def load(greenhouse_id: str, day: date):
         calls.append((greenhouse_id, day))
-        return [(f"{greenhouse_id}-dev", i) for i in range(keys_per_day)]
+        return DayKeys(Keys.of([(f"{greenhouse_id}-dev", i) for i in range(keys_per_day)]))
 
     return load, calls
 
@@ -49,12 +50,23 @@ def test_added_keys_count_and_a_forgotten_day_is_left_to_the_lake():
     load, _ = loader(2)
     seen = SeenKeys(load, max_days=1, max_keys=100)
     seen.get("gh-01", DAY)
-    seen.add("gh-01", DAY, [("gh-01-dev", 99)])
-    assert ("gh-01-dev", 99) in seen.get("gh-01", DAY) and len(seen) == 3
-    seen.add("gh-09", DAY, [("x", 1)])  # not held: nothing to update
+    seen.add("gh-01", DAY, Keys.of([("gh-01-dev", 99), ("gh-01-dev", 1)]))  # 1 is held already
+    assert seen.get("gh-01", DAY).contains(Keys.of([("gh-01-dev", 99), ("gh-01-dev", 98), ("other", 99)])).tolist() == [True, False, False]
+    assert len(seen) == 3
+    seen.add("gh-09", DAY, Keys.of([("x", 1)]))  # not held: nothing to update
     assert seen.days == 1 and len(seen) == 3
 
 
 def test_bounds_must_be_positive():
     with pytest.raises(ValueError):
         SeenKeys(loader(1)[0], max_days=0)
+
+
+def test_day_keys_answer_as_a_set_of_pairs_would():
+    rng = np.random.default_rng(3)
+    held_pairs = [(f"d{rng.integers(4)}", int(rng.integers(0, 500))) for _ in range(300)]
+    asked = [(f"d{rng.integers(5)}", int(rng.integers(0, 500))) for _ in range(400)]
+    day = DayKeys(Keys.of(held_pairs))
+    assert len(day) == len(set(held_pairs))
+    assert day.contains(Keys.of(asked)).tolist() == [pair in set(held_pairs) for pair in asked]
+    assert not DayKeys().contains(Keys.of(asked)).any()
