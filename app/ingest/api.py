@@ -12,13 +12,19 @@ Routes (Kafka REST Proxy v2 subset; every one but the last two needs a device cr
 
 A credential is ``Authorization: Bearer <device token>``, or a client certificate the TLS edge
 verified (:mod:`app.security.edge`; trusted only with the edge's secret header). The OpenAPI
-document describes exactly what is answered (media types, every status, the ``Allow`` header of a
-405), so that a client generated from it works.
+document (:mod:`app.ingest.openapi`) describes exactly what is answered (media types, every status
+and header), so that a client generated from it works.
+
+Routing errors (404 for a path with no route, 405 with an ``Allow`` header for a method the path
+does not answer) come in the error shape of the API the path belongs to: ``{"error_code": 40400 or
+40501, "message"}`` in v2's media type, or under ``/v3/`` ``{"error_code": 404 or 405, "message"}``
+in ``application/json``. A refused credential is counted by reason in ``/stats``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -30,9 +36,10 @@ from starlette.routing import Match
 
 from app.contracts.reading import Reading
 from app.ingest import errors
-from app.ingest.api_v3 import add_v3_routes
-from app.ingest.gateway import BINARY_V2, JSON_V2, RESPONSE_MEDIA_TYPE, WWW_AUTHENTICATE, IngestResponse, IngestService, request_error, unauthorized
+from app.ingest.api_v3 import V3_REQUEST_MODELS, add_v3_routes, is_v3_path, v3_error_answer
+from app.ingest.gateway import BINARY_V2, JSON_V2, RESPONSE_MEDIA_TYPE, IngestResponse, IngestService, request_error, unauthorized
 from app.ingest.offload import Offload
+from app.ingest.openapi import SECURITY, ErrorResponse, error_response, install_openapi, ref
 from app.security.credentials import DeviceIdentity
 from app.security.edge import client_device
 
@@ -91,13 +98,6 @@ class ProduceResponse(BaseModel):
     offsets: list[RecordOffset]
 
 
-class ErrorResponse(BaseModel):
-    """A request-level error."""
-
-    error_code: int
-    message: str
-
-
 class RejectedResponse(BaseModel):
     """A request whose records were all rejected (per-record results in ``offsets``), or, without
     ``offsets``, one that was refused before its records were read."""
@@ -126,25 +126,18 @@ class Health(BaseModel):
 
 
 class Stats(BaseModel):
-    requests: int
-    accepted: int
-    rejected: int
-    rejected_by_reason: dict[str, int]
+    """Counters since this replica started (v2 and v3 alike)."""
+
+    requests: int = Field(description="produce requests that passed the request-level checks")
+    accepted: int = Field(description="records written to the bus")
+    rejected: int = Field(description="records not written")
+    rejected_by_reason: dict[str, int] = Field(description="rejected records by reason (the field at fault)")
+    unauthorized: int = Field(description="requests answered 401, on any route")
+    unauthorized_by_reason: dict[str, int] = Field(description="401 answers by reason: missing_credential, malformed_authorization, invalid_token, invalid_certificate")
 
 
-_SECURITY: list[dict[str, list[str]]] = [{"deviceToken": []}, {"deviceCertificate": []}]
-_SECURITY_SCHEMES = {
-    "deviceToken": {"type": "http", "scheme": "bearer", "description": "a device token (`greenhouse devices add`)"},
-    "deviceCertificate": {"type": "mutualTLS", "description": "a client certificate whose subject names the device, verified by the TLS edge"},
-}
-_SCHEMA_MODELS = (ProduceRequest, BinaryProduceRequest)
-
-
-def _error(status: int, description: str, model: type[BaseModel] = ErrorResponse) -> tuple[int, dict[str, Any]]:
-    response: dict[str, Any] = {"model": model, "description": description}
-    if status == 401:
-        response["headers"] = {"WWW-Authenticate": {"description": WWW_AUTHENTICATE, "schema": {"type": "string"}}}
-    return status, response
+_REQUEST_MODELS = (ProduceRequest, BinaryProduceRequest, *V3_REQUEST_MODELS)
+_error = partial(error_response, model=ErrorResponse)
 
 
 _UNAUTHORIZED = _error(401, errors.DESCRIPTIONS[errors.UNAUTHORIZED])
@@ -153,12 +146,12 @@ _PRODUCE_RESPONSES: dict[int | str, dict[str, Any]] = dict(
     [
         _error(400, errors.DESCRIPTIONS[errors.MALFORMED_JSON]),
         _UNAUTHORIZED,
-        _error(403, "no record accepted and at least one not authorized for the credential (40302 greenhouse, 40303 device, 40304 partition); per-record results in offsets", RejectedResponse),
+        _error(403, "no record accepted and at least one not authorized for the credential (40302 greenhouse, 40303 device, 40304 partition); per-record results in offsets", model=RejectedResponse),
         _TOPIC_NOT_FOUND,
         _error(406, errors.DESCRIPTIONS[errors.NOT_ACCEPTABLE]),
         _error(413, "body or record count over the limit (41301, 41302)"),
         _error(415, errors.DESCRIPTIONS[errors.UNSUPPORTED_MEDIA_TYPE]),
-        _error(422, "payload invalid or no record accepted (42206); per-record results in offsets when present", RejectedResponse),
+        _error(422, "payload invalid or no record accepted (42206); per-record results in offsets when present", model=RejectedResponse),
         _error(503, errors.DESCRIPTIONS[errors.BUS_UNAVAILABLE]),
     ]
 )
@@ -186,7 +179,7 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
         "/topics/{topic}",
         response_model=ProduceResponse,
         responses=_PRODUCE_RESPONSES,
-        openapi_extra={"requestBody": {"required": True, "content": {JSON_V2: {"schema": _ref(ProduceRequest)}, BINARY_V2: {"schema": _ref(BinaryProduceRequest)}}}, "security": _SECURITY},
+        openapi_extra={"requestBody": {"required": True, "content": {JSON_V2: {"schema": ref(ProduceRequest)}, BINARY_V2: {"schema": ref(BinaryProduceRequest)}}}, "security": SECURITY},
         summary="Produce sensor readings to a topic",
     )
     async def produce(topic: str, request: Request) -> Response:
@@ -210,13 +203,13 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
         result = await offload(service.produce_as, identity, topic, b"".join(chunks), content_type=headers.get("content-type"), accept=headers.get("accept"))
         return _respond(result)
 
-    @api.get("/topics", summary="Topics devices may produce to", response_model=list[str], responses=dict([_UNAUTHORIZED]), openapi_extra={"security": _SECURITY})
+    @api.get("/topics", summary="Topics devices may produce to", response_model=list[str], responses=dict([_UNAUTHORIZED]), openapi_extra={"security": SECURITY})
     async def list_topics(request: Request) -> Response:
         if identify(request) is None:
             return _respond(unauthorized())
         return _respond(IngestResponse(200, service.settings.ingest.topics))
 
-    @api.get("/topics/{topic}", summary="Topic metadata", response_model=TopicInfo, responses=dict([_UNAUTHORIZED, _TOPIC_NOT_FOUND]), openapi_extra={"security": _SECURITY})
+    @api.get("/topics/{topic}", summary="Topic metadata", response_model=TopicInfo, responses=dict([_UNAUTHORIZED, _TOPIC_NOT_FOUND]), openapi_extra={"security": SECURITY})
     async def topic_info(topic: str, request: Request) -> Response:
         if identify(request) is None:
             return _respond(unauthorized())
@@ -230,25 +223,27 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
 
     @api.get("/stats", summary="Counters since this replica started", response_model=Stats)
     async def stats() -> Response:
-        s = service.stats
-        return _respond(IngestResponse(200, {"requests": s.requests, "accepted": s.accepted, "rejected": s.rejected, "rejected_by_reason": dict(s.rejected_by_reason)}))
+        return _respond(IngestResponse(200, service.stats.snapshot()))
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """Routing errors in the REST Proxy envelope; a 405 names every method the path allows."""
-        headers = dict(exc.headers or {})
-        code = exc.status_code * 100  # e.g. 40400: no such route (40401 means no such topic)
-        if exc.status_code == 405:
-            headers["Allow"] = ", ".join(_allowed_methods(api, request))
-            code = errors.METHOD_NOT_ALLOWED
-        return _respond(IngestResponse(exc.status_code, {"error_code": code, "message": str(exc.detail)}, headers))
+        """Routing errors (404 no route, 405) in the error shape of the path's API, v2 or v3."""
+        return _routing_error(api, request, exc)
 
-    _install_openapi(api, service)
+    install_openapi(api, service.settings, _REQUEST_MODELS)
     return api
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+def _routing_error(api: FastAPI, request: Request, exc: StarletteHTTPException) -> Response:
+    """One answer for both APIs: the v2 envelope, turned into v3's shape on a v3 path; a 405
+    names every method the path allows."""
+    headers = dict(exc.headers or {})
+    code = exc.status_code * 100  # e.g. 40400: no such route (40401 means no such topic)
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(api, request))
+        code = errors.METHOD_NOT_ALLOWED
+    result = IngestResponse(exc.status_code, {"error_code": code, "message": str(exc.detail)}, headers)
+    return v3_error_answer(result) if is_v3_path(request.scope) else _respond(result)
 
 
 def _allowed_methods(api: FastAPI, request: Request) -> list[str]:
@@ -261,36 +256,3 @@ def _allowed_methods(api: FastAPI, request: Request) -> list[str]:
         if match != Match.NONE and route_methods:
             methods.update(route_methods)
     return sorted(methods)
-
-
-def _install_openapi(api: FastAPI, service: IngestService) -> None:
-    """Complete FastAPI's document with what this gateway's settings say: the request schemas the
-    produce route names (it reads its body itself, so FastAPI does not know them) with the record
-    limit, the topics a ``{topic}`` may name, and the security schemes; drop the 422 FastAPI adds
-    to routes with path parameters (a ``str`` path parameter never fails its validation)."""
-    default = api.openapi
-    limits = service.settings.ingest
-
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            doc = default()
-            for path in doc["paths"].values():
-                for operation in path.values():
-                    if "HTTPValidationError" in orjson.dumps(operation["responses"].get("422", {})).decode():
-                        del operation["responses"]["422"]
-                    for parameter in operation.get("parameters", []):
-                        if parameter["name"] == "topic" and parameter["in"] == "path":
-                            parameter["schema"] = {"type": "string", "enum": list(limits.topics), "title": "Topic", "description": "an ingest topic (any other: 404/40401)"}
-            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-            schemas.pop("HTTPValidationError", None)
-            schemas.pop("ValidationError", None)
-            for model in _SCHEMA_MODELS:
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schema["properties"]["records"]["maxItems"] = limits.max_records_per_request
-                schemas[model.__name__] = schema
-            doc["components"]["securitySchemes"] = _SECURITY_SCHEMES
-            api.openapi_schema = doc
-        return api.openapi_schema
-
-    api.openapi = openapi  # type: ignore[method-assign]

@@ -12,30 +12,40 @@ Routes:
   ``ingest.max_body_bytes`` gets a 413 line and ends the stream.
 - ``GET /v3/clusters``, ``GET /v3/clusters/{cluster_id}``: the one cluster (``ingest.cluster_id``).
 
-Request-level errors (before any record is read) answer ``{"error_code": <status>, "message"}``:
-401 without a credential, 404 for another cluster id or a topic that is not an ingest topic,
-415 unless ``Content-Type: application/json``, 413 for a ``Content-Length`` over the limit.
+Request-level errors (before any record is read) answer ``{"error_code": <status>, "message"}``
+in ``application/json``: 401 without a credential, 404 for another cluster id or a topic that is
+not an ingest topic, 406 when ``Accept`` names nothing but other media types, 415 unless
+``Content-Type: application/json``, 413 for a ``Content-Length`` over the limit; so do a 404 for a
+path under ``/v3/`` with no route and a 405 (with ``Allow``): :func:`v3_error_answer` serves the
+gateway's routing-error handler. The OpenAPI document describes these routes (:data:`V3_REQUEST_MODELS`
+is the request body the produce route names).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from app.contracts.reading import Reading
 from app.ingest import errors
 from app.ingest.gateway import IngestResponse, IngestService, request_error, unauthorized
 from app.ingest.json_stream import JsonStream, JsonValue
 from app.ingest.offload import Offload
-from app.ingest.v3 import MEDIA_TYPE, produce_v3, result_lines, v3_error, v3_error_response
+from app.ingest.openapi import SECURITY, ErrorResponse, error_response, ref
+from app.ingest.v3 import ACCEPT, MEDIA_TYPE, produce_v3, result_lines, v3_error, v3_error_response
 from app.security.credentials import DeviceIdentity
 
+V3_PREFIX = "/v3"
 PRODUCE_PATH = "/v3/clusters/{cluster_id}/topics/{topic}/records"
 # A streamed body is read at most this many ingest.max_body_bytes ahead of the results sent
 READ_AHEAD_BODIES = 8
@@ -61,8 +71,120 @@ class ResultStream(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+# -- the OpenAPI document's models (the routes read and write JSON themselves) -----------------
+
+
+class V3Header(BaseModel):
+    """A record header: checked for shape only, not kept."""
+
+    name: str
+    value: str | None = Field(default=None, description="base64")
+
+
+class V3JsonValue(BaseModel):
+    """A record's value as JSON (the default type)."""
+
+    type: Literal["JSON"] = "JSON"
+    data: Reading
+
+
+class V3BinaryValue(BaseModel):
+    """A record's value as base64 of a reading's JSON (422 when it does not decode)."""
+
+    type: Literal["BINARY"]
+    data: str = Field(json_schema_extra={"contentEncoding": "base64"})
+
+
+class V3StringValue(BaseModel):
+    """A record's value as a reading's JSON in a string (422 when it does not decode)."""
+
+    type: Literal["STRING"]
+    data: str
+
+
+class V3ProduceRecord(BaseModel):
+    """One record of a v3 produce request; a body may hold several, concatenated (one result each)."""
+
+    partition_id: Annotated[int, Field(ge=0)] | None = Field(default=None, description="optional; only the greenhouse's own partition is accepted (else 403)")
+    headers: list[V3Header] | None = Field(default=None, description="checked for shape only, not kept")
+    key: Any | None = Field(default=None, description="ignored: the key is always the reading's greenhouse_id")
+    value: V3JsonValue | V3BinaryValue | V3StringValue = Field(description="a reading; other types (AVRO, ...) are not supported (422)")
+    timestamp: datetime | None = Field(default=None, description="ignored: the bus stamps the record")
+
+
+class V3Error(ErrorResponse):
+    """A v3 error: a request's answer, or one record's result."""
+
+    error_code: int = Field(description="the HTTP status (v3's convention)")
+
+
+class V3ValueInfo(BaseModel):
+    type: Literal["JSON", "BINARY", "STRING"]
+    size: int = Field(description="bytes of the value written")
+
+
+class V3ProduceResult(BaseModel):
+    """Where one record went."""
+
+    error_code: Literal[200]
+    cluster_id: str
+    topic_name: str
+    partition_id: int
+    offset: int
+    timestamp: str = Field(description="when the gateway received the request (RFC 3339, UTC)")
+    value: V3ValueInfo
+
+
+class V3Cluster(BaseModel):
+    kind: Literal["KafkaCluster"]
+    cluster_id: str
+
+
+class V3ClusterList(BaseModel):
+    kind: Literal["KafkaClusterList"]
+    metadata: dict[str, Any]
+    data: list[V3Cluster]
+
+
+V3_REQUEST_MODELS = (V3ProduceRecord,)
+_error = partial(error_response, model=V3Error)
+_UNAUTHORIZED = _error(401, errors.DESCRIPTIONS[errors.UNAUTHORIZED])
+_STREAM_NOTE = "; several records in one body, or a chunked body (streaming mode), get HTTP 200 and one JSON object a line instead, in order: a V3ProduceResult or a V3Error per record"
+_PRODUCE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": V3ProduceResult, "description": f"the record is on the bus{_STREAM_NOTE}"},
+    **dict(
+        [
+            _error(400, "the record is not JSON, or the body holds no record"),
+            _UNAUTHORIZED,
+            _error(403, "the record is not authorized for the credential (its greenhouse, device or partition)"),
+            _error(404, "no such cluster, or the topic is not an ingest topic"),
+            _error(406, errors.DESCRIPTIONS[errors.NOT_ACCEPTABLE]),
+            _error(413, "the body (by Content-Length) or the record is larger than ingest.max_body_bytes"),
+            _error(415, "Content-Type is not application/json"),
+            _error(422, "the record's value violates the reading contract, or does not decode"),
+            _error(500, "the bus rejected the record"),
+            _error(503, errors.DESCRIPTIONS[errors.BUS_UNAVAILABLE]),
+        ]
+    ),
+}
+
+
 def _answer(result: IngestResponse) -> Response:
     return V3Response(content=result.body, status_code=result.status, headers=result.headers or None)
+
+
+def v3_error_answer(result: IngestResponse) -> Response:
+    """A gateway request-level error (v2's envelope) answered in v3's shape and media type."""
+    return _answer(v3_error_response(result))
+
+
+def is_v3_path(scope: Scope) -> bool:
+    """Whether a request's path is under ``/v3``, as routing sees it: after the ``root_path`` a
+    mount or a Serve route prefix adds (the same rule as Starlette's routing)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]
+    return path == V3_PREFIX or path.startswith(V3_PREFIX + "/")
 
 
 def _cluster(cluster_id: str) -> dict[str, Any]:
@@ -79,14 +201,21 @@ def add_v3_routes(api: FastAPI, service: IngestService, identify: Callable[[Requ
         404, and for ``topic`` 406, 404, 415, 413)."""
         identity = identify(request)
         if identity is None:
-            return _answer(v3_error_response(unauthorized()))
+            return v3_error_answer(unauthorized())
         if cluster_id != limits.cluster_id:
             return _answer(IngestResponse(404, v3_error(404, f"Cluster {cluster_id} cannot be found.")))
         headers = request.headers
-        early = topic and service.check_request(topic, headers.get("content-type"), _content_length(request), headers.get("accept"), media_types=(MEDIA_TYPE,))
-        return _answer(v3_error_response(early)) if early else identity
+        early = topic and service.check_request(topic, headers.get("content-type"), _content_length(request), headers.get("accept"), media_types=(MEDIA_TYPE,), acceptable=ACCEPT)
+        return v3_error_answer(early) if early else identity
 
-    @api.post(PRODUCE_PATH, summary="Produce records (REST Proxy v3; streaming with a chunked body)", response_model=None)
+    @api.post(
+        PRODUCE_PATH,
+        summary="Produce records (REST Proxy v3; streaming with a chunked body)",
+        response_model=None,
+        response_class=V3Response,
+        responses=_PRODUCE_RESPONSES,
+        openapi_extra={"requestBody": {"required": True, "content": {MEDIA_TYPE: {"schema": ref(V3ProduceRecord)}}}, "security": SECURITY},
+    )
     async def produce(cluster_id: str, topic: str, request: Request) -> Response:
         identity = admitted(request, cluster_id, topic)
         if isinstance(identity, Response):
@@ -96,14 +225,21 @@ def add_v3_routes(api: FastAPI, service: IngestService, identify: Callable[[Requ
             return ResultStream(_streamed_results(service, identity, topic, request, offload), media_type=MEDIA_TYPE)
         return await _whole_body_answer(service, identity, topic, request, offload)
 
-    @api.get("/v3/clusters", summary="The cluster (REST Proxy v3)", response_model=None)
+    @api.get("/v3/clusters", summary="The cluster (REST Proxy v3)", response_model=V3ClusterList, response_class=V3Response, responses=dict([_UNAUTHORIZED]), openapi_extra={"security": SECURITY})
     async def clusters(request: Request) -> Response:
         refused = admitted(request, limits.cluster_id, None)
         if isinstance(refused, Response):
             return refused
         return _answer(IngestResponse(200, {"kind": "KafkaClusterList", "metadata": {}, "data": [_cluster(limits.cluster_id)]}))
 
-    @api.get("/v3/clusters/{cluster_id}", summary="One cluster (REST Proxy v3)", response_model=None)
+    @api.get(
+        "/v3/clusters/{cluster_id}",
+        summary="One cluster (REST Proxy v3)",
+        response_model=V3Cluster,
+        response_class=V3Response,
+        responses=dict([_UNAUTHORIZED, _error(404, "no such cluster")]),
+        openapi_extra={"security": SECURITY},
+    )
     async def cluster(cluster_id: str, request: Request) -> Response:
         refused = admitted(request, cluster_id, None)
         return refused if isinstance(refused, Response) else _answer(IngestResponse(200, _cluster(cluster_id)))

@@ -46,11 +46,18 @@ log = logging.getLogger(__name__)
 JSON_V2 = "application/vnd.kafka.json.v2+json"
 BINARY_V2 = "application/vnd.kafka.binary.v2+json"
 RESPONSE_MEDIA_TYPE = "application/vnd.kafka.v2+json"
-_ACCEPTABLE = ("application/vnd.kafka.v2+json", "application/vnd.kafka+json", "application/json", "*/*", "application/*")
+# Accept values v2 answers (in RESPONSE_MEDIA_TYPE, as Confluent's v2 does for all of them); the first is the one to suggest
+ACCEPT_V2 = (RESPONSE_MEDIA_TYPE, "application/vnd.kafka+json", "application/json", "*/*", "application/*")
 # One reason for every refused credential: which of missing/unknown/wrong/revoked it was is no
 # business of whoever holds it.
 UNAUTHORIZED_MESSAGE = "missing or invalid credentials"
 WWW_AUTHENTICATE = 'Bearer realm="greenhouse-ingest"'
+# Why a request had no valid credential, as /stats counts it (coarse on purpose: the answer is the
+# same for all, and no part of a token is ever kept)
+NO_CREDENTIAL = "missing_credential"  # neither a token nor a certificate the edge vouched for
+MALFORMED_AUTHORIZATION = "malformed_authorization"  # an Authorization header that is not "Bearer <token>"
+INVALID_TOKEN = "invalid_token"  # a bearer token that is unknown, wrong or revoked
+INVALID_CERTIFICATE = "invalid_certificate"  # a verified certificate naming no active device
 
 
 class DeviceAuthenticator(Protocol):
@@ -86,6 +93,18 @@ class IngestStats:
     accepted: int = 0
     rejected: int = 0
     rejected_by_reason: Counter = field(default_factory=Counter)
+    unauthorized_by_reason: Counter = field(default_factory=Counter)  # 401 answers, by refusal reason
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as ``GET /stats`` answers them (plain dicts, and the 401 total)."""
+        return {
+            "requests": self.requests,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "unauthorized": sum(self.unauthorized_by_reason.values()),
+            "unauthorized_by_reason": dict(self.unauthorized_by_reason),
+        }
 
 
 def request_error(status: int, code: int, message: str) -> IngestResponse:
@@ -259,13 +278,21 @@ class IngestService:
     def authenticate(self, authorization: str | None, client_device: str | None = None) -> DeviceIdentity | None:
         """The device a request speaks for, or ``None``. A bearer token, when sent, decides (a
         wrong one is refused even with a certificate); else ``client_device``, the device id of a
-        client certificate the TLS edge verified (:func:`app.security.edge.client_device`)."""
+        client certificate the TLS edge verified (:func:`app.security.edge.client_device`). Every
+        refusal is counted in ``stats.unauthorized_by_reason`` (v2 and v3 routes all come here)."""
+        identity, refusal = self._identify(authorization, client_device)
+        if identity is None:
+            self.stats.unauthorized_by_reason[refusal] += 1
+        return identity
+
+    def _identify(self, authorization: str | None, client_device: str | None) -> tuple[DeviceIdentity | None, str]:
+        """The device, and the reason to count should it be ``None``."""
         token = bearer_token(authorization)
         if token is not None or authorization:
-            return self.devices.authenticate(token)
+            return self.devices.authenticate(token), INVALID_TOKEN if token is not None else MALFORMED_AUTHORIZATION
         if client_device:
-            return self.devices.by_certificate(client_device)
-        return None
+            return self.devices.by_certificate(client_device), INVALID_CERTIFICATE
+        return None, NO_CREDENTIAL
 
     def now(self) -> datetime:
         """The service's clock (UTC)."""
@@ -275,11 +302,14 @@ class IngestService:
         """Count a produce request (the v3 path counts its own)."""
         self.stats.requests += 1
 
-    def check_request(self, topic: str, content_type: str | None, content_length: int | None, accept: str | None, *, media_types: tuple[str, ...] = (JSON_V2, BINARY_V2)) -> IngestResponse | None:
-        """Checks that need neither credential nor body (406, 404, 415 unless ``content_type`` is
-        one of ``media_types``, 413, in this order); ``None`` when the request may proceed."""
-        if accept and not any(a.split(";", 1)[0].strip().lower() in _ACCEPTABLE for a in accept.split(",")):
-            return request_error(406, errors.NOT_ACCEPTABLE, f"cannot produce any of Accept: {accept}; use {RESPONSE_MEDIA_TYPE}")
+    def check_request(
+        self, topic: str, content_type: str | None, content_length: int | None, accept: str | None, *, media_types: tuple[str, ...] = (JSON_V2, BINARY_V2), acceptable: tuple[str, ...] = ACCEPT_V2
+    ) -> IngestResponse | None:
+        """Checks that need neither credential nor body (406 unless ``accept`` names one of
+        ``acceptable``, 404, 415 unless ``content_type`` is one of ``media_types``, 413, in this
+        order); ``None`` when the request may proceed."""
+        if accept and not any(a.split(";", 1)[0].strip().lower() in acceptable for a in accept.split(",")):
+            return request_error(406, errors.NOT_ACCEPTABLE, f"cannot produce any of Accept: {accept}; use {acceptable[0]}")
         if topic not in self.settings.ingest.topics:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
         media = _media_type(content_type)

@@ -32,6 +32,8 @@ from app.ingest.json_stream import JsonValue
 from app.security.credentials import DeviceIdentity
 
 MEDIA_TYPE = "application/json"
+# Accept values v3 answers: only its own media type (v2's are not what a v3 answer is)
+ACCEPT = (MEDIA_TYPE, "*/*", "application/*")
 VALUE_TYPES = ("JSON", "BINARY", "STRING")
 
 

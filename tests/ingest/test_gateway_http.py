@@ -6,6 +6,8 @@ logic, every error code and the dead-letter records are tested as plain Python i
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -92,6 +94,7 @@ def test_request_headers_reach_the_checks(gateway, reading, content_type, header
     client, _ = gateway
     r = post(client, {"records": [{"value": reading(0)}]}, content_type=content_type, topic=topic, **headers)
     assert r.status_code == status and r.json()["error_code"] == code and set(r.json()) == {"error_code", "message"}
+    assert r.headers["content-type"].startswith("application/vnd.kafka.v2+json")
 
 
 def test_per_record_results_and_422_over_http(gateway, reading):
@@ -117,6 +120,28 @@ def test_device_credentials_over_http(gateway, reading):
     assert client.get(f"/topics/{TOPIC}", headers={"authorization": "Bearer wrong"}).status_code == 401
 
 
+def unauthorized_counted(client: httpx.Client, send: Callable[[], None]) -> Counter:
+    """The 401 answers ``/stats`` counted, by reason, while ``send()`` ran (the replica is shared
+    with other tests: only the difference is theirs)."""
+    before = Counter(client.get("/stats").json()["unauthorized_by_reason"])
+    send()
+    return Counter(client.get("/stats").json()["unauthorized_by_reason"]) - before
+
+
+def test_refused_credentials_are_counted_in_stats_by_reason(gateway, reading):
+    client, _ = gateway
+    body = orjson.dumps({"records": [{"value": reading(0)}]})
+
+    def send() -> None:
+        for authorization in ("", "Bearer wrong-s3cret", "s3cret-without-scheme"):
+            assert client.post(f"/topics/{TOPIC}", content=body, headers={"content-type": JSON_V2, "authorization": authorization}).status_code == 401
+        assert client.get("/topics", headers={"authorization": ""}).status_code == 401
+
+    assert unauthorized_counted(client, send) == {"missing_credential": 2, "invalid_token": 1, "malformed_authorization": 1}
+    stats = client.get("/stats")
+    assert "s3cret" not in stats.text and stats.json()["unauthorized"] >= 4
+
+
 def test_topic_listing_health_and_openapi(gateway):
     client, settings = gateway
     assert client.get("/topics").json() == [TOPIC]
@@ -133,5 +158,6 @@ def test_topic_listing_health_and_openapi(gateway):
     assert refs and refs <= set(spec["components"]["schemas"]), "every referenced schema is defined"
     r = client.put(f"/topics/{TOPIC}")
     assert r.status_code == 405 and r.headers["allow"] == "GET, POST" and r.json()["error_code"] == 40501
+    assert r.headers["content-type"].startswith("application/vnd.kafka.v2+json")
     stats = client.get("/stats").json()
     assert stats["accepted"] > 0 and stats["rejected"] > 0

@@ -15,6 +15,7 @@ from app.bus import open_bus
 from app.config import Settings
 from tests.helpers.engines import engine_url
 from tests.ingest.conftest import make_devices
+from tests.ingest.test_gateway_http import unauthorized_counted
 
 pytestmark = pytest.mark.serve
 
@@ -122,12 +123,41 @@ def test_a_streamed_record_over_the_limit_gets_413_and_one_never_ending_ends_the
         ("/v3/clusters/greenhouse/topics/{topic}/records", {"content-type": "text/plain"}, 415),
         ("/v3/clusters/greenhouse/topics/{topic}/records", {"authorization": "Bearer wrong"}, 401),
         ("/v3/clusters/greenhouse/topics/{topic}/records", {"authorization": ""}, 401),
+        ("/v3/clusters/greenhouse/topics/{topic}/records", {"accept": "text/html"}, 406),
+        ("/v3/clusters/greenhouse/topics/{topic}/records", {"accept": "application/vnd.kafka.v2+json"}, 406),  # v2's type: not what v3 answers
     ],
 )
 def test_request_level_errors_have_the_v3_shape(gateway, reading, path, headers, status):
     client, settings, _ = gateway
     r = client.post(path.format(topic=settings.topics.sensors), content=orjson.dumps(record(reading(0))), headers={"content-type": JSON, **headers})
     assert r.status_code == status and r.json()["error_code"] == status and set(r.json()) == {"error_code", "message"}
+    assert r.headers["content-type"].startswith(JSON)
+
+
+def test_routing_errors_under_the_route_prefix_have_the_paths_shape(gateway):
+    """405 (with Allow) and a 404 for no route: v3's shape under /v3, v2's elsewhere, also when
+    Serve mounts the app under a route prefix."""
+    client, _, url = gateway
+    r = client.put(url, content=b"{}", headers={"content-type": JSON})
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.headers["content-type"].startswith(JSON)
+    assert r.json() == {"error_code": 405, "message": "Method Not Allowed"}
+    r = client.post("/v3/clusters/greenhouse/topics")
+    assert r.status_code == 404 and r.json()["error_code"] == 404 and r.headers["content-type"].startswith(JSON)
+    r = client.delete("/topics")
+    assert r.status_code == 405 and r.json()["error_code"] == 40501 and r.headers["content-type"].startswith("application/vnd.kafka.v2+json")
+
+
+def test_refused_credentials_are_counted_in_stats_by_reason(gateway, reading):
+    client, _, url = gateway
+    body = orjson.dumps(record(reading(0)))
+
+    def send() -> None:
+        for authorization in ("", "Bearer wrong-s3cret", "Basic s3cret"):
+            assert client.post(url, content=body, headers={"content-type": JSON, "authorization": authorization}).status_code == 401
+        assert client.get("/v3/clusters", headers={"authorization": ""}).status_code == 401
+
+    assert unauthorized_counted(client, send) == {"missing_credential": 2, "invalid_token": 1, "malformed_authorization": 1}
+    assert "s3cret" not in client.get("/stats").text
 
 
 def test_empty_and_oversized_bodies_and_the_cluster_listing(gateway):

@@ -16,6 +16,8 @@ from app.ingest.json_stream import JsonStream
 from app.ingest.v3 import produce_v3, v3_record_value, v3_status
 from tests.ingest.test_gateway_logic import GH01, TOPIC, dead_letters, make_service
 
+WRONG_TOKEN = "ghd_0123456789abcdef_" + "s3cret" * 7
+
 
 def values_of(*records) -> list:
     return JsonStream(1 << 20).feed(b"".join(orjson.dumps(r) + b"\n" for r in records), final=True)
@@ -78,6 +80,18 @@ def test_a_bus_that_refuses_the_write_fails_every_record_of_the_batch_with_503(t
     service.bus.produce = refuse  # type: ignore[method-assign]
     results = produce_v3(service, GH01, TOPIC, values_of(v3(reading(0)), v3(reading(1))))
     assert [r["error_code"] for r in results] == [503, 503] and "retry" in results[0]["message"]
+
+
+def test_refused_credentials_are_counted_by_reason_and_no_token_is_kept(tmp_path):
+    """v2 and v3 routes both authenticate through the service: every refusal is counted there."""
+    service = make_service(tmp_path)
+    refused = [(None, None), ("", None), (f"Bearer {WRONG_TOKEN}", None), (f"Bearer {WRONG_TOKEN}", "gh-01-climate"), (WRONG_TOKEN, None), ("Basic dXNlcjpwdw==", None), (None, "no-such-device")]
+    for authorization, certified_device in refused:
+        assert service.authenticate(authorization, certified_device) is None
+    assert service.authenticate(service.auth("gh-01"), None) == GH01 and service.authenticate(None, "gh-01-climate") == GH01  # type: ignore[attr-defined]
+    stats = service.stats.snapshot()
+    assert stats["unauthorized_by_reason"] == {"missing_credential": 2, "invalid_token": 2, "malformed_authorization": 2, "invalid_certificate": 1}
+    assert stats["unauthorized"] == 7 and b"s3cret" not in orjson.dumps(stats)
 
 
 def test_json_stream_finds_every_value_however_the_body_is_chunked():
