@@ -15,10 +15,23 @@ folder and database each time:
   workers is rows/s of 2 over twice rows/s of 1, both from the job's whole wall time (start-up,
   and the idle polls that end it, included);
 - ``features``: ``python -m jobs.preprocess`` as a Ray job (Ray Data over the lake);
-- ``batch_predict``: with ``--batch-predict "ARGS"``, ``python -m jobs.batch_predict ARGS
-  --feature-set-id <the one the features stage wrote>`` as a job; ARGS name a registered model
-  whose features match (``--model-name M --alias champion``). Off by default: the bench trains no
-  model.
+- ``batch_predict``: ``python -m jobs.batch_predict --model-name M --version V --feature-set-id <the
+  one the features stage wrote>`` as a job, the gateway taken down first (its replicas' quarter
+  CPUs would leave no node the whole CPU the job's file listing asks for). The model forecasts the
+  feature set's test window (its last 20 % of the time range) and the predictions go to the lake;
+  the rows it predicted are reported, and its per-reading figures are, like the other stages',
+  over every reading posted.
+
+The model the ``batch_predict`` stage runs is trained by the bench, once, as setup (not measured,
+not in the table; its wall time is logged and in the JSON under ``setup``): right after the first
+scale's first features stage, ``python -m jobs.train`` runs as a job on that feature set (one Ray
+Train worker, 20 boosting rounds: every forecast and interval edge of the product's model, on
+small trees) and registers it under a name of this bench run's own (``gh-scale-bench-<time>-<hex>``,
+experiment ``gh-scale-bench``) on the stack's MLflow, so a user's models are never touched. The
+12-hour default gives the training its train, validation and test windows (60/20/20 % of the
+time). ``--batch-predict "ARGS"`` runs a registered model of yours instead (ARGS name it and leave
+the feature set to the bench, e.g. ``--model-name M --alias champion``; its features must match);
+``--no-batch-predict`` skips the stage and the training.
 
 How CPU is counted. This process moves itself into a cgroup of its own (v1 ``cpuacct``) before it
 starts the Ray nodes, so every process of the cluster (raylets, GCS, dashboard and agents, Ray
@@ -44,6 +57,7 @@ Start the stack first (``stack/stack up``); progress goes to stderr, the last li
 document::
 
     python bench/scale.py [--greenhouses 20] [--scales 1,10] [--hours 12] [--step-s 60] [--rounds 1]
+                          [--batch-predict "ARGS" | --no-batch-predict]
 """
 
 from __future__ import annotations
@@ -203,6 +217,12 @@ def deploy_gateway(cluster: LocalRayCluster, name: str, settings_data: dict[str,
     raise TimeoutError(f"gateway {name} not RUNNING after 300 s")
 
 
+def remove_gateway(cluster: LocalRayCluster) -> None:
+    """Shut Serve down on the cluster, the gateway's replicas with it (the call returns once they
+    are gone; again is a no-op)."""
+    httpx.delete(f"{cluster.dashboard_url}/api/serve/applications/", headers=cluster.headers, timeout=60)
+
+
 def measurements(i: int) -> dict[str, float]:
     """What one climate device reports at step ``i`` (every measurement the features use)."""
     wave = (i % 120) / 120
@@ -260,7 +280,48 @@ def run_job(cluster: LocalRayCluster, entrypoint: str, config_file: Path, name: 
     return result.summary or {}
 
 
-def one_scale(cluster: LocalRayCluster, group: CpuGroup, scale: int, args: argparse.Namespace, data_dir: Path, round_: int) -> dict[str, Any]:
+# The bench's model is setup, not the product's: few rounds and one Train worker keep it cheap;
+# early stopping still needs the validation window; its own experiment keeps the users' clean.
+BENCH_TRAIN_FLAGS = "--num-workers 1 --num-boost-round 20 --early-stopping-rounds 5 --experiment gh-scale-bench"
+
+
+class PredictModel:
+    """The registered model the ``batch_predict`` stage runs: the one ``--batch-predict`` ARGS
+    name, or else one the bench trains and registers under a name of its own the first time the
+    stage runs (``setup``: that training's wall time and job summary)."""
+
+    def __init__(self, given_args: str | None) -> None:
+        self.args = given_args
+        self.name = f"gh-scale-bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+        self.setup: dict[str, Any] | None = None
+
+    def predict_args(self, cluster: LocalRayCluster, config_file: Path, feature_set: str, name: str) -> str:
+        if self.args is None:
+            self.args = self._train(cluster, config_file, feature_set, name)
+        return self.args
+
+    def _train(self, cluster: LocalRayCluster, config_file: Path, feature_set: str, name: str) -> str:
+        log(f"setup: training {self.name} on feature set {feature_set} (not measured)")
+        started = time.perf_counter()
+        summary = run_job(cluster, f"python -m jobs.train --feature-set-id {feature_set} --model-name {self.name} {BENCH_TRAIN_FLAGS}", config_file, f"train-{name}")
+        self.setup = {"train_wall_s": time.perf_counter() - started, "train_summary": summary}
+        log(f"setup: {self.name} version {summary['model_version']} trained on {summary['train_rows']} rows in {self.setup['train_wall_s']:.1f} s")
+        return f"--model-name {self.name} --version {summary['model_version']}"
+
+
+def batch_predict_stage(cluster: LocalRayCluster, group: CpuGroup, model: PredictModel, features: dict[str, Any], config_file: Path, name: str) -> dict[str, Any]:
+    """``jobs.batch_predict`` with the model over the feature set the features stage wrote, measured."""
+    feature_set = features["feature_set_id"]
+    extra = model.predict_args(cluster, config_file, feature_set, name)
+    if "--feature-set-id" not in extra:
+        extra += f" --feature-set-id {feature_set}"
+    with Meter(cluster, group) as m:
+        summary = run_job(cluster, f"python -m jobs.batch_predict {extra}", config_file, f"predict-{name}")
+    log(f"{name} batch_predict: {summary.get('rows')} rows predicted ({summary.get('window')} window, {summary.get('files')} files) in {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
+    return m.stage(summary=summary, rows_predicted=summary.get("rows", 0))
+
+
+def one_scale(cluster: LocalRayCluster, group: CpuGroup, scale: int, args: argparse.Namespace, data_dir: Path, round_: int, model: PredictModel | None) -> dict[str, Any]:
     greenhouses = args.greenhouses * scale
     steps = int(args.hours * 3600 / args.step_s)
     name = f"scale{scale}r{round_}"
@@ -304,17 +365,14 @@ def one_scale(cluster: LocalRayCluster, group: CpuGroup, scale: int, args: argpa
             summary = run_job(cluster, "python -m jobs.preprocess", config_file, f"features-{name}")
         stages["features"] = m.stage(summary=summary)
         log(f"{scale}x features: {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
-        if args.batch_predict is not None:
-            extra = args.batch_predict
-            feature_set = summary.get("feature_set_id") or summary.get("id")
-            if feature_set and "--feature-set-id" not in extra:
-                extra += f" --feature-set-id {feature_set}"
-            with Meter(cluster, group) as m:
-                summary = run_job(cluster, f"python -m jobs.batch_predict {extra}", config_file, f"predict-{name}")
-            stages["batch_predict"] = m.stage(summary=summary)
-            log(f"{scale}x batch_predict: {m.wall_s:.1f} s, {m.cpu_s:.1f} CPU-s")
+        if model is not None:
+            # The jobs read their windows through a Ray Data ListFiles task that asks a whole CPU;
+            # with the replicas' quarter CPUs on the 1-CPU workers and an inference actor's half
+            # on the head, no node has one and the job waits forever. Nothing posts any more.
+            remove_gateway(cluster)
+            stages["batch_predict"] = batch_predict_stage(cluster, group, model, summary, config_file, name)
     finally:
-        httpx.delete(f"{cluster.dashboard_url}/api/serve/applications/", headers=cluster.headers, timeout=60)
+        remove_gateway(cluster)
         store.client.drop_database(f"gh_{name}_{run}")  # type: ignore[attr-defined]
         store.client.drop_database(database2)  # type: ignore[attr-defined]
     return {"scale": scale, "round": round_, "greenhouses": greenhouses, "readings": readings, "stages": stages}
@@ -333,6 +391,8 @@ def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         s["rounds"] = {k: [round(run[k], 3) for run in runs] for k in METRICS}
         if "rows_per_s" in runs[0]:
             s["rows_per_s"] = readings / s["wall_s"]
+        if "rows_predicted" in runs[0]:
+            s["rows_predicted"] = runs[0]["rows_predicted"]
         s["wall_ms_per_reading"] = 1000 * s["wall_s"] / readings
         s["cpu_ms_per_reading"] = 1000 * s["cpu_s"] / readings
         stages[stage] = s
@@ -350,17 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1, help="run every scale this many times (fresh topic each) and report the medians (default 1)")
     parser.add_argument("--sink-workers", type=int, default=2, help="also sink the same topic with this many workers, for the scaling efficiency (default 2; 1: skip)")
-    parser.add_argument(
+    predict = parser.add_mutually_exclusive_group()
+    predict.add_argument(
         "--batch-predict",
         default=None,
         metavar="ARGS",
-        help="also run `python -m jobs.batch_predict ARGS --feature-set-id <the features stage's>` as the last stage; ARGS name a registered model whose features match, e.g. '--model-name M --alias champion'",
+        help="run the batch_predict stage (`python -m jobs.batch_predict ARGS --feature-set-id <the features stage's>`) with a registered model of yours instead of the one the bench trains; ARGS name one whose features match, e.g. '--model-name M --alias champion'",
     )
+    predict.add_argument("--no-batch-predict", action="store_true", help="skip the batch_predict stage (and the training it needs)")
     args = parser.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",")]
+    model = None if args.no_batch_predict else PredictModel(args.batch_predict)
     log("starting a Ray head and two worker nodes")
     with CpuGroup() as group, LocalRayCluster(workers=2) as cluster, tempfile.TemporaryDirectory(prefix="gh-scale-") as tmp:
-        runs = [one_scale(cluster, group, scale, args, Path(tmp), round_) for round_ in range(args.rounds) for scale in scales]
+        runs = [one_scale(cluster, group, scale, args, Path(tmp), round_, model) for round_ in range(args.rounds) for scale in scales]
     results = [median_of([r for r in runs if r["scale"] == scale]) for scale in scales]
     base = results[0]
     header = "stage".ljust(14)
@@ -399,7 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         if one and many:
             efficiency[f"{r['scale']}x"] = many["rows_per_s"] / (args.sink_workers * one["rows_per_s"])
             print(f"sink {r['scale']}x: 1 worker {one['rows_per_s']:.0f} rows/s, {args.sink_workers} workers {many['rows_per_s']:.0f} rows/s, efficiency {efficiency[str(r['scale']) + 'x']:.2f}")
-    print(json.dumps({"args": vars(args), "results": results, "ratios": ratios, "sink_scaling_efficiency": efficiency}, default=str))
+    for r in results:
+        if "batch_predict" in r["stages"]:
+            print(f"batch_predict {r['scale']}x: {r['stages']['batch_predict']['rows_predicted']} rows predicted (the feature set's test window) from {r['readings']} readings")
+    setup = model.setup if model else None
+    if setup:
+        print(f"setup (not in the table): trained {model.name} version {setup['train_summary']['model_version']} in {setup['train_wall_s']:.1f} s")
+    print(json.dumps({"args": vars(args), "results": results, "ratios": ratios, "sink_scaling_efficiency": efficiency, "setup": setup}, default=str))
     return 0
 
 
