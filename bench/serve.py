@@ -23,7 +23,18 @@ registered model:
 3. **/climate/control**: saturation throughput with ``--concurrency`` closed-loop clients, and p50/p99
    at a fixed ``--rate`` requests/s (open loop: latency counts from each request's scheduled start).
    The loop is not deployed during these runs (``application(..., with_loop=False)``), so it does
-   not compete for the cores; it is deployed afterwards for (2).
+   not compete for the cores; it is deployed afterwards for (2). ControlApp and the Forecaster run
+   one replica each, pinned (``num_replicas=1``, no autoscaling), so every figure is per replica.
+
+   **Concurrency sweep** (``--concurrency 1,2,4,8,16``, a comma-separated list): the closed-loop
+   run once per value, in the order given, after one 3 s warm-up at the largest; it prints a table
+   of clients, requests/s, p50, p99, errors, the ongoing requests of ControlApp and of the
+   Forecaster (Serve's own count at each replica, the figure autoscaling holds against
+   ``target_ongoing_requests``; sampled every 0.1 s from the replica actors) and both replicas'
+   CPU-ms per request, to derive ``autoscaling_config`` targets from (the service time at 1 client,
+   the saturation throughput, the in-flight count where p50 grows with the queue; see
+   docs/scaling.md, "Serve autoscaling"). The JSON carries the runs under ``control_sweep`` and
+   ``control_saturated`` is the run at the largest value. One value keeps the single run.
 
 Targets on 2 cores: batch/in-process >= 0.6, control/in-process >= 0.3, p99 < 100 ms at 50
 requests/s, and a 1,000-greenhouse fleet pass under one control interval.
@@ -52,8 +63,10 @@ more than the servers'. The model is trained first on ``--train-greenhouses`` se
 
 Greenhouses: ``--greenhouses`` (default 100) for the three throughputs and their ratios;
 ``--fleet-greenhouses`` (default 1,000; 0 skips it) for the fleet pass, a second fleet run through
-the loop afterwards (the online window holds at most 1,024 greenhouses). ``--profile`` runs the
-in-process passes under cProfile and prints where their time goes.
+the loop afterwards (the online window holds at most 1,024 greenhouses). ``--only-control`` skips
+(1), (2) and the fleet pass: only /climate/control is measured (no ratios), in a few minutes
+rather than many. ``--profile`` runs the in-process passes under cProfile and prints where their
+time goes.
 
 The load generator (``--client go``, the default) is ``bench/loadgen`` (Go, standard library
 only): built into ``~/.cache/greenhouse-mlops/bin/gh-loadgen`` on first use and again whenever its
@@ -65,7 +78,8 @@ outside the bench (``outside_cores``: other work on the machine makes figures no
 
 Progress goes to stderr; a summary and then one JSON line with every figure go to stdout.
 
-    python bench/serve.py [--greenhouses 100] [--fleet-greenhouses 1000] [--intervals 4] [--seconds 20] [--rate 50] [--concurrency 32] [--steps-per-s 2] [--fleet-steps-per-s 1] [--client go|python] [--ingress haproxy|proxy] [--echo] [--profile]
+    python bench/serve.py [--greenhouses 100] [--fleet-greenhouses 1000] [--intervals 4] [--seconds 20] [--rate 50] [--concurrency 32|1,2,4,8,16] [--steps-per-s 2] [--fleet-steps-per-s 1] [--client go|python] [--ingress haproxy|proxy] [--echo] [--profile] [--only-control]
+    python bench/serve.py --only-control --concurrency 1,2,4,8,16 --seconds 15   # the per-replica table for autoscaling targets
 """
 
 from __future__ import annotations
@@ -587,6 +601,143 @@ def batch_path(settings: Settings, base: str, token: str, feeder: BusFeeder, n: 
     }
 
 
+def pinned(app: Any, replicas: int = 1) -> Any:
+    """``app`` with every deployment of its graph at ``replicas`` fixed replicas, autoscaling off
+    (the /climate/control figures are per replica, whatever the deployments' own options say). A
+    deployment bound under two callers (the Forecaster) stays one deployment."""
+    from ray.serve import Application
+
+    done: dict[int, Any] = {}
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, (list, tuple)):
+            return type(node)(visit(x) for x in node)
+        if isinstance(node, dict):
+            return {k: visit(v) for k, v in node.items()}
+        if not isinstance(node, Application):
+            return node
+        if id(node) not in done:
+            bound = node._bound_deployment  # as ray.serve's own build_app walks the graph
+            args, kwargs = visit(bound.init_args), visit(bound.init_kwargs)
+            done[id(node)] = Application(bound.options(num_replicas=replicas, autoscaling_config=None, _init_args=args, _init_kwargs=kwargs))
+        return done[id(node)]
+
+    return visit(app)
+
+
+def running_replicas(app_name: str) -> dict[str, int]:
+    """RUNNING replicas per deployment of ``app_name`` (``serve.status()``)."""
+    from ray import serve
+
+    deployments = serve.status().applications[app_name].deployments
+    return {name: d.replica_states.get("RUNNING", 0) for name, d in deployments.items()}
+
+
+class OngoingSampler:
+    """Serve's ongoing-request count of each deployment (summed over its replicas), the figure
+    autoscaling holds against ``target_ongoing_requests``: requests running or waiting in the
+    replica, those waiting for a ``@serve.batch`` included. A daemon thread asks each replica
+    actor (``get_num_ongoing_requests``) every ``period_s`` while the ``with`` block runs."""
+
+    def __init__(self, app_name: str, deployments: tuple[str, ...], period_s: float = 0.1) -> None:
+        import ray
+
+        named = ray.util.list_named_actors(all_namespaces=True)
+        self.actors = {d: [ray.get_actor(a["name"], namespace=a["namespace"]) for a in named if a["name"].startswith(f"SERVE_REPLICA::{app_name}#{d}#")] for d in deployments}
+        self.samples: dict[str, list[int]] = {d: [] for d in deployments}
+        self.period_s = period_s
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ongoing-sampler", daemon=True)
+
+    def __enter__(self) -> OngoingSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import ray
+
+        while not self._stop.wait(self.period_s):
+            for name, actors in self.actors.items():
+                try:
+                    self.samples[name].append(sum(ray.get([a.get_num_ongoing_requests.remote() for a in actors], timeout=5)))
+                except Exception:  # a replica gone or slow to answer: one sample less
+                    self.failed += 1
+
+    def summary(self) -> dict:
+        out: dict[str, Any] = {
+            name: {"replicas": len(self.actors[name]), "mean": round(sum(v) / len(v), 2) if v else None, "max": max(v, default=None), "samples": len(v)} for name, v in self.samples.items()
+        }
+        return {**out, "failed_samples": self.failed}
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """The concurrency sweep as a Markdown table (as docs/scaling.md shows the gateway's)."""
+    lines = [
+        "| clients | requests/s | p50 (ms) | p99 (ms) | errors | ControlApp ongoing (mean) | Forecaster ongoing (mean/max) | Forecaster CPU-ms/request | ControlApp CPU-ms/request |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ongoing = r.get("ongoing") or {}
+        app, fc = ongoing.get("ControlApp") or {}, ongoing.get("Forecaster") or {}
+        procs = (r.get("cpu") or {}).get("processes", {})
+        cpu = {name.rsplit(":", 1)[-1]: v["cpu_ms_per_request"] for name, v in procs.items() if name.startswith("ray::ServeReplica:")}
+        lines.append(
+            f"| {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {app.get('mean')} | {fc.get('mean')}/{fc.get('max')}"
+            f" | {cpu.get('Forecaster')} | {cpu.get('ControlApp')} |"
+        )
+    return "\n".join(lines)
+
+
+def _levels(text: str) -> list[int]:
+    """An argparse type: closed-loop client counts, one integer or a comma-separated list."""
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or a comma-separated list of them") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give client counts of at least 1")
+    return levels
+
+
+def loop_phases(args: argparse.Namespace, settings: Settings, app_args: Any, base: str, token: str, feeder: BusFeeder, fleet: Any, n: int) -> tuple[dict, dict | None]:
+    """(2) the batch path over ``n`` greenhouses and (4) the fleet pass (unless
+    ``--fleet-greenhouses 0``): the control app redeployed with its loop."""
+    from ray import serve
+
+    from app.serve.control import application
+    from app.sim.fleet import FleetSimulator
+
+    print(f"\n2. batch path: the control loop over {n} greenhouses ...", file=sys.stderr)
+    serve.run(application(app_args), name="control", route_prefix="/climate")
+    auth = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # the new ControlApp replica answers /loop, the loop replica has its lease
+        with httpx.Client(base_url=base, timeout=60, headers=auth) as c:
+            r = c.get("/climate/loop")
+        if r.status_code == 200 and r.json()["replicas"]:
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"the control loop did not come up: {r.status_code} {r.text[:300]}")
+    feeder.warm(10)  # two intervals the loop decides unmeasured (its window backfills from the topic)
+    batch = batch_path(settings, base, token, feeder, n, args.intervals, args.steps_per_s, pass_timeout_s=args.pass_timeout)
+
+    fleet_pass = None
+    if args.fleet_greenhouses:
+        print(f"\n4. fleet pass: the control loop over {args.fleet_greenhouses} greenhouses ...", file=sys.stderr)
+        big = BusFeeder(settings, FleetSimulator(args.fleet_greenhouses, fleet.now, step_s=60, seed=5))  # continues after the small fleet's readings
+        warm_started = time.monotonic()
+        big.warm(WARM_STEPS)
+        print(f"  warmed {args.fleet_greenhouses} windows with {big.readings} readings in {time.monotonic() - warm_started:.0f} s", file=sys.stderr)
+        fleet_pass = batch_path(settings, base, token, big, args.fleet_greenhouses, max(2, args.intervals // 2), args.fleet_steps_per_s, pass_timeout_s=args.pass_timeout)
+    return batch, fleet_pass
+
+
 def _number(minimum: float, *, inclusive: bool):
     """An argparse type: a float at least (or above) ``minimum``, else a clear error (exit 2)."""
 
@@ -633,7 +784,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pass-timeout", type=_number(0, inclusive=False), default=600.0, help="longest wait for the loop to finish an interval before the feeder moves on (s, default 600)")
     parser.add_argument("--seconds", type=_number(0, inclusive=False), default=20.0, help="duration of each /climate/control measurement (default 20)")
-    parser.add_argument("--concurrency", type=int, default=None, help="closed-loop clients for the saturation runs (default 32 with the Go client, 8 with Python threads)")
+    parser.add_argument(
+        "--concurrency",
+        type=_levels,
+        default=None,
+        help="closed-loop clients for the saturation runs (default 32 with the Go client, 8 with Python threads); a comma-separated list"
+        " (1,2,4,8,16) runs /climate/control once per value and prints a table (clients, requests/s, p50, p99, ongoing requests)",
+    )
     parser.add_argument("--rate", type=_number(0, inclusive=False), default=50.0, help="offered requests/s for the fixed-rate run (default 50)")
     parser.add_argument("--train-greenhouses", type=_count(1, 64), default=4, help="seeded greenhouses (two days) the model is trained on (default 4)")
     parser.add_argument("--client", choices=("go", "python"), default="go", help="load generator: bench/loadgen in Go (default; light on CPU) or httpx threads")
@@ -646,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--echo", action="store_true", help="also deploy a bare echo endpoint and measure its saturation throughput (information only)")
     parser.add_argument("--profile", action="store_true", help="run the in-process decide_sync passes under cProfile and print the top functions (stderr)")
+    parser.add_argument("--only-control", action="store_true", help="measure only /climate/control: skip the in-process limit, the batch path and the fleet pass (no ratios)")
     args = parser.parse_args(argv)
 
     binary = None
@@ -658,7 +816,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     client = "go" if binary is not None else "python"
-    concurrency = args.concurrency or (32 if client == "go" else 8)
+    levels = args.concurrency or [32 if client == "go" else 8]
+    concurrency = max(levels)
 
     import ray
     from ray import serve
@@ -706,9 +865,11 @@ def main(argv: list[str] | None = None) -> int:
         feeder = BusFeeder(settings, fleet)
 
         # 1. the compute limit: the controller core in this process (no Serve app deployed yet)
-        print(f"\n1. in-process limit over {len(ids)} greenhouses ({args.steps_per_s:g} simulated minutes/s arriving) ...", file=sys.stderr)
-        inproc = in_process_limit(settings, feeder, ids, args.intervals, args.steps_per_s, profile=args.profile)
-        limit = inproc["decide_sync"]["decisions_per_s"]
+        inproc = None
+        if not args.only_control:
+            print(f"\n1. in-process limit over {len(ids)} greenhouses ({args.steps_per_s:g} simulated minutes/s arriving) ...", file=sys.stderr)
+            inproc = in_process_limit(settings, feeder, ids, args.intervals, args.steps_per_s, profile=args.profile)
+        limit = inproc["decide_sync"]["decisions_per_s"] if inproc else None
 
         # 3. /climate/control, with the loop not deployed
         port = free_port()
@@ -717,8 +878,10 @@ def main(argv: list[str] | None = None) -> int:
         auth = {"Authorization": f"Bearer {token}"}
         app_args = AppArgs(settings=settings.for_replicas())
         print(f"\n3. /climate/control (control app without the loop) over {len(ids)} greenhouses ...", file=sys.stderr)
-        serve.run(application(app_args, with_loop=False), name="control", route_prefix="/climate")
-        if 3 * len(ids) * WARM_STEPS > 20_000 * settings.topics.partitions:  # more than the followers' backfill
+        serve.run(pinned(application(app_args, with_loop=False)), name="control", route_prefix="/climate")
+        replicas = running_replicas("control")
+        print(f"  replicas: {replicas} (pinned, no autoscaling)", file=sys.stderr)
+        if inproc is None or 3 * len(ids) * WARM_STEPS > 20_000 * settings.topics.partitions:  # no readings yet, or more than the followers' backfill
             feeder.warm(WARM_STEPS)
         with httpx.Client(base_url=base, timeout=60, headers=auth) as c:
             deadline = time.monotonic() + 180
@@ -765,7 +928,20 @@ def main(argv: list[str] | None = None) -> int:
         feeder.start(args.steps_per_s)
         url = f"{base}/climate/control"
         load("control", url, bodies, 3.0, concurrency=concurrency, token=token)  # warm-up
-        measured("control_saturated", partial(load, "control", url, bodies, args.seconds, concurrency=concurrency, token=token))
+        sweep = None
+        if len(levels) == 1:
+            measured("control_saturated", partial(load, "control", url, bodies, args.seconds, concurrency=concurrency, token=token))
+        else:
+
+            def sampled(clients: int) -> dict:
+                with OngoingSampler("control", ("ControlApp", "Forecaster")) as sampler:
+                    out = load("control", url, bodies, args.seconds, concurrency=clients, token=token)
+                return {"clients": clients, **out, "ongoing": sampler.summary()}
+
+            for clients in levels:
+                measured(f"control_c{clients}", partial(sampled, clients))
+            sweep = [results.pop(f"control_c{clients}") for clients in levels]
+            results["control_saturated"] = next(r for r in sweep if r["clients"] == concurrency)
         measured(f"control_at_{args.rate:g}rps", partial(load, "control", url, bodies, args.seconds, rate=args.rate, token=token))
         if args.echo:
 
@@ -781,50 +957,37 @@ def main(argv: list[str] | None = None) -> int:
             serve.delete("echo")
         feeder.stop()
 
-        # 2. the batch path: the same app with its control loop
-        print(f"\n2. batch path: the control loop over {len(ids)} greenhouses ...", file=sys.stderr)
-        serve.run(application(app_args), name="control", route_prefix="/climate")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # the new ControlApp replica answers /loop, the loop replica has its lease
-            with httpx.Client(base_url=base, timeout=60, headers=auth) as c:
-                r = c.get("/climate/loop")
-            if r.status_code == 200 and r.json()["replicas"]:
-                break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"the control loop did not come up: {r.status_code} {r.text[:300]}")
-        feeder.warm(10)  # two intervals the loop decides unmeasured (its window backfills from the topic)
-        batch = batch_path(settings, base, token, feeder, len(ids), args.intervals, args.steps_per_s, pass_timeout_s=args.pass_timeout)
-
-        fleet_pass = None
-        if args.fleet_greenhouses:
-            print(f"\n4. fleet pass: the control loop over {args.fleet_greenhouses} greenhouses ...", file=sys.stderr)
-            big = BusFeeder(settings, FleetSimulator(args.fleet_greenhouses, fleet.now, step_s=60, seed=5))  # continues after the small fleet's readings
-            warm_started = time.monotonic()
-            big.warm(WARM_STEPS)
-            print(f"  warmed {args.fleet_greenhouses} windows with {big.readings} readings in {time.monotonic() - warm_started:.0f} s", file=sys.stderr)
-            fleet_pass = batch_path(settings, base, token, big, args.fleet_greenhouses, max(2, args.intervals // 2), args.fleet_steps_per_s, pass_timeout_s=args.pass_timeout)
-
+        batch = fleet_pass = None
+        if not args.only_control:
+            batch, fleet_pass = loop_phases(args, settings, app_args, base, token, feeder, fleet, len(ids))
         with httpx.Client(base_url=base, timeout=60, headers=auth) as c:
             health = c.get("/climate/healthz").json()
         control_rate = results["control_saturated"]["requests_per_s"]
-        batch_ratio = batch["decisions_per_s"] / limit if limit and batch["decisions_per_s"] else None
+        batch_ratio = batch["decisions_per_s"] / limit if limit and batch and batch["decisions_per_s"] else None
         control_ratio = control_rate / limit if limit else None
         p99 = results[f"control_at_{args.rate:g}rps"]["p99_ms"]
 
         def fmt(x: Any, spec: str = ".3f") -> str:
             return "n/a" if x is None else format(x, spec)
 
-        lines = [
-            "",
-            f"in-process limit ({len(ids)} greenhouses, decide_sync): {fmt(limit, '.1f')} decisions/s"
-            f" ({fmt(inproc['decide_sync'].get('features_ms_per_greenhouse'))} ms features + {fmt(inproc['decide_sync'].get('decide_ms_per_greenhouse'))} ms decide per greenhouse);"
-            f" decide_many (batches of {settings.loop.batch_size}): {fmt(inproc['decide_many']['decisions_per_s'], '.1f')} decisions/s",
-            f"batch path (control loop, {len(ids)} greenhouses): {fmt(batch['decisions_per_s'], '.1f')} decisions/s (busy {fmt(batch['busy_ms_per_greenhouse'])} ms per greenhouse;"
-            f" pass wall {fmt(batch['pass_wall_s_median'], '.2f')} s)   batch/in-process: {fmt(batch_ratio)} (target >= 0.6)",
+        lines = [""]
+        if inproc is not None:
+            lines.append(
+                f"in-process limit ({len(ids)} greenhouses, decide_sync): {fmt(limit, '.1f')} decisions/s"
+                f" ({fmt(inproc['decide_sync'].get('features_ms_per_greenhouse'))} ms features + {fmt(inproc['decide_sync'].get('decide_ms_per_greenhouse'))} ms decide per greenhouse);"
+                f" decide_many (batches of {settings.loop.batch_size}): {fmt(inproc['decide_many']['decisions_per_s'], '.1f')} decisions/s"
+            )
+        if batch is not None:
+            lines.append(
+                f"batch path (control loop, {len(ids)} greenhouses): {fmt(batch['decisions_per_s'], '.1f')} decisions/s (busy {fmt(batch['busy_ms_per_greenhouse'])} ms per greenhouse;"
+                f" pass wall {fmt(batch['pass_wall_s_median'], '.2f')} s)   batch/in-process: {fmt(batch_ratio)} (target >= 0.6)"
+            )
+        lines.append(
             f"/climate/control ({ingress}, {client} client): {control_rate} requests/s saturated   control/in-process: {fmt(control_ratio)} (target >= 0.3)"
-            f"   p99 at {args.rate:g}/s: {p99} ms (target < 100)",
-        ]
+            f"   p99 at {args.rate:g}/s: {p99} ms (target < 100)"
+        )
+        if sweep is not None:
+            lines += ["", f"/climate/control by closed-loop clients ({replicas}, {args.seconds:g} s each):", sweep_table(sweep)]
         if fleet_pass is not None:
             lines.append(
                 f"fleet pass ({args.fleet_greenhouses} greenhouses): wall {fmt(fleet_pass['pass_wall_s_max'], '.1f')} s max, {fmt(fleet_pass['pass_wall_s_median'], '.1f')} s median"
@@ -849,9 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
                     "in_process": inproc,
                     "batch_path": batch,
                     "control": results,
+                    **({"control_sweep": sweep, "replicas": replicas} if sweep is not None else {}),
                     "fleet_pass": fleet_pass,
                     "in_process_decisions_per_s": limit,
-                    "batch_decisions_per_s": batch["decisions_per_s"],
+                    "batch_decisions_per_s": batch["decisions_per_s"] if batch else None,
                     "control_requests_per_s": control_rate,
                     "ratio_batch_over_in_process": round(batch_ratio, 3) if batch_ratio else None,
                     "ratio_control_over_in_process": round(control_ratio, 3) if control_ratio else None,

@@ -50,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.bus import OutgoingRecord, open_bus  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.ingest.sink import LakeSink, SinkStats, merge_stats  # noqa: E402
+from app.ingest.sink import LakeSink  # noqa: E402
+from app.ingest.sink_stats import SinkStats, merge_stats  # noqa: E402
 from app.lake import Lake  # noqa: E402
 from app.metadata import open_metadata  # noqa: E402
 
@@ -78,7 +79,7 @@ def open_sink(settings: Settings, worker_id: str) -> LakeSink:
 def sink_worker(settings_data: dict[str, Any], worker_id: str, ready: Any, go: Any, done: Any) -> None:
     """One worker process: open, say it is alive (so that the others count it), wait, sink."""
     sink = open_sink(Settings.model_validate(settings_data), worker_id)
-    sink.leases.heartbeat()
+    sink.ownership.leases.heartbeat()
     ready.put(worker_id)
     go.wait()
     done.put(sink.run(until_idle=True, idle_polls=3).as_dict())

@@ -11,7 +11,7 @@ HDFS have none). A *chunk* is what one poll returned for one bus partition, offs
 5. commit ``b + 1`` to the bus consumer group (for lag monitoring; the checkpoint is authoritative).
 
 Several workers may share the topic (``--workers`` of the sink job, or several jobs): each reads
-only the partitions whose lease it holds (:mod:`app.ingest.leases`), and every lease carries an
+only the partitions whose lease it holds (:mod:`app.ingest.leases`, :mod:`app.ingest.ownership`), and every lease carries an
 epoch. Taking a partition stamps the new epoch on its checkpoint; step 3 moves the checkpoint only
 under the worker's own epoch, so a worker that lost its lease cannot commit: it deletes what it
 wrote for the chunk and drops the partition. File names carry the epoch, so two workers never
@@ -39,12 +39,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import orjson
@@ -59,57 +58,15 @@ from app.contracts.reading_columns import plain_readings
 from app.ingest import errors
 from app.ingest.chunk import ChunkColumns, SlowRow, chunk_table, device_keys, unseen
 from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, DayKey, DayKeys, Keys, SeenKeys
-from app.ingest.leases import PartitionLeases, fair_share, plan_rebalance
+from app.ingest.ownership import SINK_CHECKPOINTS, PartitionFenced, PartitionOwnership, chunk_file_name, file_stem
 from app.ingest.records import SCHEMA_FINGERPRINT, reading_row
-from app.lake import STAGING, Lake
-from app.metadata import LAKE_BATCHES, DuplicateKeyError, MetadataStore
+from app.ingest.sink_stats import SinkStats
+from app.lake import Lake
+from app.metadata import LAKE_BATCHES, MetadataStore
 
 log = logging.getLogger(__name__)
 
-SINK_CHECKPOINTS = "sink_checkpoints"
 FAILPOINT_EXIT_CODE = 97
-
-
-@dataclass
-class SinkStats:
-    """What one sink run did."""
-
-    messages: int = 0
-    rows_written: int = 0
-    duplicates: int = 0
-    invalid: int = 0
-    files: int = 0
-    chunks: int = 0
-    rolled_back_files: int = 0
-    rolled_forward_files: int = 0
-    fenced_chunks: int = 0
-    partitions_taken: int = 0
-    partitions_released: int = 0
-    offsets_skipped: int = 0  # deleted by retention before they were read (only with accept_data_loss)
-    elapsed_s: float = 0.0
-    invalid_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def merge_stats(parts: Iterable[SinkStats]) -> SinkStats:
-    """The stats of several workers as one (counts summed, the longest elapsed time)."""
-    out = SinkStats()
-    for part in parts:
-        for name, value in asdict(part).items():
-            if name == "invalid_by_reason":
-                for code, count in value.items():
-                    out.invalid_by_reason[code] = out.invalid_by_reason.get(code, 0) + count
-            elif name == "elapsed_s":
-                out.elapsed_s = max(out.elapsed_s, value)
-            else:
-                setattr(out, name, getattr(out, name) + value)
-    return out
-
-
-def _checkpoint_id(group: str, tp: TopicPartition) -> str:
-    return f"{group}|{tp.topic}|{tp.partition}"
 
 
 @dataclass(frozen=True)
@@ -123,21 +80,6 @@ class PreparedChunk:
     last: int
     planned: list[tuple[dict, pa.Table]]
     keys: dict[DayKey, Keys]
-
-
-class PartitionFenced(RuntimeError):
-    """Another worker took the partition (a newer epoch stamped its checkpoint)."""
-
-
-def file_stem(topic: str, partition: int, epoch: int) -> str:
-    """The start of every file name one worker epoch writes for one partition."""
-    return f"{topic}-p{partition:03d}-e{epoch:06d}-"
-
-
-def _stem_epoch(name: str, topic: str, partition: int) -> int | None:
-    """The epoch in a file name written for ``topic``/``partition``, or None (not one of those)."""
-    found = re.match(re.escape(f"{topic}-p{partition:03d}-e") + r"(\d+)-", name)
-    return int(found.group(1)) if found else None
 
 
 class LakeSink:
@@ -158,15 +100,12 @@ class LakeSink:
         self.group = settings.sink.group_id
         self.worker_id = worker_id or f"{self.group}-0"
         self.batches = store.collection(LAKE_BATCHES)
-        self.checkpoints = store.collection(SINK_CHECKPOINTS)
         self.batches.create_index([("path", 1)], unique=True)
         self.batches.create_index([("status", 1), ("sink_group", 1)])
-        self.leases = PartitionLeases(store, self.group, self.topic, self.worker_id, ttl_s=settings.sink.lease_ttl_s)
         self.seen = SeenKeys(self._load_keys, max_days=seen_max_days, max_keys=seen_max_keys)
         self._prefetched: dict[DayKey, DayKeys] = {}  # read ahead for ``seen``, several at once
         self._failpoint = self._parse_failpoint(settings.sink.failpoint)
         self.stats = SinkStats()
-        self._owned: dict[int, int] = {}  # partition -> the epoch of this worker's lease
         self._consumer: Consumer | None = None
         self._buffered: dict[int, list[Message]] = defaultdict(list)  # partition -> its chunk so far
         self._since: dict[int, float] = {}  # partition -> when its chunk got its first message
@@ -176,100 +115,25 @@ class LakeSink:
         bus.create_topic(self.topic, settings.topics.partitions)
         bus.create_topic(settings.topics.deadletter, settings.topics.partitions)
         self.partitions = bus.partitions_for(self.topic)
-
-    # -- checkpoints --------------------------------------------------------------------------
-    def _checkpoint(self, tp: TopicPartition) -> int | None:
-        doc = self.checkpoints.find_one({"_id": _checkpoint_id(self.group, tp)})
-        return None if doc is None or doc.get("next_offset") is None else int(doc["next_offset"])
+        self.ownership = PartitionOwnership(
+            store, lake, topic=self.topic, group=self.group, worker_id=self.worker_id, partitions=self.partitions, lease_ttl_s=settings.sink.lease_ttl_s, stats=self.stats
+        )
 
     def committed_offsets_total(self) -> int:
         """Sum over partitions of the checkpointed next offset: how many records are settled."""
-        docs = self.checkpoints.find({"group": self.group, "topic": self.topic})
-        return sum(int(d.get("next_offset") or 0) for d in docs)
-
-    def _stamp(self, tp: TopicPartition, epoch: int) -> bool:
-        """Put ``epoch`` on the partition's checkpoint unless a newer one is there: the fence that
-        stops every earlier epoch's commits. False when a newer epoch got there first."""
-        cp_id = _checkpoint_id(self.group, tp)
-        if self.checkpoints.update_one({"_id": cp_id, "epoch": {"$lt": epoch}}, {"$set": {"epoch": epoch}}):
-            return True
-        doc = self.checkpoints.find_one({"_id": cp_id})
-        if doc is None:
-            try:
-                self.checkpoints.insert_one({"_id": cp_id, "group": self.group, "topic": tp.topic, "partition": tp.partition, "epoch": epoch})
-            except DuplicateKeyError:
-                return False
-            return True
-        if "epoch" not in doc:  # written before the sink had leases
-            return bool(self.checkpoints.update_one({"_id": cp_id, "epoch": {"$exists": False}}, {"$set": {"epoch": epoch}}))
-        return False
-
-    # -- recovery ---------------------------------------------------------------------------
-    def recover(self, partition: int, epoch: int) -> None:
-        """Settle what earlier epochs left half done in ``partition`` (see the module docstring)."""
-        tp = TopicPartition(self.topic, partition)
-        checkpoint = self._checkpoint(tp)
-        pending = self.batches.find({"status": "pending", "sink_group": self.group, "topic": self.topic, "partition": partition})
-        rolled = 0
-        for doc in pending:
-            if int(doc.get("epoch", 0)) >= epoch:
-                continue
-            rolled += 1
-            if checkpoint is not None and checkpoint > int(doc["chunk_end"]):
-                self.batches.update_one({"_id": doc["_id"]}, {"$set": {"status": "committed"}})
-                self.stats.rolled_forward_files += 1
-            else:
-                self.lake.delete(doc["path"])
-                self.batches.delete_many({"_id": doc["_id"]})
-                self.stats.rolled_back_files += 1
-        for path in self.lake.list_files(STAGING):  # staged files of a crashed write
-            stem_epoch = _stem_epoch(path.rsplit("/", 1)[-1], self.topic, partition)
-            if stem_epoch is not None and stem_epoch < epoch:
-                self.lake.delete(path)
-        if rolled:
-            log.info("partition %d: recovered %d files of earlier epochs", partition, rolled)
-
-    # -- leases -----------------------------------------------------------------------------
-    def _take(self, partition: int, epoch: int) -> bool:
-        """Fence earlier epochs out of ``partition`` and settle what they left."""
-        if not self._stamp(TopicPartition(self.topic, partition), epoch):
-            return False
-        self.recover(partition, epoch)
-        self._owned[partition] = epoch
-        self.stats.partitions_taken += 1
-        return True
-
-    def rebalance(self, *, first: bool = False) -> bool:
-        """One lease tick: renew, give back what is above the fair share, take free partitions
-        (on the ``first`` tick also those still leased to this worker's name: a restart). True
-        when the partitions this worker reads changed."""
-        live = self.leases.heartbeat()
-        before = dict(self._owned)
-        for partition, epoch in list(self._owned.items()):
-            if not self.leases.renew(partition, epoch):
-                log.warning("partition %d: lease lost (epoch %d)", partition, epoch)
-                del self._owned[partition]
-        plan = plan_rebalance(self._owned, self.leases.free_partitions(self.partitions, reclaim=first), fair_share(self.partitions, live))
-        for partition in plan.release:
-            self.leases.release(partition, self._owned.pop(partition))
-            self.stats.partitions_released += 1
-        for partition in plan.take:
-            taken = self.leases.acquire(partition, reclaim=first)
-            if taken is not None and not self._take(partition, taken):
-                self.leases.release(partition, taken)
-        return self._owned != before
+        return self.ownership.committed_offsets_total()
 
     def _reassign(self) -> None:
         """Read exactly the owned partitions, each from its checkpoint (a checkpoint retention
         has passed raises :class:`LostRecordsError` at the first poll: see :meth:`_poll`)."""
         self._close_consumer()
         self.seen.clear()  # another worker may have written the greenhouse-days it remembers
-        if not self._owned:
+        if not self.ownership.owned:
             return
-        self._consumer = self.bus.consumer(self.group, [self.topic], partitions=sorted(self._owned), skip_lost=self.settings.sink.accept_data_loss)
-        for partition in self._owned:
+        self._consumer = self.bus.consumer(self.group, [self.topic], partitions=sorted(self.ownership.owned), skip_lost=self.settings.sink.accept_data_loss)
+        for partition in self.ownership.owned:
             tp = TopicPartition(self.topic, partition)
-            checkpoint = self._checkpoint(tp)
+            checkpoint = self.ownership.checkpoint(tp)
             if checkpoint is not None:
                 self._consumer.seek(tp, checkpoint)
 
@@ -287,8 +151,8 @@ class LakeSink:
             self._prefetched = dict(zip(missing, self._writers.map(lambda k: self._lake_keys(*k), missing)))
 
     def _lake_keys(self, greenhouse_id: str, day: date) -> DayKeys:
-        """``(device_id, ts_ms)`` of every reading the lake holds for one greenhouse-day."""
-        paths = self.lake.list_files(Lake.raw_partition(greenhouse_id, day))
+        """``(device_id, ts_ms)`` of every committed reading the lake holds for one greenhouse-day."""
+        paths = self.ownership.committed_files(self.lake.list_files(Lake.raw_partition(greenhouse_id, day)))
         if not paths:
             return DayKeys()
         table = self.lake.read_table(paths, columns=["device_id", "ts"])
@@ -336,9 +200,7 @@ class LakeSink:
         """The chunk's new readings as one table per greenhouse-day, each with its pending
         document (nothing written yet)."""
         first, last = messages[0].offset, messages[-1].offset
-        epoch = self._owned[tp.partition]
-        if not self.leases.renew(tp.partition, epoch):  # also keeps a long run of chunks leased
-            raise PartitionFenced(f"partition {tp.partition}: the lease of epoch {epoch} expired and was taken")
+        epoch = self.ownership.hold(tp.partition)  # also keeps a long run of chunks leased
         groups, keys = self._new_rows(tp, messages)
         now = datetime.now(timezone.utc)
         planned = [(self._pending_doc(tp, epoch, first, last, gid, day, table, now), table) for (gid, day), table in sorted(groups.items())]
@@ -358,7 +220,7 @@ class LakeSink:
         try:
             list(self._writers.map(lambda planned_file: self.lake.write_parquet(planned_file[1], planned_file[0]["relative_path"], staging_prefix=stem, replace=False), planned))
         except Exception:  # WebHDFS reports a file deleted under a writer as RuntimeError, not OSError
-            if self.leases.renew(tp.partition, epoch):
+            if self.ownership.still_holds(tp.partition, epoch):
                 raise
             # fenced meanwhile: the new owner cleared this epoch's staged files as it took over
             self._undo(planned)
@@ -366,11 +228,7 @@ class LakeSink:
         self._maybe_fail("after_files")
 
         # 3. the commit point, under this worker's epoch only
-        moved = self.checkpoints.update_one(
-            {"_id": _checkpoint_id(self.group, tp), "epoch": epoch},
-            {"$set": {"next_offset": last + 1, "updated_at": datetime.now(timezone.utc), "group": self.group, "topic": tp.topic, "partition": tp.partition}},
-        )
-        if not moved:
+        if not self.ownership.commit(tp, epoch, last + 1):
             self._undo(planned)
             raise PartitionFenced(f"partition {tp.partition}: epoch {epoch} was fenced by a newer one")
         self._maybe_fail("after_checkpoint")
@@ -419,7 +277,7 @@ class LakeSink:
 
     def _pending_doc(self, tp: TopicPartition, epoch: int, first: int, last: int, greenhouse_id: str, day: date, table: pa.Table, now: datetime) -> dict:
         """The ``lake_batches`` document of one file of chunk ``[first, last]``, status pending."""
-        name = f"{file_stem(tp.topic, tp.partition, epoch)}o{first:012d}-{last:012d}.parquet"
+        name = chunk_file_name(tp.topic, tp.partition, epoch, first, last)
         relative = f"{Lake.raw_partition(greenhouse_id, day)}/{name}"
         offsets = table["bus_offset"]
         return {
@@ -478,7 +336,7 @@ class LakeSink:
             while True:
                 if time.monotonic() >= next_tick:
                     self._flush()  # chunks are written under the leases they were read under
-                    if self.rebalance(first=first):
+                    if self.ownership.rebalance(first=first):
                         self._reassign()
                     first, next_tick = False, time.monotonic() + tick_s
                 waiting = any(self._buffered.values())  # a chunk waits: an idle topic writes it sooner
@@ -486,7 +344,7 @@ class LakeSink:
                 if not messages:
                     self._flush()
                     empty += 0 if waiting else 1  # idle is counted in whole poll timeouts
-                    if until_idle and empty >= idle_polls and not self.leases.free_partitions(self.partitions):
+                    if until_idle and empty >= idle_polls and not self.ownership.leases.free_partitions(self.partitions):
                         break
                     if should_stop is not None and should_stop():
                         break
@@ -505,8 +363,7 @@ class LakeSink:
             except Exception:
                 log.exception("sink %s: the last chunk write failed", self.worker_id)
             self._close_consumer()
-            self.leases.leave(self._owned)
-            self._owned.clear()
+            self.ownership.leave()
             self.stats.elapsed_s = round(time.monotonic() - started, 3)
         return self.stats
 
@@ -536,7 +393,7 @@ class LakeSink:
         """Add ``messages`` to their partitions' chunks; write the chunks that are full or old."""
         now = time.monotonic()
         for tp, part in _by_partition(messages):
-            if tp.partition in self._owned:
+            if tp.partition in self.ownership.owned:
                 self._since.setdefault(tp.partition, now)
                 self._buffered[tp.partition] += part
         wait_s, full = self.settings.sink.chunk_wait_s, self.settings.sink.max_batch_records
@@ -550,18 +407,18 @@ class LakeSink:
         for partition in sorted(self._buffered) if partitions is None else partitions:
             messages = self._buffered.pop(partition, [])
             self._since.pop(partition, None)
-            if not messages or partition not in self._owned:
+            if not messages or partition not in self.ownership.owned:
                 continue
             self.stats.messages += len(messages)
             try:
                 chunk = self._prepare_chunk(TopicPartition(self.topic, partition), messages)
             except PartitionFenced as exc:
                 log.warning("%s: dropping the partition", exc)
-                self._owned.pop(partition, None)
+                self.ownership.drop(partition)
                 fenced = True
                 continue
             fenced |= self._settle()
-            if partition not in self._owned:  # the write in flight was of this partition, and fenced
+            if partition not in self.ownership.owned:  # the write in flight was of this partition, and fenced
                 continue
             self._in_flight = (chunk, self._committer.submit(self._write_chunk, chunk))
         if partitions is None:
@@ -580,7 +437,7 @@ class LakeSink:
             write.result()
         except PartitionFenced as exc:
             log.warning("%s: dropping the partition", exc)
-            self._owned.pop(chunk.tp.partition, None)
+            self.ownership.drop(chunk.tp.partition)
             return True
         finally:
             self._in_flight = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
-from app.ingest.sink import SinkStats, merge_stats
+from app.ingest.sink_stats import SinkStats, merge_stats
 
 # A sink worker polls, parses and writes Parquet: half a core keeps two of them (and Serve) on a
 # 2-core node; the sink is I/O-bound for a good part of its time.

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import yaml
@@ -21,7 +22,9 @@ import yaml
 from app.bus import TopicPartition, open_bus
 from app.config import Settings
 from app.ingest.leases import PartitionLeases, fair_share, plan_rebalance
-from app.ingest.sink import LakeSink, PartitionFenced, merge_stats
+from app.ingest.ownership import PartitionFenced, chunk_file_name
+from app.ingest.sink import LakeSink
+from app.ingest.sink_stats import merge_stats
 from app.lake import Lake
 from app.metadata import LAKE_BATCHES, open_metadata
 from tests.helpers.stack import stack_settings
@@ -113,7 +116,7 @@ def zombie_with_a_chunk_read(settings: Settings) -> tuple[LakeSink, TopicPartiti
     """A worker named "zombie" that took every partition and read one partition's chunk (not
     written yet): the partition and its messages."""
     zombie = new_sink(settings, "zombie")
-    assert zombie.rebalance(first=True)
+    assert zombie.ownership.rebalance(first=True)
     zombie._reassign()
     batch = zombie._consumer.poll(1000, 5.0)
     assert batch, "nothing to read"
@@ -169,7 +172,7 @@ def test_two_workers_share_the_partitions_exactly_once(sink_settings):
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, sinks[i].run(until_idle=False, should_stop=done.is_set))) for i in range(2)]
     for t in threads:
         t.start()
-    wait_for(lambda: all(len(s._owned) == 2 for s in sinks), "the workers never split the partitions 2 + 2")
+    wait_for(lambda: all(len(s.ownership.owned) == 2 for s in sinks), "the workers never split the partitions 2 + 2")
     readings = make_readings(6000, greenhouses=8)
     ingest(settings, readings, batch=500)
     wait_for(lambda: sum(s.committed_offsets_total() for s in sinks[:1]) >= len(readings), "the workers did not sink every reading")
@@ -244,3 +247,23 @@ def test_the_sink_job_runs_its_workers_as_ray_actors(sink_settings, tmp_path):
 def test_the_sink_job_refuses_a_bad_worker_option(args):
     done = subprocess.run([sys.executable, "-m", "jobs.sink", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--worker" in done.stderr.splitlines()[-1]
+
+
+def test_a_fenced_zombies_uncommitted_file_does_not_count_as_in_the_lake(sink_settings):
+    """A zombie's file of a chunk it never committed, left in a greenhouse-day it was fenced out
+    of (it deletes it a moment later): the owner must not take its readings as already in the
+    lake, or it drops them as duplicates and the lake loses them when the zombie cleans up."""
+    settings = sink_settings
+    readings = make_readings(120, greenhouses=1, devices=2)
+    ingest(settings, readings, batch=120)
+    lake = Lake.from_url(settings.lake_url)
+    bus = open_bus(settings.bus_url, topics=settings.topics)
+    topic = settings.topics.sensors
+    partition = next(p for p in range(bus.partitions_for(topic)) if bus.end_offsets(topic).get(p))
+    day = datetime.fromisoformat(readings[0]["ts"]).date()
+    sink = LakeSink(settings, bus, lake, open_metadata(settings.metadata_url), worker_id="owner")
+    zombie_chunk = sink._readings(TopicPartition(topic, partition), bus.consumer("peek", [topic], partitions=[partition]).poll(1000, 5.0))
+    name = chunk_file_name(topic, partition, 0, 0, len(readings) - 1)  # an earlier epoch, never committed
+    lake.write_parquet(zombie_chunk.lake_table(np.arange(len(readings))), f"{Lake.raw_partition(readings[0]['greenhouse_id'], day)}/{name}")
+    stats = sink.run(until_idle=True, idle_polls=2)
+    assert (stats.rows_written, stats.duplicates) == (len(readings), 0)
