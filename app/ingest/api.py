@@ -1,11 +1,12 @@
 """HTTP layer of the ingest gateway: a FastAPI app around an :class:`IngestService`.
 
-Routes (Kafka REST Proxy v2 subset; every one but the last two needs a device credential):
+Routes (Kafka REST Proxy v2 subset; every one but the probes, stats and OpenAPI needs a device credential):
 
 - ``POST /topics/{topic}``: produce records (``application/vnd.kafka.json.v2+json`` or
   ``application/vnd.kafka.binary.v2+json``).
 - ``GET /topics``, ``GET /topics/{topic}``: the topics devices may produce to.
-- ``GET /healthz``: liveness; ``GET /stats``: counters since start.
+- ``GET /healthz``: liveness (and the dependencies as last checked); ``GET /readyz``: readiness,
+  503 naming the dependency that does not answer; ``GET /stats``: counters since start.
 - ``GET /openapi.json``, ``/docs``: the OpenAPI document.
 - REST Proxy v3 produce, ``POST /v3/clusters/{cluster_id}/topics/{topic}/records`` (streaming
   too): :mod:`app.ingest.api_v3`, on the same service and credentials.
@@ -24,8 +25,9 @@ in ``application/json``. A refused credential is counted by reason in ``/stats``
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -121,8 +123,44 @@ class TopicInfo(BaseModel):
     partitions: list[PartitionInfo]
 
 
-class Health(BaseModel):
+class DependencyHealth(BaseModel):
+    """One dependency as its last check found it."""
+
+    ok: bool | None = Field(description="whether it answered its last check (null: not checked yet)")
+    since: datetime | None = Field(description="when it stopped answering (its first failed check in a row); null while it answers")
+    reason: str | None = Field(description="why it is not ok, in a few words")
+    checked_at: datetime | None = Field(description="when it was last checked (checks are cached for a few seconds)")
+
+
+class ReadinessVerdict(BaseModel):
+    """Whether the gateway can accept readings: the bus and the metadata store answer."""
+
+    ready: bool
+    dependencies: dict[str, DependencyHealth] = Field(description="bus, metadata")
+
+
+class Health(ReadinessVerdict):
+    """Liveness: the process runs; the dependencies as last checked (a check is never waited for)."""
+
     status: Literal["ok"]
+
+
+class Probes(Protocol):
+    """What answers ``/healthz`` and ``/readyz`` (:class:`app.serve.readiness.Readiness`)."""
+
+    async def verdict(self) -> dict[str, Any]: ...
+
+    def last_known(self) -> dict[str, Any]: ...
+
+
+class NoProbes:
+    """No dependency checks (a bare :func:`create_api` in tests and the bench): always ready."""
+
+    async def verdict(self) -> dict[str, Any]:
+        return self.last_known()
+
+    def last_known(self) -> dict[str, Any]:
+        return {"ready": True, "dependencies": {}}
 
 
 class Stats(BaseModel):
@@ -161,13 +199,16 @@ def _respond(result: IngestResponse) -> Response:
     return KafkaResponse(content=result.body, status_code=result.status, headers=result.headers or None)
 
 
-def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], bytes | None] | None = None) -> FastAPI:
+def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], bytes | None] | None = None, probes: Probes | None = None) -> FastAPI:
     """The FastAPI app serving ``service`` (used by Ray Serve and by plain uvicorn alike).
 
     ``edge_secret``: the TLS edge's secret (:func:`app.security.edge.read_edge_secret`), or a
     function returning it (the edge may make it after the gateway starts); without it,
-    client-certificate identities from the edge are not trusted."""
+    client-certificate identities from the edge are not trusted. ``probes``: the dependency
+    checks behind ``/healthz`` and ``/readyz`` (:func:`app.serve.ingest.gateway_readiness`);
+    without them the gateway reports itself ready."""
     secret_of = edge_secret if callable(edge_secret) else lambda: edge_secret
+    probes = probes or NoProbes()
     offload = Offload()
     api = FastAPI(title="Greenhouse ingest gateway", version="1", description="Kafka REST Proxy v2 compatible produce API for greenhouse sensor readings.", default_response_class=KafkaResponse)
 
@@ -217,9 +258,19 @@ def create_api(service: IngestService, *, edge_secret: bytes | Callable[[], byte
 
     add_v3_routes(api, service, identify, offload)
 
-    @api.get("/healthz", summary="Liveness", response_model=Health)
+    @api.get("/healthz", summary="Liveness, with the dependencies as last checked", response_model=Health)
     async def healthz() -> Response:
-        return _respond(IngestResponse(200, {"status": "ok"}))
+        return _respond(IngestResponse(200, {"status": "ok", **probes.last_known()}))
+
+    @api.get(
+        "/readyz",
+        summary="Readiness: whether the bus and the metadata store answer",
+        response_model=ReadinessVerdict,
+        responses={503: {"model": ReadinessVerdict, "description": "not ready: a dependency does not answer (which, why and since when)"}},
+    )
+    async def readyz() -> Response:
+        verdict = await probes.verdict()
+        return _respond(IngestResponse(200 if verdict["ready"] else 503, verdict))
 
     @api.get("/stats", summary="Counters since this replica started", response_model=Stats)
     async def stats() -> Response:

@@ -2,7 +2,7 @@
 
 Two deployments composed through a handle: the :class:`~app.serve.forecaster.Forecaster` (models
 multiplexed by version, batched predictions) and :class:`ControlApp`, the HTTP ingress
-(``POST /forecast``, ``POST /control``, ``GET /healthz``). ControlApp keeps HTTP, state following
+(``POST /forecast``, ``POST /control``, ``GET /healthz``, ``GET /readyz``). ControlApp keeps HTTP, state following
 and dispatch only: each greenhouse's state comes from the followed sensor topic (or a window the
 caller sends), every decision is made by the controller core
 (:class:`~app.control.core.Controller`), and the signed command leaves through the bus with an
@@ -21,21 +21,26 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import Header
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from app.bus import Bus
+from app.config import Settings
 from app.control.core import ControlDecision, Controller, ControlPolicy
 from app.control.correction import ForecastOffsets
 from app.control.decision_record import DecisionContext
 from app.control.fleet_decisions import Assignment
 from app.control.planner import current_setpoints
+from app.metadata import DECISIONS, MetadataStore
 from app.serve.args import AppArgs
 from app.serve.control_api import MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
 from app.serve.control_auth import OperatorGate, never_sent
 from app.serve.control_loop import ControlLoop
 from app.serve.forecaster import Forecaster
 from app.serve.gcpause import GcPauses, freeze_startup_heap
+from app.serve.readiness import Readiness, bus_check, model_check, store_check
 from app.serve.serving_models import ModelConfig, ServingModels
 from app.serve.tuning import ACCESS_LOG_OFF
 
@@ -54,11 +59,21 @@ def _insert_once(records: Any, document: dict[str, Any]) -> None:
         pass
 
 
+def control_readiness(settings: Settings, bus: Bus, store: MetadataStore, models: ServingModels) -> Readiness:
+    """What the control app needs to decide with a model and send commands: the bus (the sensor
+    topic it follows, the control topic it writes), the metadata store (decision records, audit)
+    and a loaded model."""
+    topics = (settings.topics.sensors, settings.topics.control)
+    return Readiness({"bus": bus_check(bus, topics), "metadata": store_check(store.collection(DECISIONS)), "model": model_check(models)})
+
+
 def _public_member(doc: dict[str, Any]) -> dict[str, Any]:
     progress = doc.get("progress") or {}
     return {"replica": doc["_id"], "renewed_at": doc.get("renewed_at"), "joined_at": doc.get("joined_at"), "last_interval": progress}
 
 
+# No check_health on purpose: Serve restarts a replica whose check_health fails, and a restart does
+# not bring Kafka, the metadata store or MLflow back. Outages show in GET /readyz (503) instead.
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128, health_check_period_s=10, logging_config=ACCESS_LOG_OFF)
 @serve.ingress(api)
 class ControlApp:
@@ -71,7 +86,7 @@ class ControlApp:
         from app.control.dispatch import CommandDispatcher
         from app.control.fleet_decisions import FleetDecider
         from app.control.loop_ledger import LoopLedger
-        from app.metadata import DECISIONS, open_metadata
+        from app.metadata import open_metadata
         from app.security.credentials import OperatorRegistry
         from app.security.startup import refuse_unsafe
         from app.serve.decision_metrics import DecisionMetrics
@@ -86,6 +101,7 @@ class ControlApp:
         self.online = OnlineState(settings, bus, replica_id)
         self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, store))
         self.models = ServingModels(settings, forecaster)
+        self.readiness = control_readiness(settings, bus, store, self.models)
         self.gate = OperatorGate(OperatorRegistry.from_settings(settings))
         # per replica: with several replicas each learns from the decisions it made
         self.controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
@@ -105,9 +121,11 @@ class ControlApp:
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        """Liveness plus what the replica knows: models, greenhouses followed, follower errors."""
+        """Liveness (200 while the replica runs) plus what it knows: its dependencies as last
+        checked (never waited for), models, greenhouses followed, follower errors."""
         return {
             "status": "ok",
+            **self.readiness.last_known(),
             "replica_pid": os.getpid(),
             "models": self.models.resolved(),
             "model_config": self.models.config.model_dump(),
@@ -116,6 +134,13 @@ class ControlApp:
             **self.online.health(),
             "gc": self.gc_pauses.summary(),
         }
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Readiness: 200 when the bus, the metadata store and the model answer, else 503 with the
+        verdict naming the one that does not, why and since when."""
+        verdict = await self.readiness.verdict()
+        return JSONResponse(verdict, status_code=200 if verdict["ready"] else 503)
 
     @api.post("/forecast")
     async def forecast(self, body: ForecastRequest, authorization: str | None = Header(default=None)) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 ``args`` of the config file become :class:`~app.serve.args.AppArgs`. Tests and the demo call
 ``build_app(AppArgs(settings=settings.for_replicas()))`` so replicas see exactly
 the caller's settings. Devices authenticate against the device registry in the settings' metadata
-store (:class:`~app.security.credentials.DeviceRegistry`).
+store (:class:`~app.security.credentials.DeviceRegistry`). ``GET /readyz`` answers 503 while the
+bus or that store does not answer (:func:`gateway_readiness`, :mod:`app.serve.readiness`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from app.bus import open_bus
+from app.bus import Bus, open_bus
 from app.config import Settings
 from app.ingest.api import create_api
 from app.ingest.gateway import IngestService
+from app.metadata import DEVICES, MetadataStore, open_metadata
 from app.serve.args import AppArgs
+from app.serve.readiness import Readiness, bus_check, store_check
 from app.serve.tuning import ACCESS_LOG_OFF
 
 
@@ -44,6 +47,15 @@ class EdgeSecret:
         return self._secret
 
 
+def gateway_readiness(settings: Settings, bus: Bus, store: MetadataStore) -> Readiness:
+    """What the gateway needs to accept readings: the bus, with the topics it writes (the ingest
+    topics and the dead-letter topic), and the metadata store, where device credentials live."""
+    topics = {*settings.ingest.topics, settings.topics.deadletter}
+    return Readiness({"bus": bus_check(bus, topics), "metadata": store_check(store.collection(DEVICES))})
+
+
+# No check_health on purpose: Serve restarts a replica whose check_health fails, and a restart does
+# not bring Kafka or the metadata store back. Outages show in GET /readyz (503) instead.
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, health_check_period_s=10, logging_config=ACCESS_LOG_OFF)
 @serve.ingress()
 class IngestGateway:
@@ -57,11 +69,14 @@ class IngestGateway:
         from app.security.startup import exposed, refuse_unsafe
 
         settings: Settings = args.load()
-        devices = DeviceRegistry.from_settings(settings)
+        store = open_metadata(settings.metadata_url)
+        devices = DeviceRegistry(store, cache_ttl_s=settings.security.credential_cache_ttl_s)
         refuse_unsafe(settings, devices_registered=bool(devices.list()) if exposed(settings) else None)
         self._accepted = Counter("gh_ingest_records_accepted", description="records accepted by the gateway")
         self._rejected = Counter("gh_ingest_records_rejected", description="records rejected by the gateway", tag_keys=("reason",))
-        self.service = IngestService(settings, open_bus(settings.bus_url, topics=settings.topics), devices, on_result=self._record)
+        bus = open_bus(settings.bus_url, topics=settings.topics)
+        self.service = IngestService(settings, bus, devices, on_result=self._record)
+        self.readiness = gateway_readiness(settings, bus, store)
         self._edge_secret = EdgeSecret(edge_secret_path(settings))
 
     def _record(self, accepted: int, rejected_reasons: list[str]) -> None:
@@ -71,7 +86,7 @@ class IngestGateway:
             self._rejected.inc(1, tags={"reason": reason})
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.service, edge_secret=self._edge_secret)
+        return create_api(self.service, edge_secret=self._edge_secret, probes=self.readiness)
 
 
 def build_app(args: AppArgs | dict[str, Any]) -> Application:

@@ -148,7 +148,11 @@ def test_topic_listing_health_and_openapi(gateway):
     info = client.get(f"/topics/{TOPIC}").json()
     assert info["name"] == TOPIC and len(info["partitions"]) == settings.topics.partitions
     assert client.get("/topics/greenhouse.nope").json()["error_code"] == 40401
-    assert client.get("/healthz").json() == {"status": "ok"}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and set(health["dependencies"]) == {"bus", "metadata"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert {name: dep["ok"] for name, dep in ready.json()["dependencies"].items()} == {"bus": True, "metadata": True}
     spec = client.get("/openapi.json").json()
     produce = spec["paths"]["/topics/{topic}"]["post"]
     assert set(produce["requestBody"]["content"]) == {JSON_V2, BINARY_V2}

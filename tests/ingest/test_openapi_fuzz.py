@@ -40,7 +40,7 @@ EXAMPLES = {("POST", "/topics/{topic}", "positive"): 450, ("POST", "/topics/{top
 EXAMPLES |= {("POST", V3_PRODUCE, "positive"): 350, ("POST", V3_PRODUCE, "negative"): 200}
 EXAMPLES |= {("GET", path, mode): 575 for path in ("/topics", "/topics/{topic}") for mode in ("positive", "negative")}
 EXAMPLES |= {("GET", path, mode): 150 for path in ("/v3/clusters", "/v3/clusters/{cluster_id}") for mode in ("positive", "negative")}
-EXAMPLES |= {("GET", "/stats", "positive"): 10, ("GET", "/healthz", "positive"): 10}  # no parameters: nothing to negate
+EXAMPLES |= {("GET", path, "positive"): 10 for path in ("/stats", "/healthz", "/readyz")}  # no parameters: nothing to negate
 GUARDED = ("/topics", "/topics/{topic}", "/v3/clusters", "/v3/clusters/{cluster_id}", V3_PRODUCE)
 TOTAL: Counter = Counter()
 

@@ -103,13 +103,26 @@ def wait_for_greenhouses(c: httpx.Client) -> None:
     raise AssertionError("the control app did not pick up the sensor topic in 60 s")
 
 
+def wait_for_readiness(c: httpx.Client, status: int, timeout_s: float = 60) -> dict:
+    """Poll ``/readyz`` (checks are cached for a few seconds) until it answers ``status``."""
+    deadline = time.monotonic() + timeout_s
+    while (res := c.get("/readyz")).status_code != status and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert res.status_code == status, res.text
+    return res.json()
+
+
 def last_ts(settings: Settings) -> datetime:
     return START + timedelta(days=DAYS)
 
 
-def test_healthz_reports_the_followed_greenhouses(client):
+def test_healthz_reports_the_followed_greenhouses(client, edge):
+    ready = wait_for_readiness(client, 200)  # the first check loads the champion, which may take a few seconds
+    assert ready["ready"] is True and {name: dep["ok"] for name, dep in ready["dependencies"].items()} == {"bus": True, "metadata": True, "model": True}
+    with https_client(edge, None) as anonymous:
+        assert anonymous.get("/readyz").status_code == 200  # probes carry no operator token
     health = client.get("/healthz").json()
-    assert health["status"] == "ok"
+    assert health["status"] == "ok" and health["ready"] is True and set(health["dependencies"]) == {"bus", "metadata", "model"}
     assert health["greenhouses"] == ["gh-01", "gh-02"]
     assert health["readings_followed"] > 1000 and health["follower_error"] is None
     assert health["gc"]["frozen_objects"] > 10_000 and len(health["gc"]["collections"]) == 3  # the start-up heap is frozen
@@ -283,9 +296,15 @@ def test_model_swap_by_user_config_without_failed_requests_then_fallback(models,
     assert res.json()["decision"]["mode"] == "thermostat" and "model unavailable" in res.json()["decision"]["reason"]
     missing = client.post("/forecast", json={"greenhouse_id": "gh-01"})
     assert missing.status_code == 503 and missing.json()["error_code"] == 50311
+    unready = wait_for_readiness(client, 503)  # not ready, naming the model and since when
+    model = unready["dependencies"]["model"]
+    assert model["ok"] is False and model["reason"].startswith(("no model loaded", "no answer within")) and model["since"]  # a slow load of 999 may time out
+    assert unready["dependencies"]["bus"]["ok"] is True and unready["dependencies"]["metadata"]["ok"] is True
+    assert client.get("/healthz").status_code == 200  # alive all along: nothing for a restart to fix
 
     deploy_config(settings, {})
     assert client.post("/forecast", json={"greenhouse_id": "gh-01"}).json()["model"]["version"] == first.model_version
+    assert wait_for_readiness(client, 200)["dependencies"]["model"]["since"] is None
 
 
 LAST = (START + timedelta(days=DAYS)).isoformat()
