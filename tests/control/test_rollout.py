@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.control.rollout import RolloutPlan, VersionFigures, default_steps, figures_from_decisions, judge, serves_candidate, validate_steps, wilson_upper
+from app.control.rollout import RolloutPlan, VersionFigures, default_steps, figures_from_decisions, judge, serves_candidate, share_difference_upper, validate_steps, wilson_lower, wilson_upper
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -127,15 +127,25 @@ def test_rolls_back_on_worse_forecasts_or_less_time_in_band():
     worse = judge(plan(), figs(rmse=0.30), figs(rmse=0.46))
     assert worse.action == "rollback" and "rmse" in worse.reason
     assert judge(plan(), figs(rmse=0.30), figs(rmse=0.44)).action == "advance"  # within the margin
-    # time in band is judged on the upper 95 % bound of the candidate's share (Wilson)
-    out_of_band = judge(plan(), figs(decisions=200, in_band_pct=90.0), figs(decisions=200, in_band_pct=78.0))
+    # time in band is judged on the upper 95 % bound of the difference of the shares (Newcombe)
+    out_of_band = judge(plan(), figs(decisions=200, in_band_pct=90.0), figs(decisions=200, in_band_pct=75.0))
     assert out_of_band.action == "rollback" and "in band" in out_of_band.reason and "95% confidence" in out_of_band.reason
+    assert judge(plan(), figs(decisions=200, in_band_pct=90.0), figs(decisions=200, in_band_pct=80.0)).action == "advance"  # 10 points: not clearly 5
     assert judge(plan(), figs(in_band_pct=90.0), figs(in_band_pct=85.5)).action == "advance"
     # one greenhouse-interval out of band in six is no evidence against the candidate...
     assert judge(plan(min_decisions_per_step=6), figs(decisions=100, in_band_pct=100.0), figs(decisions=6, in_band_pct=83.3)).action == "advance"
     # ...two in band out of twelve is
     assert judge(plan(), figs(decisions=100, in_band_pct=100.0), figs(decisions=12, in_band_pct=16.7)).action == "rollback"
     assert judge(plan(), figs(), figs(rmse=0.1, in_band_pct=99.0)).action == "advance"  # better is fine
+    # the demo's case: 11 of 14 in band against 14 of 14 is no evidence either (both samples small)
+    assert judge(plan(min_decisions_per_step=12), figs(decisions=14, in_band_pct=100.0), figs(decisions=14, in_band_pct=78.57)).action == "advance"
+
+
+def test_the_difference_bound_is_wider_than_either_share_alone():
+    assert share_difference_upper(0.5, 10**6, 0.5, 10**6) < 0.002  # huge samples: the difference itself
+    assert share_difference_upper(0.786, 14, 1.0, 14) > 0.0  # 11/14 vs 14/14: could be no worse
+    assert share_difference_upper(0.75, 200, 0.90, 200) < -0.05
+    assert wilson_lower(1.0, 14) < 0.8 < wilson_upper(0.786, 14) and wilson_lower(0.0, 5) == 0.0
 
 
 def test_shadow_never_moves_by_itself_but_says_how_the_candidate_does():
@@ -154,8 +164,8 @@ def test_an_ended_rollout_only_holds():
 @given(champion_rmse=st.floats(0.01, 3), candidate_rmse=st.floats(0.01, 3), champion_band=st.floats(0, 100), candidate_band=st.floats(0, 100), step=st.integers(0, 2))
 def test_judging_is_total_and_consistent(champion_rmse, candidate_rmse, champion_band, candidate_band, step):
     verdict = judge(plan(step_index=step), figs(rmse=champion_rmse, in_band_pct=champion_band), figs(rmse=candidate_rmse, in_band_pct=candidate_band))
-    upper_band = 100 * wilson_upper(candidate_band / 100, 20)  # figs() makes 20 decisions
-    worse = candidate_rmse > champion_rmse + 0.15 or upper_band < champion_band - 5.0
+    upper_difference = 100 * share_difference_upper(candidate_band / 100, 20, champion_band / 100, 20)  # figs() makes 20 decisions
+    worse = candidate_rmse > champion_rmse + 0.15 or upper_difference < -5.0
     if worse:
         assert verdict.action == "rollback"
     else:
