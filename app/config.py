@@ -275,6 +275,22 @@ class RaySettings(BaseModel):
     auth_token_file: Path | None = Field(default=None, description="file holding the cluster's token; passed to Ray as RAY_AUTH_TOKEN_PATH")
 
 
+class MonitorSettings(BaseModel):
+    """The monitor process (``python -m app.entrypoints.monitor``): sink lag and job outcomes on ``/metrics``."""
+
+    host: str = Field(default="127.0.0.1", description="address /metrics binds to (loopback: Prometheus on this machine)")
+    port: int = Field(default=9108, ge=0, le=65535)
+    interval_s: float = Field(default=15.0, gt=0, description="how often the figures are computed (Prometheus's scrape interval suits)")
+    ray_jobs_url: str = Field(default="", description="the Ray cluster's Jobs API (dashboard) address; empty: ray_address when it is http(s)://, else http://127.0.0.1:8265")
+
+
+class LogSettings(BaseModel):
+    """How processes of the product log (app.log_format.setup_logging)."""
+
+    format: Literal["auto", "json", "text"] = Field(default="auto", description="json: one JSON object per line; text: for people; auto: text on a terminal, JSON otherwise")
+    level: str | None = Field(default=None, description="DEBUG, INFO, WARNING, ERROR; empty: the command's default (INFO for jobs, WARNING for the demo)")
+
+
 class Settings(BaseSettings):
     """The whole configuration of the product.
 
@@ -301,6 +317,10 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    prometheus_url: str = Field(default="", description="Prometheus the Ray dashboard reads its graphs from (RAY_PROMETHEUS_HOST of a Ray this product starts)")
+    grafana_url: str = Field(default="", description="a Grafana the Ray dashboard embeds panels of (RAY_GRAFANA_HOST); empty: none")
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -11,7 +11,9 @@
    control through it, next to the same day under the rule-based thermostat; a summary table and
    an HTML/PNG report.
 
-``--data-only`` stops after step 1.
+``--data-only`` stops after step 1. Ray runs with its dashboard (loopback, port 8265 or the next
+free one, its URL announced at start) so that a person can watch the jobs, the Serve applications
+and the metrics while the demo runs; it stops with the demo.
 """
 
 from __future__ import annotations
@@ -196,8 +198,34 @@ def _check_lake(summary: DemoSummary, before: dict[str, int], after: dict[str, i
     )
 
 
-def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[[str, float, float], None] | None = None) -> DemoSummary:
-    """Run the data path end to end; ``on_progress(stage, done, total)`` reports progress."""
+def start_ray(settings: Settings, announce: Callable[[str], None]) -> str:
+    """A fresh local Ray with its dashboard on loopback (app.ray_dashboard), wired to the configured
+    Prometheus and Grafana; announces the dashboard's URL and returns it ("" when it could not start:
+    the demo goes on without it)."""
+    import ray
+
+    from app.ray_dashboard import apply_monitoring_env, choose_port, describe, jobs_api_note, ray_init_kwargs
+
+    monitoring = apply_monitoring_env(settings)
+    port = choose_port()
+    note = "; ".join(n for n in (port.note, jobs_api_note()) if n)
+    # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
+    common: dict[str, Any] = {"address": "local", "num_cpus": 2, "log_to_driver": False, "ignore_reinit_error": True}
+    try:
+        context = ray.init(**common, **ray_init_kwargs(port))
+    except Exception as exc:  # the port taken since it was chosen, a Ray without the dashboard's packages
+        ray.shutdown()
+        announce(f"Ray dashboard: not started ({type(exc).__name__}: {exc}); the demo goes on without it")
+        ray.init(**common, include_dashboard=False)
+        return ""
+    url = f"http://{context.dashboard_url}" if context.dashboard_url else ""
+    announce(describe(url, note, monitoring) if url else "Ray dashboard: not started (see Ray's log); the demo goes on without it")
+    return url
+
+
+def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[[str, float, float], None] | None = None, on_message: Callable[[str], None] | None = None) -> DemoSummary:
+    """Run the data path end to end; ``on_progress(stage, done, total)`` reports progress,
+    ``on_message(text)`` what a person should know at once (the Ray dashboard's URL)."""
     import ray
     from ray import serve
 
@@ -216,8 +244,7 @@ def run_demo(settings: Settings, options: DemoOptions, *, on_progress: Callable[
     # Ray Train's worker group may wait long for CPUs that Tune trials or Serve replicas hold.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     apply_serve_process_env()
-    # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    start_ray(settings, on_message or log.info)
     sink: _SinkThread | None = None
     edge: TlsEdge | None = None
     try:

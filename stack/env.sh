@@ -25,6 +25,9 @@
 #                     auth; Ray's CLIs and SDKs (and the product's settings) read the token file.
 #   MLFLOW_TRACKING_SERVER_CERT_PATH  the CA, for MLflow's own CLI in this shell.
 #   GH_PROMETHEUS_URL Prometheus (plain HTTP on loopback).
+#   GH_ALERTMANAGER_URL  Alertmanager (http://127.0.0.1:9193), fed by that Prometheus.
+#   GH_ALERT_RECEIVER_URL  the webhook receiver every alert is routed to; GET it to list them
+#                     (http://127.0.0.1:9194/alerts, label filters as query parameters).
 _gh_stack_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 eval "$("$_gh_stack_dir/stack" env)"
 unset _gh_stack_dir

@@ -10,6 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "app.contracts": 1,
     "app.config": 1,
+    "app.log_format": 2,
+    "app.ray_dashboard": 2,
     "app.bus": 2,
     "app.lake": 2,
     "app.metadata": 2,
@@ -26,6 +28,7 @@ LAYERS: dict[str, int] = {
     "app.closed_loop": 4,
     "app.rollout_drill": 4,
     "app.lineage": 4,
+    "app.observability": 4,
     "app.season": 4,
     "app.cli": 5,
     "app.entrypoints": 5,

@@ -4,7 +4,6 @@ environment variables and defaults, in that order of increasing priority for the
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from datetime import UTC
 from pathlib import Path
@@ -36,13 +35,18 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML settings file (GH_* 
 
 
 def _settings(config: Path | None, **overrides):
+    """The command's settings; logging set up from them (warnings and errors only, unless
+    ``log.level`` says otherwise: the commands print what a person needs themselves)."""
     from app.config import load_settings
+    from app.log_format import setup_logging
 
     try:
-        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+        settings = load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/red] invalid settings: {escape(str(exc))}")
         raise typer.Exit(2) from None
+    setup_logging(settings, default_level="WARNING")
+    return settings
 
 
 @app.command()
@@ -73,7 +77,6 @@ def demo(
 
     from app.demo import DemoOptions, run_demo
 
-    logging.basicConfig(level=logging.WARNING)
     if data_dir is None:
         data_dir = Path(".greenhouse") / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
     overrides = {"data_dir": data_dir}
@@ -102,7 +105,7 @@ def demo(
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
         try:
-            summary = run_demo(settings, options, on_progress=on_progress)
+            summary = run_demo(settings, options, on_progress=on_progress, on_message=lambda text: console.print(f"[bold]{escape(text)}[/bold]", highlight=False))
         except Exception as exc:
             console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {escape(str(exc))}")
             raise typer.Exit(1) from None

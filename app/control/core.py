@@ -146,6 +146,8 @@ class ControlDecision:
     settled_errors_c: dict[int, float] = field(default_factory=dict)
     """The serving model's forecasts that fell due at this state: horizon minutes -> measured minus
     forecast (kelvin, uncorrected), its online forecast error."""
+    clamped: tuple[str, ...] = ()
+    """Actuators whose proposed setting the safety or rate limits changed."""
 
 
 @dataclass
@@ -318,7 +320,7 @@ class Controller:
                 screen_pct=step.screen.setpoint_pct,
                 tuning=p.rule,
             )
-            decision = Decision(rule.setpoints, rule.mode, f"{why}; {rule.reason}")
+            decision = Decision(rule.setpoints, rule.mode, f"{why}; {rule.reason}", clamped=rule.clamped)
         model = step.forecaster.ref if step.forecaster is not None else None
         command = build_command(step.state.greenhouse_id, decision, decided_at=step.now, ttl_s=p.command_ttl_s, model=model, state_ts=step.state.ts, dry_run=dry_run, request_id=request_id)
         return ControlDecision(
@@ -334,6 +336,7 @@ class Controller:
             command,
             step.model_error,
             {h: round(e, 4) for h, e in step.settled.items()},
+            decision.clamped,
         )
 
     def _choose(self, step: _Step, forecasts: np.ndarray) -> tuple[Decision, dict[int, float]]:

@@ -5,11 +5,20 @@ The serving side calls :meth:`CommandDispatcher.dispatch`; the greenhouse side r
 signed by an accepted key, unmodified, not expired, not issued ahead of its clock, not applied
 before and newer (by sequence) than the last one it applied. Anything else is refused, written to
 the dead-letter topic with its reason, and committed: never retried.
+
+Metrics: the dispatcher reports each command it could not dispatch to an ``on_failure`` hook with
+one of the ``FAILED_*`` reasons (the Serve replicas count them); the actuator side never answers
+the control side (a refusal goes to the dead-letter topic only), so :class:`ActuatorEndpoint`
+counts what it applied or refused itself, in ``gh_actuator_commands_total{outcome, reason}``
+(:func:`count_actuator_command`). Each dispatched command is logged with its ids
+(``event=command_dispatched``; the decision record's id is the command id).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +54,16 @@ REFUSAL_CODES: Mapping[str, int] = {
 }
 
 
+# Why a command could not be dispatched (the on_failure hook's reasons)
+FAILED_AUDIT = "audit_unavailable"  # the audit could not be read or written (metadata store)
+FAILED_BUS = "bus_unavailable"  # the bus write raised: nothing known to be published
+FAILED_PUBLISH = "publish_refused"  # the bus answered, but did not take the record
+
+ACTUATOR_COMMANDS = "gh_actuator_commands"
+_ACTUATOR_DESCRIPTION = "control commands the actuator side applied or refused (reason: the refusal, none when applied)"
+_ACTUATOR_LABELS = ("outcome", "reason")
+
+
 @dataclass(frozen=True)
 class DispatchResult:
     """What a dispatch did with one command, and where it went on the control topic."""
@@ -78,13 +97,16 @@ class CommandDispatcher:
         pending_lease_s: how long a "pending" audit is taken to be a dispatch still in progress.
     """
 
-    def __init__(self, settings: Settings, bus: Bus, store: MetadataStore, *, signer: CommandSigner | None = None, pending_lease_s: float = PENDING_LEASE_S) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, store: MetadataStore, *, signer: CommandSigner | None = None, pending_lease_s: float = PENDING_LEASE_S, on_failure: Callable[[str], None] | None = None
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.audit = store.collection(CONTROL_AUDIT)
         self.sequences = SequenceAllocator(store)
         self.signer = signer or CommandSigner.from_settings(settings)
         self.pending_lease_s = pending_lease_s
+        self._on_failure = on_failure
         bus.create_topic(settings.topics.control, settings.topics.partitions)
 
     def dispatch(self, command: ControlCommand) -> DispatchResult:
@@ -113,6 +135,7 @@ class CommandDispatcher:
                 prepared = self._prepare(command)
             except Exception as exc:
                 results[i] = exc
+                self._failed(FAILED_AUDIT)
                 continue
             if isinstance(prepared, DispatchResult):
                 results[i] = prepared
@@ -126,13 +149,22 @@ class CommandDispatcher:
                 for i, command, _ in to_publish:
                     results[i] = exc
                     self._mark_failed(command.command_id, str(exc))
+                    self._failed(FAILED_BUS)
                 produced = []
             for (i, command, publish), result in zip(to_publish, produced):
                 try:
                     results[i] = self._settle(command, publish.sequence, result)
                 except Exception as exc:
                     results[i] = exc
+                    self._failed(FAILED_PUBLISH if not result.ok else FAILED_AUDIT)
         return results  # type: ignore[return-value]
+
+    def _failed(self, reason: str) -> None:
+        if self._on_failure is not None:
+            try:
+                self._on_failure(reason)
+            except Exception:  # metrics never change a dispatch's result
+                log.exception("dispatch on_failure hook failed")
 
     def _prepare(self, command: ControlCommand) -> DispatchResult | _Publish:
         """A result when the command is not to be published (duplicate, in flight, dry run),
@@ -189,6 +221,19 @@ class CommandDispatcher:
             self._mark_failed(command.command_id, result.error or "not published")
             raise RuntimeError(f"command {command.command_id} was not published: {result.error}")
         self.audit.update_one({"_id": command.command_id}, {"$set": {"status": "dispatched", "partition": result.partition, "offset": result.offset}})
+        log.info(
+            "command dispatched",
+            extra={
+                "event": "command_dispatched",
+                "decision_id": command.command_id,  # the decision record's _id is its command's id
+                "command_id": command.command_id,
+                "greenhouse_id": command.greenhouse_id,
+                "mode": command.reason.get("mode"),
+                "sequence": sequence,
+                "partition": result.partition,
+                "offset": result.offset,
+            },
+        )
         return DispatchResult(command.command_id, "dispatched", result.partition, result.offset, sequence)
 
     def _mark_failed(self, command_id: str, error: str) -> None:
@@ -283,6 +328,8 @@ class ActuatorEndpoint:
             for msg in self._consumer.poll(500, timeout_s):
                 outcome = self._handle(msg.value)
                 outcomes.append(outcome)
+                if outcome.status != "foreign":
+                    count_actuator_command(outcome)
                 if outcome.refused:
                     letters.append((msg, outcome))
                 handled[TopicPartition(msg.topic, msg.partition)] = msg.offset + 1
@@ -345,6 +392,42 @@ class ActuatorEndpoint:
         """Close the consumer and the state file."""
         self._consumer.close()
         self._state.close()
+
+
+@functools.cache
+def _prometheus_actuator_counter() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(ACTUATOR_COMMANDS, _ACTUATOR_DESCRIPTION, _ACTUATOR_LABELS)
+
+
+@functools.cache
+def _ray_actuator_counter() -> Any:
+    from ray.util.metrics import Counter
+
+    return Counter(ACTUATOR_COMMANDS, description=_ACTUATOR_DESCRIPTION, tag_keys=_ACTUATOR_LABELS)
+
+
+def count_actuator_command(outcome: Outcome) -> None:
+    """Count one command the actuator side applied or refused in ``gh_actuator_commands_total``:
+    prometheus_client's default registry (served by whoever serves ``/metrics`` in the actuator's
+    process) and, inside a Ray worker, Ray's metrics (``ray_gh_actuator_commands_total``). Created
+    on first use, so importing this module registers nothing."""
+    tags = {"outcome": "refused" if outcome.refused else "applied", "reason": outcome.status if outcome.refused else "none"}
+    _prometheus_actuator_counter().labels(**tags).inc()
+    ray = sys.modules.get("ray")  # only where Ray already runs: the actuator side never starts it
+    if ray is not None and ray.is_initialized():
+        try:
+            _ray_actuator_counter().inc(1, tags=tags)
+        except Exception:  # a metrics agent that is not up must never stop the actuators
+            pass
+
+
+def actuator_commands(outcome: str, reason: str) -> float:
+    """The actuator counter's value in this process (0 before any): what tests and summaries read."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(f"{ACTUATOR_COMMANDS}_total", {"outcome": outcome, "reason": reason}) or 0.0
 
 
 def _letter(msg: Message, outcome: Outcome) -> DeadLetter:

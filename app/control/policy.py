@@ -96,6 +96,9 @@ class Decision:
     forecast: dict[str, float] = field(default_factory=dict)
     candidate_index: int | None = None
     """Which of the candidates the MPC chose (``None`` for the thermostat)."""
+    clamped: tuple[str, ...] = ()
+    """Actuators whose proposed setting the safety or rate limits changed (:func:`clamped_actuators`).
+    The MPC's candidates are clamped before they are costed, so this is mostly the thermostat's."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,18 @@ def clamp_setpoints(proposed: Mapping[str, float], current: Mapping[str, float],
         cur = _bounded_current(a, current, limits)
         out[a] = _clamp_one(a, float(proposed.get(a, cur)), cur, limits, minutes)
     return out
+
+
+def clamped_actuators(proposed: Mapping[str, float], chosen: Mapping[str, float]) -> tuple[str, ...]:
+    """The actuators whose finite proposal differs from what :func:`clamp_setpoints` chose (beyond
+    its rounding to 0.001), in ``ACTUATORS`` order. A missing or non-finite proposal means "keep
+    the current setting" and is not a clamp."""
+    out = []
+    for a in ACTUATORS:
+        want = float(proposed.get(a, math.nan))
+        if math.isfinite(want) and abs(want - float(chosen[a])) > 1e-3:
+            out.append(a)
+    return tuple(out)
 
 
 def candidate_plans(
@@ -346,10 +361,12 @@ def pick_best(
     if not np.isfinite(costs).any():
         raise ValueError("no candidate has a finite forecast")
     best = int(np.lexsort((plans[:, HEAT_COLUMN], costs))[0])  # stable: equal keys keep candidate order
-    chosen = clamp_setpoints(dict(zip(ACTUATORS, plans[best].tolist())), current, limits, dt_s)
+    proposed = dict(zip(ACTUATORS, plans[best].tolist()))
+    chosen = clamp_setpoints(proposed, current, limits, dt_s)
     forecast = {k: round(v, 3) for k, v in zip(keys, forecasts[best].tolist()) if math.isfinite(v)}
     cost = float(costs[best])
-    return Decision(chosen, "mpc", f"least cost of {len(plans)} candidates", round(cost, 4) if math.isfinite(cost) else None, forecast, best)
+    rounded_cost = round(cost, 4) if math.isfinite(cost) else None
+    return Decision(chosen, "mpc", f"least cost of {len(plans)} candidates", rounded_cost, forecast, best, clamped_actuators(proposed, chosen))
 
 
 @dataclass(frozen=True)
@@ -431,4 +448,4 @@ def thermostat(
     screen = float(current.get("screen_pct", 0.0)) if screen_pct is None else float(screen_pct)
     proposed = {"heat_pct": heat, "vent_pct": 0.0 if heat > 0 else vent, "screen_pct": screen}
     chosen = clamp_setpoints(proposed, current, limits, dt_s)
-    return Decision(chosen, "thermostat", f"rule-based at {air_temp_c:.1f} C / {rh_pct:.0f} %RH")
+    return Decision(chosen, "thermostat", f"rule-based at {air_temp_c:.1f} C / {rh_pct:.0f} %RH", clamped=clamped_actuators(proposed, chosen))

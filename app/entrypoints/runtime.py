@@ -1,4 +1,5 @@
-"""What every job entrypoint shares: logging, one JSON summary line, non-zero exit on failure, and
+"""What every job entrypoint shares: logging (JSON lines on stderr unless it is a terminal, each
+with the job's name: app.log_format), one JSON summary line on stdout, non-zero exit on failure, and
 joining the Ray cluster the job runs on."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from app.config import LogSettings, load_settings
+from app.log_format import setup_logging
 from app.orchestration.registry import job_spec
 
 # Starting a Train worker group can take long on a loaded 2-core machine; 60 s is Ray's default.
@@ -23,7 +26,7 @@ def run_job(name: str, body: Callable[[], dict[str, Any]]) -> int:
 
     ``body`` returns the summary fields; a returned ``ok: False`` also exits 1.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(_log_settings(), default_level="INFO", fields={"job": name})
     try:
         summary = body()
     except Exception as exc:  # one line for the operator, the traceback in the log
@@ -33,6 +36,16 @@ def run_job(name: str, body: Callable[[], dict[str, Any]]) -> int:
     ok = bool(summary.pop("ok", True))
     print(orjson.dumps({"job": name, "ok": ok, **summary}, default=str).decode())
     return 0 if ok else 1
+
+
+def _log_settings() -> LogSettings:
+    """The log settings of the environment (``GH_LOG__FORMAT``, ``GH_LOG__LEVEL``, a YAML file in
+    ``GH_CONFIG_FILE``); logging starts before the job reads its ``--config``. Settings that do not
+    load get the defaults here: the job's own loading reports what is wrong."""
+    try:
+        return load_settings().log
+    except (ValueError, FileNotFoundError):
+        return LogSettings()
 
 
 def init_ray(auth_token_file: Path | None = None) -> None:

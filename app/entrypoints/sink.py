@@ -15,7 +15,12 @@ logged as errors and counted (``offsets_skipped`` in the summary).
 
 from __future__ import annotations
 
+import os
+
 from app.entrypoints.runtime import init_ray, job_parser, run_job
+
+# Set by Ray's job supervisor in the environment of a submitted job's driver (and nowhere else).
+RAY_JOB_DRIVER_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
             init_ray(settings.ray.auth_token_file)
             return run_sink_workers(settings, workers, options)
+        if RAY_JOB_DRIVER_ENV in os.environ:
+            # One worker needs no Ray, but submitted as a Ray job it joins its cluster so that its
+            # gh_sink_* metrics reach the node's metrics agent (app.ingest.sink_metrics).
+            init_ray(settings.ray.auth_token_file)
         from app.bus import open_bus
         from app.ingest.sink import LakeSink
         from app.lake import Lake

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,14 +260,30 @@ class IngestService:
         clock: returns "now" in UTC (injected for tests).
         on_result: optional hook called with ``(accepted, rejected_reasons)`` per request, used
             for metrics.
+        on_refused: optional hook called with the reason of each refused credential (the
+            reasons ``stats.unauthorized_by_reason`` counts), used for metrics.
+        on_reading: optional hook called per request with ``(greenhouse_id, ts_s)``: the
+            measurement time (Unix seconds) of the newest reading it accepted, used for metrics.
     """
 
-    def __init__(self, settings: Settings, bus: Bus, devices: DeviceAuthenticator, *, clock: Callable[[], datetime] | None = None, on_result: Callable[[int, list[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        devices: DeviceAuthenticator,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        on_result: Callable[[int, list[str]], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        on_reading: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.devices = devices
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._on_result = on_result
+        self._on_refused = on_refused
+        self._on_reading = on_reading
         self._partitions: dict[str, int] = {}
         self._writer = WriteBatcher(bus)  # concurrent requests share bus writes
         self.stats = IngestStats()
@@ -283,6 +300,7 @@ class IngestService:
         identity, refusal = self._identify(authorization, client_device)
         if identity is None:
             self.stats.unauthorized_by_reason[refusal] += 1
+            _call_hook(self._on_refused, refusal)
         return identity
 
     def _identify(self, authorization: str | None, client_device: str | None) -> tuple[DeviceIdentity | None, str]:
@@ -372,7 +390,35 @@ class IngestService:
         self._dead_letter(letters)
         accepted = sum(isinstance(o, Written) for o in outcomes)
         self._count(len(raws), accepted, [reason_code(r.reason) for _, r in rejected])
+        if accepted:
+            self._note_accepted(identity, topic, decoded, outcomes)
         return outcomes
+
+    def _note_accepted(self, identity: DeviceIdentity, topic: str, decoded: list[RecordValue | Rejection], outcomes: list[RecordOutcome]) -> None:
+        """Log where the accepted records went (one line a request, with a batch id to search
+        for) and tell ``on_reading`` the newest reading's time."""
+        written = [(d, o) for d, o in zip(decoded, outcomes, strict=True) if isinstance(o, Written)]
+        if log.isEnabledFor(logging.INFO):
+            self._log_batch(identity, topic, [o for _, o in written])
+        if self._on_reading is not None:
+            times = [t for d, _ in written if isinstance(d, RecordValue) and (t := reading_time_s(d.value)) is not None]
+            if times:
+                _call_hook(self._on_reading, identity.greenhouse_id, max(times))
+
+    @staticmethod
+    def _log_batch(identity: DeviceIdentity, topic: str, written: list[Written]) -> None:
+        log.info(
+            "ingest batch accepted",
+            extra={
+                "event": "ingest_batch",
+                "batch_id": uuid.uuid4().hex,
+                "greenhouse_id": identity.greenhouse_id,
+                "device_id": identity.device_id,
+                "records": len(written),
+                "topic": topic,
+                "partition_offsets": partition_offsets(written),
+            },
+        )
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
@@ -426,6 +472,40 @@ class IngestService:
             return request_error(404, errors.TOPIC_NOT_FOUND, f"Topic {topic} not found.")
         count = self._partition_count(topic)
         return IngestResponse(200, {"name": topic, "configs": {}, "partitions": [{"partition": p, "leader": 0, "replicas": []} for p in range(count)]})
+
+
+def partition_offsets(written: list[Written]) -> dict[int, list[int]]:
+    """Partition -> ``[first, last]`` offset of the records written there."""
+    spans: dict[int, list[int]] = {}
+    for w in written:
+        span = spans.setdefault(w.partition, [w.offset, w.offset])
+        span[0], span[1] = min(span[0], w.offset), max(span[1], w.offset)
+    return spans
+
+
+def reading_time_s(value: Any) -> float | None:
+    """The measurement time (Unix seconds) of an accepted reading's ``ts`` (RFC 3339 text or
+    epoch milliseconds), or ``None`` when it cannot be read as either."""
+    ts = value.get("ts") if isinstance(value, dict) else None
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return ts / 1000.0
+    if isinstance(ts, str):
+        try:
+            stamp = datetime.fromisoformat(ts)
+        except ValueError:
+            return None
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+    return None
+
+
+def _call_hook(hook: Callable[..., None] | None, *args: Any) -> None:
+    """Call a metrics hook; never let it fail a request."""
+    if hook is None:
+        return
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("ingest metrics hook failed")
 
 
 def _produce_answer(outcomes: list[RecordOutcome]) -> IngestResponse:

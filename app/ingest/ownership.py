@@ -30,6 +30,14 @@ def checkpoint_id(group: str, tp: TopicPartition) -> str:
     return f"{group}|{tp.topic}|{tp.partition}"
 
 
+def checkpointed_offsets(store: MetadataStore, group: str, topic: str) -> dict[int, int]:
+    """Per partition, the next offset sink ``group`` has committed for ``topic`` (its durable
+    checkpoint; partitions without one are absent). What the sink leaves behind, so a reader
+    outside the sink (the monitor's lag) sees it stand still when the sink is stopped."""
+    docs = store.collection(SINK_CHECKPOINTS).find({"group": group, "topic": topic})
+    return {int(d["partition"]): int(d["next_offset"]) for d in docs if d.get("next_offset") is not None and d.get("partition") is not None}
+
+
 class PartitionFenced(RuntimeError):
     """Another worker took the partition (a newer epoch stamped its checkpoint)."""
 
@@ -62,6 +70,7 @@ class PartitionOwnership:
     epoch), their leases, checkpoints and recovery; counts go to ``stats``."""
 
     def __init__(self, store: MetadataStore, lake: Lake, *, topic: str, group: str, worker_id: str, partitions: int, lease_ttl_s: float, stats: SinkStats) -> None:
+        self.store = store
         self.lake = lake
         self.topic = topic
         self.group = group
@@ -79,8 +88,7 @@ class PartitionOwnership:
 
     def committed_offsets_total(self) -> int:
         """Sum over partitions of the checkpointed next offset: how many records are settled."""
-        docs = self.checkpoints.find({"group": self.group, "topic": self.topic})
-        return sum(int(d.get("next_offset") or 0) for d in docs)
+        return sum(checkpointed_offsets(self.store, self.group, self.topic).values())
 
     def committed_files(self, paths: list[str]) -> list[str]:
         """The files among ``paths`` whose readings are committed. A chunk's file counts once the

@@ -33,6 +33,11 @@ have them, so the sink stops with :class:`~app.bus.LostRecordsError` naming the 
 checkpoint and the earliest offset still held (counted in ``gh_bus_offsets_lost_total``), and
 ``jobs.sink`` exits non-zero. Only ``sink.accept_data_loss`` (``--accept-data-loss``) moves it on
 past them, logged and counted (``offsets_skipped`` in the stats).
+
+Besides its stats, the sink records rows, files, commit times, duplicates and dead letters through
+:class:`~app.ingest.sink_metrics.SinkMetrics` (Ray's metrics inside Ray), and logs one INFO
+line per committed lake file (``event: lake_file_committed`` with its topic, partition, offset range,
+rows and ``lake_batches`` id), so a reading's bus offset leads to its file.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +68,7 @@ from app.ingest.records import SCHEMA_FINGERPRINT, reading_row
 from app.ingest.sink_stats import SinkStats
 from app.lake import Lake
 from app.metadata import LAKE_BATCHES, MetadataStore
+from app.ingest.sink_metrics import SinkMetrics, sink_metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +95,25 @@ class LakeSink:
     ``<sink.group_id>-0``): a worker restarted under the same name takes its partitions back at
     once, other workers wait for its leases to expire. ``seen_max_days`` and ``seen_max_keys``
     bound the memory of readings already in the lake (:mod:`app.ingest.dedupe`: 64
-    greenhouse-days and 500,000 keys by default).
+    greenhouse-days and 500,000 keys by default). ``metrics`` records rows, files, commit times,
+    duplicates and dead letters (:mod:`app.ingest.sink_metrics`; default: Ray's metrics
+    when this process is connected to Ray, else none).
     """
 
-    def __init__(self, settings: Settings, bus: Bus, lake: Lake, store: MetadataStore, *, worker_id: str | None = None, seen_max_days: int = MAX_DAYS, seen_max_keys: int = MAX_KEYS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        lake: Lake,
+        store: MetadataStore,
+        *,
+        worker_id: str | None = None,
+        seen_max_days: int = MAX_DAYS,
+        seen_max_keys: int = MAX_KEYS,
+        metrics: SinkMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else sink_metrics()
         self.bus = bus
         self.lake = lake
         self.topic = settings.topics.sensors
@@ -166,7 +186,7 @@ class LakeSink:
         and dead-lettered."""
         plain = plain_readings([m.value for m in messages])
         slow: list[SlowRow] = []
-        dead: list[OutgoingRecord] = []
+        dead: list[tuple[OutgoingRecord, str]] = []  # with its reason code
         done = set(plain.positions.tolist())
         for pos, msg in enumerate(messages):
             if pos in done:
@@ -180,14 +200,16 @@ class LakeSink:
                 log.exception("sink: message %s/%d@%d cannot be placed in the lake", tp.topic, tp.partition, msg.offset)
                 dead.append(self._reject(tp, msg, ReadingError(f"value: cannot be placed in the lake ({type(exc).__name__})")))
         if dead:
-            self.bus.produce(self.settings.topics.deadletter, dead)
+            self.bus.produce(self.settings.topics.deadletter, [record for record, _ in dead])
+            for reason, count in Counter(reason for _, reason in dead).items():
+                self.metrics.dead_lettered(reason, count)
         return ChunkColumns(chunk_table(plain, slow, messages))
 
-    def _reject(self, tp: TopicPartition, msg: Message, exc: ReadingError) -> OutgoingRecord:
+    def _reject(self, tp: TopicPartition, msg: Message, exc: ReadingError) -> tuple[OutgoingRecord, str]:
         self.stats.invalid += 1
         code = exc.reason_code
         self.stats.invalid_by_reason[code] = self.stats.invalid_by_reason.get(code, 0) + 1
-        return OutgoingRecord(value=sink_dead_letter(tp, msg, exc).to_json())
+        return OutgoingRecord(value=sink_dead_letter(tp, msg, exc).to_json()), code
 
     def _process_chunk(self, tp: TopicPartition, messages: list[Message]) -> None:
         """Prepare, write and finish one chunk, here and now (what the pipeline of :meth:`_flush`
@@ -210,6 +232,7 @@ class LakeSink:
         """Steps 1 to 4 of the module docstring for a prepared chunk (on the sink's commit thread
         when pipelined: it touches the store and the lake, never the consumer or ``seen``)."""
         tp, epoch, last, planned = chunk.tp, chunk.epoch, chunk.last, chunk.planned
+        started = time.monotonic()
 
         # 1. pending documents, in one write (so that a crash after any file write can find and undo it)
         self.batches.insert_many_new([doc for doc, _ in planned])
@@ -235,9 +258,13 @@ class LakeSink:
 
         # 4. cosmetic after the commit point
         self.batches.update_many({"_id": {"$in": [doc["_id"] for doc, _ in planned]}}, {"$set": {"status": "committed", "committed_at": datetime.now(timezone.utc)}})
+        rows = sum(t.num_rows for _, t in planned)
         self.stats.files += len(planned)
-        self.stats.rows_written += sum(t.num_rows for _, t in planned)
+        self.stats.rows_written += rows
         self.stats.chunks += 1
+        self.metrics.files_committed(tp.topic, len(planned), rows, time.monotonic() - started)
+        for doc, _ in planned:
+            log_committed_file(doc)
 
     def _finish_chunk(self, chunk: PreparedChunk) -> None:
         """After a chunk's commit point, on the consuming thread: remember its keys, and step 5
@@ -261,6 +288,7 @@ class LakeSink:
             in_flight = DayKeys(writing[day.key]) if day.key in writing else None
             rows, keys[day.key] = unseen(chunk.keys(first), first, self.seen.get(*day.key), in_flight)
             self.stats.duplicates += len(day.rows) - len(rows)
+            self.metrics.duplicates_dropped(len(day.rows) - len(rows))
             if len(rows):
                 tables[day.key] = chunk.lake_table(rows)
             else:
@@ -443,6 +471,32 @@ class LakeSink:
             self._in_flight = None
         self._finish_chunk(chunk)
         return False
+
+
+def log_committed_file(doc: dict) -> None:
+    """One INFO line per committed lake file, with the ids that lead from a reading's bus offset
+    (logged by the gateway) to its file: topic, partition, offset range, and the ``lake_batches``
+    document id (``lake_batch_id``, what lineage names a lake batch)."""
+    log.info(
+        "committed lake file %s (%s/%d offsets %d..%d, %d rows)",
+        doc["path"],
+        doc["topic"],
+        doc["partition"],
+        doc["offset_start"],
+        doc["offset_end"],
+        doc["rows"],
+        extra={
+            "event": "lake_file_committed",
+            "file": doc["path"],
+            "topic": doc["topic"],
+            "partition": doc["partition"],
+            "first_offset": doc["offset_start"],
+            "last_offset": doc["offset_end"],
+            "rows": doc["rows"],
+            "lake_batch_id": doc["_id"],
+            "chunk": doc["relative_path"].rsplit("/", 1)[-1].removesuffix(".parquet"),
+        },
+    )
 
 
 def sink_dead_letter(tp: TopicPartition, msg: Message, exc: ReadingError) -> DeadLetter:

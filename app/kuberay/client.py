@@ -30,6 +30,14 @@ GROUP = "ray.io"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 RAY_KINDS: dict[str, str] = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
+# Custom resources the overlays carry: kind -> (group, version, plural). Besides KubeRay's, the
+# prometheus-operator objects of kuberay/components/monitoring (their CRDs must be installed).
+CUSTOM_KINDS: dict[str, tuple[str, str, str]] = {
+    **{kind: (GROUP, VERSION, plural) for kind, plural in RAY_KINDS.items()},
+    "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),
+    "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
+    "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
+}
 # RayJob status.jobDeploymentStatus values after which nothing more happens to the job. Suspended is
 # included so that waiting on a template (suspend: true) returns instead of hanging.
 DEPLOYMENT_TERMINAL = frozenset({"Complete", "Failed", "ValidationFailed", "Suspended"})
@@ -182,8 +190,9 @@ class KubeRayClient:
 
         kind, name = obj["kind"], obj["metadata"]["name"]
         try:
-            if kind in RAY_KINDS:
-                created = self.custom.create_namespaced_custom_object(GROUP, VERSION, self._ns(obj), RAY_KINDS[kind], obj)
+            if kind in CUSTOM_KINDS:
+                group, version, plural = CUSTOM_KINDS[kind]
+                created = self.custom.create_namespaced_custom_object(group, version, self._ns(obj), plural, obj)
             else:
                 created = self._core_call("create", kind, obj=obj)
             return CreateResult(created, True)
@@ -201,8 +210,9 @@ class KubeRayClient:
 
         ns = namespace or self.namespace
         try:
-            if kind in RAY_KINDS:
-                return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, RAY_KINDS[kind], name)
+            if kind in CUSTOM_KINDS:
+                group, version, plural = CUSTOM_KINDS[kind]
+                return self.custom.get_namespaced_custom_object(group, version, ns, plural, name)
             return self._core_call("read", kind, name=name, namespace=ns)
         except ApiException as exc:
             if exc.status == 404:
@@ -231,11 +241,12 @@ class KubeRayClient:
         desired = copy.deepcopy(obj)
         meta = desired.setdefault("metadata", {})
         meta["resourceVersion"] = current.get("metadata", {}).get("resourceVersion")
-        fields = ("spec",) if kind in RAY_KINDS else tuple(k for k in obj if k not in ("apiVersion", "kind", "metadata"))
+        fields = ("spec",) if kind in CUSTOM_KINDS else tuple(k for k in obj if k not in ("apiVersion", "kind", "metadata"))
         if all(_strip_defaults(current.get(f)) == _strip_defaults(obj.get(f)) for f in fields) and _same_labels(current, obj):
             return "unchanged"
-        if kind in RAY_KINDS:
-            self.custom.replace_namespaced_custom_object(GROUP, VERSION, self._ns(obj), RAY_KINDS[kind], name, desired)
+        if kind in CUSTOM_KINDS:
+            group, version, plural = CUSTOM_KINDS[kind]
+            self.custom.replace_namespaced_custom_object(group, version, self._ns(obj), plural, name, desired)
         else:
             self._core_call("replace", kind, obj=desired, name=name)
         return "configured"
@@ -248,8 +259,9 @@ class KubeRayClient:
         ns = namespace or self.namespace
         options = client.V1DeleteOptions(propagation_policy="Background")
         try:
-            if kind in RAY_KINDS:
-                self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, RAY_KINDS[kind], name, body=options)
+            if kind in CUSTOM_KINDS:
+                group, version, plural = CUSTOM_KINDS[kind]
+                self.custom.delete_namespaced_custom_object(group, version, ns, plural, name, body=options)
             else:
                 self._core_call("delete", kind, name=name, namespace=ns, body=options)
             return True

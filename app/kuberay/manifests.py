@@ -24,6 +24,9 @@ from app.orchestration.registry import job_of_module
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBERAY_DIR = REPO_ROOT / "kuberay"
 OVERLAYS = ("dev", "prod")
+MONITORED_OVERLAYS = ("dev-monitoring", "prod-monitoring")
+"""The overlays plus prometheus-operator's objects (kuberay/components/monitoring): for clusters with
+the monitoring.coreos.com CRDs."""
 K8S_TOOLS_ENV = "GH_K8S_TOOLS"
 CRDS_DIR_ENV = "GH_KUBERAY_CRDS_DIR"
 JOB_LABEL = "greenhouse.io/job"
@@ -100,7 +103,7 @@ def overlay_dir(name_or_path: str) -> Path:
     candidate = KUBERAY_DIR / "overlays" / name_or_path
     if candidate.is_dir():
         return candidate
-    raise FileNotFoundError(f"no overlay {name_or_path!r} (known: {', '.join(OVERLAYS)}) and no such directory")
+    raise FileNotFoundError(f"no overlay {name_or_path!r} (known: {', '.join(OVERLAYS + MONITORED_OVERLAYS)}) and no such directory")
 
 
 # --- RayJob runs -------------------------------------------------------------------------------

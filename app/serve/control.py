@@ -10,6 +10,11 @@ audit record.
 
 The model is chosen in ``user_config`` (:class:`~app.serve.serving_models.ModelConfig`);
 ``serve deploy`` with a new value swaps models without restarting replicas.
+
+Metrics: request durations by route, forecast call durations, refused operator credentials and
+failed dispatches (:mod:`app.serve.control_metrics`), decisions and fallbacks
+(:mod:`app.serve.decision_metrics`); the serving shares (:mod:`app.serve.rollout_metrics`) come
+from every replica that routed a greenhouse recently (this app's and the control loop's).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations at run time,
@@ -67,6 +72,20 @@ def control_readiness(settings: Settings, bus: Bus, store: MetadataStore, models
     return Readiness({"bus": bus_check(bus, topics), "metadata": store_check(store.collection(DECISIONS)), "model": model_check(models)})
 
 
+def _share_publisher(settings: Settings, models: ServingModels) -> Any:
+    """A refresher that sets ``gh_serving_share`` from ``models`` every few seconds."""
+    from app.serve.gauge_refresher import Refresher
+    from app.serve.rollout_metrics import RolloutMetrics, fresh_shares
+
+    gauges = RolloutMetrics()
+
+    def publish() -> None:
+        gauges.set_shares(fresh_shares(models, settings.control.model_name, 2 * settings.control.interval_s))
+        gauges.refresh()
+
+    return Refresher(publish, name="serving-share")
+
+
 def _public_member(doc: dict[str, Any]) -> dict[str, Any]:
     progress = doc.get("progress") or {}
     return {"replica": doc["_id"], "renewed_at": doc.get("renewed_at"), "joined_at": doc.get("joined_at"), "last_interval": progress}
@@ -80,8 +99,6 @@ class ControlApp:
     """HTTP ingress: online state, the controller core, dispatch."""
 
     def __init__(self, forecaster: DeploymentHandle, args: AppArgs, loop: DeploymentHandle | None = None) -> None:
-        from ray.serve.metrics import Histogram
-
         from app.bus import open_bus
         from app.control.dispatch import CommandDispatcher
         from app.control.fleet_decisions import FleetDecider
@@ -89,6 +106,7 @@ class ControlApp:
         from app.metadata import open_metadata
         from app.security.credentials import OperatorRegistry
         from app.security.startup import refuse_unsafe
+        from app.serve.control_metrics import ControlMetrics
         from app.serve.decision_metrics import DecisionMetrics
         from app.serve.dispatch_thread import DispatchThread
         from app.serve.online_state import OnlineState
@@ -98,11 +116,12 @@ class ControlApp:
         refuse_unsafe(settings)
         bus, store = open_bus(settings.bus_url, topics=settings.topics), open_metadata(settings.metadata_url)
         replica_id = serve.get_replica_context().replica_id.unique_id
+        self.control_metrics = cm = ControlMetrics()
         self.online = OnlineState(settings, bus, replica_id)
-        self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, store))
-        self.models = ServingModels(settings, forecaster)
+        self.dispatch_thread = DispatchThread(CommandDispatcher(settings, bus, store, on_failure=cm.dispatch_failure))
+        self.models = ServingModels(settings, forecaster, on_forecast=cm.forecast)
         self.readiness = control_readiness(settings, bus, store, self.models)
-        self.gate = OperatorGate(OperatorRegistry.from_settings(settings))
+        self.gate = OperatorGate(OperatorRegistry.from_settings(settings), on_refused=cm.auth_failure)
         # per replica: with several replicas each learns from the decisions it made
         self.controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
         self.decider = FleetDecider(self.controller)
@@ -112,8 +131,8 @@ class ControlApp:
         self.gc_pauses = GcPauses()
         self._warm = False  # set by the first model decision, which freezes the heap again
         warm_imports()  # at start, not on the first request
+        self._shares = _share_publisher(settings, self.models)
         freeze_startup_heap()
-        self._latency = Histogram("gh_serve_latency_ms", description="forecast/control latency", boundaries=[5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("route",))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a new ``user_config`` (model alias/version) without restarting the replica."""
@@ -146,6 +165,12 @@ class ControlApp:
     async def forecast(self, body: ForecastRequest, authorization: str | None = Header(default=None)) -> dict[str, Any]:
         """Indoor temperature and humidity at the model's horizons for one greenhouse."""
         started = time.perf_counter()
+        try:
+            return await self._forecast(body, authorization)
+        finally:
+            self.control_metrics.request("forecast", time.perf_counter() - started)
+
+    async def _forecast(self, body: ForecastRequest, authorization: str | None) -> dict[str, Any]:
         self.gate.admit(authorization, "forecast", caller_state=body.readings is not None or body.as_of is not None)
         forecaster, params = await self.models.serving(body.greenhouse_id)
         if forecaster is None:
@@ -153,7 +178,6 @@ class ControlApp:
         state = await self.online.state(body.greenhouse_id, body.readings, body.as_of, params)
         plan = body.plan.model_dump() if body.plan else current_setpoints(state.features)
         forecast = await self.controller.forecast(state, forecaster, plan)
-        self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "forecast"})
         return {
             "greenhouse_id": body.greenhouse_id,
             "as_of": state.ts.isoformat(),
@@ -168,6 +192,12 @@ class ControlApp:
         """Decide, sign and dispatch one command for a greenhouse (returned; not sent if dry-run,
         nor when the caller sent its own readings or ``as_of``)."""
         started = time.perf_counter()
+        try:
+            return await self._control(body, authorization)
+        finally:
+            self.control_metrics.request("control", time.perf_counter() - started)
+
+    async def _control(self, body: ControlRequest, authorization: str | None) -> dict[str, Any]:
         who = self.gate.admit(authorization, "control", caller_state=body.readings is not None or body.as_of is not None, dry_run=body.dry_run)
         simulated = never_sent(caller_readings=body.readings is not None, caller_as_of=body.as_of is not None, simulated_plant=self.settings.control.simulated_plant)
         now = (body.as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -182,7 +212,6 @@ class ControlApp:
         result = await self.dispatch_thread.dispatch(decision.command.model_copy(update={"requested_by": who.name}))
         await asyncio.to_thread(_insert_once, self.records, decided.record)
         self.metrics.observe([decided])
-        self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": "control"})
         self._freeze_once_warm(decision)
         return {
             "command": decision.command.model_dump(mode="json"),
@@ -215,6 +244,8 @@ class ControlApp:
                 getattr(self, part).stop()
         if getattr(self, "gc_pauses", None) is not None:
             self.gc_pauses.close()
+        if getattr(self, "_shares", None) is not None:
+            self._shares.stop()
 
 
 def build_app(args: AppArgs | dict[str, Any]) -> Application:

@@ -19,12 +19,19 @@ request                            scopes needed
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from app.security.credentials import CONTROL_SIMULATE, CONTROL_WRITE, FORECAST_READ, OperatorIdentity, bearer_token
 from app.serve.control_api import MISSING_SCOPE, UNAUTHENTICATED, ServeError
 
+log = logging.getLogger(__name__)
+
 Route = Literal["forecast", "control"]
+# Why a request was refused, as gh_auth_failures_total{surface="control"} counts it
+REFUSED_UNAUTHENTICATED = "unauthenticated"  # 401: no, unknown, revoked or expired token
+REFUSED_MISSING_SCOPE = "missing_scope"  # 403: a valid operator without the scope the request needs
 
 
 def missing_scope(scopes: frozenset[str], route: Route, *, caller_state: bool, dry_run: bool) -> str | None:
@@ -53,18 +60,30 @@ class Authenticator(Protocol):
 
 
 class OperatorGate:
-    """Checks a request's operator token (an :class:`~app.security.credentials.OperatorRegistry`)."""
+    """Checks a request's operator token (an :class:`~app.security.credentials.OperatorRegistry`);
+    ``on_refused`` (metrics) is called with :data:`REFUSED_UNAUTHENTICATED` or
+    :data:`REFUSED_MISSING_SCOPE` for each refusal."""
 
-    def __init__(self, operators: Authenticator) -> None:
+    def __init__(self, operators: Authenticator, on_refused: Callable[[str], None] | None = None) -> None:
         self._operators = operators
+        self._on_refused = on_refused
 
     def admit(self, authorization: str | None, route: Route, *, caller_state: bool = False, dry_run: bool = False) -> OperatorIdentity:
         """The operator asking, when allowed; else raises 401 (no, unknown, revoked or expired
         token: which one is not said) or 403 (a scope is missing: named)."""
         who = self._operators.authenticate(bearer_token(authorization))
         if who is None:
+            self._refused(REFUSED_UNAUTHENTICATED)
             raise ServeError(401, UNAUTHENTICATED, "missing, invalid, revoked or expired bearer token")
         lacking = missing_scope(who.scopes, route, caller_state=caller_state, dry_run=dry_run)
         if lacking:
+            self._refused(REFUSED_MISSING_SCOPE)
             raise ServeError(403, MISSING_SCOPE, f"operator {who.name!r} lacks the scope {lacking}")
         return who
+
+    def _refused(self, reason: str) -> None:
+        if self._on_refused is not None:
+            try:
+                self._on_refused(reason)
+            except Exception:  # metrics never change an answer
+                log.exception("control auth metrics hook failed")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.control.decision_record import ROLE_CHAMPION, ROLE_PINNED, Route
 from app.preprocess.features import FeatureParams
 from app.security.redact import redact
 from app.serve.coalescer import ForecastCoalescer
+from app.serve.control_metrics import timed
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,12 @@ class Served:
 
 class ServingModels:
     """Model resolution for one control replica (``forecaster`` is the Forecaster's handle;
-    ``rollouts`` answers ``active(model_name)``, by default the metadata store's rollouts)."""
+    ``rollouts`` answers ``active(model_name)``, by default the metadata store's rollouts;
+    ``on_forecast``, for metrics, gets the duration in seconds of every forecast call)."""
 
-    def __init__(self, settings: Settings, forecaster: Any, rollouts: Any = None) -> None:
+    def __init__(self, settings: Settings, forecaster: Any, rollouts: Any = None, *, on_forecast: Callable[[float], None] | None = None) -> None:
         self.settings = settings
+        self._on_forecast = on_forecast
         self.config = ModelConfig()
         self._handle = forecaster
         self._rollouts = rollouts
@@ -79,6 +83,9 @@ class ServingModels:
         self._forecasters: dict[str, tuple[ModelForecaster, FeatureParams]] = {}  # model id -> ...
         self.error: str | None = None
         """Why the model could not be used last time (``None`` once it could)."""
+        self.routed_at = float("-inf")
+        """When (``time.monotonic()``) a greenhouse was last routed: what :meth:`resolved` and
+        :meth:`rollouts` say is that fresh."""
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Follow a new ``user_config``; aliases are resolved again on the next request."""
@@ -102,6 +109,7 @@ class ServingModels:
     async def route(self, greenhouse_id: str) -> Served:
         """What serves ``greenhouse_id`` now: the configured or rolled-out version, and shadows."""
         name = self.config.greenhouse_models.get(greenhouse_id) or self.config.model_name or self.settings.control.model_name
+        self.routed_at = time.monotonic()
         try:
             version, route = await self._version_and_route(name, greenhouse_id)
             forecaster, params = await self._loaded(ModelRef(name=name, version=version))
@@ -142,7 +150,8 @@ class ServingModels:
             info = await handle.describe.remote()
             coalescer = ForecastCoalescer(handle)
             params = feature_params_of(info)
-            forecaster = ModelForecaster(ref, tuple(info["feature_columns"]), tuple(info["horizons_min"]), tuple(info["output_keys"]), coalescer.predict, float(params.step_s))
+            predict = coalescer.predict if self._on_forecast is None else timed(coalescer.predict, self._on_forecast, time.perf_counter)
+            forecaster = ModelForecaster(ref, tuple(info["feature_columns"]), tuple(info["horizons_min"]), tuple(info["output_keys"]), predict, float(params.step_s))
             known = self._forecasters[model_id] = (forecaster, params)
         return known
 

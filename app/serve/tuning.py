@@ -70,5 +70,5 @@ def apply_serve_process_env(environ: MutableMapping[str, str] | None = None, *, 
 
 # No per-request access log line: at tens of requests/s it costs the replica, the proxy and Ray's
 # log monitor about 1-2 ms of CPU per request. Request counts and latencies are in the metrics
-# (gh_serve_latency_ms, Serve's own); set enable_access_log in the Serve config to debug.
+# (gh_control_request_duration_seconds, Serve's own); set enable_access_log in the Serve config to debug.
 ACCESS_LOG_OFF = {"enable_access_log": False}

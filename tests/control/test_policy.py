@@ -339,3 +339,20 @@ def test_the_cost_counts_the_horizons_heating_can_move_up_to_the_plans_reach():
     assert cost_horizons([5, 15], 5, 10) == [15]  # the shortest counted always counts
     assert cost_horizons([5], 15, 10) == [5]  # a model without a longer horizon: its longest
     assert cost_horizons([], 15, 10) == []
+
+
+def test_clamped_actuators_names_what_the_limits_changed_and_only_that():
+    from app.control.policy import clamped_actuators
+
+    chosen = {"vent_pct": 10.0, "heat_pct": 50.0, "screen_pct": 0.0}
+    assert clamped_actuators({"vent_pct": 10.0004, "heat_pct": 80.0, "screen_pct": float("nan")}, chosen) == ("heat_pct",)
+    assert clamped_actuators({}, chosen) == ()
+
+
+def test_a_thermostat_held_back_by_the_rate_limit_says_which_actuator_was_clamped():
+    limits = Limits()
+    cold = thermostat(5.0, 70.0, {"vent_pct": 0.0, "heat_pct": 0.0, "screen_pct": 0.0}, limits=limits, targets=Targets(), dt_s=60.0)
+    assert cold.setpoints["heat_pct"] < 100.0  # one minute of travel cannot reach full heat
+    assert cold.clamped == ("heat_pct",)
+    settled = thermostat(5.0, 70.0, {"vent_pct": 0.0, "heat_pct": 100.0, "screen_pct": 0.0}, limits=limits, targets=Targets(), dt_s=60.0)
+    assert settled.clamped == ()

@@ -67,14 +67,16 @@ def test_ray_resources_validate_against_the_kuberay_crds(rendered, crd_schemas):
 
 
 def test_core_kinds_decode_strictly_into_kubernetes_types(k8s_tools):
-    for name in m.OVERLAYS:
+    for name in m.OVERLAYS + m.MONITORED_OVERLAYS:
         done = subprocess.run([str(k8s_tools), "validate", str(m.overlay_dir(name))], capture_output=True, text=True, timeout=120)
         reports = [json.loads(line) for line in done.stdout.splitlines()]
         assert done.returncode == 0, (name, done.stderr, [r for r in reports if not r["ok"]])
         strict = {r["kind"] for r in reports if r["check"] == "strict"}
         assert {"ServiceAccount", "ConfigMap", "Namespace"} <= strict and all(r["ok"] for r in reports)
-        if name == "dev":
+        if name.startswith("dev"):
             assert "Secret" in strict
+        if name in m.MONITORED_OVERLAYS:  # prometheus-operator's own Go types
+            assert {"PrometheusRule", "PodMonitor"} <= strict
 
 
 def test_core_kind_checker_rejects_unknown_and_mistyped_fields(k8s_tools, tmp_path):

@@ -341,6 +341,37 @@ def test_plain_http_to_the_https_endpoint_is_refused(edge):
         httpx.post(f"http://127.0.0.1:{edge.port}/climate/forecast", json={"greenhouse_id": "gh-01"})
 
 
+def test_the_app_exports_request_and_forecast_durations_refusals_and_the_serving_share(client, edge, tokens, models, ray_local):
+    """What the replicas recorded reaches the node's metrics agent under the catalogue's names."""
+    from tests.serve.prometheus_text import exposition, value_of
+
+    settings, first, _ = models
+    with https_client(edge, None) as anonymous:
+        assert anonymous.post("/forecast", json={"greenhouse_id": "gh-01"}).status_code == 401
+    with https_client(edge, tokens["writer"]) as writer:
+        assert writer.post("/forecast", json={"greenhouse_id": "gh-01"}).status_code == 403
+    assert client.post("/forecast", json={"greenhouse_id": "gh-01"}).status_code == 200
+    app = {"application": "control-test"}
+    wanted = {
+        "unauthenticated": lambda t: value_of(t, "ray_gh_auth_failures_total", surface="control", reason="unauthenticated", **app),
+        "missing_scope": lambda t: value_of(t, "ray_gh_auth_failures_total", surface="control", reason="missing_scope", **app),
+        "requests": lambda t: value_of(t, "ray_gh_control_request_duration_seconds_count", route="forecast", **app),
+        "forecasts": lambda t: value_of(t, "ray_gh_forecast_duration_seconds_count", **app),
+        "share": lambda t: value_of(t, "ray_gh_serving_share", model_version=f"{first.model_name}/{first.model_version}", role="champion", deployment="ControlApp", **app),
+    }
+    deadline, seen = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:  # the agent reports every few seconds
+        text = exposition(ray_local)
+        seen = {k: f(text) for k, f in wanted.items()}
+        if all(v is not None for v in seen.values()) and seen["requests"] >= 3:
+            break
+        time.sleep(2)
+    assert all(v is not None for v in seen.values()), seen
+    assert seen["unauthenticated"] >= 1 and seen["missing_scope"] >= 1 and seen["requests"] >= 3 and seen["forecasts"] >= 1, seen
+    assert seen["share"] == 1.0, seen
+    assert value_of(text, "ray_gh_serve_latency_ms_count") is None  # replaced by the _seconds histogram
+
+
 def test_caller_readings_are_never_dispatched_and_the_asker_is_recorded(edge, tokens, models):
     from app.sim.fleet import FleetSimulator
 

@@ -1,0 +1,30 @@
+"""Reading the local Ray node's metrics agent in tests: its ``/metrics`` text and the samples in it."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from typing import Any
+
+
+def exposition(ray: Any) -> str:
+    """The local node's metrics agent's ``/metrics`` text."""
+    port = ray.nodes()[0]["MetricsExportPort"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of ``name`` in an exposition: its labels and value."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            out.append((dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)), float(value)))
+    return out
+
+
+def value_of(text: str, name: str, **labels: str) -> float | None:
+    """The sum over the series of ``name`` whose labels include ``labels`` (None: no such series)."""
+    found = [v for lab, v in samples(text, name) if all(lab.get(k) == want for k, want in labels.items())]
+    return sum(found) if found else None
