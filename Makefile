@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 STACK_KAFKA_BROKERS ?= 3
 export STACK_KAFKA_BROKERS
 
-.PHONY: install demo lint test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess bench-control bench-scale clean
+.PHONY: install demo lint browser test test-embedded stack-up stack-down bench-ingest bench-sink bench-serve bench-preprocess bench-control bench-scale clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
+# Debian's chromium and its driver, for the Ray dashboard's browser test (a no-op when installed)
+browser:
+	stack/browser
+
+test: install lint browser
 	stack/with-stack $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-embedded: install lint

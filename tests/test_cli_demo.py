@@ -72,6 +72,7 @@ def test_full_demo_learns_serves_controls_and_rolls_out(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True and summary["promoted"] is True and summary["model_version"] == "1"
     assert summary["tune_trials"] == 2 and summary["forecast_skill_15min"] is not None
+    assert "Ray dashboard: http://127.0.0.1:" in out.stderr
     control = summary["control"]
     # 0.2 day = 288 one-minute steps -> 57 counted intervals x 4 greenhouses, each decided once by
     # the control loop and applied in its interval (the warm-up hour before is not counted)

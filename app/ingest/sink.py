@@ -65,10 +65,10 @@ from app.ingest.chunk import ChunkColumns, SlowRow, chunk_table, device_keys, un
 from app.ingest.dedupe import MAX_DAYS, MAX_KEYS, DayKey, DayKeys, Keys, SeenKeys
 from app.ingest.ownership import SINK_CHECKPOINTS, PartitionFenced, PartitionOwnership, chunk_file_name, file_stem
 from app.ingest.records import SCHEMA_FINGERPRINT, reading_row
+from app.ingest.sink_metrics import SinkMetrics, sink_metrics
 from app.ingest.sink_stats import SinkStats
 from app.lake import Lake
 from app.metadata import LAKE_BATCHES, MetadataStore
-from app.ingest.sink_metrics import SinkMetrics, sink_metrics
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from app.control.correction import ForecastOffsets
 from app.control.decision_record import DecisionContext
 from app.control.fleet_decisions import Assignment
 from app.control.planner import current_setpoints
+from app.log_format import setup_replica_logging
 from app.metadata import DECISIONS, MetadataStore
 from app.serve.args import AppArgs
 from app.serve.control_api import MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
@@ -113,6 +114,7 @@ class ControlApp:
         from app.tracking import warm_imports
 
         self.settings = settings = args.load()
+        setup_replica_logging(settings)  # JSON lines with the replica's ids (Serve configures only ray.serve's logger)
         refuse_unsafe(settings)
         bus, store = open_bus(settings.bus_url, topics=settings.topics), open_metadata(settings.metadata_url)
         replica_id = serve.get_replica_context().replica_id.unique_id

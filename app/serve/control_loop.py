@@ -28,6 +28,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from app.log_format import setup_replica_logging
 from app.serve.args import AppArgs
 from app.serve.tuning import ACCESS_LOG_OFF
 
@@ -62,6 +63,7 @@ class ControlLoop:
         from app.serve.serving_models import ServingModels
 
         settings = args.load()
+        setup_replica_logging(settings)  # JSON lines with the replica's ids (Serve configures only ray.serve's logger)
         refuse_unsafe(settings)
         replica_id = serve.get_replica_context().replica_id.unique_id
         bus, store = open_bus(settings.bus_url, topics=settings.topics), open_metadata(settings.metadata_url)

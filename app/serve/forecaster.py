@@ -19,6 +19,7 @@ import pandas as pd
 from ray import serve
 
 from app.contracts.vocabulary import forecast_key
+from app.log_format import setup_replica_logging
 from app.serve.args import AppArgs
 from app.serve.gcpause import freeze_startup_heap
 from app.serve.tuning import ACCESS_LOG_OFF
@@ -55,6 +56,7 @@ class Forecaster:
 
         warm_imports()  # at start, not on the first model load
         settings = args.load()
+        setup_replica_logging(settings)  # JSON lines with the replica's ids (Serve configures only ray.serve's logger)
         self.tracking_url = settings.tracking_url
         self.model_cache_dir = settings.model_cache_path  # versions this node fetched before load from disk
         freeze_startup_heap()

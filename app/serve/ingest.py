@@ -29,6 +29,7 @@ from app.bus import Bus, open_bus
 from app.config import Settings
 from app.ingest.api import create_api
 from app.ingest.gateway import IngestService
+from app.log_format import setup_replica_logging
 from app.metadata import DEVICES, LAKE_BATCHES, MetadataStore, open_metadata
 from app.security.credentials import ACTIVE
 from app.serve.args import AppArgs
@@ -89,6 +90,7 @@ class IngestGateway:
         from app.security.startup import exposed, refuse_unsafe
 
         settings: Settings = args.load()
+        setup_replica_logging(settings)  # JSON lines with the replica's ids (Serve configures only ray.serve's logger)
         store = open_metadata(settings.metadata_url)
         devices = DeviceRegistry(store, cache_ttl_s=settings.security.credential_cache_ttl_s)
         refuse_unsafe(settings, devices_registered=bool(devices.list()) if exposed(settings) else None)

@@ -16,9 +16,9 @@ import pytest
 from app.bus import OutgoingRecord, open_bus
 from app.config import Settings
 from app.ingest.sink import LakeSink
+from app.ingest.sink_metrics import NoSinkMetrics, RaySinkMetrics, sink_metrics
 from app.lake import Lake
 from app.metadata import LAKE_BATCHES, open_metadata
-from app.ingest.sink_metrics import NoSinkMetrics, RaySinkMetrics, sink_metrics
 from tests.ingest.test_sink import make_readings
 
 

@@ -28,3 +28,10 @@ def value_of(text: str, name: str, **labels: str) -> float | None:
     """The sum over the series of ``name`` whose labels include ``labels`` (None: no such series)."""
     found = [v for lab, v in samples(text, name) if all(lab.get(k) == want for k, want in labels.items())]
     return sum(found) if found else None
+
+
+def max_of(text: str, name: str, **labels: str) -> float | None:
+    """The largest value over the series of ``name`` whose labels include ``labels`` (None: no such
+    series): for gauges that several replicas set to the same figure, as the rules aggregate them."""
+    found = [v for lab, v in samples(text, name) if all(lab.get(k) == want for k, want in labels.items())]
+    return max(found) if found else None

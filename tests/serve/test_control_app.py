@@ -343,7 +343,7 @@ def test_plain_http_to_the_https_endpoint_is_refused(edge):
 
 def test_the_app_exports_request_and_forecast_durations_refusals_and_the_serving_share(client, edge, tokens, models, ray_local):
     """What the replicas recorded reaches the node's metrics agent under the catalogue's names."""
-    from tests.serve.prometheus_text import exposition, value_of
+    from tests.serve.prometheus_text import exposition, max_of, value_of
 
     settings, first, _ = models
     with https_client(edge, None) as anonymous:
@@ -357,7 +357,8 @@ def test_the_app_exports_request_and_forecast_durations_refusals_and_the_serving
         "missing_scope": lambda t: value_of(t, "ray_gh_auth_failures_total", surface="control", reason="missing_scope", **app),
         "requests": lambda t: value_of(t, "ray_gh_control_request_duration_seconds_count", route="forecast", **app),
         "forecasts": lambda t: value_of(t, "ray_gh_forecast_duration_seconds_count", **app),
-        "share": lambda t: value_of(t, "ray_gh_serving_share", model_version=f"{first.model_name}/{first.model_version}", role="champion", deployment="ControlApp", **app),
+        # max: a replica replaced by an earlier test's redeploy keeps its last value until it expires
+        "share": lambda t: max_of(t, "ray_gh_serving_share", model_version=f"{first.model_name}/{first.model_version}", role="champion", deployment="ControlApp", **app),
     }
     deadline, seen = time.monotonic() + 60, {}
     while time.monotonic() < deadline:  # the agent reports every few seconds
