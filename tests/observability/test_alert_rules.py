@@ -271,3 +271,12 @@ def test_stack_renders_a_config_promtool_accepts(promtool: str, tmp_path: Path) 
     done = _run(promtool, "check", "config", str(conf / "prometheus.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(load_rules())} rules found" in done.stdout
+
+
+def test_the_exposition_lint_catches_a_product_metric_and_spares_rays_labels(promtool: str) -> None:
+    from tests.serve.prometheus_text import product_lint_problems
+
+    ray_only = '# HELP ray_gh_ok_total a\n# TYPE ray_gh_ok_total counter\nray_gh_ok_total{NodeAddress="a",WorkerId="w"} 1\n'
+    assert product_lint_problems(ray_only, promtool) == []
+    badly_named = '# HELP ray_gh_latency_ms a\n# TYPE ray_gh_latency_ms counter\nray_gh_latency_ms{route="x"} 1\n'
+    assert product_lint_problems(badly_named, promtool) == ['ray_gh_latency_ms counter metrics should have "_total" suffix', "ray_gh_latency_ms metric names should not contain abbreviated units"]

@@ -2,7 +2,8 @@
 
 The run: the ingest gateway and the control app deployed together on the stack's Ray head behind the
 TLS edge; a simulated fleet posts readings in three waves (with a broken record each) with its
-devices' tokens, plus requests with a bad and with no token; the lake sink runs once as a Ray job
+devices' tokens, plus requests with a bad and with no token, a resent wave and an undecodable
+record on the bus; the lake sink runs once as a Ray job
 (two workers); a monitor process follows the run's topic and the Ray Jobs API; the control app (no
 model registered under its name, so every decision is the thermostat fallback) decides and
 dispatches on demand, and refuses a request without a token. Then every panel's PromQL must return
@@ -27,6 +28,7 @@ import httpx
 import pytest
 import yaml
 
+from app.bus import OutgoingRecord, open_bus
 from app.config import Settings
 from app.ingest.client import GatewayClient
 from app.metadata import open_metadata
@@ -61,8 +63,6 @@ RARE: dict[str, str] = {
     "Setpoints clamped": "only when a proposal exceeds the safety or rate limits",
     "Dispatch failures": "only when the control topic refuses a command",
     "Actuator commands": "counted by the greenhouse side (climate computer) applying commands, not run here",
-    "Duplicates dropped": "only when the sink replays records already in the lake (after a crash)",
-    "Sink dead letters by reason": "only for bus messages the sink cannot decode (the gateway validates first)",
     "Bus records lost": "only when retention deletes records before a consumer reads them",
     "Alerts firing": "only while an alert fires",
 }
@@ -163,8 +163,9 @@ def apps(stack, tmp_path_factory):
 
 def _post_readings(stack: dict, url: str) -> datetime:
     """Three hours of readings up to now from two greenhouses in WAVES posts WAVE_GAP_S apart, each
-    wave with a broken record and two refused requests (a made-up token, no token); returns the
-    newest reading's time. Waves, because a Ray counter's series appears with its first increment
+    wave with a broken record and two refused requests (a made-up token, no token), then the
+    middle wave once more (duplicates) and a record the sink cannot decode, written straight to
+    the bus; returns the newest reading's time. Waves, because a Ray counter's series appears with its first increment
     in it: only later increments make a rate (docs/observability.md)."""
     settings: Settings = stack["settings"]
     start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=3)
@@ -189,6 +190,15 @@ def _post_readings(stack: dict, url: str) -> datetime:
             missing = httpx.post(topic_url, json=body, headers=headers, verify=stack["ca"])
             assert made_up.status_code == 401 and missing.status_code == 401, (made_up.text, missing.text)
     assert tally.rejected == len(waves)
+    with GatewayClient(url, topic=settings.topics.sensors, batch_size=50, token_for=credentials.token_for, verify=stack["ca"], max_attempts=8) as client:
+        again = [r for step in waves[1] for r in step]
+        assert client.post(again).accepted == len(again)  # a device resending a batch: the sink drops the copies
+    # what only a client bypassing the gateway can put on the bus: the sink dead-letters it
+    bus = open_bus(settings.bus_url)
+    try:
+        assert all(r.error is None for r in bus.produce(settings.topics.sensors, [OutgoingRecord(b"not json", partition=0)]))
+    finally:
+        bus.close()
     return fleet.now
 
 

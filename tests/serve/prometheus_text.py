@@ -35,3 +35,18 @@ def max_of(text: str, name: str, **labels: str) -> float | None:
     series): for gauges that several replicas set to the same figure, as the rules aggregate them."""
     found = [v for lab, v in samples(text, name) if all(lab.get(k) == want for k, want in labels.items())]
     return max(found) if found else None
+
+
+# promtool's lint of label names; every Ray metric has Ray's camelCase labels (NodeAddress,
+# SessionName, WorkerId, ...: docs/observability.md), which the product cannot rename.
+RAY_LABEL_LINT = "label names should be written in 'snake_case' not 'camelCase'"
+
+
+def product_lint_problems(text: str, promtool: str) -> list[str]:
+    """``promtool check metrics`` on an exposition: its problems with the product's metrics
+    (``gh_*``, ``ray_gh_*``), except the camelCase lint Ray's own labels cause."""
+    import subprocess
+
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    problems = (done.stdout + done.stderr).splitlines()
+    return [p for p in problems if p.startswith(("gh_", "ray_gh_")) and not p.endswith(RAY_LABEL_LINT)]

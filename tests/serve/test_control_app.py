@@ -17,6 +17,7 @@ from app.metadata import CONTROL_AUDIT, open_metadata
 from app.security.credentials import CONTROL_SIMULATE, CONTROL_WRITE, FORECAST_READ, SCOPES, OperatorRegistry
 from app.serve.tls_edge import TlsEdge
 from tests.helpers.lake import seed_two_greenhouses
+from tests.observability.test_alert_rules import promtool  # noqa: F401  (fixture: the promtool binary)
 
 DAYS = 2
 START = datetime(2026, 3, 10, tzinfo=timezone.utc)
@@ -341,9 +342,9 @@ def test_plain_http_to_the_https_endpoint_is_refused(edge):
         httpx.post(f"http://127.0.0.1:{edge.port}/climate/forecast", json={"greenhouse_id": "gh-01"})
 
 
-def test_the_app_exports_request_and_forecast_durations_refusals_and_the_serving_share(client, edge, tokens, models, ray_local):
+def test_the_app_exports_request_and_forecast_durations_refusals_and_the_serving_share(client, edge, tokens, models, ray_local, promtool):  # noqa: F811
     """What the replicas recorded reaches the node's metrics agent under the catalogue's names."""
-    from tests.serve.prometheus_text import exposition, max_of, value_of
+    from tests.serve.prometheus_text import exposition, max_of, product_lint_problems, value_of
 
     settings, first, _ = models
     with https_client(edge, None) as anonymous:
@@ -371,6 +372,7 @@ def test_the_app_exports_request_and_forecast_durations_refusals_and_the_serving
     assert seen["unauthenticated"] >= 1 and seen["missing_scope"] >= 1 and seen["requests"] >= 3 and seen["forecasts"] >= 1, seen
     assert seen["share"] == 1.0, seen
     assert value_of(text, "ray_gh_serve_latency_ms_count") is None  # replaced by the _seconds histogram
+    assert product_lint_problems(text, promtool) == []  # promtool check metrics on the agent's exposition
 
 
 def test_caller_readings_are_never_dispatched_and_the_asker_is_recorded(edge, tokens, models):

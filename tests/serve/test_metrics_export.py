@@ -15,7 +15,8 @@ from app.metadata import LAKE_BATCHES, open_metadata
 from tests.helpers.stack import stack_settings
 from tests.ingest.conftest import _reading as reading
 from tests.ingest.conftest import make_devices
-from tests.serve.prometheus_text import exposition, samples, value_of
+from tests.observability.test_alert_rules import promtool  # noqa: F401  (fixture: the promtool binary)
+from tests.serve.prometheus_text import exposition, product_lint_problems, samples, value_of
 
 JSON_V2 = "application/vnd.kafka.json.v2+json"
 SEEDED_AT = datetime(2026, 5, 31, 18, tzinfo=timezone.utc)
@@ -23,7 +24,7 @@ SEEDED_AT = datetime(2026, 5, 31, 18, tzinfo=timezone.utc)
 
 @pytest.mark.serve
 @pytest.mark.stack
-def test_the_gateway_exports_requests_auth_failures_and_freshness(ray_serve, ray_local, tmp_path):
+def test_the_gateway_exports_requests_auth_failures_and_freshness(ray_serve, ray_local, tmp_path, promtool):  # noqa: F811
     from ray import serve
 
     from app.serve.args import AppArgs
@@ -63,6 +64,7 @@ def test_the_gateway_exports_requests_auth_failures_and_freshness(ray_serve, ray
         assert seen == {"200": 1.0, "401": 1.0, "auth": 1.0, "gh-01": newest, "gh-02": SEEDED_AT.timestamp(), "duration": 2.0, "bytes": 1.0}, seen
         le = {lab["le"] for lab, _ in samples(text, "ray_gh_ingest_request_duration_seconds_bucket")}
         assert "1.0" in le and "0.001" in le  # bounds as Python prints them
+        assert product_lint_problems(text, promtool) == []  # promtool check metrics on the agent's exposition
     finally:
         serve.delete("ingest-metrics")
         store.client.drop_database(f"gh_metrics_{run}")
