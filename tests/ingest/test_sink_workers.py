@@ -103,12 +103,18 @@ def new_sink(settings: Settings, worker_id: str) -> LakeSink:
 
 def sink_process(settings: Settings, config: Path, *args: str) -> subprocess.Popen:
     config.write_text(yaml.safe_dump(settings.for_replicas()))
-    return subprocess.Popen([sys.executable, "-m", "jobs.sink", "--config", str(config), *args], cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # stderr to a file: the sink logs a line per lake file, and a pipe nobody reads until the end
+    # fills up (64 KB) and blocks the sink mid-run (it then misses its lease renewals)
+    stderr = config.with_suffix(".stderr").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.sink", "--config", str(config), *args], cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=stderr)
+    stderr.close()
+    proc.stderr_path = config.with_suffix(".stderr")  # type: ignore[attr-defined]
+    return proc
 
 
 def summary_of(proc: subprocess.Popen, timeout: float = 240) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err.decode()[-3000:]
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, proc.stderr_path.read_text()[-3000:]  # type: ignore[attr-defined]
     return orjson.loads(out.decode().strip().splitlines()[-1])
 
 
