@@ -25,12 +25,14 @@ def test_pauses_are_counted_per_generation_and_tracking_stops_on_close():
 def test_the_startup_heap_is_frozen_and_later_objects_are_not():
     try:
         frozen = freeze_startup_heap()
-        assert frozen == gc.get_freeze_count() > 1000
+        # Frozen objects still die by reference counting (another thread may free some at any
+        # moment), so the count can only fall until the next freeze: never rise on its own.
+        assert frozen > 1000 and gc.get_freeze_count() <= frozen
         garbage = [[] for _ in range(10)]
         for a, b in zip(garbage, garbage[1:]):  # a cycle made after the freeze
             a.append(b)
             b.append(a)
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() <= frozen  # the cycle made after the freeze is not frozen
         del garbage, a, b
         assert gc.collect() > 0  # still collected: only the start-up heap is exempt
     finally:
