@@ -273,6 +273,9 @@ class RaySettings(BaseModel):
     """How jobs, the CLI and the DAG authenticate to the Ray cluster (``RAY_AUTH_MODE=token``)."""
 
     auth_token_file: Path | None = Field(default=None, description="file holding the cluster's token; passed to Ray as RAY_AUTH_TOKEN_PATH")
+    metrics_export_port: int | None = Field(
+        default=None, ge=1, le=65535, description="port of the Prometheus metrics of a Ray the demo starts (its node's metrics agent); empty: a free port, announced at start"
+    )
 
 
 class MonitorSettings(BaseModel):

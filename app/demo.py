@@ -204,13 +204,15 @@ def start_ray(settings: Settings, announce: Callable[[str], None]) -> str:
     the demo goes on without it)."""
     import ray
 
-    from app.ray_dashboard import apply_monitoring_env, choose_port, describe, jobs_api_note, ray_init_kwargs
+    from app.ray_dashboard import apply_monitoring_env, choose_metrics_port, choose_port, describe, describe_metrics, jobs_api_note, metrics_init_kwargs, ray_init_kwargs
 
     monitoring = apply_monitoring_env(settings)
     port = choose_port()
+    metrics_port = choose_metrics_port(settings)
     note = "; ".join(n for n in (port.note, jobs_api_note()) if n)
     # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
-    common: dict[str, Any] = {"address": "local", "num_cpus": 2, "log_to_driver": False, "ignore_reinit_error": True}
+    common: dict[str, Any] = {"address": "local", "num_cpus": 2, "log_to_driver": False, "ignore_reinit_error": True, **metrics_init_kwargs(metrics_port)}
+    announce(describe_metrics(metrics_port))
     try:
         context = ray.init(**common, **ray_init_kwargs(port))
     except Exception as exc:  # the port taken since it was chosen, a Ray without the dashboard's packages

@@ -96,6 +96,28 @@ def ray_init_kwargs(port: DashboardPort) -> dict[str, Any]:
     return {"include_dashboard": True, "dashboard_host": DASHBOARD_HOST, "dashboard_port": port.port}
 
 
+def choose_metrics_port(settings: Settings) -> int:
+    """The port of the metrics a new local Ray's node exports to Prometheus: ``ray.metrics_export_port``
+    when set, else one free now. Chosen here rather than by Ray so that it can be announced (and
+    put in a Prometheus's targets) before Ray starts."""
+    if settings.ray.metrics_export_port:
+        return settings.ray.metrics_export_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((DASHBOARD_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def metrics_init_kwargs(metrics_port: int) -> dict[str, Any]:
+    """The ``ray.init`` argument that puts the node's Prometheus metrics on ``metrics_port``."""
+    return {"_metrics_export_port": metrics_port}
+
+
+def describe_metrics(metrics_port: int) -> str:
+    """The line printed at start: where Prometheus scrapes this Ray's metrics (all of the node's
+    processes: Serve replicas, the driver, Ray's own)."""
+    return f"Ray metrics: http://{DASHBOARD_HOST}:{metrics_port}/metrics (a Prometheus scrape target; dashboards in stack/grafana read it)"
+
+
 def describe(url: str, note: str = "", monitoring: dict[str, str] | None = None) -> str:
     """The line printed at start, ``Ray dashboard: http://127.0.0.1:8265``, with what a person
     should know about it in parentheses (another port, token sign-in, Prometheus and Grafana)."""

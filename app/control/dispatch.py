@@ -59,6 +59,25 @@ FAILED_AUDIT = "audit_unavailable"  # the audit could not be read or written (me
 FAILED_BUS = "bus_unavailable"  # the bus write raised: nothing known to be published
 FAILED_PUBLISH = "publish_refused"  # the bus answered, but did not take the record
 
+
+class DispatchError(RuntimeError):
+    """A command that could not be dispatched; ``reason`` is one of the ``FAILED_*`` reasons. Its
+    audit says ``failed`` (or stays ``pending`` until its lease runs out when the store is down
+    too), so the same command id dispatched again is published then."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _as_dispatch_error(reason: str, command: ControlCommand, exc: Exception) -> DispatchError:
+    if isinstance(exc, DispatchError):
+        return exc
+    error = DispatchError(reason, f"command {command.command_id} was not dispatched ({reason}): {exc}")
+    error.__cause__ = exc
+    return error
+
+
 ACTUATOR_COMMANDS = "gh_actuator_commands"
 _ACTUATOR_DESCRIPTION = "control commands the actuator side applied or refused (reason: the refusal, none when applied)"
 _ACTUATOR_LABELS = ("outcome", "reason")
@@ -134,7 +153,7 @@ class CommandDispatcher:
             try:
                 prepared = self._prepare(command)
             except Exception as exc:
-                results[i] = exc
+                results[i] = _as_dispatch_error(FAILED_AUDIT, command, exc)
                 self._failed(FAILED_AUDIT)
                 continue
             if isinstance(prepared, DispatchResult):
@@ -147,7 +166,7 @@ class CommandDispatcher:
                 produced = self.bus.produce(self.settings.topics.control, records)
             except Exception as exc:  # nothing known to be published: "failed", retried by the next dispatch
                 for i, command, _ in to_publish:
-                    results[i] = exc
+                    results[i] = _as_dispatch_error(FAILED_BUS, command, exc)
                     self._mark_failed(command.command_id, str(exc))
                     self._failed(FAILED_BUS)
                 produced = []
@@ -155,8 +174,9 @@ class CommandDispatcher:
                 try:
                     results[i] = self._settle(command, publish.sequence, result)
                 except Exception as exc:
-                    results[i] = exc
-                    self._failed(FAILED_PUBLISH if not result.ok else FAILED_AUDIT)
+                    reason = FAILED_PUBLISH if not result.ok else FAILED_AUDIT
+                    results[i] = _as_dispatch_error(reason, command, exc)
+                    self._failed(reason)
         return results  # type: ignore[return-value]
 
     def _failed(self, reason: str) -> None:
@@ -219,7 +239,7 @@ class CommandDispatcher:
     def _settle(self, command: ControlCommand, sequence: int | None, result: ProduceResult) -> DispatchResult:
         if not result.ok:
             self._mark_failed(command.command_id, result.error or "not published")
-            raise RuntimeError(f"command {command.command_id} was not published: {result.error}")
+            raise DispatchError(FAILED_PUBLISH, f"command {command.command_id} was not published: {result.error}")
         self.audit.update_one({"_id": command.command_id}, {"$set": {"status": "dispatched", "partition": result.partition, "offset": result.offset}})
         log.info(
             "command dispatched",

@@ -186,6 +186,7 @@ class Verdict:
     reason: str
     champion: VersionFigures
     candidate: VersionFigures
+    plan: RolloutPlan | None = None  # the rollout as judged (before the action applies)
 
     def figures(self) -> dict[str, dict[str, Any]]:
         """``{"champion": {...}, "candidate": {...}}``."""
@@ -282,7 +283,7 @@ def judge(plan: RolloutPlan, champion: VersionFigures, candidate: VersionFigures
       changes by itself: it holds, saying whether the candidate passes."""
 
     def verdict(action: Action, reason: str) -> Verdict:
-        return Verdict(action, reason, champion, candidate)
+        return Verdict(action, reason, champion, candidate, plan)
 
     if plan.status != "active":
         return verdict("hold", f"the rollout is {plan.status}")

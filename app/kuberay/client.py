@@ -3,7 +3,8 @@
 :class:`KubeRayClient` is what the ``greenhouse kuberay`` CLI and the Airflow DAG (mode
 ``kuberay``) use: RayJob / RayService / RayCluster through ``CustomObjectsApi`` (group ``ray.io``,
 version ``v1``), plus the few built-in kinds the manifests carry (ConfigMap, Secret, ServiceAccount,
-Service, Namespace through ``CoreV1Api``; NetworkPolicy through ``NetworkingV1Api``).
+Service, Namespace through ``CoreV1Api``; NetworkPolicy through ``NetworkingV1Api``; the monitor's
+Deployment through ``AppsV1Api``).
 
 - ``create`` is idempotent: a 409 AlreadyExists answer returns the existing object (so a retried
   DAG task attaches to the RayJob it created before instead of failing or running twice).
@@ -51,8 +52,9 @@ CORE_KINDS: dict[str, tuple[bool, str]] = {
     "Service": (True, "service"),
     "Namespace": (False, "namespace"),
     "NetworkPolicy": (True, "network_policy"),
+    "Deployment": (True, "deployment"),
 }
-NON_CORE_APIS: dict[str, str] = {"NetworkPolicy": "networking"}
+NON_CORE_APIS: dict[str, str] = {"NetworkPolicy": "networking", "Deployment": "apps"}
 
 
 class KubeRayError(RuntimeError):
@@ -164,6 +166,7 @@ class KubeRayClient:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
 
     @classmethod
     def connect(cls, target: KubeTarget) -> KubeRayClient:

@@ -20,6 +20,7 @@ from every replica that routed a greenhouse recently (this app's and the control
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations at run time,
 # and through Serve's class ingress it cannot resolve them as strings.
 import asyncio
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -41,7 +42,7 @@ from app.control.planner import current_setpoints
 from app.log_format import setup_replica_logging
 from app.metadata import DECISIONS, MetadataStore
 from app.serve.args import AppArgs
-from app.serve.control_api import MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
+from app.serve.control_api import DISPATCH_FAILED, MODEL_UNAVAILABLE, ControlRequest, ForecastRequest, ServeError, create_control_api
 from app.serve.control_auth import OperatorGate, never_sent
 from app.serve.control_loop import ControlLoop
 from app.serve.forecaster import Forecaster
@@ -51,6 +52,8 @@ from app.serve.serving_models import ModelConfig, ServingModels
 from app.serve.tuning import ACCESS_LOG_OFF
 
 api = create_control_api()
+
+log = logging.getLogger(__name__)
 
 
 # Helpers the replica's methods call are defined above the class: @serve.ingress serialises the
@@ -211,7 +214,7 @@ class ControlApp:
         decided = (await self.decider.decide([item], now, DecisionContext("on_demand", who.name), dry_run=dry_run))[0]
         decision = decided.decision
         self.models.note(served.forecaster, decision.model_error)
-        result = await self.dispatch_thread.dispatch(decision.command.model_copy(update={"requested_by": who.name}))
+        result = await self._dispatch(decision.command.model_copy(update={"requested_by": who.name}))
         await asyncio.to_thread(_insert_once, self.records, decided.record)
         self.metrics.observe([decided])
         self._freeze_once_warm(decision)
@@ -223,6 +226,17 @@ class ControlApp:
             "model_role": served.route.role,
             "state": {"latest_step": decision.state_ts.isoformat(), "age_s": round(decision.age_s, 1)},
         }
+
+    async def _dispatch(self, command: Any) -> Any:
+        """Dispatch ``command``; one that could not be (counted by reason) answers 503, retriable:
+        its audit says failed, so a retry with the same request publishes it."""
+        from app.control.dispatch import DispatchError
+
+        try:
+            return await self.dispatch_thread.dispatch(command)
+        except DispatchError as exc:
+            log.warning("command %s not dispatched: %s", command.command_id, exc.reason)
+            raise ServeError(503, DISPATCH_FAILED, f"the command could not be dispatched ({exc.reason}); retry the request") from exc
 
     @api.get("/loop")
     async def loop_status(self, authorization: str | None = Header(default=None)) -> dict[str, Any]:

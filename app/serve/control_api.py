@@ -27,6 +27,7 @@ INVALID_REQUEST = 42201
 INVALID_READINGS = 42211
 INTERNAL_ERROR = 50001
 MODEL_UNAVAILABLE = 50311
+DISPATCH_FAILED = 50321  # the decision stands, its command did not reach the control topic: retry
 MAX_WINDOW_READINGS = 20_000
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a full window of readings is about 4 MB of JSON
 

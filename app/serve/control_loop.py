@@ -74,6 +74,7 @@ class ControlLoop:
         controller = Controller(ControlPolicy.from_settings(settings), ForecastOffsets(alpha=settings.control.offset_alpha))
         lease_s = settings.loop.lease_s or settings.control.interval_s / 3
         index_decisions(store.collection(DECISIONS))
+        self.rollout_metrics = RolloutMetrics()
         self.scheduler = LoopScheduler(
             settings,
             online=self.online,
@@ -84,9 +85,9 @@ class ControlLoop:
             records=store.collection(DECISIONS),
             rollouts=_rollout_store(settings),
             metrics=DecisionMetrics(),
+            on_verdict=self._publish_verdict,
         )
         self._task = asyncio.get_running_loop().create_task(self.scheduler.run())
-        self.rollout_metrics = RolloutMetrics()
         self._figures_at = float("-inf")
         self._refresher = Refresher(self._publish_metrics, name="rollout-metrics")
 
@@ -100,6 +101,14 @@ class ControlLoop:
         if time.monotonic() - self._figures_at >= FIGURES_EVERY_S:
             self._figures_at = time.monotonic()
             self.rollout_metrics.set_rmse(_rollout_rmses(self.scheduler.rollouts, list(models.rollouts()), self.scheduler.loop_now()))
+        self.rollout_metrics.refresh()
+
+    def _publish_verdict(self, verdict: Any) -> None:
+        """The RMSE the rollout judge just compared, published at once: on a simulated plant's
+        clock a rollout step can be over before the next periodic read of the figures."""
+        from app.serve.rollout_metrics import verdict_rmse
+
+        self.rollout_metrics.set_rmse(verdict_rmse(verdict))
         self.rollout_metrics.refresh()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

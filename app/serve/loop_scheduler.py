@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +27,7 @@ from app.control.core import GreenhouseState
 from app.control.decision_record import DecisionContext
 from app.control.fleet_decisions import Assignment, Decided, FleetDecider
 from app.control.loop_ledger import LoopLedger, interval_start, owner_of
+from app.control.rollout import Verdict
 from app.security.redact import redact
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,24 @@ class IntervalProgress:
 class LoopScheduler:
     """One replica's share of the control loop (see the module docstring)."""
 
-    def __init__(self, settings: Settings, *, online: Any, models: Any, decider: FleetDecider, dispatch: Any, ledger: LoopLedger, records: Any, rollouts: Any = None, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        online: Any,
+        models: Any,
+        decider: FleetDecider,
+        dispatch: Any,
+        ledger: LoopLedger,
+        records: Any,
+        rollouts: Any = None,
+        metrics: Any = None,
+        on_verdict: Callable[[Verdict], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.online, self.models, self.decider, self.dispatch = online, models, decider, dispatch
         self.ledger, self.records, self.rollouts, self.metrics = ledger, records, rollouts, metrics
+        self.on_verdict = on_verdict  # each rollout verdict, with the figures it was judged on (metrics)
         interval_s = settings.control.interval_s
         self.interval_s = interval_s
         self.sweep_after_s = settings.loop.sweep_after_s or interval_s / 2
@@ -153,6 +169,8 @@ class LoopScheduler:
                 verdict = await asyncio.to_thread(self.rollouts.tick, name, now, LOOP_CALLER)
                 if verdict is not None and verdict.action != "hold":
                     log.info("rollout of %s: %s (%s)", name, verdict.action, verdict.reason)
+                if verdict is not None and self.on_verdict is not None:
+                    self.on_verdict(verdict)
             except Exception as exc:
                 log.warning("rollout step of %s failed: %s", name, redact(str(exc)))
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.control.decision_record import ROLE_CANDIDATE, ROLE_CHAMPION, ROLE_PINNED
-from app.control.rollout import RolloutPlan, VersionFigures
+from app.control.rollout import RolloutPlan, Verdict, VersionFigures
 from app.serve.metric_factory import MetricFactory, serve_metric
 from app.serve.serving_models import ModelConfig
 
@@ -85,6 +85,14 @@ def rollout_rmse(plan: RolloutPlan | None, champion: VersionFigures, candidate: 
         if figures.forecast_rmse_c is not None and figures.errors_n >= plan.min_errors_per_step:
             out[(plan.model_name, role, str(plan.horizon_min))] = figures.forecast_rmse_c
     return out
+
+
+def verdict_rmse(verdict: Verdict) -> dict[RmseKey, float]:
+    """:func:`rollout_rmse` of the figures a rollout verdict was judged on; empty when the verdict
+    ends the rollout (promote, roll back) or does not carry its plan."""
+    if verdict.plan is None or verdict.action in ("promote", "rollback"):
+        return {}
+    return rollout_rmse(verdict.plan, verdict.champion, verdict.candidate)
 
 
 class RolloutMetrics:

@@ -21,7 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-CORE_KINDS = {"configmaps": "ConfigMap", "secrets": "Secret", "serviceaccounts": "ServiceAccount", "services": "Service", "namespaces": "Namespace"}
+BUILTIN_KINDS = {  # collection -> kind, for list answers
+    "configmaps": "ConfigMap",
+    "secrets": "Secret",
+    "serviceaccounts": "ServiceAccount",
+    "services": "Service",
+    "namespaces": "Namespace",
+    "networkpolicies": "NetworkPolicy",
+    "deployments": "Deployment",
+}
 RAY_KINDS = {"rayjobs": "RayJob", "rayservices": "RayService", "rayclusters": "RayCluster"}
 
 
@@ -134,7 +142,7 @@ class FakeKubeAPI:
                 return self._status(h, rec, 404, "NotFound", f"no route {parsed.path}")
         except IndexError:
             return self._status(h, rec, 404, "NotFound", f"no route {parsed.path}")
-        kind = RAY_KINDS.get(plural) or CORE_KINDS.get(plural) or plural
+        kind = RAY_KINDS.get(plural) or BUILTIN_KINDS.get(plural) or plural
         key = (plural, ns, name or "")
         if method == "POST" and name is None:
             meta = body.setdefault("metadata", {})

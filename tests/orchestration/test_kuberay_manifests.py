@@ -9,6 +9,7 @@ import copy
 import json
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -40,6 +41,7 @@ def test_overlays_render_the_expected_objects(rendered):
     for name, objects in rendered.items():
         kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
         assert ("RayCluster", "greenhouse") in kinds and ("RayService", "greenhouse-serve") in kinds
+        assert {("ServiceAccount", "greenhouse-monitor"), ("Deployment", "greenhouse-monitor"), ("Service", "greenhouse-monitor")} <= set(kinds)
         jobs = {o["metadata"]["labels"]["greenhouse.io/job"] for o in objects if o["kind"] == "RayJob"}
         assert jobs == {"sink", "preprocess", "train", "tune", "promote", "drift", "batch_predict"}
         namespace = {"dev": "greenhouse-dev", "prod": "greenhouse"}[name]
@@ -72,11 +74,11 @@ def test_core_kinds_decode_strictly_into_kubernetes_types(k8s_tools):
         reports = [json.loads(line) for line in done.stdout.splitlines()]
         assert done.returncode == 0, (name, done.stderr, [r for r in reports if not r["ok"]])
         strict = {r["kind"] for r in reports if r["check"] == "strict"}
-        assert {"ServiceAccount", "ConfigMap", "Namespace"} <= strict and all(r["ok"] for r in reports)
+        assert {"ServiceAccount", "ConfigMap", "Namespace", "Deployment", "Service", "NetworkPolicy"} <= strict and all(r["ok"] for r in reports)
         if name.startswith("dev"):
             assert "Secret" in strict
         if name in m.MONITORED_OVERLAYS:  # prometheus-operator's own Go types
-            assert {"PrometheusRule", "PodMonitor"} <= strict
+            assert {"PrometheusRule", "PodMonitor", "ServiceMonitor"} <= strict
 
 
 def test_core_kind_checker_rejects_unknown_and_mistyped_fields(k8s_tools, tmp_path):
@@ -122,6 +124,48 @@ def test_entrypoints_env_vars_and_ray_version(rendered):
         for c in m.containers(objects):
             secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
             assert set(secret_refs) <= {"GH_METADATA_URL"}  # other secrets are files: tests/orchestration/test_kuberay_security.py
+
+
+def _monitor(objects: list[dict]) -> tuple[dict, dict, dict]:
+    """The monitor's Deployment, its container and its Service."""
+    by_key = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    deployment, service = by_key[("Deployment", "greenhouse-monitor")], by_key[("Service", "greenhouse-monitor")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment, container, service
+
+
+def test_monitor_runs_the_ray_image_against_the_shared_clusters_jobs_api(rendered):
+    """The monitor Deployment of each overlay: the image of the Ray pods (the overlay's registry),
+    `python -m app.entrypoints.monitor` with the settings and GH_METADATA_URL, /metrics on the port
+    its Service and probes name, and the Jobs API of the head Service KubeRay makes for the
+    RayCluster in the render (<cluster>-head-svc, the head's dashboard port)."""
+    registry = {"dev": "localhost:5001/greenhouse-mlops", "prod": "registry.example.com/greenhouse/greenhouse-mlops"}
+    for name, objects in rendered.items():
+        deployment, container, service = _monitor(objects)
+        cluster = next(o for o in objects if o["kind"] == "RayCluster")
+        head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == head["image"] and container["image"].startswith(registry[name] + ":"), name
+        assert deployment["spec"]["replicas"] == 1
+        assert container["command"] == ["python", "-m", "app.entrypoints.monitor"]
+        assert container["envFrom"] == [{"configMapRef": {"name": "greenhouse-settings"}}]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        assert env["GH_METADATA_URL"] == {"secretKeyRef": {"name": "greenhouse-secrets", "key": "metadata-url"}}
+        assert env["GH_MONITOR__HOST"] == "0.0.0.0"  # not the loopback default: Prometheus and the probes come from outside
+
+        (port,) = container["ports"]
+        assert port == {"containerPort": int(env["GH_MONITOR__PORT"]), "name": "metrics"} and port["containerPort"] == 9108
+        for probe in (container["readinessProbe"], container["livenessProbe"]):
+            assert probe["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"] == [{"name": "metrics", "port": 9108, "targetPort": "metrics", "protocol": "TCP"}]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+        jobs_api = urlsplit(env["GH_MONITOR__RAY_JOBS_URL"])
+        dashboard = next(p["containerPort"] for p in head["ports"] if p["name"] == "dashboard")
+        assert (jobs_api.scheme, jobs_api.hostname, jobs_api.port) == ("http", f"{cluster['metadata']['name']}-head-svc", dashboard), name
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert requests == {"cpu": "100m", "memory": "256Mi"} and limits["memory"] == "512Mi"
 
 
 def test_checks_catch_mistakes(rendered, crd_schemas):

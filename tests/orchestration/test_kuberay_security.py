@@ -1,8 +1,9 @@
 """The security of the rendered KubeRay overlays (issue 15, "TLS"): no secret written in them, secrets
 mounted read-only and private where they are read (and only there), Ray token auth in every Ray
 container, the TLS edge in front of Serve as the only port devices reach, NetworkPolicies that say
-so, and settings that pass the product's own startup checks. Negative cases show each check catches
-what it is for."""
+so, settings that pass the product's own startup checks, and a monitor Deployment with no more than
+it needs (its secrets, a non-root pod on a read-only filesystem, Prometheus in, its backends out).
+Negative cases show each check catches what it is for."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from app.orchestration.registry import JOBS
 RAY_CONTAINERS = ("ray-head", "ray-worker")
 SUBMITTER = "ray-job-submitter"
 EDGE = "tls-edge"
-EDGE_PORT, SERVE_PORT, DASHBOARD_PORT = 8443, 8000, 8265
+EDGE_PORT, SERVE_PORT, DASHBOARD_PORT, RAY_METRICS_PORT, MONITOR_PORT = 8443, 8000, 8265, 8080, 9108
 RAY_AUTH_SECRET = "greenhouse-ray-auth"
+# What the monitor reads, and nothing more: the Ray token, the CA, the Kafka password (files).
+MONITOR_SECRETS = {RAY_AUTH_SECRET, "greenhouse-ca", "greenhouse-kafka"}
 PRIVATE_MODE = 0o400
 SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "PASSWD", "SECRET", "CREDENTIAL")
 ANY = "any"  # every port
@@ -50,7 +53,7 @@ class Template:
     kind: str  # kind of the object holding it
     labels: dict[str, str]
     spec: dict[str, Any]
-    role: str  # head, worker, submitter
+    role: str  # head, worker, submitter, monitor
 
 
 def templates(obj: dict[str, Any]) -> Iterator[Template]:
@@ -67,6 +70,9 @@ def templates(obj: dict[str, Any]) -> Iterator[Template]:
     if kind == "RayJob" and spec.get("submitterPodTemplate"):
         t = spec["submitterPodTemplate"]
         yield Template(f"RayJob {name} submitter", kind, (t.get("metadata") or {}).get("labels") or {}, t["spec"], "submitter")
+    if kind == "Deployment":
+        t = spec["template"]
+        yield Template(f"Deployment {name}", kind, (t.get("metadata") or {}).get("labels") or {}, t["spec"], "monitor")
 
 
 def all_templates(objects: list[dict]) -> list[Template]:
@@ -272,15 +278,59 @@ def allowed_ports(objects: list[dict], namespace: str, pod_labels: dict[str, str
     return ports
 
 
+def egress_allowed(objects: list[dict], namespace: str, pod_labels: dict[str, str], destination: Source, port: int, protocol: str = "TCP") -> bool:
+    """Whether a pod with ``pod_labels`` in ``namespace`` may connect to ``destination`` on ``port``."""
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy" and _selects(o["spec"]["podSelector"], pod_labels) and "Egress" in o["spec"]["policyTypes"]]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("egress") or []:
+            if "to" in rule and not any(_peer_matches(p, namespace, destination) for p in rule["to"]):
+                continue
+            if not rule.get("ports") or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in rule["ports"]):
+                return True
+    return False
+
+
 def kuberay_pod_labels(t: Template) -> dict[str, str]:
     """The labels a pod made from ``t`` carries (KubeRay adds its own to Ray pods)."""
-    if t.role == "submitter":
+    if t.role in ("submitter", "monitor"):
         return dict(t.labels)
     return {**t.labels, "ray.io/is-ray-node": "yes", "ray.io/node-type": t.role, "app.kubernetes.io/created-by": "kuberay-operator"}
 
 
 def namespace_of(objects: list[dict]) -> str:
     return next(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace")
+
+
+def monitor_template(objects: list[dict]) -> Template:
+    (t,) = [t for t in all_templates(objects) if t.role == "monitor"]
+    return t
+
+
+def monitor_problems(objects: list[dict]) -> list[str]:
+    """Where the monitor's pod has more than it needs: secrets beyond MONITOR_SECRETS, a Kubernetes
+    API token, root, privilege escalation, capabilities, a writable root filesystem, no seccomp."""
+    t = monitor_template(objects)
+    problems = []
+    mounted = {secret_volumes(t.spec)[m["name"]]["secretName"] for c in all_containers(t.spec) for m in c.get("volumeMounts") or [] if m["name"] in secret_volumes(t.spec)}
+    if mounted != MONITOR_SECRETS:
+        problems.append(f"{t.where}: mounts secrets {sorted(mounted)}, not {sorted(MONITOR_SECRETS)}")
+    if t.spec.get("automountServiceAccountToken") is not False:
+        problems.append(f"{t.where}: the service account token is mounted")
+    account = next((o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == t.spec.get("serviceAccountName")), None)
+    if account is None or account.get("automountServiceAccountToken") is not False:
+        problems.append(f"{t.where}: service account {t.spec.get('serviceAccountName')!r} is not one of the overlay's without token automount")
+    pod = t.spec.get("securityContext") or {}
+    if not pod.get("runAsNonRoot") or not pod.get("runAsUser") or (pod.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        problems.append(f"{t.where}: pod is not non-root with seccomp RuntimeDefault")
+    for c in all_containers(t.spec):
+        security = c.get("securityContext") or {}
+        if security.get("allowPrivilegeEscalation") is not False or security.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{t.where} {c['name']}: privilege escalation allowed or root filesystem writable")
+        if (security.get("capabilities") or {}).get("drop") != ["ALL"] or (security.get("capabilities") or {}).get("add"):
+            problems.append(f"{t.where} {c['name']}: capabilities not all dropped")
+    return problems
 
 
 # --- tests ------------------------------------------------------------------------------------------
@@ -341,6 +391,17 @@ def test_each_secret_is_where_it_is_read_and_only_there(rendered):
                 assert mounted_file(t.spec, c, env["GH_SECURITY__TLS_KEY_FILE"]) == ("greenhouse-edge-tls", "tls.key")
                 assert mounted_file(t.spec, c, env["GH_SECURITY__CA_FILE"]) == ("greenhouse-ca", "ca.crt")
                 assert mounted_file(t.spec, c, env["GH_CONTROL__SIGNING_KEY_FILE"]) is None  # checked, never read
+        monitor = monitor_template(objects)
+        (c,) = monitor.spec["containers"]
+        env = container_env(objects, c)
+        bus = dict(parse_qsl(urlsplit(env["GH_BUS_URL"]).query))
+        for path, expected in {
+            env["GH_SECURITY__CA_FILE"]: ("greenhouse-ca", "ca.crt"),
+            env["GH_RAY__AUTH_TOKEN_FILE"]: (RAY_AUTH_SECRET, "auth_token"),
+            bus["sasl_password_file"]: ("greenhouse-kafka", "password"),
+            bus["ssl_cafile"]: ("greenhouse-ca", "ca.crt"),
+        }.items():
+            assert mounted_file(monitor.spec, c, path) == expected, (monitor.where, path)
         assert config["GH_SECURITY__CA_FILE"].startswith("/etc/greenhouse/")
 
 
@@ -393,12 +454,15 @@ def test_network_policies_let_devices_reach_only_the_edge_port(rendered, k8s_too
     for name, objects in rendered.items():
         ns = namespace_of(objects)
         policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
-        assert set(policies) == {"greenhouse-default-deny-ingress", "greenhouse-ray", "greenhouse-edge"}
-        for policy in policies.values():
+        assert set(policies) == {"greenhouse-default-deny-ingress", "greenhouse-ray", "greenhouse-edge", "greenhouse-monitor"}
+        for policy_name, policy in policies.items():
             assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["metadata"]["namespace"] == ns
-            assert policy["spec"]["policyTypes"] == ["Ingress"]
+            # egress is restricted for the monitor only (the Ray pods reach backends, the API server, DNS)
+            assert policy["spec"]["policyTypes"] == (["Ingress", "Egress"] if policy_name == "greenhouse-monitor" else ["Ingress"])
             for rule in policy["spec"].get("ingress") or []:
                 assert all(p["protocol"] == "TCP" and isinstance(p["port"], int) for p in rule.get("ports", [])), rule
+            for rule in policy["spec"].get("egress") or []:
+                assert rule.get("ports") and all(isinstance(p["port"], int) and (p["protocol"] == "TCP" or p == {"protocol": "UDP", "port": 53}) for p in rule["ports"]), rule
         assert policies["greenhouse-default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
 
         pods = {t.where: (t, kuberay_pod_labels(t)) for t in all_templates(objects)}
@@ -428,17 +492,82 @@ def test_network_policies_let_devices_reach_only_the_edge_port(rendered, k8s_too
                 assert allowed_ports(objects, ns, labels, source) == ({EDGE_PORT} if is_edge else set()), (name, where, label)
             for label, source in strangers.items():
                 assert allowed_ports(objects, ns, labels, source) == set(), (name, where, label)
+            scraper = Source("monitoring", {"greenhouse.io/metrics-scraper": "true"})
             if t.role == "submitter":
                 assert allowed_ports(objects, ns, labels, ray_pod) == set()  # nothing connects to a submitter
+                continue
+            if t.role == "monitor":  # Prometheus scrapes it; nothing else connects to it
+                assert allowed_ports(objects, ns, labels, scraper) == {MONITOR_PORT}, (name, where)
+                assert all(allowed_ports(objects, ns, labels, s) == set() for s in (ray_pod, operator, ray_client)), (name, where)
                 continue
             assert allowed_ports(objects, ns, labels, ray_pod) == {ANY}, (name, where)
             assert allowed_ports(objects, ns, labels, operator) == {DASHBOARD_PORT, SERVE_PORT}, (name, where)
             assert allowed_ports(objects, ns, labels, ray_client) == {DASHBOARD_PORT}, (name, where)
-            assert allowed_ports(objects, ns, labels, Source("monitoring", {"greenhouse.io/metrics-scraper": "true"})) == {8080}
+            assert allowed_ports(objects, ns, labels, scraper) == {RAY_METRICS_PORT}
         # and Kubernetes' own types accept them (strict decoding in k8s-tools)
         done = subprocess.run([str(k8s_tools), "validate", str(m.overlay_dir(name))], capture_output=True, text=True, timeout=120)
         reports = [json.loads(line) for line in done.stdout.splitlines()]
         assert sorted(r["name"] for r in reports if r["kind"] == "NetworkPolicy" and r["check"] == "strict" and r["ok"]) == sorted(policies)
+
+
+def test_monitor_has_what_it_reads_and_nothing_more(rendered, monkeypatch):
+    """The monitor's pod: the Ray token, the CA and the Kafka password (no signing key, no edge
+    secret, no API token), non-root on a read-only root filesystem with GH_DATA_DIR on its emptyDir,
+    and settings that listen beyond loopback and read the mounted token."""
+    from app.config import Settings
+
+    for name, objects in rendered.items():
+        assert monitor_problems(objects) == [], name
+        t = monitor_template(objects)
+        (c,) = t.spec["containers"]
+        with monkeypatch.context() as env:
+            for key in [k for k in os.environ if k.startswith("GH_")]:
+                env.delenv(key)
+            for key, value in container_env(objects, c).items():
+                env.setenv(key, value)
+            settings = Settings()
+        assert settings.monitor.host == "0.0.0.0" and settings.monitor.port == MONITOR_PORT
+        assert mounted_file(t.spec, c, str(settings.ray.auth_token_file)) == (RAY_AUTH_SECRET, "auth_token")
+        assert t.labels.get("greenhouse.io/ray-client") == "true"  # NetworkPolicy greenhouse-ray lets it reach 8265
+        writable = {m["mountPath"]: m["name"] for m in c["volumeMounts"] if not m.get("readOnly")}
+        volumes = {v["name"]: v for v in t.spec["volumes"]}
+        assert writable and all("emptyDir" in volumes[v] for v in writable.values())
+        data_dir = PurePosixPath(settings.data_dir)
+        assert any(data_dir == PurePosixPath(p) or PurePosixPath(p) in data_dir.parents for p in writable), (name, data_dir)
+
+
+def _bus_ports(bus_url: str) -> set[int]:
+    """Broker ports of a ``kafka://host:port,host:port?...`` URL."""
+    return {int(address.rsplit(":", 1)[1]) for address in urlsplit(bus_url).netloc.split(",")}
+
+
+def test_monitor_reaches_its_backends_and_nothing_else(rendered):
+    """Egress of the monitor: DNS, the Ray pods' dashboard in its namespace, the Kafka brokers of
+    GH_BUS_URL and MongoDB on their ports; not the lake, MLflow, the API server or other Ray ports."""
+    for name, objects in rendered.items():
+        ns = namespace_of(objects)
+        labels = kuberay_pod_labels(monitor_template(objects))
+        config = config_data(objects)
+        anywhere = Source(ip="10.20.30.40")
+        dns = Source("kube-system", {}, {"k8s-app": "kube-dns"})
+        assert egress_allowed(objects, ns, labels, dns, 53, "UDP") and egress_allowed(objects, ns, labels, dns, 53, "TCP")
+        for port in _bus_ports(config["GH_BUS_URL"]):
+            assert egress_allowed(objects, ns, labels, anywhere, port), (name, port)
+        secret = next((o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "greenhouse-secrets"), None)
+        # prod's metadata URL is made out of band (kuberay/README.md: MongoDB's default port)
+        metadata_port = (urlsplit(base64.b64decode(secret["data"]["metadata-url"]).decode()).port if secret else None) or 27017
+        assert egress_allowed(objects, ns, labels, anywhere, metadata_port), name
+
+        head = next(t for t in all_templates(objects) if t.kind == "RayCluster" and t.role == "head")
+        head_pod = Source(ns, {}, kuberay_pod_labels(head))
+        assert egress_allowed(objects, ns, labels, head_pod, DASHBOARD_PORT)
+        assert DASHBOARD_PORT in allowed_ports(objects, ns, kuberay_pod_labels(head), Source(ns, {}, labels))  # and the head lets it in
+        assert not egress_allowed(objects, ns, labels, head_pod, 6379)  # GCS: not a Jobs API client's business
+        assert not egress_allowed(objects, ns, labels, Source("other", {}, kuberay_pod_labels(head)), DASHBOARD_PORT)
+        for port in (443, 6443, 9870, 5000):  # the API server, WebHDFS, MLflow
+            assert not egress_allowed(objects, ns, labels, anywhere, port), (name, port)
+        # the Ray pods' egress stays open
+        assert egress_allowed(objects, ns, kuberay_pod_labels(head), anywhere, 9870)
 
 
 def test_serve_pods_pass_the_products_startup_checks(rendered, monkeypatch):
@@ -489,6 +618,17 @@ def test_checks_catch_mistakes(rendered):
     job["spec"]["rayClusterSpec"]["authOptions"] = {"mode": "token"}  # an operator-made token: cannot be mounted
     problems = token_auth_problems(objects)
     assert any("submitter ray-job-submitter: RAY_AUTH_MODE" in p for p in problems) and any("authOptions" in p for p in problems)
+
+    monitor = monitor_template(objects)
+    monitor.spec["volumes"].append({"name": "command-signing", "secret": {"secretName": "greenhouse-command-signing", "defaultMode": PRIVATE_MODE}})
+    monitor.spec["containers"][0]["volumeMounts"].append({"name": "command-signing", "mountPath": "/etc/greenhouse/signing", "readOnly": True})
+    monitor.spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    monitor.spec.pop("automountServiceAccountToken")
+    problems = monitor_problems(objects)
+    assert any("greenhouse-command-signing" in p for p in problems) and any("root filesystem" in p for p in problems) and any("token is mounted" in p for p in problems)
+    monitor_policy = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "greenhouse-monitor")
+    monitor_policy["spec"]["egress"].append({"ports": [{"protocol": "TCP", "port": 443}]})
+    assert egress_allowed(objects, "greenhouse", monitor.labels, Source(ip="10.20.30.40"), 443)
 
     edge_policy = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "greenhouse-edge")
     edge_policy["spec"]["ingress"][0]["ports"].append({"protocol": "TCP", "port": SERVE_PORT})

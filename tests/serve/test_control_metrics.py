@@ -14,7 +14,7 @@ from app.bus import BusError, OutgoingRecord, open_bus
 from app.config import Settings
 from app.contracts.command import ControlCommand, ModelRef, Setpoints
 from app.control.core import Controller, ControlPolicy, GreenhouseState
-from app.control.dispatch import FAILED_AUDIT, FAILED_BUS, ActuatorEndpoint, CommandDispatcher, Outcome, actuator_commands, count_actuator_command
+from app.control.dispatch import FAILED_AUDIT, FAILED_BUS, ActuatorEndpoint, CommandDispatcher, DispatchError, Outcome, actuator_commands, count_actuator_command
 from app.control.fleet_decisions import Decided
 from app.control.rollout import RolloutPlan, VersionFigures
 from app.metadata import open_metadata
@@ -23,7 +23,7 @@ from app.serve.control_api import ServeError
 from app.serve.control_auth import OperatorGate
 from app.serve.control_metrics import ControlMetrics, timed
 from app.serve.decision_metrics import DecisionMetrics, fallback_reason
-from app.serve.rollout_metrics import RolloutMetrics, rollout_rmse, serving_shares
+from app.serve.rollout_metrics import RolloutMetrics, rollout_rmse, serving_shares, verdict_rmse
 from app.serve.serving_models import ModelConfig
 from tests.serve.metric_recorder import MetricRecorder
 
@@ -143,8 +143,9 @@ def test_dispatch_failures_are_reported_by_reason_and_dispatches_logged_with_the
     assert (line.decision_id, line.command_id, line.greenhouse_id, line.mode) == ("cmd-test-0000", "cmd-test-0000", "gh-01", "mpc")
     assert (line.partition, line.offset) == (result.partition, result.offset)
     bus.fail = True
-    with pytest.raises(BusError):
+    with pytest.raises(DispatchError) as failed:
         dispatcher.dispatch(command(1))
+    assert failed.value.reason == FAILED_BUS and isinstance(failed.value.__cause__, BusError)
     assert failures == [FAILED_BUS]
     dispatcher.audit = None  # type: ignore[assignment]  # the audit store unreachable
     assert isinstance(dispatcher.dispatch_many([command(2)])[0], Exception)
@@ -226,6 +227,17 @@ def test_rollout_rmse_is_set_once_a_role_has_its_errors_and_not_after_the_end():
     gauges.set_rmse({})  # the rollout ended: no longer set, so the agent lets it expire
     gauges.refresh()
     assert rmse.sets == 2 and recorder["gh_serving_share"].sets == 3
+
+
+def test_a_verdicts_figures_set_the_rmse_gauge_until_it_ends_the_rollout():
+    from app.control.rollout import Verdict, judge
+
+    enough, more = VersionFigures(errors_n=30, forecast_rmse_c=0.4), VersionFigures(errors_n=30, forecast_rmse_c=0.45)
+    held = judge(plan(), enough, more)
+    assert held.plan == plan() and verdict_rmse(held) == {("gh-forecast", "champion", "15"): 0.4, ("gh-forecast", "candidate", "15"): 0.45}
+    for ending in ("promote", "rollback"):
+        assert verdict_rmse(Verdict(ending, "done", enough, more, plan())) == {}  # the rollout is over
+    assert verdict_rmse(Verdict("hold", "changed meanwhile", enough, more)) == {}  # no plan: nothing to label
 
 
 def test_the_loop_reads_each_active_rollouts_figures_for_the_rmse_gauge():

@@ -135,3 +135,35 @@ def test_two_replicas_one_dies_mid_interval_every_greenhouse_decided_once_per_in
     assert late == owned_by_a
     assert all(r["requested_by"] == "control-loop" and r["model"]["version"] == "1" and r["readings"]["bus_offsets"] == {"0": 42} for r in records)
     assert b.history and b.history[-1]["skipped"] == 0
+
+
+def test_each_rollout_verdict_goes_to_on_verdict_and_a_failing_tick_is_logged(tmp_path, caplog):
+    from app.control.rollout import Verdict, VersionFigures
+
+    class Models(FakeModels):
+        def rollouts(self) -> dict[str, Any]:
+            return {"gh-forecast": {}, "broken": {}}
+
+    class Rollouts:
+        def tick(self, name: str, now: datetime, by: str) -> Verdict:
+            if name == "broken":
+                raise RuntimeError("store down")
+            return Verdict("hold", "waiting", VersionFigures(errors_n=3), VersionFigures(errors_n=2))
+
+    settings = Settings(data_dir=tmp_path, control={"simulated_plant": True, "interval_s": INTERVAL_S})
+    store = open_metadata(settings.metadata_url)
+    seen: list[Verdict] = []
+    loop = LoopScheduler(
+        settings,
+        online=FakeOnline(FakeWindow()),
+        models=Models(),
+        decider=FleetDecider(Controller(ControlPolicy(interval_s=INTERVAL_S))),
+        dispatch=Dispatch(),
+        ledger=LoopLedger(store, "replica-a", lease_s=0.3),
+        records=store.collection(DECISIONS),
+        rollouts=Rollouts(),
+        on_verdict=seen.append,
+    )
+    asyncio.run(loop._step_rollouts(T0))
+    assert [v.reason for v in seen] == ["waiting"]
+    assert "rollout step of broken failed: store down" in caplog.text

@@ -54,17 +54,18 @@ def _draw_panel(ax, panel: PanelSpec, lines: list[tuple[str, Series]], end_s: fl
         ax.plot([(t - end_s) / 60 for t, _ in points], [v for _, v in points], linewidth=1.2, label=legend[:40])
     if lines:
         ax.legend(fontsize=6, loc="upper left", frameon=False)
-    ax.set_xlabel("minutes before render", fontsize=7)
+    ax.set_xlabel("minutes before the end", fontsize=7)
 
 
-def render(spec: DashboardSpec, prometheus: PrometheusApi, out: Path, *, minutes: float = 30, step_s: float = 15) -> Path:
-    """Draw every panel of ``spec`` over the last ``minutes`` into the PNG ``out``."""
+def render(spec: DashboardSpec, prometheus: PrometheusApi, out: Path, *, minutes: float = 30, step_s: float = 15, end_seconds: float | None = None) -> Path:
+    """Draw every panel of ``spec`` over the ``minutes`` up to ``end_seconds`` (Unix time; default
+    now) into the PNG ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    end_s = time.time()
+    end_s = time.time() if end_seconds is None else end_seconds
     start_s = end_s - minutes * 60
     rows = math.ceil(len(spec.panels) / COLUMNS)
     fig, axes = plt.subplots(rows, COLUMNS, figsize=(4 * COLUMNS, 2.8 * rows), squeeze=False)
@@ -73,7 +74,7 @@ def render(spec: DashboardSpec, prometheus: PrometheusApi, out: Path, *, minutes
     for ax in list(axes.flat)[len(spec.panels) :]:
         ax.set_visible(False)
     stamp = datetime.fromtimestamp(end_s, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    fig.suptitle(f"{spec.title}  ·  last {minutes:g} min to {stamp}", fontsize=11, x=0.01, ha="left")
+    fig.suptitle(f"{spec.title}  ·  {minutes:g} min to {stamp}", fontsize=11, x=0.01, ha="left")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
@@ -91,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard", default=FLEET_OVERVIEW.uid, choices=[d.uid for d in DASHBOARDS], help=f"which dashboard (default: {FLEET_OVERVIEW.uid})")
     parser.add_argument("--minutes", type=float, default=30, help="how far back to draw (default: 30)")
     parser.add_argument("--step", type=float, default=15, help="seconds between points (default: 15)")
+    parser.add_argument("--end", type=float, default=None, help="Unix time the picture ends at (default: now), e.g. when a run ended")
     args = parser.parse_args(argv)
     spec = next(d for d in DASHBOARDS if d.uid == args.dashboard)
     with PrometheusApi(args.prometheus) as prometheus:
-        path = render(spec, prometheus, args.out, minutes=args.minutes, step_s=args.step)
+        path = render(spec, prometheus, args.out, minutes=args.minutes, step_s=args.step, end_seconds=args.end)
     print(f"{path} ({path.stat().st_size} bytes)")
     return 0
 
