@@ -35,6 +35,9 @@ lint: install
 browser:
 	stack/browser
 
+# The test command also runs the KubeRay tests against a real control plane (stack/stack up k8s:
+# etcd, kube-apiserver, the KubeRay operator; built once into ~/.cache).
+test: export STACK_K8S ?= 1
 test: install lint browser
 	stack/with-stack $(BIN)/python -m pytest $(PYTEST_ARGS)
 

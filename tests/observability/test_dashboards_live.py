@@ -8,7 +8,8 @@ lake sink runs once as a Ray job (two workers); records it has not read are then
 bus and a second sink run moves past them (--accept-data-loss); a monitor process follows the run's
 topic and the Ray Jobs API; the control app (no model registered under its name, so every decision
 is the thermostat fallback) decides and dispatches on demand, refuses a request without a token,
-and answers 503 when the control topic refuses a command. Then every panel must show at least one
+answers 503 when the control topic refuses a command, and rate-limits (clamps) the thermostat's
+jump to full heat in a cold window a caller sends. Then every panel must show at least one
 series from the stack's Prometheus (one of its queries returns some), except those only a trained
 model, a rollout and the closed loop fill: tests/test_cli_demo.py checks those on the demo's run,
 and here their queries must still parse.
@@ -65,9 +66,9 @@ SHOWN_BY_THE_DEMO_RUN: dict[str, str] = {
     "Forecast latency p95": "the Forecaster is only called with a model loaded",
     "Serving share": "set for the versions a model alias resolves to",
     "Rollout forecast RMSE": "only while a rollout step has its minimum of errors",
-    "Setpoints clamped": "only when a model's proposal exceeds the safety or rate limits",
     "Actuator commands": "counted by the greenhouse side applying commands: the demo's closed loop",
 }
+HEAT_RATE_PCT_PER_MIN = 2.0  # a slow heating valve: the thermostat's jumps are rate-limited (clamped)
 AUTH_BURST = 25  # requests with a made-up token: above GhAuthFailureBurst's 20 in 5 minutes
 
 
@@ -152,7 +153,16 @@ def apps(stack, tmp_path_factory):
     ingest_app.update(name=f"ingest-dash-{run}", route_prefix=f"/dash-{run}", args={"settings": settings.for_replicas()})
     replicas = settings.for_replicas()
     # a model name nothing registered: every decision is the thermostat fallback (reason: no model)
-    control.update(name=f"control-dash-{run}", route_prefix=f"/climate-dash-{run}", args={"settings": {**replicas, "control": {**replicas["control"], "model_name": f"gh-dash-none-{run}"}}})
+    control.update(
+        name=f"control-dash-{run}",
+        route_prefix=f"/climate-dash-{run}",
+        args={
+            "settings": {
+                **replicas,
+                "control": {**replicas["control"], "model_name": f"gh-dash-none-{run}", "limits": {**replicas["control"]["limits"], "heat_rate_pct_per_min": HEAT_RATE_PCT_PER_MIN}},
+            }
+        },
+    )
     config = {**ingest, "applications": [ingest_app, control]}
     path = tmp_path_factory.mktemp("serve") / "dash.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -164,7 +174,7 @@ def apps(stack, tmp_path_factory):
     _serve(["shutdown", "-y"], stack["ray"])
 
 
-def _post_readings(stack: dict, url: str) -> datetime:
+def _post_readings(stack: dict, url: str) -> tuple[datetime, list[dict]]:
     """Three hours of readings up to now from two greenhouses in WAVES posts WAVE_GAP_S apart, each
     wave with a broken record and two refused requests (a made-up token, no token), then the
     middle wave once more (duplicates) and a record the sink cannot decode, written straight to
@@ -204,7 +214,7 @@ def _post_readings(stack: dict, url: str) -> datetime:
         assert all(r.error is None for r in bus.produce(settings.topics.sensors, [OutgoingRecord(b"not json", partition=0)]))
     finally:
         bus.close()
-    return fleet.now
+    return fleet.now, [r for step in steps[-120:] for r in step if r["greenhouse_id"] == "gh-01"]  # two hours: the features' lags
 
 
 def _run_sink(stack: dict, *, workers: int = 2, accept_data_loss: bool = False) -> dict:
@@ -267,6 +277,21 @@ def _refuse_a_command(stack: dict, url: str, as_of: datetime) -> None:
         bus.close()
 
 
+def _clamp_the_heating(stack: dict, url: str, recent: list[dict]) -> None:
+    """A window sent by the caller in which gh-01 is cold with its heating off: the thermostat wants
+    full heat, the heating's rate limit of this run (HEAT_RATE_PCT_PER_MIN) allows one step of it
+    (counted in ray_gh_control_setpoints_clamped_total{actuator="heat_pct"})."""
+    cold = [
+        {**r, "measurements": {**r["measurements"], **({"air_temp_c": 5.0} if "air_temp_c" in r["measurements"] else {}), **({"heat_pct": 0.0} if "heat_pct" in r["measurements"] else {})}}
+        for r in recent
+    ]
+    settings: Settings = stack["settings"]
+    with httpx.Client(base_url=url, timeout=60, verify=stack["ca"], headers={"Authorization": f"Bearer {stack['token']}"}) as c:
+        res = c.post("/control", json={"greenhouse_id": "gh-01", "readings": cold})
+    assert res.status_code == 200, res.text
+    assert res.json()["command"]["setpoints"]["heat_pct"] == HEAT_RATE_PCT_PER_MIN * settings.control.interval_s / 60, res.json()
+
+
 def _decide(stack: dict, url: str, as_of: datetime) -> None:
     _wait_healthy(url, stack["ca"], ready=lambda body: len(body.get("greenhouses") or []) == 2, timeout_s=120)
     assert httpx.post(f"{url}/control", json={"greenhouse_id": "gh-01"}, verify=stack["ca"]).status_code == 401
@@ -283,11 +308,12 @@ def _panels_showing_data(prometheus: PrometheusApi, titles: set[str]) -> set[str
 
 
 def test_every_panel_has_series_after_a_short_run(stack, apps, monitor):
-    as_of = _post_readings(stack, apps["ingest"])
+    as_of, recent = _post_readings(stack, apps["ingest"])
     _run_sink(stack)
     _lose_records(stack)
     _decide(stack, apps["control"], as_of)
     _refuse_a_command(stack, apps["control"], as_of)
+    _clamp_the_heating(stack, apps["control"], recent)
 
     all_titles = {panel.title for spec in DASHBOARDS for panel in spec.panels}
     assert set(SHOWN_BY_THE_DEMO_RUN) <= all_titles, f"SHOWN_BY_THE_DEMO_RUN names panels that do not exist: {sorted(set(SHOWN_BY_THE_DEMO_RUN) - all_titles)}"
