@@ -99,7 +99,7 @@ def render(
     overlay: str | None = typer.Option(None, "--overlay", "-o", help="Also print this overlay rendered (dev, prod or a directory)."),
     check: bool = typer.Option(False, "--check", help="Only check that kuberay/base/serve-config.yaml is current (exit 1 if stale)."),
     validate: bool = typer.Option(False, "--validate", help="Validate the overlays (or --overlay) offline: CRD schemas, operator rules, env vars, entrypoints, Ray version."),
-    crds_dir: Path | None = typer.Option(None, "--crds-dir", help="KubeRay CRDs (default $GH_KUBERAY_CRDS_DIR or ../shared/kuberay/crds)."),
+    crds_dir: Path | None = typer.Option(None, "--crds-dir", help="KubeRay CRDs (default $GH_KUBERAY_CRDS_DIR, else those of the targeted KubeRay version that stack/kube/build caches)."),
 ) -> None:
     """Generate the RayService serveConfigV2 from serve_configs/ (one source of truth) and render overlays."""
     from app.kuberay import manifests
@@ -112,13 +112,14 @@ def render(
         sys.stdout.write(manifests.render_overlay(manifests.overlay_dir(overlay)))
     if validate:
         crds = crds_dir or manifests.default_crds_dir()
-        if not crds.is_dir():
-            console.print(f"[red]error:[/red] no KubeRay CRDs in {crds} (set --crds-dir or GH_KUBERAY_CRDS_DIR)")
+        if not (crds / "ray.io_rayjobs.yaml").is_file():
+            console.print(f"[red]error:[/red] {escape(manifests.missing_crds_message(crds))}", highlight=False)
             raise typer.Exit(2)
-        problems = validate_overlays([overlay] if overlay else list(manifests.OVERLAYS), crds)
+        overlays = [overlay] if overlay else [*manifests.OVERLAYS, *manifests.MONITORED_OVERLAYS]
+        problems = validate_overlays(overlays, crds)
         for problem in problems:
             console.print(f"[red]-[/red] {problem}", highlight=False)
-        console.print(f"{len(problems)} problem(s)")
+        console.print(f"{len(problems)} problem(s) in {', '.join(overlays)} (KubeRay CRDs: {crds})", highlight=False)
         if problems:
             raise typer.Exit(1)
 

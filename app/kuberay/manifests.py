@@ -4,6 +4,9 @@ vars, entrypoint modules of registered jobs, one Ray version everywhere).
 
 Rendering uses ``k8s-tools`` (``stack/k8s-tools``: kustomize's own Go library, no cluster needed);
 ``kubectl kustomize`` gives the same YAML.
+
+The manifests target KubeRay :data:`KUBERAY_VERSION` (operator and CRDs): the version
+``stack/kube/build`` builds and runs, whose CRDs it caches (:func:`default_crds_dir`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ MONITORED_OVERLAYS = ("dev-monitoring", "prod-monitoring")
 """The overlays plus prometheus-operator's objects (kuberay/components/monitoring): for clusters with
 the monitoring.coreos.com CRDs."""
 K8S_TOOLS_ENV = "GH_K8S_TOOLS"
+KUBERAY_VERSION = "v1.5.0"
+"""The KubeRay release the manifests target: the one ``stack/kube/build`` pins (a test keeps them in step)."""
+KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
+"""The operator's Go module: its ``config/crd/bases`` are the CRDs of that version."""
 CRDS_DIR_ENV = "GH_KUBERAY_CRDS_DIR"
+FETCH_CRDS_COMMAND = "bash stack/kube/build"
+"""Builds the operator and caches its CRDs in :func:`default_crds_dir` (quick once built)."""
 JOB_LABEL = "greenhouse.io/job"
 RUN_OF_LABEL = "greenhouse.io/run-of"
 # Ray's own variables a manifest may set besides the product's GH_* settings.
@@ -60,23 +69,35 @@ DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # --- rendering ---------------------------------------------------------------------------------
 
 
+def stack_cache_dir() -> Path:
+    """The stack's cache: ``$GH_STACK_CACHE_DIR``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)``/greenhouse-mlops``."""
+    if os.environ.get("GH_STACK_CACHE_DIR"):
+        return Path(os.environ["GH_STACK_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "greenhouse-mlops"
+
+
 def default_crds_dir() -> Path:
-    """``$GH_KUBERAY_CRDS_DIR``, else ``../shared/kuberay/crds`` next to the checkout."""
+    """``$GH_KUBERAY_CRDS_DIR``, else the CRDs of :data:`KUBERAY_VERSION` that ``stack/kube/build``
+    copies from the operator's Go module (``<stack cache>/kube/kuberay-<version>/crds``)."""
     if os.environ.get(CRDS_DIR_ENV):
         return Path(os.environ[CRDS_DIR_ENV])
-    # CI runs in a fresh clone elsewhere: also look in the workplace's shared folder.
-    for candidate in (REPO_ROOT.parent / "shared" / "kuberay" / "crds", Path("/work/shared/kuberay/crds")):
-        if candidate.is_dir():
-            return candidate
-    return REPO_ROOT.parent / "shared" / "kuberay" / "crds"
+    return stack_cache_dir() / "kube" / f"kuberay-{KUBERAY_VERSION}" / "crds"
+
+
+def missing_crds_message(crds_dir: Path) -> str:
+    """What to do when ``crds_dir`` holds no KubeRay CRDs."""
+    return (
+        f"no KubeRay {KUBERAY_VERSION} CRDs in {crds_dir}: run `{FETCH_CRDS_COMMAND}` (builds the stack's Kubernetes parts, "
+        f"the operator's CRDs included; minutes cold, instant once built), or, for the CRDs alone, set {CRDS_DIR_ENV} "
+        f"(or --crds-dir) to <Dir>/config/crd/bases, Dir as printed by `go mod download -json {KUBERAY_MODULE}@{KUBERAY_VERSION}`"
+    )
 
 
 def k8s_tools_binary() -> Path:
     """Where ``stack/k8s-tools/build`` puts the binary (or ``$GH_K8S_TOOLS``)."""
     if os.environ.get(K8S_TOOLS_ENV):
         return Path(os.environ[K8S_TOOLS_ENV])
-    cache = Path(os.environ.get("GH_STACK_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "greenhouse-mlops")
-    return cache / "bin" / "k8s-tools"
+    return stack_cache_dir() / "bin" / "k8s-tools"
 
 
 def render_overlay(directory: Path | str, *, binary: Path | None = None) -> str:

@@ -1,17 +1,21 @@
-"""Fixtures shared by the orchestration tests: the k8s-tools binary, and Airflow (its own venv, one
-migrated database per session, ``dag.test()`` of a DAG in the DAG file)."""
+"""Fixtures shared by the orchestration tests: the k8s-tools binary, the KubeRay CRDs the manifests
+target, and Airflow (its own venv, one migrated database per session, ``dag.test()`` of a DAG in
+the DAG file)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from app.kuberay import manifests
 from tests.helpers.engines import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +34,35 @@ def k8s_tools() -> Path:
     if done.returncode != 0:
         missing(f"stack/k8s-tools/build failed (Go >= 1.24 and the Go module proxy are needed): {done.stderr[-2000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def kuberay_crds() -> Path:
+    """The CRDs of the KubeRay version the manifests target (``manifests.KUBERAY_VERSION``):
+    ``$GH_KUBERAY_CRDS_DIR``, else the ones stack/kube/build caches, else those of the operator's Go
+    module, downloaded from the module proxy (seconds: the same files stack/kube/build copies)."""
+    crds = manifests.default_crds_dir()
+    if (crds / "ray.io_rayjobs.yaml").is_file():
+        return crds
+    if os.environ.get(manifests.CRDS_DIR_ENV):
+        missing(manifests.missing_crds_message(crds))
+    return _module_crds() or crds
+
+
+def _module_crds() -> Path | None:
+    """``config/crd/bases`` of the operator's module (``go mod download``), or a skip saying what to run."""
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    module = f"{manifests.KUBERAY_MODULE}@{manifests.KUBERAY_VERSION}"
+    with tempfile.TemporaryDirectory() as outside_any_module:
+        try:
+            done = subprocess.run([go, "mod", "download", "-json", module], capture_output=True, text=True, timeout=300, cwd=outside_any_module)
+        except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+            missing(f"{manifests.missing_crds_message(manifests.default_crds_dir())} ({exc})")
+            return None
+    bases = Path(json.loads(done.stdout or "{}").get("Dir") or "/nonexistent") / "config" / "crd" / "bases"
+    if done.returncode != 0 or not (bases / "ray.io_rayjobs.yaml").is_file():
+        missing(f"{manifests.missing_crds_message(manifests.default_crds_dir())} (go mod download: {done.stderr[-1000:]})")
+    return bases
 
 
 @pytest.fixture(scope="session")

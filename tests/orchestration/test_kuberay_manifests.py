@@ -1,7 +1,8 @@
-"""Every manifest kustomize renders for the dev and prod overlays is valid offline: KubeRay v1.7.0 CRD
-schemas (and no field the API server would prune), the operator's own rules, Kubernetes' Go types
-for core kinds (strict decoding in stack/k8s-tools), the Serve config, entrypoints, env vars and the
-Ray version. Negative cases show that each check catches what it is for."""
+"""Every manifest kustomize renders for the overlays is valid offline: the CRD schemas of the KubeRay
+version the manifests target (v1.5.0, the operator stack/kube/build builds and runs; no field the
+API server would prune), the operator's own rules, Kubernetes' Go types for core kinds (strict
+decoding in stack/k8s-tools), the Serve config, entrypoints, env vars and the Ray version. Negative
+cases show that each check catches what it is for."""
 
 from __future__ import annotations
 
@@ -17,17 +18,13 @@ import yaml
 from app.kuberay import manifests as m
 from app.kuberay.render import SERVE_CONFIG_MANIFEST, serve_config_manifest_text, serve_config_v2_text
 from app.orchestration.registry import JOBS
-from tests.helpers.engines import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def crd_schemas() -> dict:
-    crds = m.default_crds_dir()
-    if not (crds / "ray.io_rayjobs.yaml").is_file():
-        missing(f"KubeRay CRDs not found in {crds} (set {m.CRDS_DIR_ENV})")
-    schemas = m.load_crd_schemas(crds)
+def crd_schemas(kuberay_crds: Path) -> dict:
+    schemas = m.load_crd_schemas(kuberay_crds)
     assert set(schemas) == {"RayCluster", "RayJob", "RayService"}
     return schemas
 
@@ -57,15 +54,34 @@ def test_overlays_render_the_expected_objects(rendered):
     assert prod_secrets == []  # production secrets are created out of band, only referenced
 
 
-def test_ray_resources_validate_against_the_kuberay_crds(rendered, crd_schemas):
+def test_the_targeted_kuberay_version_is_the_one_the_stack_builds(monkeypatch):
+    """KUBERAY_VERSION and the CRDs it names are stack/kube/build's (its go.mod pins the operator)."""
+    done = subprocess.run(["bash", str(REPO / "stack" / "kube" / "build"), "--print"], capture_output=True, text=True, timeout=60, check=True)
+    printed = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    assert printed["KUBERAY_VERSION"] == m.KUBERAY_VERSION == "v1.5.0"
+    monkeypatch.delenv(m.CRDS_DIR_ENV, raising=False)
+    assert m.default_crds_dir() == Path(printed["KUBERAY_CRDS"])
+
+
+def test_ray_resources_validate_against_the_kuberay_crds(rendered, crd_schemas, k8s_tools):
+    assert "authOptions" not in crd_schemas["RayCluster"]["properties"]["spec"]["properties"]  # v1.5.0's: came later
+    monitored = {name: m.load_documents(m.render_overlay(m.overlay_dir(name), binary=k8s_tools)) for name in m.MONITORED_OVERLAYS}
     checked = 0
-    for name, objects in rendered.items():
+    for name, objects in {**rendered, **monitored}.items():
         for obj in objects:
             if obj["kind"] in crd_schemas:
                 assert m.crd_errors(obj, crd_schemas[obj["kind"]]) == [], (name, obj["kind"], obj["metadata"]["name"])
                 assert m.operator_rule_errors(obj) == [], (name, obj["metadata"]["name"])
                 checked += 1
-    assert checked == 2 * (2 + len(JOBS))  # per overlay: the RayCluster, the RayService and a RayJob per job
+    assert checked == 4 * (2 + len(JOBS))  # per overlay: the RayCluster, the RayService and a RayJob per job
+
+
+def test_a_field_of_a_later_kuberay_is_caught(rendered, crd_schemas):
+    """What v1.7.0's authOptions would be under v1.5.0: dropped by the API server, refused by
+    `kubectl apply --validate=strict`."""
+    cluster = copy.deepcopy(next(o for o in rendered["dev"] if o["kind"] == "RayCluster"))
+    cluster["spec"]["authOptions"] = {"mode": "token", "secretName": "greenhouse-ray-auth"}
+    assert m.crd_errors(cluster, crd_schemas["RayCluster"]) == ["/spec/authOptions: unknown field (the API server would drop it)"]
 
 
 def test_core_kinds_decode_strictly_into_kubernetes_types(k8s_tools):

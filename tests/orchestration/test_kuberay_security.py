@@ -1,8 +1,9 @@
 """The security of the rendered KubeRay overlays (issue 15, "TLS"): no secret written in them, secrets
 mounted read-only and private where they are read (and only there), Ray token auth in every Ray
-container, the TLS edge in front of Serve as the only port devices reach, NetworkPolicies that say
-so, settings that pass the product's own startup checks, and a monitor Deployment with no more than
-it needs (its secrets, a non-root pod on a read-only filesystem, Prometheus in, its backends out).
+container and autoscaler, the TLS edge in front of Serve as the only port devices reach,
+NetworkPolicies that say so, settings that pass the product's own startup checks, and a monitor
+Deployment with no more than it needs (its secrets, a non-root pod on a read-only filesystem,
+Prometheus in, its backends out).
 Negative cases show each check catches what it is for."""
 
 from __future__ import annotations
@@ -195,13 +196,17 @@ def volume_problems(objects: list[dict]) -> list[str]:
 
 
 def token_auth_problems(objects: list[dict]) -> list[str]:
-    """Ray clusters without operator-native token auth on the shared Secret; Ray containers and
-    submitters without RAY_AUTH_MODE=token and the token file."""
+    """Ray containers, autoscaler sidecars and submitters without RAY_AUTH_MODE=token and the
+    shared Secret's token file (KubeRay v1.5.0 has no authOptions: it injects no token)."""
     problems = []
     for obj in objects:
         for label, cluster in m._cluster_specs(obj):
-            if cluster.get("authOptions") != {"mode": "token", "secretName": RAY_AUTH_SECRET}:
-                problems.append(f"{label}: authOptions {cluster.get('authOptions')}")
+            if cluster.get("enableInTreeAutoscaling"):
+                options = cluster.get("autoscalerOptions") or {}
+                env = {e["name"]: e.get("value") for e in options.get("env") or []}
+                token = mounted_file(cluster["headGroupSpec"]["template"]["spec"], options, env.get("RAY_AUTH_TOKEN_PATH") or "/")
+                if env.get("RAY_AUTH_MODE") != "token" or token != (RAY_AUTH_SECRET, "auth_token"):
+                    problems.append(f"{label} autoscaler: no RAY_AUTH_MODE=token with the mounted {RAY_AUTH_SECRET} token")
         if obj["kind"] == "RayJob":
             spec = obj["spec"]
             if spec.get("submissionMode") != "K8sJobMode" or not spec.get("submitterPodTemplate"):
@@ -615,9 +620,10 @@ def test_checks_catch_mistakes(rendered):
     job = next(o for o in objects if o["kind"] == "RayJob")
     submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
     submitter["env"] = [e for e in submitter["env"] if e["name"] != "RAY_AUTH_MODE"]
-    job["spec"]["rayClusterSpec"]["authOptions"] = {"mode": "token"}  # an operator-made token: cannot be mounted
+    cluster = next(o for o in objects if o["kind"] == "RayCluster")
+    cluster["spec"]["autoscalerOptions"].pop("volumeMounts")  # the sidecar could not reach GCS
     problems = token_auth_problems(objects)
-    assert any("submitter ray-job-submitter: RAY_AUTH_MODE" in p for p in problems) and any("authOptions" in p for p in problems)
+    assert any("submitter ray-job-submitter: RAY_AUTH_MODE" in p for p in problems) and any("greenhouse autoscaler" in p for p in problems)
 
     monitor = monitor_template(objects)
     monitor.spec["volumes"].append({"name": "command-signing", "secret": {"secretName": "greenhouse-command-signing", "defaultMode": PRIVATE_MODE}})
