@@ -10,9 +10,12 @@ Deployment through ``AppsV1Api``).
   DAG task attaches to the RayJob it created before instead of failing or running twice).
 - ``apply`` creates, or replaces the spec of an existing RayService / RayCluster (e.g. a new
   ``serveConfigV2``: KubeRay updates Serve in place). RayJobs are runs: an existing one is left as is.
+  Whether an existing object changes is the API server's answer to a dry-run replace (its defaults,
+  ``stringData`` folded into ``data``, a Service's cluster IP kept), so an unchanged manifest reports
+  ``unchanged`` and sends no write.
 - ``wait_rayjob`` watches the RayJob (``watch=true`` on the list endpoint, one object by field
-  selector) until ``status.jobDeploymentStatus`` is terminal, and falls back to polling ``get``
-  when a watch breaks (e.g. 410 Gone) or the server does not stream.
+  selector) until ``status.jobDeploymentStatus`` is terminal, watches again from a fresh read when
+  the watch expires (410 Gone), and falls back to polling ``get`` when the server does not stream.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,9 @@ CORE_KINDS: dict[str, tuple[bool, str]] = {
     "Deployment": (True, "deployment"),
 }
 NON_CORE_APIS: dict[str, str] = {"NetworkPolicy": "networking", "Deployment": "apps"}
+# Replaces that lose a race (409 Conflict: a controller wrote the object, e.g. a RayService's status,
+# between our read and our write) are retried from a fresh read this many times.
+APPLY_ATTEMPTS = 5
 
 
 class KubeRayError(RuntimeError):
@@ -91,7 +97,9 @@ class KubeTarget:
         elif self.in_cluster or (self.in_cluster is None and os.environ.get("KUBERNETES_SERVICE_HOST")):
             config.load_incluster_config(client_configuration=configuration)
         else:
-            config.load_kube_config(config_file=self.kubeconfig, context=self.context, client_configuration=configuration)
+            # $KUBECONFIG as it is now: the client library reads it once, when first imported
+            kubeconfig = self.kubeconfig or os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=kubeconfig, context=self.context, client_configuration=configuration)
         return client.ApiClient(configuration)
 
 
@@ -232,8 +240,12 @@ class KubeRayClient:
         """Create ``obj``, or bring an existing one to it: ``created``, ``configured`` or ``unchanged``.
 
         RayJobs are runs and are never changed once created (``unchanged``); the spec of an existing
-        RayService or RayCluster (and the data of core objects) is replaced.
+        RayService or RayCluster (and the body of core objects) is replaced, its labels and
+        annotations merged into the existing ones. ``unchanged`` when a dry-run of that replace
+        gives back the object as stored: the comparison sees the server's defaults, not ours.
         """
+        from kubernetes.client.exceptions import ApiException
+
         result = self.create(obj)
         if result.created:
             return "created"
@@ -241,18 +253,28 @@ class KubeRayClient:
         if kind == "RayJob":
             return "unchanged"
         current = result.object
-        desired = copy.deepcopy(obj)
-        meta = desired.setdefault("metadata", {})
-        meta["resourceVersion"] = current.get("metadata", {}).get("resourceVersion")
-        fields = ("spec",) if kind in CUSTOM_KINDS else tuple(k for k in obj if k not in ("apiVersion", "kind", "metadata"))
-        if all(_strip_defaults(current.get(f)) == _strip_defaults(obj.get(f)) for f in fields) and _same_labels(current, obj):
-            return "unchanged"
+        for attempt in range(1, APPLY_ATTEMPTS + 1):
+            desired = _replacement(current, obj)
+            try:
+                if _stored(self._replace(kind, name, desired, dry_run=True)) == _stored(current):
+                    return "unchanged"
+                self._replace(kind, name, desired)
+                return "configured"
+            except ApiException as exc:
+                if exc.status != 409 or attempt == APPLY_ATTEMPTS:
+                    raise KubeRayError(f"updating {kind} {name} failed: {exc.status} {exc.reason}: {_body(exc)}") from None
+            refreshed = self.get(kind, name, namespace=self._ns(obj))
+            if refreshed is None:  # deleted meanwhile: start over
+                return self.apply(obj)
+            current = refreshed
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _replace(self, kind: str, name: str, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        options: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         if kind in CUSTOM_KINDS:
             group, version, plural = CUSTOM_KINDS[kind]
-            self.custom.replace_namespaced_custom_object(group, version, self._ns(obj), plural, name, desired)
-        else:
-            self._core_call("replace", kind, obj=desired, name=name)
-        return "configured"
+            return self.custom.replace_namespaced_custom_object(group, version, self._ns(obj), plural, name, obj, **options)
+        return self._core_call("replace", kind, obj=obj, name=name, options=options)
 
     def delete(self, kind: str, name: str, *, namespace: str | None = None) -> bool:
         """Delete (background propagation: the RayCluster and pods of a RayJob go too); False if absent."""
@@ -273,7 +295,9 @@ class KubeRayClient:
                 return False
             raise KubeRayError(f"deleting {kind} {name} failed: {exc.status} {exc.reason}: {_body(exc)}") from None
 
-    def _core_call(self, verb: str, kind: str, *, obj: dict[str, Any] | None = None, name: str | None = None, namespace: str | None = None, body: Any = None) -> dict[str, Any]:
+    def _core_call(
+        self, verb: str, kind: str, *, obj: dict[str, Any] | None = None, name: str | None = None, namespace: str | None = None, body: Any = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         if kind not in CORE_KINDS:
             raise KubeRayError(f"kind {kind} is not handled here: apply it with kubectl")
         namespaced, suffix = CORE_KINDS[kind]
@@ -286,7 +310,7 @@ class KubeRayClient:
             args.append(namespace or self._ns(obj))
         if verb in ("create", "replace"):
             args.append(obj)
-        kwargs = {"body": body} if body is not None else {}
+        kwargs = {**({"body": body} if body is not None else {}), **(options or {})}
         result = method(*args, **kwargs)
         return self.api_client.sanitize_for_serialization(result)
 
@@ -301,7 +325,9 @@ class KubeRayClient:
 
     def wait_rayjob(self, name: str, *, timeout_s: float = 3600.0, poll_s: float = 2.0, watch: bool = True, on_status: Callable[[RayJobStatus], None] | None = None) -> RayJobStatus:
         """Wait until the RayJob's ``jobDeploymentStatus`` is terminal; raise ``TimeoutError`` after
-        ``timeout_s``. ``on_status`` sees every status change."""
+        ``timeout_s``. ``on_status`` sees every status change; what it raises ends the wait."""
+        from kubernetes.client.exceptions import ApiException
+
         deadline = time.monotonic() + timeout_s
         last: list[str] = []
 
@@ -323,14 +349,27 @@ class KubeRayClient:
                 raise TimeoutError(f"RayJob {name} still {status.describe()} after {timeout_s:.0f} s")
             if watch_ok:
                 rv = current.get("metadata", {}).get("resourceVersion")
+                events = self._watch_one("RayJob", name, rv, timeout_s=max(1, min(int(remaining), 300)))
                 try:
-                    for obj in self._watch_one("RayJob", name, rv, timeout_s=max(1, min(int(remaining), 300))):
+                    while True:
+                        # only the stream's own failures end the watch: what on_status raises
+                        # (an interrupt, a caller's stop) goes to the caller
+                        try:
+                            obj = next(events, None)
+                        except ApiException as exc:
+                            watch_ok = exc.status == 410  # expired: read again, watch from there
+                            break
+                        except Exception:  # noqa: BLE001 - broken or unsupported watch: poll from here on
+                            watch_ok = False
+                            break
+                        if obj is None:
+                            break
                         current = obj
                         status = seen(RayJobStatus.from_object(obj))
                         if status.terminal:
                             return status
-                except Exception:  # broken or unsupported watch: poll from here on
-                    watch_ok = False
+                finally:
+                    events.close()
             # the watch ended (its timeout, a closed stream) or broke: re-read, then watch again
             time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
             refreshed = self.get("RayJob", name)
@@ -340,7 +379,7 @@ class KubeRayClient:
             status = seen(RayJobStatus.from_object(current))
         return status
 
-    def _watch_one(self, kind: str, name: str, resource_version: str | None, *, timeout_s: int):
+    def _watch_one(self, kind: str, name: str, resource_version: str | None, *, timeout_s: int) -> Generator[dict[str, Any], None, None]:
         """Objects from ADDED/MODIFIED events of one named object (a watch on the list endpoint)."""
         from kubernetes import watch
 
@@ -379,16 +418,26 @@ def _body(exc: Exception) -> str:
     return body[:500] if isinstance(body, str) else str(body)[:500]
 
 
-def _strip_defaults(value: Any) -> Any:
-    """Compare specs without the empty values an API server adds or drops."""
-    if isinstance(value, dict):
-        return {k: _strip_defaults(v) for k, v in value.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_strip_defaults(v) for v in value]
-    return value
+def _replacement(current: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as a replace of ``current``: its metadata is the stored one (uid, resourceVersion for
+    optimistic concurrency, finalizers, owners) with ``obj``'s labels and annotations merged in, so
+    what controllers or other tools added there stays."""
+    desired = copy.deepcopy(obj)
+    have = current.get("metadata") or {}
+    want = desired.get("metadata") or {}
+    meta = {k: copy.deepcopy(v) for k, v in have.items() if k != "managedFields"}
+    for key in ("labels", "annotations"):
+        merged = {**(have.get(key) or {}), **(want.get(key) or {})}
+        if merged:
+            meta[key] = merged
+    desired["metadata"] = meta
+    return desired
 
 
-def _same_labels(current: dict[str, Any], desired: dict[str, Any]) -> bool:
-    want = (desired.get("metadata") or {}).get("labels") or {}
-    have = (current.get("metadata") or {}).get("labels") or {}
-    return all(have.get(k) == v for k, v in want.items())
+def _stored(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without what every write changes by itself (its resourceVersion, managedFields)."""
+    out = copy.deepcopy(obj)
+    meta = out.get("metadata") or {}
+    for key in ("resourceVersion", "managedFields"):
+        meta.pop(key, None)
+    return out

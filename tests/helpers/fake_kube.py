@@ -2,8 +2,9 @@
 
 It stores objects per collection (custom resources under ``/apis/<group>/<version>/namespaces/<ns>/<plural>``,
 core ones under ``/api/v1/...``), answers like the API server (201 on create, 409 AlreadyExists,
-404 NotFound as ``Status`` objects, resourceVersion conflicts on PUT, merge PATCH, list with
-label/field selectors, ``watch=true`` streams of JSON events), and records every request.
+404 NotFound as ``Status`` objects, resourceVersion conflicts on PUT, ``dryRun=All`` PUTs answered
+but not stored, no-op updates that write nothing, merge PATCH, list with label/field selectors,
+``watch=true`` streams of JSON events), and records every request.
 
 RayJob progress is scripted: ``script(plural, name, [status, ...])`` makes each later read of the
 object (a GET, or one event of a watch) apply the next status, as the KubeRay operator would.
@@ -52,6 +53,8 @@ class FakeKubeAPI:
     objects: dict[tuple[str, str | None, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     scripts: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    conflicting_puts: int = 0  # the next PUTs find the object changed since it was read (409 Conflict)
+    expired_watches: int = 0  # the next watches answer an ERROR event 410 Gone (resourceVersion too old)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -171,12 +174,22 @@ class FakeKubeAPI:
                 del self.objects[key]
                 return self._json(h, rec, 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name, "kind": plural}})
             if method == "PUT":
+                if self.conflicting_puts > 0:  # another writer got there first
+                    self.conflicting_puts -= 1
+                    obj["metadata"]["resourceVersion"] = self._next_rv()
                 if body.get("metadata", {}).get("resourceVersion") != obj["metadata"]["resourceVersion"]:
                     return self._status(h, rec, 409, "Conflict", "the object has been modified")
                 new = copy.deepcopy(body)
-                new["metadata"] = {**obj["metadata"], **new["metadata"], "resourceVersion": self._next_rv(), "generation": obj["metadata"].get("generation", 1) + 1}
+                new["metadata"] = {**obj["metadata"], **new["metadata"]}
                 if "status" in obj:
                     new["status"] = obj["status"]
+                if new == obj:  # a no-op update: nothing is written
+                    return self._json(h, rec, 200, new)
+                if new.get("spec") != obj.get("spec"):
+                    new["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                if query.get("dryRun") == "All":  # validated and answered, not stored
+                    return self._json(h, rec, 200, new)
+                new["metadata"]["resourceVersion"] = self._next_rv()
                 self.objects[key] = new
                 return self._json(h, rec, 200, new)
             if method == "PATCH":
@@ -208,6 +221,11 @@ class FakeKubeAPI:
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.end_headers()
+        if self.expired_watches > 0:
+            self.expired_watches -= 1
+            gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}
+            h.wfile.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            return
         while True:
             with self.lock:
                 advanced = self._advance(plural, key)

@@ -122,3 +122,23 @@ def wait_until(what: str, probe: Any, timeout: float = 30.0, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not there after {timeout:.0f} s")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def k8s_tools() -> Path:
+    """The k8s-tools binary (``greenhouse kuberay ... --overlay dev`` renders with it), built by the
+    project's script when missing (quick when built)."""
+    build = Path(__file__).resolve().parents[2] / "stack" / "k8s-tools" / "build"
+    done = subprocess.run([str(build)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        missing(f"stack/k8s-tools/build failed (Go >= 1.24 and the Go module proxy are needed): {done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def airflow_python() -> Path:
+    """The python of the Airflow venv that runs jobs/dags/ (stack/airflow-env: a no-op when made)."""
+    done = subprocess.run([str(Path(__file__).resolve().parents[2] / "stack" / "airflow-env")], capture_output=True, text=True, timeout=1500)
+    if done.returncode != 0:
+        missing(f"stack/airflow-env failed ({done.returncode}): {done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"

@@ -109,13 +109,57 @@ def test_apply_rayservice_replaces_its_spec_for_a_new_serve_config(fake, client)
     assert client.apply(copy.deepcopy(service)) == "unchanged"
     service["spec"]["serveConfigV2"] = "applications:\n- name: ingest\n  import_path: app.serve.ingest:build_app\n"
     assert client.apply(copy.deepcopy(service)) == "configured"
-    put = fake.calls("PUT", "/rayservices/greenhouse-serve")[0]
-    assert put.status == 200 and put.body["metadata"]["resourceVersion"]  # optimistic concurrency
+    previews, writes = _puts(fake, "/rayservices/greenhouse-serve")
+    assert len(previews) == 2 and len(writes) == 1  # each apply of an existing one asks the server first (dry run)
+    assert writes[0].status == 200 and writes[0].body["metadata"]["resourceVersion"]  # optimistic concurrency
     assert client.get("RayService", "greenhouse-serve")["spec"]["serveConfigV2"].startswith("applications:\n- name: ingest")
     assert not client.rayservice_ready("greenhouse-serve")
     fake.script("rayservices", "greenhouse-serve", [{"conditions": [{"type": "Ready", "status": "True"}]}])
     assert client.rayservice_ready("greenhouse-serve")
     assert [o["metadata"]["name"] for o in client.list("RayService")] == ["greenhouse-serve"]
+
+
+def test_apply_keeps_others_metadata_and_retries_a_replace_that_lost_a_race(fake, client):
+    service = yaml.safe_load((REPO / "kuberay" / "base" / "rayservice.yaml").read_text())
+    service["metadata"]["namespace"] = NS
+    assert client.apply(copy.deepcopy(service)) == "created"
+    # what controllers and other tools add to the metadata is theirs: kept, and no change
+    key = next(k for k in fake.objects if k[0] == "rayservices")
+    fake.objects[key]["metadata"].setdefault("annotations", {})["ray.io/last-applied"] = "x"
+    fake.objects[key]["metadata"]["finalizers"] = ["ray.io/rayservice-finalizer"]
+    assert client.apply(copy.deepcopy(service)) == "unchanged"
+    fake.conflicting_puts = 1  # the operator writes the object between our read and our write
+    service["spec"]["serveConfigV2"] = "applications: []\n"
+    assert client.apply(copy.deepcopy(service)) == "configured"
+    assert [(p.status, p.query.get("dryRun")) for p in fake.calls("PUT")][-3:] == [(409, "All"), (200, "All"), (200, None)]
+    stored = client.get("RayService", "greenhouse-serve")
+    assert stored["spec"]["serveConfigV2"] == "applications: []\n" and stored["metadata"]["generation"] == 2
+    assert stored["metadata"]["annotations"]["ray.io/last-applied"] == "x" and stored["metadata"]["finalizers"] == ["ray.io/rayservice-finalizer"]
+    fake.conflicting_puts = 99
+    with pytest.raises(KubeRayError, match="409"):
+        client.apply(copy.deepcopy({**service, "spec": {**service["spec"], "serveConfigV2": "applications: [x]\n"}}))
+
+
+def test_a_raising_on_status_ends_the_wait_and_an_expired_watch_is_resumed(fake, client):
+    client.create(rayjob_run(template("drift"), "greenhouse-drift-run-4"))
+    fake.script("rayjobs", "greenhouse-drift-run-4", RUNNING)
+
+    class Stop(Exception):
+        pass
+
+    def stop_when_running(status: RayJobStatus) -> None:
+        if status.job_status == "RUNNING":
+            raise Stop
+
+    with pytest.raises(Stop):  # from inside the watch: not taken for a broken watch
+        client.wait_rayjob("greenhouse-drift-run-4", timeout_s=30, poll_s=0.05, on_status=stop_when_running)
+    assert len(fake.calls("GET", "/rayjobs/greenhouse-drift-run-4")) == 1  # no polling afterwards
+
+    fake.expired_watches = 1  # 410 Gone: read again, then watch from there (not poll from now on)
+    fake.script("rayjobs", "greenhouse-drift-run-4", [RUNNING[1], RUNNING[2], {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}])
+    assert client.wait_rayjob("greenhouse-drift-run-4", timeout_s=30, poll_s=0.05).succeeded
+    watches = [r for r in fake.calls("GET", "/rayjobs") if r.query.get("watch") == "true"]
+    assert len(watches) == 3 and len(fake.calls("GET", "/rayjobs/greenhouse-drift-run-4")) == 3
 
 
 def test_core_objects_go_through_core_v1(fake, client):
@@ -143,7 +187,7 @@ def test_the_monitors_deployment_and_service_go_through_their_apis(fake, client)
     assert fake.calls("POST", f"/api/v1/namespaces/{NS}/services")[0].status == 201
     deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "greenhouse-mlops:0.2.0-ray2.60.0-py311"
     assert client.apply(copy.deepcopy(deployment)) == "configured"
-    put = fake.calls("PUT", f"/apis/apps/v1/namespaces/{NS}/deployments/greenhouse-monitor")[0]
+    (put,) = _puts(fake, f"/apis/apps/v1/namespaces/{NS}/deployments/greenhouse-monitor")[1]
     assert put.status == 200 and put.body["metadata"]["resourceVersion"]
     assert client.get("Deployment", "greenhouse-monitor")["spec"]["template"]["spec"]["containers"][0]["image"].startswith("greenhouse-mlops:0.2.0")
     assert client.delete("Deployment", "greenhouse-monitor") and client.get("Deployment", "greenhouse-monitor") is None
@@ -157,6 +201,12 @@ def test_every_rendered_kind_can_be_applied(overlay, fake, client, k8s_tools):
     assert {o["kind"] for o in objects} <= set(CORE_KINDS) | set(CUSTOM_KINDS)
     assert [client.apply(copy.deepcopy(o)) for o in objects] == ["created"] * len(objects)
     assert {client.apply(copy.deepcopy(o)) for o in objects} == {"unchanged"}
+
+
+def _puts(fake, path: str) -> tuple[list, list]:
+    """The PUTs to ``path``: the dry runs, and the writes."""
+    puts = fake.calls("PUT", path)
+    return [p for p in puts if p.query.get("dryRun") == "All"], [p for p in puts if p.query.get("dryRun") != "All"]
 
 
 def test_status_model_reads_kuberay_fields():
