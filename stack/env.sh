@@ -28,6 +28,8 @@
 #   GH_ALERTMANAGER_URL  Alertmanager (http://127.0.0.1:9193), fed by that Prometheus.
 #   GH_ALERT_RECEIVER_URL  the webhook receiver every alert is routed to; GET it to list them
 #                     (http://127.0.0.1:9194/alerts, label filters as query parameters).
+#   KUBECONFIG        only while `stack/stack up k8s` runs: the admin kubeconfig of the local
+#                     Kubernetes control plane (kubectl and `greenhouse kuberay ...` use it).
 _gh_stack_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 eval "$("$_gh_stack_dir/stack" env)"
 unset _gh_stack_dir
