@@ -200,8 +200,9 @@ def _check_lake(summary: DemoSummary, before: dict[str, int], after: dict[str, i
 
 def start_ray(settings: Settings, announce: Callable[[str], None]) -> str:
     """A fresh local Ray with its dashboard on loopback (app.ray_dashboard), wired to the configured
-    Prometheus and Grafana; announces the dashboard's URL and returns it ("" when it could not start:
-    the demo goes on without it)."""
+    Prometheus and Grafana, its metrics on a port chosen here; announces the dashboard's URL, then
+    the metrics' URL, and returns the dashboard's ("" when it could not start: the demo goes on
+    without it)."""
     import ray
 
     from app.ray_dashboard import apply_monitoring_env, choose_metrics_port, choose_port, describe, describe_metrics, jobs_api_note, metrics_init_kwargs, ray_init_kwargs
@@ -212,16 +213,17 @@ def start_ray(settings: Settings, announce: Callable[[str], None]) -> str:
     note = "; ".join(n for n in (port.note, jobs_api_note()) if n)
     # address="local": always a fresh in-process cluster, even when a `ray start` head runs here.
     common: dict[str, Any] = {"address": "local", "num_cpus": 2, "log_to_driver": False, "ignore_reinit_error": True, **metrics_init_kwargs(metrics_port)}
-    announce(describe_metrics(metrics_port))
     try:
         context = ray.init(**common, **ray_init_kwargs(port))
     except Exception as exc:  # the port taken since it was chosen, a Ray without the dashboard's packages
         ray.shutdown()
         announce(f"Ray dashboard: not started ({type(exc).__name__}: {exc}); the demo goes on without it")
         ray.init(**common, include_dashboard=False)
+        announce(describe_metrics(metrics_port))
         return ""
     url = f"http://{context.dashboard_url}" if context.dashboard_url else ""
     announce(describe(url, note, monitoring) if url else "Ray dashboard: not started (see Ray's log); the demo goes on without it")
+    announce(describe_metrics(metrics_port))
     return url
 
 

@@ -162,7 +162,8 @@ def _wait_for_text(driver, url: str, texts: list[str], token: str) -> str:
 def test_the_dashboard_shows_the_serve_app_and_the_submitted_job(demo_run, chromium):
     url = demo_run["dashboard"]
     assert url.startswith("http://127.0.0.1:")
-    announced = demo_run["announced"]  # what the person reads: where, and how to sign in
+    announced = demo_run["announced"]  # what the person reads first: where, and how to sign in
+    assert demo_run["metrics_line"].startswith("Ray metrics: http://127.0.0.1:")  # then where Prometheus scrapes
     assert announced.startswith(f"Ray dashboard: {url} (") and announced.endswith(f"sign in with the token in {demo_run['token_path']})")
 
     serve_page = _wait_for_text(chromium, f"{url}/#/serve", [demo_run["app"]], demo_run["token"])
@@ -232,7 +233,7 @@ def _run() -> None:
         submission_id = f"gh-browser-sink-{uuid.uuid4().hex[:8]}"
         env_vars = {"GH_DATA_DIR": str(settings.data_dir)}
         _submit(JobSubmissionClient(url), entrypoint=f"{sys.executable} -m jobs.sink", submission_id=submission_id, runtime_env={"env_vars": env_vars})
-        print(orjson.dumps({"dashboard": url, "announced": announced[0], "app": "ingest", "submission_id": submission_id}).decode(), flush=True)
+        print(orjson.dumps({"dashboard": url, "announced": announced[0], "metrics_line": announced[1], "app": "ingest", "submission_id": submission_id}).decode(), flush=True)
         sys.stdin.read()
     finally:
         serve.shutdown()
