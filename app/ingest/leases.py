@@ -78,7 +78,13 @@ class PartitionLeases:
     def heartbeat(self) -> int:
         """Say this worker is alive; the number of live workers of the group (this one included)."""
         now = self.now()
-        self.workers.update_one({"_id": f"{self.group}|{self.topic}|{self.worker_id}"}, {"$set": {**self._scope(), "worker": self.worker_id, "expires_at": now + self.ttl}}, upsert=True)
+        key, fields = {"_id": f"{self.group}|{self.topic}|{self.worker_id}"}, {"$set": {**self._scope(), "worker": self.worker_id, "expires_at": now + self.ttl}}
+        try:
+            self.workers.update_one(key, fields, upsert=True)
+        except DuplicateKeyError:
+            # two workers under one name upserting at once: both found nothing and inserted, one
+            # lost; the document is there now, so the second try updates it
+            self.workers.update_one(key, fields, upsert=True)
         return max(1, self.workers.count_documents({**self._scope(), "expires_at": {"$gt": now}}))
 
     def free_partitions(self, partitions: int, *, reclaim: bool = False) -> list[int]:

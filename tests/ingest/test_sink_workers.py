@@ -59,6 +59,26 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
+def test_a_heartbeat_that_loses_an_upsert_race_updates_the_document_instead(tmp_path):
+    """Two workers under one name upserting their document at once: MongoDB inserts for both and
+    refuses one (E11000). That one's heartbeat goes on as an update (a CI run's sink exited 1 here)."""
+    from app.metadata import DuplicateKeyError
+
+    store, clock = open_metadata(f"file://{tmp_path / 'meta'}"), Clock()
+    worker = PartitionLeases(store, "g", "t", "a", ttl_s=10, now=clock)
+    real_update, raced = worker.workers.update_one, []
+
+    def update_losing_the_race_once(*args, **kwargs):
+        if not raced:
+            raced.append(True)
+            real_update(*args, **kwargs)  # the other process's insert
+            raise DuplicateKeyError("sink_workers: E11000 duplicate key error")
+        return real_update(*args, **kwargs)
+
+    worker.workers.update_one = update_losing_the_race_once  # type: ignore[method-assign]
+    assert worker.heartbeat() == 1 and raced == [True]
+
+
 def test_leases_move_only_when_free_expired_or_reclaimed_by_the_same_name(tmp_path):
     store, clock = open_metadata(f"file://{tmp_path / 'meta'}"), Clock()
     a = PartitionLeases(store, "g", "t", "a", ttl_s=10, now=clock)
