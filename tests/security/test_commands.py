@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from app.bus import OutgoingRecord, open_bus
 from app.config import Settings
 from app.contracts import ControlCommand, DeadLetter, ModelRef, Setpoints
-from app.control.dispatch import REFUSAL_CODES, ActuatorEndpoint, CommandDispatcher, dry_run_audit_id
+from app.control.dispatch import FAILED_BUS, REFUSAL_CODES, ActuatorEndpoint, CommandDispatcher, DispatchError, dry_run_audit_id
 from app.control.sequence import SequenceAllocator
 from app.metadata import CONTROL_AUDIT, open_metadata
 from app.security.signing import LOCAL_SIGNING_KEY_FILE, CommandSigner, CommandVerifier, ensure_local_signing_key, key_id_of, new_signing_key, public_keys_dir
@@ -254,8 +254,9 @@ def test_verifier_rereads_its_directory_at_most_once_a_second_for_unknown_key_id
 def test_a_failed_publish_is_retried_to_dispatched_never_answered_duplicate(site: Site, monkeypatch):
     real_produce = site.bus.produce
     monkeypatch.setattr(site.bus, "produce", lambda topic, records: (_ for _ in ()).throw(ConnectionError("broker down")))
-    with pytest.raises(ConnectionError):
+    with pytest.raises(DispatchError) as failed:
         site.dispatcher.dispatch(command("cmd-retry001"))
+    assert failed.value.reason == FAILED_BUS and isinstance(failed.value.__cause__, ConnectionError)
     audit = site.store.collection(CONTROL_AUDIT)
     assert audit.find_one({"_id": "cmd-retry001"})["status"] == "failed"
     monkeypatch.setattr(site.bus, "produce", real_produce)
