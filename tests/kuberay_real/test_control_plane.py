@@ -9,13 +9,12 @@ No kubelet runs: kube-scheduler binds the Pods to kwok's fake node, and kwok rep
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.kuberay_real.conftest import Kube, build_paths
+from tests.kuberay_real.conftest import Kube, build_paths, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.k8s, pytest.mark.timeout(300)]
 
@@ -37,17 +36,6 @@ def raycluster(name: str, worker_replicas: object = 1) -> dict:
             "workerGroupSpecs": [{"groupName": "workers", "replicas": worker_replicas, "minReplicas": 1, "maxReplicas": 1, "rayStartParams": {}, "template": pod("ray-worker")}],
         },
     }
-
-
-def wait_for(what: str, probe, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not there after {timeout:.0f}s")
-        time.sleep(1)
 
 
 def test_apiserver_is_v1_37_2(kube: Kube):
@@ -90,17 +78,17 @@ def test_operator_makes_head_service_and_pods(kube: Kube, namespace: str):
     def cluster_ready():
         return kube.json("get", "-n", namespace, "raycluster", "smoke").get("status", {}).get("state") == "ready"
 
-    service = wait_for("the RayCluster's head Service", head_service)
-    created = wait_for("the head and worker Pods", pods)
+    service = wait_until("the RayCluster's head Service", head_service, timeout=60.0)
+    created = wait_until("the head and worker Pods", pods, timeout=60.0)
     assert {p["name"] for p in service["spec"]["ports"]} >= {"gcs-server", "dashboard", "client"}
     for obj in [service, *created]:
         owners = obj["metadata"].get("ownerReferences", [])
         assert any(o["kind"] == "RayCluster" and o["uid"] == uid for o in owners), obj["metadata"]["name"]
     assert {p["spec"]["containers"][0]["image"] for p in created} == {IMAGE}
-    running = wait_for("the Pods Running on kwok's fake node", lambda: pods("Running"))
+    running = wait_until("the Pods Running on kwok's fake node", lambda: pods("Running"), timeout=60.0)
     assert {p["spec"]["nodeName"] for p in running} == {"kwok-node-0"}
     assert all(p["status"].get("podIP") for p in running)
-    wait_for("the RayCluster's state ready", cluster_ready)
+    wait_until("the RayCluster's state ready", cluster_ready, timeout=60.0)
 
 
 def test_invalid_raycluster_is_refused_by_the_crd_schema(kube: Kube, namespace: str):

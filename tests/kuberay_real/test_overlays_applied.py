@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from app.kuberay.render import serve_config_v2_text
-from tests.kuberay_real.conftest import Kube
+from tests.kuberay_real.conftest import Kube, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.k8s, pytest.mark.timeout(600)]
 
@@ -30,15 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
 CLUSTER = "greenhouse"  # kuberay/base/raycluster.yaml
 SERVICE = "greenhouse-serve"  # kuberay/base/rayservice.yaml
-
-
-def wait_for(what: str, probe, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not there after {timeout_s:.0f} s")
-        time.sleep(0.5)
-    return found
 
 
 class Applied:
@@ -106,11 +97,11 @@ def _versions(applied: Applied) -> dict[str, str]:
 
 def test_the_operator_makes_the_pods_and_service_our_raycluster_implies(applied: Applied):
     spec = applied.rendered("RayCluster", CLUSTER)["spec"]
-    head_pods = wait_for("the head Pod", lambda: applied.pods(f"ray.io/cluster={CLUSTER},ray.io/node-type=head"))
+    head_pods = wait_until("the head Pod", lambda: applied.pods(f"ray.io/cluster={CLUSTER},ray.io/node-type=head"), timeout=60.0)
     group = spec["workerGroupSpecs"][0]
     selector = f"ray.io/cluster={CLUSTER},ray.io/group={group['groupName']}"
     if group["replicas"]:
-        workers = wait_for(f"{group['replicas']} worker Pods", lambda: (p := applied.pods(selector)) and len(p) == group["replicas"] and p)
+        workers = wait_until(f"{group['replicas']} worker Pods", lambda: (p := applied.pods(selector)) and len(p) == group["replicas"] and p, timeout=60.0)
     else:  # dev starts without workers: the autoscaler adds them on demand
         time.sleep(2)
         workers = applied.pods(selector)
@@ -126,7 +117,7 @@ def test_the_operator_makes_the_pods_and_service_our_raycluster_implies(applied:
     wanted = {p["containerPort"] for p in spec["headGroupSpec"]["template"]["spec"]["containers"][0].get("ports", [])}
     assert wanted <= ports, f"head Service ports {sorted(ports)} lack {sorted(wanted - ports)}"
     assert service["spec"]["selector"]["ray.io/cluster"] == CLUSTER
-    ready = wait_for("RayCluster state ready", lambda: applied.get("raycluster", CLUSTER).get("status", {}).get("state") == "ready")
+    ready = wait_until("RayCluster state ready", lambda: applied.get("raycluster", CLUSTER).get("status", {}).get("state") == "ready", timeout=60.0)
     assert ready
 
 
@@ -177,8 +168,8 @@ def _quantity(text: str) -> float:
 
 def test_the_rayservice_gets_its_cluster_and_a_changed_serve_config_is_accepted(applied: Applied, tmp_path: Path):
     rendered = applied.rendered("RayService", SERVICE)
-    cluster = wait_for("the RayService's RayCluster", lambda: _rayservice_cluster(applied))
-    head = wait_for("its head Pod", lambda: applied.pods(f"ray.io/cluster={cluster},ray.io/node-type=head"))
+    cluster = wait_until("the RayService's RayCluster", lambda: _rayservice_cluster(applied), timeout=60.0)
+    head = wait_until("its head Pod", lambda: applied.pods(f"ray.io/cluster={cluster},ray.io/node-type=head"), timeout=60.0)
     want_image = rendered["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert head[0]["spec"]["containers"][0]["image"] == want_image
 
@@ -236,9 +227,10 @@ def test_a_raycluster_the_operator_finds_invalid_is_refused_with_its_reason(appl
     broken["spec"]["headGroupSpec"]["resources"] = {"CPU": "1"}
     applied.kube.run("apply", "-f", "-", stdin=yaml.safe_dump(broken))
     try:
-        event = wait_for(
+        event = wait_until(
             "the operator's InvalidRayClusterSpec event",
             lambda: [e for e in applied.get("events", "--field-selector", f"involvedObject.name={name}")["items"] if e["reason"] == "InvalidRayClusterSpec"],
+            timeout=60.0,
         )[0]
         assert event["type"] == "Warning" and "should not be set in both rayStartParams and Resources" in event["message"], event["message"]
         assert applied.pods(f"ray.io/cluster={name}") == []
